@@ -1,0 +1,22 @@
+"""nncost: what a neural network costs, layer by layer, before you train or ship it."""
+
+from nncost.api import profile
+from nncost.errors import BadRequest, InputMismatch, ModelNotFound, NeedsWeights, NncostError
+from nncost.records.report import SCHEMA, Layer, Report, Totals, Uncounted
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SCHEMA",
+    "BadRequest",
+    "InputMismatch",
+    "Layer",
+    "ModelNotFound",
+    "NeedsWeights",
+    "NncostError",
+    "Report",
+    "Totals",
+    "Uncounted",
+    "__version__",
+    "profile",
+]

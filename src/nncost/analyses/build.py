@@ -1,0 +1,124 @@
+"""From a Trace to a Report: inclusive per-layer sums, totals, the memory figures."""
+
+from __future__ import annotations
+
+from nncost.records.report import Layer, Report, Totals, Uncounted
+from nncost.records.trace import OpCall, Trace
+
+
+def build_report(trace: Trace) -> Report:
+    n = len(trace.layers)
+    macs = [0] * n
+    flops = [0] * n
+    read = [0] * n
+    write = [0] * n
+    self_ops: list[list[OpCall]] = [[] for _ in range(n)]
+    for op in trace.ops:
+        if op.layer < 0:  # ran before the model's own pre-hook; still in the totals below
+            continue
+        macs[op.layer] += op.macs
+        flops[op.layer] += op.flops
+        read[op.layer] += op.read_bytes
+        write[op.layer] += op.write_bytes
+        self_ops[op.layer].append(op)
+
+    has_children = [False] * n
+    for call in reversed(trace.layers):  # children follow their parent: fold upwards
+        if call.parent is not None:
+            has_children[call.parent] = True
+            macs[call.parent] += macs[call.index]
+            flops[call.parent] += flops[call.index]
+            read[call.parent] += read[call.index]
+            write[call.parent] += write[call.index]
+
+    total_macs = sum(op.macs for op in trace.ops)
+    total_flops = sum(op.flops for op in trace.ops)
+    layers = [
+        Layer(
+            index=c.index,
+            name=c.name,
+            type=c.type,
+            depth=c.depth,
+            parent=c.parent,
+            input_shapes=c.input_shapes,
+            output_shapes=c.output_shapes,
+            own_params=c.own_params,
+            params=c.params,
+            macs=macs[c.index],
+            flops=flops[c.index],
+            output_bytes=c.output_bytes,
+            read_bytes=read[c.index],
+            write_bytes=write[c.index],
+            intensity=_ratio(flops[c.index], read[c.index] + write[c.index]),
+            flops_share=_ratio(flops[c.index], total_flops),
+            macs_share=_ratio(macs[c.index], total_macs),
+            is_leaf=not has_children[c.index],
+            module_config=c.module_config,
+            self_ops=self_ops[c.index],
+        )
+        for c in trace.layers
+    ]
+
+    peak, peak_op = peak_live_bytes(trace.memory_events)
+    stats = trace.params
+    totals = Totals(
+        params=stats.params,
+        trainable_params=stats.trainable_params,
+        frozen_params=stats.params - stats.trainable_params,
+        buffers=stats.buffers,
+        buffer_bytes=stats.buffer_bytes,
+        param_bytes=sum(stats.param_bytes_by_dtype.values()),
+        param_bytes_by_dtype=stats.param_bytes_by_dtype,
+        macs=total_macs,
+        flops=total_flops,
+        read_bytes=sum(op.read_bytes for op in trace.ops),
+        write_bytes=sum(op.write_bytes for op in trace.ops),
+        input_bytes=trace.input_bytes,
+        feature_map_bytes=round(sum(d for _, d in trace.memory_events if d > 0) / trace.batch_size),
+        peak_activation_bytes=peak,
+        peak_at=_layer_at(trace, peak_op),
+    )
+    return Report(
+        model=trace.model,
+        execution=trace.execution,
+        device=trace.device,
+        batch_size=trace.batch_size,
+        layers=layers,
+        totals=totals,
+        uncounted=uncounted(trace),
+        fallback_reason=trace.fallback_reason,
+    )
+
+
+def peak_live_bytes(events: list[tuple[int, int]]) -> tuple[int, int]:
+    """The most bytes alive at once, and the index of the operator that reached it."""
+    live = peak = 0
+    peak_op = -1
+    for op_index, delta in events:
+        live += delta
+        if live > peak:
+            peak, peak_op = live, op_index
+    return peak, peak_op
+
+
+def uncounted(trace: Trace) -> list[Uncounted]:
+    found: dict[str, Uncounted] = {}
+    for op in trace.ops:
+        if op.counted:
+            continue
+        entry = found.setdefault(op.op, Uncounted(op.op, 0, []))
+        entry.calls += 1
+        name = trace.layers[op.layer].name if op.layer >= 0 else "(outside the model)"
+        if name not in entry.layers:
+            entry.layers.append(name)
+    return sorted(found.values(), key=lambda u: -u.calls)
+
+
+def _layer_at(trace: Trace, op_index: int) -> str:
+    if 0 <= op_index < len(trace.ops) and trace.ops[op_index].layer >= 0:
+        return trace.layers[trace.ops[op_index].layer].name or trace.model
+    return ""
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 0.0

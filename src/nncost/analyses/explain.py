@@ -1,0 +1,125 @@
+"""The teaching view: the formulas behind one layer's figures, with its numbers plugged in.
+
+This is the brief's closed-form arithmetic (``Co × (Kw × Kh × Cin + 1)`` parameters,
+``H × W × M × C × K × K`` multiplications), shown for the layer as nncost counted it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nncost.records.report import Layer
+from nncost.records.trace import OpCall
+from nncost.rules import ATEN
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _dims(values: Any) -> list[int]:
+    return list(values) if isinstance(values, (list, tuple)) else [values]
+
+
+def params_formula(layer: Layer) -> str | None:
+    """The closed form of the layer's own parameters, or None when there is none to show."""
+    c = layer.module_config
+    bias = 1 if c.get("bias") else 0
+    kind = layer.type
+    if "Conv" in kind and "out_channels" in c:
+        k = _dims(c["kernel_size"])
+        groups = c.get("groups", 1)
+        if "Transpose" in kind:
+            value = c["in_channels"] * (c["out_channels"] // groups) * math.prod(k) + bias * c["out_channels"]
+            return (f"{kind} params = Cin × Co/groups × {'·'.join('K' for _ in k)} + bias·Co = "
+                    f"{c['in_channels']} × {c['out_channels']}/{groups} × {'·'.join(map(str, k))}"
+                    f" + {bias}·{c['out_channels']} = {_n(value)}")
+        per_filter = math.prod(k) * c["in_channels"] // groups
+        value = c["out_channels"] * (per_filter + bias)
+        return (f"{kind} params = Co × ({'·'.join('K' for _ in k)}·Cin/groups + bias) = "
+                f"{c['out_channels']} × ({'·'.join(map(str, k))}·{c['in_channels']}/{groups} + {bias}) = {_n(value)}")
+    if "in_features" in c and "out_features" in c:
+        value = (c["in_features"] + bias) * c["out_features"]
+        return (f"{kind} params = (D1 + bias) × D2 = ({c['in_features']} + {bias}) × {c['out_features']}"
+                f" = {_n(value)}")
+    if "nx" in c and "nf" in c:  # transformers' Conv1D: a linear layer with a transposed weight
+        value = (c["nx"] + bias) * c["nf"]
+        return f"{kind} params = (nx + bias) × nf = ({c['nx']} + {bias}) × {c['nf']} = {_n(value)}"
+    if "BatchNorm" in kind and "num_features" in c:
+        return (f"{kind} params = 2 × C (γ and β; running mean and variance are buffers) = "
+                f"2 × {c['num_features']} = {_n(layer.own_params)}")
+    if "num_embeddings" in c and "embedding_dim" in c:
+        return (f"{kind} params = rows × dim = {c['num_embeddings']} × {c['embedding_dim']} = "
+                f"{_n(c['num_embeddings'] * c['embedding_dim'])}")
+    if layer.own_params:
+        return f"{kind} params = sum of its own parameter tensors = {_n(layer.own_params)}"
+    return None
+
+
+def op_formula(op: OpCall) -> str:
+    """One operator call: its rule's formula with the call's shapes, and the result."""
+    rule = ATEN.get(op.op)
+    head = f"aten.{op.op}"
+    if rule is None:
+        return f"{head}: UNCOUNTED (no cost rule); reads {_n(op.read_bytes)} B, writes {_n(op.write_bytes)} B"
+    plugged = _plugged(op)
+    result = f"MACs = {_n(op.macs)}, FLOPs = {_n(op.flops)}"
+    return f"{head}: {plugged or rule.formula}\n    → {result}"
+
+
+def _plugged(op: OpCall) -> str | None:
+    a = op.args
+    if op.op in ("convolution", "_convolution") and len(a) >= 9:
+        x, w, bias, transposed, groups = a[0], a[1], a[2], a[6], a[8]
+        out = op.out_shapes[0]
+        if transposed:
+            return (f"MACs = N·Cin·∏in·(Co/g)·∏K = {x[0]}·{x[1]}·{'·'.join(map(str, x[2:]))}"
+                    f"·{w[1]}·{'·'.join(map(str, w[2:]))}")
+        spatial = "·".join(map(str, out[2:]))
+        return (f"MACs = N·H·W·M·(C/g)·K·K = {out[0]}·{spatial}·{out[1]}·({x[1]}/{groups})·"
+                f"{'·'.join(map(str, w[2:]))}; FLOPs = 2·MACs" + (" + N·M·H·W (bias)" if bias is not None else ""))
+    if op.op == "addmm" and len(a) >= 3:
+        m, k, n = a[1][0], a[1][1], a[2][1]
+        return f"MACs = m·k·n = {m}·{k}·{n}; FLOPs = 2·MACs + m·n (bias)"
+    if op.op == "mm" and len(a) >= 2:
+        return f"MACs = m·k·n = {a[0][0]}·{a[0][1]}·{a[1][1]}; FLOPs = 2·MACs"
+    if op.op == "bmm" and len(a) >= 2:
+        return f"MACs = b·m·k·n = {a[0][0]}·{a[0][1]}·{a[0][2]}·{a[1][2]}; FLOPs = 2·MACs"
+    if op.op.startswith("_scaled_dot_product") and len(a) >= 3:
+        q, k, v = a[0], a[1], a[2]
+        return (f"MACs = B·H·L·S·(E+Ev) = {'·'.join(map(str, q[:-2]))}·{q[-2]}·{k[-2]}·({q[-1]}+{v[-1]}), dense;"
+                f" FLOPs = 2·MACs + 6·B·H·L·S")
+    return None
+
+
+def explain(layer: Layer) -> str:
+    lines = [
+        f"{layer.label} ({layer.type})",
+        f"  input {', '.join('×'.join(map(str, s)) for s in layer.input_shapes) or '-'}"
+        f" → output {', '.join('×'.join(map(str, s)) for s in layer.output_shapes) or '-'}",
+    ]
+    formula = params_formula(layer)
+    if formula:
+        lines.append("  " + formula)
+    if layer.params != layer.own_params:
+        lines.append(f"  params in the whole subtree: {_n(layer.params)}")
+    grouped: dict[str, list[OpCall]] = {}
+    for op in layer.self_ops:
+        grouped.setdefault(op.op, []).append(op)
+    shown = 0
+    for ops in grouped.values():
+        for op in ops[:3]:
+            lines.append("  " + op_formula(op).replace("\n", "\n  "))
+            shown += 1
+        if len(ops) > 3:
+            rest = ops[3:]
+            lines.append(f"  … and {len(rest)} more aten.{rest[0].op} calls: MACs {_n(sum(o.macs for o in rest))},"
+                         f" FLOPs {_n(sum(o.flops for o in rest))}")
+    if not layer.is_leaf:
+        own_macs = sum(op.macs for op in layer.self_ops)
+        own_flops = sum(op.flops for op in layer.self_ops)
+        lines.append(f"  children: MACs {_n(layer.macs - own_macs)}, FLOPs {_n(layer.flops - own_flops)}")
+    lines.append(f"  total: MACs {_n(layer.macs)}, FLOPs {_n(layer.flops)}, output {_n(layer.output_bytes)} B,"
+                 f" read {_n(layer.read_bytes)} B, written {_n(layer.write_bytes)} B")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The public entry points."""
+
+from __future__ import annotations
+
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncost.analyses.build import build_report
+from nncost.capture.inputs import SizeSpec, sizes_to_inputs
+from nncost.capture.run import Progress, capture
+from nncost.errors import BadRequest
+from nncost.records.report import Report
+
+DEVICES = ("meta", "cpu", "cuda")
+
+
+def profile(
+    model: nn.Module,
+    input_size: SizeSpec | None = None,
+    *,
+    inputs: Any = None,
+    kwargs: dict[str, Any] | None = None,
+    batch_size: int = 1,
+    dtype: torch.dtype | str | None = None,
+    device: str = "meta",
+    depth: int | None = None,
+    name: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Cost an inference forward of ``model``, layer by layer.
+
+    ``input_size`` leaves out the batch dimension, as torchstat does: ``(3, 224, 224)``; a list
+    of sizes gives several positional inputs.  ``inputs`` (a tensor, a tuple of positional
+    inputs, or any pytree) and ``kwargs`` take example inputs instead; their shapes are used,
+    not their values, unless the model must run for real.
+
+    The forward runs in eval mode under ``no_grad``.  On ``device="meta"`` (the default) the
+    parameters are swapped for meta tensors inside the call only; the user's model is left
+    exactly as it was.  ``depth`` keeps the rows of that depth and above.
+    """
+    if not isinstance(model, nn.Module):
+        raise BadRequest(f"profile() needs a torch.nn.Module, got {type(model).__name__}")
+    if device.split(":")[0] not in DEVICES:
+        raise BadRequest(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadRequest("device='cuda' was asked for, but no CUDA device is available")
+    torch_dtype = resolve_dtype(dtype)
+    args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
+    trace = capture(model, args, kw, device=device, dtype=torch_dtype, model_name=name or "", progress=progress)
+    report = build_report(trace)
+    if depth is not None:
+        report.layers = [layer for layer in report.layers if layer.depth <= depth]
+    return report
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise BadRequest(f"unknown dtype {dtype!r}; try float32, float16 or bfloat16")
+    return value
+
+
+def _example_inputs(
+    input_size: SizeSpec | None,
+    inputs: Any,
+    kwargs: dict[str, Any] | None,
+    batch_size: int,
+    dtype: torch.dtype | None,
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if batch_size < 1:
+        raise BadRequest(f"batch size must be at least 1, got {batch_size}")
+    if input_size is not None and inputs is not None:
+        raise BadRequest("give input_size or inputs, not both")
+    if input_size is not None:
+        args: tuple[Any, ...] = sizes_to_inputs(input_size, batch_size, dtype)
+    elif inputs is None:
+        args = ()
+    elif isinstance(inputs, tuple):
+        args = inputs
+    elif isinstance(inputs, list) and all(isinstance(t, torch.Tensor) for t in inputs):
+        args = tuple(inputs)
+    else:
+        args = (inputs,)
+    kw = dict(kwargs or {})
+    if not args and not kw:
+        raise BadRequest("no inputs: give input_size=(C, H, W), inputs=... or kwargs=...")
+    return args, kw
+
+

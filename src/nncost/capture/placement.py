@@ -1,0 +1,108 @@
+"""Putting a model where a capture runs it, and putting it back exactly as it was.
+
+Parameters and buffers are swapped in each module's own ``_parameters`` / ``_buffers``
+dictionaries for the duration of a capture: no copy of the model, no ``.to()`` on the user's
+modules, and tied weights stay tied because each tensor is converted once.  The originals are
+put back in a ``finally``, together with every module's ``training`` flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from nncost.records.trace import ParamStats
+
+Convert = Callable[[torch.Tensor], torch.Tensor]
+
+
+def to_meta(dtype: torch.dtype | None) -> Convert:
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        target = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        return torch.empty_like(t, device="meta", dtype=target)
+
+    return convert
+
+
+def to_device(device: torch.device, dtype: torch.dtype | None) -> Convert:
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        target = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        return t.detach().to(device=device, dtype=target, copy=True)
+
+    return convert
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the first parameter or buffer; CPU for a model that has neither."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def needs_swap(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> bool:
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.device.type != device.type:
+            return True
+        if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+            return True
+    return False
+
+
+@contextmanager
+def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
+    """Replace every parameter and buffer by ``convert(tensor)`` inside the block."""
+    saved: list[tuple[dict[str, object], str, torch.Tensor]] = []
+    converted: dict[int, torch.Tensor] = {}
+    try:
+        for module in model.modules():
+            for store, is_param in ((module._parameters, True), (module._buffers, False)):
+                for key, value in store.items():
+                    if value is None:
+                        continue
+                    new = converted.get(id(value))
+                    if new is None:
+                        data = convert(value)
+                        new = nn.Parameter(data, requires_grad=value.requires_grad) if is_param else data
+                        converted[id(value)] = new
+                    saved.append((store, key, value))  # type: ignore[arg-type]
+                    store[key] = new  # type: ignore[index]
+        yield
+    finally:
+        for store, key, value in reversed(saved):
+            store[key] = value
+
+
+@contextmanager
+def inference_mode_flags(model: nn.Module) -> Iterator[None]:
+    """``model.eval()`` inside the block; each module's own flag restored afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def param_stats(model: nn.Module, dtype: torch.dtype | None) -> ParamStats:
+    """Counts each parameter once (``named_parameters`` removes duplicates by identity)."""
+    params = trainable = 0
+    by_dtype: dict[str, int] = {}
+    for p in model.parameters():
+        n = p.numel()
+        params += n
+        trainable += n if p.requires_grad else 0
+        target = dtype if dtype is not None and p.is_floating_point() else p.dtype
+        size = target.itemsize
+        key = str(target).removeprefix("torch.")
+        by_dtype[key] = by_dtype.get(key, 0) + n * size
+    buffers = buffer_bytes = 0
+    for b in model.buffers():
+        buffers += b.numel()
+        buffer_bytes += b.numel() * b.element_size()
+    return ParamStats(params, trainable, buffers, buffer_bytes, by_dtype)

@@ -1,0 +1,145 @@
+"""One capture: run the model once under the tracer and the module scopes, return a Trace.
+
+Meta execution is the default: no weights, no activation memory, the same shapes and the same
+operators as a real run.  A model that needs data to decide what to do (``nonzero``, NMS,
+``.item()``) cannot go on without values; it is run again for real on the device that holds
+its weights, and the trace says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncost.capture import inputs as inputs_mod
+from nncost.capture.placement import (
+    inference_mode_flags,
+    model_device,
+    needs_swap,
+    param_stats,
+    swapped,
+    to_device,
+    to_meta,
+)
+from nncost.capture.scopes import Scopes
+from nncost.capture.tracer import Tracer
+from nncost.errors import InputMismatch, NeedsWeights
+from nncost.records.trace import Trace
+from nncost.rules import ATEN
+
+Progress = Callable[[str], None]
+
+_META_LIMIT = re.compile(
+    r"meta|data.dependent|same device|two devices|cannot be called on|item\(\)|nonzero",
+    re.IGNORECASE,
+)
+
+
+def _meta_limitation(exc: BaseException) -> bool:
+    """Whether an exception from a meta run means 'needs real values', not 'wrong input'."""
+    return isinstance(exc, NotImplementedError) or bool(_META_LIMIT.search(str(exc)))
+
+
+def capture(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    device: str = "meta",
+    dtype: torch.dtype | None = None,
+    model_name: str = "",
+    progress: Progress | None = None,
+) -> Trace:
+    target = torch.device(device)
+    if target.type != "meta":
+        if model_device(model).type == "meta":
+            raise NeedsWeights(
+                f"device={device!r} runs the model for real, but its parameters are on the meta device; "
+                "build the model with weights (on CPU) or use device='meta'"
+            )
+        return _run(model, args, kwargs, target, dtype, model_name, memoise=False)
+    try:
+        return _run(model, args, kwargs, target, dtype, model_name, memoise=True)
+    except InputMismatch as exc:
+        if not _meta_limitation(exc.__cause__ or exc):
+            raise
+        reason = f"{exc.layer or 'the model'} ({exc.layer_type}): {exc.__cause__}"
+    home = model_device(model)
+    if home.type == "meta":
+        raise NeedsWeights(
+            f"meta execution cannot go on at {reason}. This model needs real values; "
+            "build it with weights on CPU (nncost does so itself from the CLI) and profile again"
+        )
+    if progress:
+        progress(f"meta execution stopped ({reason.splitlines()[0][:120]}); running for real on {home}")
+    trace = _run(model, args, kwargs, home, dtype, model_name, memoise=False)
+    trace.fallback_reason = reason
+    return trace
+
+
+def _run(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype | None,
+    model_name: str,
+    *,
+    memoise: bool,
+) -> Trace:
+    scopes = Scopes(model)
+    tracer = Tracer(ATEN, scopes.current, memoise=memoise)
+    swap = (
+        swapped(model, to_meta(dtype) if device.type == "meta" else to_device(device, dtype))
+        if needs_swap(model, device, dtype)
+        else nullcontext()
+    )
+    rng = torch.random.fork_rng(devices=[]) if device.type != "meta" else nullcontext()
+    with rng, inference_mode_flags(model), swap, scopes.hooked(model), torch.no_grad():
+        placed_args = inputs_mod.place(args, device, dtype)
+        placed_kwargs = inputs_mod.place(kwargs, device, dtype)
+        input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
+        batch = inputs_mod.batch_of((placed_args, placed_kwargs)) or 1
+        try:
+            with tracer:
+                output = model(*placed_args, **placed_kwargs)
+        except Exception as exc:
+            raise _mismatch(exc, scopes, tracer, model_name) from exc
+        finally:
+            tracer.close()
+        del output
+        scopes.finish()
+    return Trace(
+        model=model_name or type(model).__name__,
+        execution="meta" if device.type == "meta" else "real",
+        device=str(device),
+        batch_size=batch,
+        layers=scopes.layers,
+        ops=tracer.ops,
+        memory_events=tracer.memory_events,
+        params=param_stats(model, dtype),
+        input_bytes=input_bytes,
+    )
+
+
+def _mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
+    scopes.finish()
+    layer = scopes.layers[scopes.stack[-1]] if scopes.stack else None
+    name = layer.name if layer and layer.name else (model_name or "the model")
+    layer_type = layer.type if layer else "?"
+    shapes = layer.input_shapes if layer else []
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = f"layer '{name}' ({layer_type}) failed on input shapes {_fmt(shapes)}"
+    if tracer.failed_op is not None:
+        op, op_shapes = tracer.failed_op
+        where += f", in aten.{op} with {_fmt(op_shapes)}"
+    return InputMismatch(f"{where}: {message}", layer=name, layer_type=layer_type, input_shapes=shapes)
+
+
+def _fmt(shapes: list[Any]) -> str:
+    return ", ".join("×".join(map(str, s)) if isinstance(s, tuple) else repr(s) for s in shapes) or "()"

@@ -1,0 +1,147 @@
+"""Module scopes: which module call is running, with the shapes it was given and returned.
+
+Hooks are used for attribution and shapes only; the costs come from the dispatch tracer.
+Every hook is registered on the user's modules for the duration of one capture and removed
+afterwards, also when the forward raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncost.records.trace import LayerCall, Shape
+
+# Module attributes worth showing in ``explain``: what the formulas are made of.
+CONFIG_ATTRIBUTES = (
+    "in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+    "in_features", "out_features", "num_features", "normalized_shape", "num_groups",
+    "num_embeddings", "embedding_dim", "input_size", "hidden_size", "num_layers", "bidirectional",
+    "embed_dim", "num_heads", "nf", "nx", "eps",
+)
+
+
+def tensors_in(value: Any) -> list[torch.Tensor]:
+    """All tensors in a nested structure of tuples, lists, dicts and dataclass-like outputs."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    found: list[torch.Tensor] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            found.append(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            stack.extend(reversed(list(item.values())))
+    return found
+
+
+def _shapes(tensors: list[torch.Tensor]) -> list[Shape]:
+    return [tuple(t.shape) for t in tensors]
+
+
+def module_config(module: nn.Module) -> dict[str, Any]:
+    """Plain attributes that the formulas are made of, read without ``nn.Module.__getattr__``."""
+    attributes = vars(module)
+    config = {k: attributes[k] for k in CONFIG_ATTRIBUTES if k in attributes}
+    config["bias"] = module._parameters.get("bias") is not None
+    return config
+
+
+class Scopes:
+    """The stack of module calls in progress, and the record of every call made.
+
+    The hot path (``enter``/``leave``) records shapes only; parameter counts and module
+    configuration are filled in by ``finish``, once per distinct module.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.layers: list[LayerCall] = []
+        self.stack: list[int] = []
+        self._modules: list[nn.Module] = []
+
+    def current(self) -> int:
+        return self.stack[-1] if self.stack else -1
+
+    def enter(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        parent = self.stack[-1] if self.stack else None
+        index = len(self.layers)
+        self.layers.append(
+            LayerCall(
+                index=index,
+                name="",
+                type=type(module).__name__,
+                depth=len(self.stack),
+                parent=parent,
+                own_params=0,
+                params=0,
+                input_shapes=_shapes(tensors_in(args) + tensors_in(kwargs)),
+            )
+        )
+        self._modules.append(module)
+        self.stack.append(index)
+
+    def leave(self, output: Any) -> None:
+        layer = self.layers[self.stack.pop()]
+        outputs = tensors_in(output)
+        layer.output_shapes = _shapes(outputs)
+        layer.output_bytes = sum(t.numel() * t.element_size() for t in outputs)
+
+    def finish(self) -> None:
+        """Names, parameter counts and configuration of every module that was called."""
+        names = {id(m): name for name, m in self.model.named_modules()}
+        param_ids = _param_ids_under(self.model)
+        sizes = {id(p): p.numel() for p in self.model.parameters()}
+        for layer, module in zip(self.layers, self._modules):
+            key = id(module)
+            layer.name = names.get(key, type(module).__name__)
+            own = {id(p) for p in module._parameters.values() if p is not None}
+            layer.own_params = sum(sizes.get(i, 0) for i in own)
+            layer.params = sum(sizes.get(i, 0) for i in param_ids.get(key, ()))
+            if not module._modules:
+                layer.module_config = module_config(module)
+        self._modules = []
+
+    @contextmanager
+    def hooked(self, model: nn.Module) -> Iterator[None]:
+        handles = []
+
+        def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            self.enter(module, args, kwargs)
+
+        def post(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+            self.leave(output)
+
+        try:
+            for module in model.modules():
+                handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+                handles.append(module.register_forward_hook(post, with_kwargs=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _param_ids_under(model: nn.Module) -> dict[int, set[int]]:
+    """For each module, the ids of the distinct parameters in its subtree (children first)."""
+    under: dict[int, set[int]] = {}
+
+    def visit(module: nn.Module) -> set[int]:
+        key = id(module)
+        if key not in under:
+            ids = {id(p) for p in module._parameters.values() if p is not None}
+            for child in module._modules.values():
+                if child is not None:
+                    ids |= visit(child)
+            under[key] = ids
+        return under[key]
+
+    visit(model)
+    return under

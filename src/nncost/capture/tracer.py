@@ -1,0 +1,232 @@
+"""The dispatch tracer: sees every ATen operator a model runs, costs it, and tracks allocations.
+
+It sits below autograd and below every Python-level abstraction (``F.linear``, ``@``,
+``einsum``, custom autograd functions, HF's ``Conv1D``), so nothing a model computes escapes
+it.  For each operator call it records the rule's cost, the bytes read and written, and the
+storages the call created; a weak reference on each new storage records when it dies, which
+gives the live-bytes timeline of the pass without keeping any tensor alive.
+
+On the meta device most of a forward's time goes into PyTorch's Python meta kernels
+(BatchNorm's is the slowest).  Meta outputs depend only on input metadata, so the tracer
+memoises them: the second call of an operator with the same argument metadata creates its
+outputs with ``empty_strided`` instead of running the meta kernel again.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nncost.capture.fast_meta import SHAPE_FUNCTIONS
+from nncost.records.trace import OpCall
+from nncost.rules.registry import Registry, Rule
+
+FREE, RULE, UNCOUNTED = 0, 1, 2
+
+
+@dataclass(slots=True, frozen=True)
+class OpInfo:
+    """How the tracer treats one operator overload, decided once per overload."""
+
+    name: str
+    kind: int
+    rule: Rule | None
+    fresh_outputs: bool  # the outputs are new storages, not aliases of an input
+
+
+def _op_name(func: torch._ops.OpOverload) -> str:
+    namespace = func.namespace
+    name: str = func._opname
+    return name if namespace == "aten" else f"{namespace}::{name}"
+
+
+def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
+    name = _op_name(func)
+    fresh = all(ret.alias_info is None for ret in func._schema.returns)
+    if func.is_view or registry.is_free(name):
+        return OpInfo(name, FREE, None, fresh)
+    rule = registry.get(name)
+    return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh)
+
+
+def _shapes(value: Any) -> Any:
+    """The rule's view of an argument: tensors become shapes, containers are walked."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (list, tuple)):
+        return [_shapes(v) for v in value] if isinstance(value, list) else tuple(_shapes(v) for v in value)
+    return value
+
+
+def _tensors(value: Any, found: list[torch.Tensor]) -> None:
+    if isinstance(value, torch.Tensor):
+        found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _tensors(v, found)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _tensors(v, found)
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _signature(value: Any) -> Any:
+    """A hashable key for an argument's metadata, or raise TypeError when it has none."""
+    if isinstance(value, torch.Tensor):
+        return (value.shape, value.stride(), value.dtype, value.device, value.requires_grad)
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_signature(v) for v in value))
+    if isinstance(value, dict):
+        return tuple((k, _signature(v)) for k, v in value.items())
+    hash(value)
+    return value
+
+
+class Tracer(TorchDispatchMode):
+    """Records one OpCall per non-view operator into ``ops``.
+
+    ``current_layer`` is read at each call to attribute it; the module scopes update it.
+    ``memoise`` must only be set for meta execution, where outputs carry no data.
+    """
+
+    def __init__(self, registry: Registry, current_layer: Callable[[], int], *, memoise: bool) -> None:
+        super().__init__()
+        self.registry = registry
+        self.current_layer = current_layer
+        self.memoise = memoise
+        self.ops: list[OpCall] = []
+        self.memory_events: list[tuple[int, int]] = []
+        self.failed_op: tuple[str, list[Any]] | None = None
+        self._info: dict[Any, OpInfo] = {}
+        self._outputs: dict[Any, Any] = {}
+        self._live: dict[int, weakref.ref[Any]] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """Stop recording: storages that die after the capture are not part of its timeline."""
+        self.closed = True
+
+    # -- the hot path -------------------------------------------------------------------
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        info = self._info.get(func)
+        if info is None:
+            info = self._info[func] = classify(func, self.registry)
+        if info.kind == FREE:
+            return self._run(func, info, args, kwargs)
+
+        out = self._run(func, info, args, kwargs)
+        inputs: list[torch.Tensor] = []
+        _tensors(args, inputs)
+        _tensors(kwargs, inputs)
+        outputs: list[torch.Tensor] = []
+        _tensors(out, outputs)
+        out_shapes = tuple(tuple(t.shape) for t in outputs)
+        index = len(self.ops)
+        if info.fresh_outputs:
+            self._track(outputs, index)
+
+        rule_args: tuple[Any, ...] = ()
+        rule_kwargs: dict[str, Any] = {}
+        if info.rule is not None:
+            rule_args = _shapes(args)
+            rule_kwargs = {k: _shapes(v) for k, v in kwargs.items()}
+            macs, flops = info.rule.fn(*rule_args, out=out_shapes, **rule_kwargs)
+        else:
+            macs = flops = 0
+        self.ops.append(
+            OpCall(
+                op=info.name,
+                layer=self.current_layer(),
+                macs=macs,
+                flops=flops,
+                read_bytes=sum(_nbytes(t) for t in inputs),
+                write_bytes=sum(_nbytes(t) for t in outputs),
+                counted=info.kind == RULE,
+                args=rule_args,
+                kwargs=rule_kwargs,
+                out_shapes=out_shapes,
+            )
+        )
+        return out
+
+    def _run(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        key = None
+        if self.memoise and info.fresh_outputs:
+            shape_fn = SHAPE_FUNCTIONS.get(info.name)
+            if shape_fn is not None and not kwargs:
+                fast = shape_fn(*args)
+                if fast is not None:
+                    return fast
+            try:
+                key = (func, _signature(args), _signature(kwargs))
+            except TypeError:  # an unhashable argument: run the kernel
+                key = None
+            if key is not None:
+                cached = self._outputs.get(key)
+                if cached is not None:
+                    return _materialise(cached)
+        try:
+            out = func(*args, **kwargs)
+        except Exception:
+            self.failed_op = (_op_name(func), [_shapes(a) for a in args])
+            raise
+        if key is not None:
+            template = _template(out)
+            if template is not None:
+                self._outputs[key] = template
+        return out
+
+    # -- the live-bytes timeline ----------------------------------------------------------
+    def _track(self, outputs: list[torch.Tensor], index: int) -> None:
+        for t in outputs:
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in self._live and self._live[key]() is storage:
+                continue
+            nbytes = storage.nbytes()
+            self.memory_events.append((index, nbytes))
+            self._live[key] = weakref.ref(storage, self._freed(key, nbytes))
+
+    def _freed(self, key: int, nbytes: int) -> Callable[[Any], None]:
+        def on_free(_: Any) -> None:
+            if self.closed:
+                return
+            self.memory_events.append((len(self.ops), -nbytes))
+            self._live.pop(key, None)
+
+        return on_free
+
+
+# -- memoised meta outputs ------------------------------------------------------------------
+_Meta = tuple[torch.Size, tuple[int, ...], torch.dtype]
+
+
+def _template(out: Any) -> Any:
+    """Metadata from which equal meta outputs can be recreated, or None if out is unusual."""
+    if isinstance(out, torch.Tensor):
+        if out.device.type != "meta" or type(out) is not torch.Tensor or out.requires_grad:
+            return None
+        return (out.shape, out.stride(), out.dtype)
+    if isinstance(out, (tuple, list)):
+        parts = [_template(o) for o in out]
+        if any(p is None for p in parts):
+            return None
+        return (type(out), tuple(parts))
+    return None
+
+
+def _materialise(template: Any) -> Any:
+    if isinstance(template[0], torch.Size):
+        shape, stride, dtype = template
+        return torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+    kind, parts = template
+    return kind(_materialise(p) for p in parts)

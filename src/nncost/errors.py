@@ -1,0 +1,29 @@
+"""Errors nncost reports to a user: one clear sentence each, no traceback needed."""
+
+from __future__ import annotations
+
+
+class NncostError(Exception):
+    """Base class: the CLI prints the message and exits with status 2."""
+
+
+class ModelNotFound(NncostError):
+    """A model name or path that nncost cannot resolve."""
+
+
+class InputMismatch(NncostError):
+    """The model rejected the inputs; the message names the layer and the shapes it got."""
+
+    def __init__(self, message: str, *, layer: str, layer_type: str, input_shapes: list[tuple[int, ...]]) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.layer_type = layer_type
+        self.input_shapes = input_shapes
+
+
+class NeedsWeights(NncostError):
+    """Meta execution cannot go on and the model has no real weights to run with."""
+
+
+class BadRequest(NncostError):
+    """Arguments that cannot describe a valid run (batch 0, an unknown dtype, ...)."""

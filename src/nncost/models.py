@@ -1,0 +1,199 @@
+"""Resolving a model name into something that builds an ``nn.Module``.
+
+Accepted forms:
+
+* ``resnet50`` or ``torchvision:resnet50``: a torchvision model, random weights;
+* ``timm:NAME``: a timm model, ``pretrained=False``;
+* ``hf:NAME``: a transformers architecture from its default config (``hf:gpt2``, ``hf:llama``,
+  ``hf:bert``), random weights, nothing downloaded; its input is token ids;
+* ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory.
+
+Models are built under a device context, so ``meta`` builds even a 70B model in seconds
+without allocating its weights.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncost.analyses.lookup import suggestions
+from nncost.errors import ModelNotFound
+
+Builder = Callable[[], nn.Module]
+
+
+@dataclass
+class ModelSpec:
+    """A resolved model: how to build it, and what input it takes by default."""
+
+    label: str
+    family: str  # torchvision, timm, hf, python
+    builder: Builder
+    default_inputs: list[tuple[int, ...]] | None = None  # without the batch dimension
+    token_input: bool = False  # takes input_ids of length --seq
+    vocab_size: int = 0
+
+    def build(self, device: str = "meta") -> nn.Module:
+        with torch.device(device):
+            model = self.builder()
+        if not isinstance(model, nn.Module):
+            raise ModelNotFound(f"{self.label} built a {type(model).__name__}, not a torch.nn.Module")
+        return model
+
+
+def resolve(name: str) -> ModelSpec:
+    if name.startswith("timm:"):
+        return _timm(name.removeprefix("timm:"))
+    if name.startswith("hf:"):
+        return _hf(name.removeprefix("hf:"))
+    if name.startswith("torchvision:"):
+        return _torchvision(name.removeprefix("torchvision:"))
+    if ":" in name:
+        return _python(name)
+    return _torchvision(name)
+
+
+# -- torchvision ---------------------------------------------------------------------------
+VIDEO_FRAMES = 16
+
+
+DETECTION_SIZES = {"ssd300": 300, "ssdlite320": 320, "keypointrcnn": 1333}
+
+
+def torchvision_input(name: str) -> list[tuple[int, ...]]:
+    """The input sizes torchvision evaluated a model at, without batch.
+
+    Classification: the weights' crop size; video: 16 frames at the crop size; segmentation:
+    the resize size; detection: 800×800 (ssd300 300, ssdlite320 320, keypointrcnn 1333);
+    optical flow: two 520×960 frames.
+    """
+    import torchvision
+
+    module = torchvision.models.get_model_builder(name).__module__
+    if ".detection." in module:
+        size = next((s for prefix, s in DETECTION_SIZES.items() if name.startswith(prefix)), 800)
+        return [(3, size, size)]
+    if ".optical_flow." in module:
+        return [(3, 520, 960), (3, 520, 960)]
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError):
+        return [(3, 224, 224)]
+    keywords = getattr(weights.transforms, "keywords", {}) or {}
+    crop = keywords.get("crop_size") or keywords.get("resize_size") or 224
+    crop = crop[0] if isinstance(crop, (list, tuple)) else crop
+    if ".video." in module:
+        return [(3, VIDEO_FRAMES, crop, crop)]
+    return [(3, crop, crop)]
+
+
+def _torchvision(name: str) -> ModelSpec:
+    try:
+        import torchvision
+    except ImportError as exc:
+        raise ModelNotFound(f"{name!r} looks like a torchvision model, but torchvision is not installed: "
+                            "pip install 'nncost[vision]'") from exc
+    known = torchvision.models.list_models()
+    if name not in known:
+        close = suggestions(name, known)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelNotFound(
+            f"unknown model {name!r}.{hint} Other forms: timm:NAME, hf:NAME, path/to/file.py:callable"
+        )
+    return ModelSpec(
+        label=name,
+        family="torchvision",
+        builder=lambda: torchvision.models.get_model(name, weights=None),
+        default_inputs=torchvision_input(name),
+    )
+
+
+# -- timm ----------------------------------------------------------------------------------
+def _timm(name: str) -> ModelSpec:
+    try:
+        import timm
+    except ImportError as exc:
+        raise ModelNotFound("timm models need timm: pip install 'nncost[timm]'") from exc
+    if not timm.is_model(name):
+        close = suggestions(name, timm.list_models())
+        hint = f" Did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
+        raise ModelNotFound(f"unknown timm model {name!r}.{hint}")
+    config = timm.get_pretrained_cfg(name)
+    size = tuple(config.input_size) if config is not None and config.input_size else (3, 224, 224)
+    return ModelSpec(
+        label=f"timm:{name}",
+        family="timm",
+        builder=lambda: timm.create_model(name, pretrained=False),
+        default_inputs=[size],
+    )
+
+
+# -- transformers --------------------------------------------------------------------------
+def _hf(name: str) -> ModelSpec:
+    try:
+        import transformers
+        from transformers.models.auto import configuration_auto, modeling_auto
+    except ImportError as exc:
+        raise ModelNotFound("hf: models need transformers: pip install 'nncost[hf]'") from exc
+    known = list(configuration_auto.CONFIG_MAPPING_NAMES)
+    if name not in known:
+        close = suggestions(name, known)
+        hint = f" Did you mean {', '.join('hf:' + c for c in close)}?" if close else ""
+        raise ModelNotFound(f"unknown transformers architecture {name!r}.{hint}")
+    config = transformers.AutoConfig.for_model(name)
+    causal = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    masked = modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if name in causal and name not in masked:
+        auto: Any = transformers.AutoModelForCausalLM
+    else:
+        auto = transformers.AutoModel
+    return ModelSpec(
+        label=f"hf:{name}",
+        family="hf",
+        builder=lambda: auto.from_config(config),
+        token_input=True,
+        vocab_size=int(getattr(config, "vocab_size", 0) or 0),
+    )
+
+
+# -- user code -----------------------------------------------------------------------------
+def _python(name: str) -> ModelSpec:
+    target, _, attr = name.rpartition(":")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise ModelNotFound(f"no such file: {target}")
+        module_name = f"_nncost_user_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ModelNotFound(f"cannot import {target}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        sys.path.insert(0, str(path.resolve().parent))
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.path.pop(0)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise ModelNotFound(f"cannot import module {target!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if factory is None:
+        names = [n for n in vars(module) if not n.startswith("_")]
+        close = suggestions(attr, names)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelNotFound(f"{target} has no attribute {attr!r}.{hint}")
+    if not callable(factory):
+        raise ModelNotFound(f"{name} is not a class or a factory function")
+    return ModelSpec(label=name, family="python", builder=factory)

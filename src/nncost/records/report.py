@@ -1,0 +1,143 @@
+"""The report: plain data, built by :mod:`nncost.analyses`, shown by :mod:`nncost.render`.
+
+Every figure is stored in base units (bytes, counts); human units belong to the renderers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nncost.records.trace import OpCall, Shape
+
+SCHEMA = "nncost.report/1"
+
+
+@dataclass
+class Layer:
+    """One module call.  Costs are inclusive: everything run inside the call, children too."""
+
+    index: int
+    name: str
+    type: str
+    depth: int
+    parent: int | None
+    input_shapes: list[Shape]
+    output_shapes: list[Shape]
+    own_params: int
+    params: int
+    macs: int
+    flops: int
+    output_bytes: int
+    read_bytes: int
+    write_bytes: int
+    intensity: float  # FLOPs per byte read or written
+    flops_share: float  # of the model's total FLOPs
+    macs_share: float
+    is_leaf: bool
+    module_config: dict[str, Any] = field(default_factory=dict)
+    self_ops: list[OpCall] = field(default_factory=list)  # run directly in this call's forward
+
+    @property
+    def label(self) -> str:
+        return self.name or "(model)"
+
+
+@dataclass
+class Totals:
+    params: int
+    trainable_params: int
+    frozen_params: int
+    buffers: int
+    buffer_bytes: int
+    param_bytes: int
+    param_bytes_by_dtype: dict[str, int]
+    macs: int
+    flops: int
+    read_bytes: int
+    write_bytes: int
+    input_bytes: int
+    feature_map_bytes: int  # per sample: every tensor the forward writes, none reused
+    peak_activation_bytes: int  # for the whole batch: most bytes alive at once
+    peak_at: str  # the layer running when the peak was reached
+
+
+@dataclass
+class Uncounted:
+    """An operator met with no cost rule: its calls are reported, never costed as zero."""
+
+    op: str
+    calls: int
+    layers: list[str]
+
+
+@dataclass
+class Report:
+    model: str
+    execution: str
+    device: str
+    batch_size: int
+    layers: list[Layer]
+    totals: Totals
+    uncounted: list[Uncounted]
+    fallback_reason: str | None = None
+    schema: str = SCHEMA
+
+    def layer(self, name: str) -> Layer:
+        """The first call of the layer named ``name`` (its qualified module name)."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        from nncost.analyses.lookup import unknown_layer
+
+        raise unknown_layer(name, [layer.name for layer in self.layers])
+
+    def explain(self, layer: str) -> str:
+        """The formulas behind one layer's figures, with its numbers plugged in."""
+        from nncost.analyses.explain import explain
+
+        return explain(self.layer(layer))
+
+    # -- renderers: each a thin function of this data --------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        from nncost.render.formats import to_dict
+
+        return to_dict(self)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        from nncost.render.formats import to_json
+
+        return to_json(self, indent=indent)
+
+    def to_csv(self) -> str:
+        from nncost.render.formats import to_csv
+
+        return to_csv(self)
+
+    def to_markdown(self, depth: int | None = None) -> str:
+        from nncost.render.formats import to_markdown
+
+        return to_markdown(self, depth=depth)
+
+    def to_dataframe(self) -> Any:
+        from nncost.render.formats import to_dataframe
+
+        return to_dataframe(self)
+
+    def table(self, depth: int | None = None, width: int = 120) -> str:
+        from nncost.render.table import render_text
+
+        return render_text(self, depth=depth, width=width)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from nncost.render.table import renderables
+
+        yield from renderables(self)
+
+    def _repr_html_(self) -> str:
+        from nncost.render.html import to_html
+
+        return to_html(self)

@@ -1,0 +1,72 @@
+"""What one capture observed, before any analysis: module calls, operator calls, allocations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Shape = tuple[int, ...]
+
+
+@dataclass(slots=True)
+class OpCall:
+    """One ATen operator call, attributed to the innermost module call that ran it."""
+
+    op: str
+    layer: int
+    macs: int
+    flops: int
+    read_bytes: int
+    write_bytes: int
+    counted: bool
+    args: tuple[Any, ...] = ()  # the rule's view of the arguments: tensors replaced by shapes
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    out_shapes: tuple[Shape, ...] = ()
+
+
+@dataclass(slots=True)
+class LayerCall:
+    """One call of one module.  A module called twice gives two LayerCalls."""
+
+    index: int
+    name: str
+    type: str
+    depth: int
+    parent: int | None
+    own_params: int
+    params: int
+    input_shapes: list[Shape] = field(default_factory=list)
+    output_shapes: list[Shape] = field(default_factory=list)
+    output_bytes: int = 0
+    module_config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ParamStats:
+    """Parameters and buffers of the model, each tensor counted once however often it is shared."""
+
+    params: int
+    trainable_params: int
+    buffers: int
+    buffer_bytes: int
+    param_bytes_by_dtype: dict[str, int]
+
+
+@dataclass
+class Trace:
+    """Everything the capture hands to the analyses.
+
+    ``memory_events`` is the allocation timeline of the forward: ``(op_index, delta_bytes)``,
+    positive when an operator creates a storage, negative when the last reference to one dies.
+    """
+
+    model: str
+    execution: str
+    device: str
+    batch_size: int
+    layers: list[LayerCall]
+    ops: list[OpCall]
+    memory_events: list[tuple[int, int]]
+    params: ParamStats
+    input_bytes: int
+    fallback_reason: str | None = None

@@ -1,0 +1,22 @@
+"""Cost rules for ATen operators, the level at which nncost's dispatch tracer sees a model.
+
+Importing this package fills :data:`ATEN`; each module registers one family of operators.
+"""
+
+from nncost.rules.registry import Registry
+
+ATEN = Registry()
+
+from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN on import)
+    attention,
+    conv,
+    elementwise,
+    free,
+    linear,
+    movement,
+    norm,
+    pool,
+    rnn,
+)
+
+__all__ = ["ATEN", "attention", "conv", "elementwise", "free", "linear", "movement", "norm", "pool", "rnn"]

@@ -1,0 +1,99 @@
+"""Pooling and interpolation.
+
+Pooling costs one FLOP per window element per output (a compare for max, an add or the final
+divide for average).  Adaptive pooling uses PyTorch's exact windows,
+``[floor(i·in/out), ceil((i+1)·in/out))``.  Nearest-neighbour interpolation is a copy
+(0 FLOPs); linear interpolation over ``d`` dimensions reads ``2^d`` taps and costs
+``2·2^d − 1`` FLOPs per output (multiply each tap, add them up); cubic reads ``4^d`` taps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from nncost.rules.aten import ATEN
+from nncost.rules.registry import ZERO, Cost, Shape, numel
+
+
+def _window(kernel: Sequence[int] | int, dims: int) -> int:
+    sizes = [kernel] if isinstance(kernel, int) else list(kernel)
+    if len(sizes) == 1:
+        sizes = sizes * dims
+    return math.prod(sizes)
+
+
+def adaptive_window_sum(size_in: int, size_out: int) -> int:
+    """Sum over the outputs of one dimension of the number of inputs each output reads."""
+    return sum(
+        -(-((i + 1) * size_in) // size_out) - (i * size_in) // size_out for i in range(size_out)
+    )
+
+
+def _pool(dims: int) -> Any:
+    def rule(x: Shape, kernel: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
+        return Cost(0, numel(out[0]) * _window(kernel, dims))
+
+    return rule
+
+
+for _dims, _ops in {
+    1: ("max_pool1d", "max_pool1d_with_indices", "avg_pool1d"),
+    2: ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "mkldnn_max_pool2d", "quantized_max_pool2d"),
+    3: ("max_pool3d", "max_pool3d_with_indices", "avg_pool3d", "mkldnn_max_pool3d"),
+}.items():
+    ATEN.add(_ops, _pool(_dims), family="pooling", formula=f"FLOPs = numel(out)·∏kernel ({_dims}-d)")
+
+
+def _adaptive(dims: int) -> Any:
+    def rule(x: Shape, output_size: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
+        spatial_in = x[-dims:]
+        spatial_out = out[0][-dims:]
+        windows = math.prod(adaptive_window_sum(i, o) for i, o in zip(spatial_in, spatial_out))
+        return Cost(0, numel(x[:-dims]) * windows)
+
+    return rule
+
+
+for _dims, _ops in {
+    1: ("adaptive_max_pool1d",),
+    2: ("_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "mkldnn_adaptive_avg_pool2d"),
+    3: ("_adaptive_avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"),
+}.items():
+    ATEN.add(
+        _ops,
+        _adaptive(_dims),
+        family="pooling",
+        formula=f"FLOPs = N·C·∏_d Σ_i window_d(i) ({_dims}-d, exact adaptive windows)",
+    )
+
+
+@ATEN.rule(
+    "upsample_nearest1d",
+    "upsample_nearest2d",
+    "upsample_nearest3d",
+    "_upsample_nearest_exact1d",
+    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact3d",
+    family="interpolation",
+    formula="a copy: 0 FLOPs (bytes only)",
+)
+def upsample_nearest(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
+    return ZERO
+
+
+def _interpolate(taps: int) -> Any:
+    def rule(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
+        return Cost(0, numel(out[0]) * (2 * taps - 1))
+
+    return rule
+
+
+for _ops, _taps, _what in (
+    (("upsample_linear1d",), 2, "linear, 2 taps"),
+    (("upsample_bilinear2d", "_upsample_bilinear2d_aa"), 4, "bilinear, 4 taps"),
+    (("upsample_trilinear3d",), 8, "trilinear, 8 taps"),
+    (("upsample_bicubic2d", "_upsample_bicubic2d_aa"), 16, "bicubic, 16 taps"),
+):
+    ATEN.add(_ops, _interpolate(_taps), family="interpolation", formula=f"FLOPs = numel(out)·(2·{_taps} − 1) ({_what})")
