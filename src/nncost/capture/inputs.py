@@ -17,10 +17,12 @@ def sizes_to_inputs(input_size: SizeSpec, batch_size: int, dtype: torch.dtype | 
     """``(3, 224, 224)`` or ``[(3, 224, 224), (10,)]``, without the batch dimension, as meta tensors."""
     if batch_size < 1:
         raise BadRequest(f"batch size must be at least 1, got {batch_size}")
-    sizes = list(input_size)
+    sizes: list[Any] = list(input_size)
     if not sizes:
         raise BadRequest("input_size is empty")
-    nested = [tuple(s) for s in sizes] if isinstance(sizes[0], (list, tuple, torch.Size)) else [tuple(sizes)]
+    nested: list[tuple[int, ...]] = (
+        [tuple(s) for s in sizes] if isinstance(sizes[0], (list, tuple, torch.Size)) else [tuple(sizes)]
+    )
     for size in nested:
         if not all(isinstance(d, int) and d > 0 for d in size):
             raise BadRequest(f"input size {size} must be positive integers")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,10 +38,10 @@ def to_device(device: torch.device, dtype: torch.dtype | None) -> Convert:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the first parameter or buffer; CPU for a model that has neither."""
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
@@ -56,11 +57,12 @@ def needs_swap(model: nn.Module, device: torch.device, dtype: torch.dtype | None
 @contextmanager
 def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
     """Replace every parameter and buffer by ``convert(tensor)`` inside the block."""
-    saved: list[tuple[dict[str, object], str, torch.Tensor]] = []
+    saved: list[tuple[dict[str, Any], str, torch.Tensor]] = []
     converted: dict[int, torch.Tensor] = {}
     try:
         for module in model.modules():
-            for store, is_param in ((module._parameters, True), (module._buffers, False)):
+            stores: tuple[tuple[dict[str, Any], bool], ...] = ((module._parameters, True), (module._buffers, False))
+            for store, is_param in stores:
                 for key, value in store.items():
                     if value is None:
                         continue
@@ -69,8 +71,8 @@ def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
                         data = convert(value)
                         new = nn.Parameter(data, requires_grad=value.requires_grad) if is_param else data
                         converted[id(value)] = new
-                    saved.append((store, key, value))  # type: ignore[arg-type]
-                    store[key] = new  # type: ignore[index]
+                    saved.append((store, key, value))
+                    store[key] = new
         yield
     finally:
         for store, key, value in reversed(saved):

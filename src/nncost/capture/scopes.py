@@ -99,7 +99,7 @@ class Scopes:
         names = {id(m): name for name, m in self.model.named_modules()}
         param_ids = _param_ids_under(self.model)
         sizes = {id(p): p.numel() for p in self.model.parameters()}
-        for layer, module in zip(self.layers, self._modules):
+        for layer, module in zip(self.layers, self._modules, strict=True):
             key = id(module)
             layer.name = names.get(key, type(module).__name__)
             own = {id(p) for p in module._parameters.values() if p is not None}

@@ -63,6 +63,22 @@ def _shapes(value: Any) -> Any:
     return value
 
 
+def _positional(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """All arguments in schema order, keyword-only ones included, defaults filled in.
+
+    Rules then see one calling convention whether the caller passed ``scale=`` or not.
+    """
+    values = list(args)
+    for argument in func._schema.arguments[len(args):]:
+        if argument.name in kwargs:
+            values.append(kwargs[argument.name])
+        elif argument.has_default_value():
+            values.append(argument.default_value)
+        else:
+            values.append(None)
+    return tuple(values)
+
+
 def _tensors(value: Any, found: list[torch.Tensor]) -> None:
     if isinstance(value, torch.Tensor):
         found.append(value)
@@ -135,11 +151,9 @@ class Tracer(TorchDispatchMode):
             self._track(outputs, index)
 
         rule_args: tuple[Any, ...] = ()
-        rule_kwargs: dict[str, Any] = {}
         if info.rule is not None:
-            rule_args = _shapes(args)
-            rule_kwargs = {k: _shapes(v) for k, v in kwargs.items()}
-            macs, flops = info.rule.fn(*rule_args, out=out_shapes, **rule_kwargs)
+            rule_args = _shapes(_positional(func, args, kwargs) if kwargs else args)
+            macs, flops = info.rule.fn(*rule_args, out=out_shapes)
         else:
             macs = flops = 0
         self.ops.append(
@@ -152,7 +166,6 @@ class Tracer(TorchDispatchMode):
                 write_bytes=sum(_nbytes(t) for t in outputs),
                 counted=info.kind == RULE,
                 args=rule_args,
-                kwargs=rule_kwargs,
                 out_shapes=out_shapes,
             )
         )

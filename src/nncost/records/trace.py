@@ -19,8 +19,7 @@ class OpCall:
     read_bytes: int
     write_bytes: int
     counted: bool
-    args: tuple[Any, ...] = ()  # the rule's view of the arguments: tensors replaced by shapes
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    args: tuple[Any, ...] = ()  # the rule's view of the arguments, in schema order: tensors replaced by shapes
     out_shapes: tuple[Shape, ...] = ()
 
 

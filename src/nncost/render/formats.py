@@ -107,7 +107,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
     return lines
 
 
-MARKDOWN_HEADER = ("Layer", "Type", "Output shape", "Params", "MACs", "FLOPs", "Output", "FLOPs %")
+MARKDOWN_HEADER = ("Layer", "Type", "Output shape", "Params", "MACs", "FLOPs", "Output", "%FLOPs")
 
 
 def layer_cells(layer: Layer) -> tuple[str, ...]:

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 def layer_table(report: Report, depth: int | None = None) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{report.model} · batch {report.batch_size}")
-    widths = (34, 18, 18, 9, 9, 9, 10, 7)
-    for i, (header, width) in enumerate(zip(MARKDOWN_HEADER, widths)):
+    widths = (28, 17, 15, 9, 9, 9, 10, 7)
+    for i, (header, width) in enumerate(zip(MARKDOWN_HEADER, widths, strict=True)):
         table.add_column(
             header,
             max_width=width,

@@ -50,7 +50,7 @@ def _adaptive(dims: int) -> Any:
     def rule(x: Shape, output_size: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
         spatial_in = x[-dims:]
         spatial_out = out[0][-dims:]
-        windows = math.prod(adaptive_window_sum(i, o) for i, o in zip(spatial_in, spatial_out))
+        windows = math.prod(adaptive_window_sum(i, o) for i, o in zip(spatial_in, spatial_out, strict=True))
         return Cost(0, numel(x[:-dims]) * windows)
 
     return rule

@@ -1,0 +1,46 @@
+"""The per-operator rules table of the docs, generated from the registry.
+
+``python -m nncost.rules.docs > docs/rules.md``; a test keeps the file in step with the code.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from nncost.rules.aten import ATEN
+from nncost.rules.registry import Registry
+
+HEADER = """# Cost rules
+
+Generated from the rule registry by `python -m nncost.rules.docs > docs/rules.md`; do not edit.
+Conventions are in [conventions.md](conventions.md). Every ATen operator whose schema declares
+it a view is free as well (no FLOPs, no bytes). An operator in none of these tables is reported
+as *uncounted*, never as zero.
+"""
+
+
+def rules_markdown(registry: Registry = ATEN) -> str:
+    parts = [HEADER]
+    for family, rules in sorted(registry.families().items()):
+        parts.append(f"\n## {family}\n")
+        module = inspect.getmodule(rules[0].fn)
+        doc = inspect.getdoc(module) if module else None
+        if doc:
+            parts.append(doc + "\n")
+        parts.append("\n| operators | rule |\n|---|---|")
+        for rule in rules:
+            ops = ", ".join(f"`{op}`" for op in rule.ops)
+            formula = rule.formula.replace("|", "\\|")
+            parts.append(f"| {ops} | {formula} |")
+        parts.append("")
+    parts.append("\n## free\n\n| operators | why |\n|---|---|")
+    by_reason: dict[str, list[str]] = {}
+    for op, why in registry.free.items():
+        by_reason.setdefault(why, []).append(op)
+    for why, names in by_reason.items():
+        parts.append(f"| {', '.join(f'`{op}`' for op in names)} | {why} |")
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    print(rules_markdown(), end="")

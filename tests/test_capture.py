@@ -1,0 +1,193 @@
+"""What the dispatch-level capture sees, and how it attributes and reports it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nncost
+from nncost.capture.fast_meta import SHAPE_FUNCTIONS
+
+
+class Functional(nn.Module):
+    """Costs that module hooks alone would miss: functional calls, @, einsum, autograd.Function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(16, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.linear(x, self.w)  # (4, 8, 16): 4·8·32·16 MACs
+        b = a @ a.transpose(1, 2)  # (4, 8, 8): 4·8·16·8
+        c = torch.einsum("bij,bjk->bik", b, a)  # (4, 8, 16): 4·8·8·16
+        return Square.apply(c)
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return torch.mm(x.reshape(-1, x.shape[-1]), torch.ones(x.shape[-1], 3, device=x.device))  # 32·16·3
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_functional_matmul_einsum_and_autograd_function_are_counted(device: str) -> None:
+    report = nncost.profile(Functional(), inputs=torch.randn(4, 8, 32), device=device)
+    expected = 4 * 8 * 32 * 16 + 4 * 8 * 16 * 8 + 4 * 8 * 8 * 16 + 32 * 16 * 3
+    assert report.totals.macs == expected
+    assert report.layers[0].macs == expected  # attributed to the module whose forward ran them
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(torch.relu(self.block(x)))
+
+
+def test_a_module_called_twice_shows_both_calls_and_params_count_once() -> None:
+    report = nncost.profile(Twice(), (8,), batch_size=3)
+    calls = [layer for layer in report.layers if layer.name == "block"]
+    assert len(calls) == 2
+    assert all(c.macs == 3 * 8 * 8 for c in calls)
+    assert report.totals.params == 8 * 8 + 8
+    relu = [op for op in report.layers[0].self_ops if op.op == "relu"]
+    assert len(relu) == 1 and relu[0].flops == 3 * 8  # ran in Twice.forward itself
+
+
+class Chain(nn.Sequential):
+    def __init__(self) -> None:
+        super().__init__(nn.Linear(10, 100), nn.Linear(100, 1000), nn.Linear(1000, 10))
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_feature_maps_and_peak_follow_tensor_lifetimes(batch: int, device: str) -> None:
+    report = nncost.profile(Chain(), (10,), batch_size=batch, device=device)
+    fp32 = 4
+    assert report.totals.feature_map_bytes == (100 + 1000 + 10) * fp32
+    # While the second Linear writes its output, the first one's is still alive.
+    assert report.totals.peak_activation_bytes == batch * (100 + 1000) * fp32
+    assert report.totals.peak_at == "1"
+    assert report.totals.input_bytes == batch * 10 * fp32
+
+
+class WithFFT(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(x).abs()
+
+
+def test_an_op_without_a_rule_is_reported_never_silently_zero() -> None:
+    report = nncost.profile(WithFFT(), (64,))
+    names = {u.op: u for u in report.uncounted}
+    assert "_fft_r2c" in names
+    assert names["_fft_r2c"].calls == 1
+    assert names["_fft_r2c"].layers == [""]
+    assert report.to_dict()["uncounted"]["_fft_r2c"] == 1
+    assert "UNCOUNTED" in report.table()
+
+
+class DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = torch.nonzero(x[:, 0] > -100).squeeze(1)  # keeps every row, but only data can tell
+        return self.fc(x[keep])
+
+
+def test_data_dependent_model_falls_back_to_a_real_run() -> None:
+    report = nncost.profile(DataDependent(), (6,), batch_size=5)
+    assert report.execution == "real"
+    assert report.fallback_reason
+    assert report.totals.macs == 5 * 6 * 4
+
+
+def test_data_dependent_model_without_weights_says_what_to_do() -> None:
+    with torch.device("meta"):
+        model = DataDependent()
+    with pytest.raises(nncost.NeedsWeights, match="real values"):
+        nncost.profile(model, (6,))
+
+
+def test_wrong_input_names_the_layer_and_shapes() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    with pytest.raises(nncost.InputMismatch) as info:
+        nncost.profile(model, (3, 10, 10))
+    assert info.value.layer == "2"
+    assert info.value.layer_type == "Linear"
+    assert info.value.input_shapes == [(1, 512)]
+    assert "1×512" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"dtype": "float17"}, {"device": "tpu"}])
+def test_bad_requests_are_clear_errors(bad: dict[str, object]) -> None:
+    with pytest.raises(nncost.BadRequest):
+        nncost.profile(nn.Linear(2, 2), (2,), **bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("op", sorted(SHAPE_FUNCTIONS))
+def test_fast_meta_outputs_equal_the_meta_kernel(op: str, affine: bool, dtype: torch.dtype,
+                                                  memory_format: torch.memory_format) -> None:
+    x = torch.empty(2, 6, 5, 7, device="meta", dtype=dtype).to(memory_format=memory_format)
+    w = torch.empty(6, device="meta") if affine else None
+    stats = torch.empty(6, device="meta")
+    args = {
+        "_native_batch_norm_legit_no_training": (x, w, w, stats, stats, 0.1, 1e-5),
+        "native_batch_norm": (x, w, w, stats, stats, False, 0.1, 1e-5),
+    }[op]
+    fast = SHAPE_FUNCTIONS[op](*args)
+    real = getattr(torch.ops.aten, op)(*args)
+    assert [(t.shape, t.stride(), t.dtype) for t in fast] == [(t.shape, t.stride(), t.dtype) for t in real]
+
+
+def test_dtype_changes_param_bytes_and_activations() -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    full = nncost.profile(model, (8,))
+    half = nncost.profile(model, (8,), dtype=torch.float16)
+    assert full.totals.param_bytes == 72 * 4 and half.totals.param_bytes == 72 * 2
+    assert half.totals.param_bytes_by_dtype == {"float16": 144}
+    assert half.totals.feature_map_bytes * 2 == full.totals.feature_map_bytes
+    assert half.totals.macs == full.totals.macs
+
+
+def test_frozen_and_shared_parameters() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    model[1].weight = model[0].weight
+    model[0].bias.requires_grad_(False)
+    report = nncost.profile(model, (4,))
+    assert report.totals.params == 16 + 4 + 4
+    assert report.totals.trainable_params == 16 + 4
+    assert report.totals.frozen_params == 4
+
+
+def test_depth_folds_the_tree() -> None:
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2))
+    report = nncost.profile(model, (4,), depth=1)
+    assert [layer.name for layer in report.layers] == ["", "0", "1"]
+    assert report.layers[1].macs == 16 and report.layers[0].macs == 16 + 8
+
+
+def test_kwargs_and_dict_outputs() -> None:
+    class DictModel(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, *, features: torch.Tensor, extra: dict[str, torch.Tensor]) -> dict[str, object]:
+            return {"logits": self.fc(features) + extra["bias"], "cache": [features]}
+
+    report = nncost.profile(DictModel(), kwargs={"features": torch.randn(5, 3), "extra": {"bias": torch.zeros(2)}})
+    assert report.totals.macs == 5 * 3 * 2
+    assert report.layers[0].output_shapes == [(5, 2), (5, 3)]
