@@ -191,3 +191,23 @@ def test_kwargs_and_dict_outputs() -> None:
     report = nncost.profile(DictModel(), kwargs={"features": torch.randn(5, 3), "extra": {"bias": torch.zeros(2)}})
     assert report.totals.macs == 5 * 3 * 2
     assert report.layers[0].output_shapes == [(5, 2), (5, 3)]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(64, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def test_multihead_attention_fast_path_counts_the_same_macs() -> None:
+    """Under no_grad on CPU/CUDA, nn.MultiheadAttention runs one fused kernel; meta runs the pieces."""
+    meta = nncost.profile(SelfAttention(), (10, 64), batch_size=3)
+    real = nncost.profile(SelfAttention(), (10, 64), batch_size=3, device="cpu")
+    assert "_native_multi_head_attention" in {op.op for layer in real.layers for op in layer.self_ops}
+    b, length, e = 3, 10, 64
+    expected = b * length * 3 * e * e + 2 * b * length * length * e + b * length * e * e
+    assert meta.totals.macs == real.totals.macs == expected
+    assert real.uncounted == []

@@ -39,3 +39,37 @@ def attention_cost(q: Shape, k: Shape, v: Shape) -> Cost:
 )
 def sdpa(q: Shape, k: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return attention_cost(q, k, v)
+
+
+@ATEN.rule(
+    "_native_multi_head_attention",
+    family="attention",
+    formula="nn.MultiheadAttention's inference fast path, q (B,L,E), k and v (B,S,E): "
+    "MACs = B·L·E² (q) + 2·B·S·E² (k, v) + 2·B·L·S·E (attention) + B·L·E² (out); "
+    "FLOPs = 2·MACs + biases + 6·B·H·L·S",
+)
+def native_multi_head_attention(q: Shape, k: Shape, v: Shape, embed_dim: int, num_heads: int,
+                                *rest: Any, out: tuple[Shape, ...]) -> Cost:
+    batch, length, source, e = numel(q[:-2]), q[-2], k[-2], embed_dim
+    projections = batch * (2 * length + 2 * source) * e * e
+    attention = attention_cost((batch, num_heads, length, e // num_heads), (batch, num_heads, source, e // num_heads),
+                               (batch, num_heads, source, e // num_heads))
+    biases = batch * (2 * length + 2 * source) * e
+    return Cost(projections + attention.macs, 2 * projections + biases + attention.flops)
+
+
+@ATEN.rule(
+    "_transformer_encoder_layer_fwd",
+    family="attention",
+    formula="nn.TransformerEncoderLayer's inference fast path, src (B,L,E), FFN width F: self-attention as "
+    "_native_multi_head_attention, plus MACs = 2·B·L·E·F; FLOPs add biases, 2 LayerNorms (7/elt), "
+    "the activation (1/elt of B·L·F) and 2 residual adds",
+)
+def transformer_encoder_layer(src: Shape, embed_dim: int, num_heads: int, *rest: Any,
+                              out: tuple[Shape, ...]) -> Cost:
+    attention = native_multi_head_attention(src, src, src, embed_dim, num_heads, out=out)
+    ffn_weight_1 = rest[11]
+    tokens, width = numel(src[:-1]), ffn_weight_1[0]
+    ffn_macs = 2 * tokens * embed_dim * width
+    extra = tokens * (width + embed_dim) + 2 * 7 * tokens * embed_dim + tokens * width + 2 * tokens * embed_dim
+    return Cost(attention.macs + ffn_macs, attention.flops + 2 * ffn_macs + extra)
