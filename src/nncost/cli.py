@@ -132,6 +132,11 @@ def _main(args: argparse.Namespace) -> str:
     from nncost.models import resolve
 
     progress = Progress()
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadRequest("--device cuda was asked for, but no CUDA device is available")
     spec = resolve(args.model)
     dtype = resolve_dtype(args.dtype)
     if spec.token_input and args.input:
@@ -150,8 +155,9 @@ def _main(args: argparse.Namespace) -> str:
                 import torch
 
                 ids = torch.zeros((args.batch, args.seq or DEFAULT_SEQ), dtype=torch.long, device=build_device)
-                return profile(model, kwargs={"input_ids": ids}, dtype=dtype, device=run_device,
-                               name=spec.label, progress=progress)
+                tokens = {"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids}
+                return profile(model, kwargs=tokens, dtype=dtype, device=run_device, name=spec.label,
+                               progress=progress)
             return profile(model, sizes, batch_size=args.batch, dtype=dtype, device=run_device,
                            name=spec.label, progress=progress)
 

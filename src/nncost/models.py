@@ -40,7 +40,7 @@ class ModelSpec:
     builder: Builder
     default_inputs: list[tuple[int, ...]] | None = None  # without the batch dimension
     token_input: bool = False  # takes input_ids of length --seq
-    vocab_size: int = 0
+    encoder_decoder: bool = False  # also takes decoder_input_ids
 
     def build(self, device: str = "meta") -> nn.Module:
         with torch.device(device):
@@ -161,7 +161,7 @@ def _hf(name: str) -> ModelSpec:
         family="hf",
         builder=lambda: auto.from_config(config),
         token_input=True,
-        vocab_size=int(getattr(config, "vocab_size", 0) or 0),
+        encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
     )
 
 
