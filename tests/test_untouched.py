@@ -99,3 +99,26 @@ def test_a_deep_copy_profiles_to_the_same_figures() -> None:
     a = nncost.profile(model, (3, 8, 8))
     b = nncost.profile(copy.deepcopy(model), (3, 8, 8))
     assert (a.totals.macs, a.totals.flops, a.totals.params) == (b.totals.macs, b.totals.flops, b.totals.params)
+
+
+class CachesInForward(nn.Module):
+    """Like torchvision's AnchorGenerator: rebinds a plain tensor attribute during forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.anchors = [torch.ones(3)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.anchors = [a.to(x.device) for a in self.anchors]
+        self.seen = True
+        return self.fc(x) + self.anchors[0].sum()
+
+
+def test_attributes_rebound_in_forward_are_put_back() -> None:
+    model = CachesInForward()
+    anchors = model.anchors
+    nncost.profile(model, (4,))  # on meta, the forward would leave meta anchors behind
+    assert model.anchors is anchors and model.anchors[0].device.type == "cpu"
+    assert not hasattr(model, "seen")
+    assert model(torch.ones(1, 4)).shape == (1, 4)

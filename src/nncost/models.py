@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -109,10 +110,15 @@ def _torchvision(name: str) -> ModelSpec:
         raise ModelNotFound(
             f"unknown model {name!r}.{hint} Other forms: timm:NAME, hf:NAME, path/to/file.py:callable"
         )
+    builder = torchvision.models.get_model_builder(name)
+    # Detection and segmentation builders fetch ImageNet backbone weights unless told not to.
+    no_download = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        no_download["weights_backbone"] = None
     return ModelSpec(
         label=name,
         family="torchvision",
-        builder=lambda: torchvision.models.get_model(name, weights=None),
+        builder=lambda: builder(**no_download),
         default_inputs=torchvision_input(name),
     )
 

@@ -80,6 +80,26 @@ def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
 
 
 @contextmanager
+def attributes_restored(model: nn.Module) -> Iterator[None]:
+    """Put back every module attribute that the forward rebinds or adds.
+
+    Some models cache tensors in plain attributes during their forward (torchvision's
+    ``AnchorGenerator`` moves its ``cell_anchors`` to the input's device), which would leave meta
+    tensors in the user's model.  Rebound and new attributes are undone; the ``_parameters``,
+    ``_buffers`` and ``_modules`` dictionaries are the same objects throughout.
+    """
+    saved = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            current = vars(module)
+            if current.keys() != attributes.keys() or any(current[k] is not v for k, v in attributes.items()):
+                current.clear()
+                current.update(attributes)
+
+
+@contextmanager
 def inference_mode_flags(model: nn.Module) -> Iterator[None]:
     """``model.eval()`` inside the block; each module's own flag restored afterwards."""
     flags = [(m, m.training) for m in model.modules()]

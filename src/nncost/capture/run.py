@@ -18,6 +18,7 @@ from torch import nn
 
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import (
+    attributes_restored,
     inference_mode_flags,
     model_device,
     needs_swap,
@@ -100,7 +101,7 @@ def _run(
         else nullcontext()
     )
     rng = torch.random.fork_rng(devices=[]) if device.type != "meta" else nullcontext()
-    with rng, inference_mode_flags(model), swap, scopes.hooked(model), torch.no_grad():
+    with rng, attributes_restored(model), inference_mode_flags(model), swap, scopes.hooked(model), torch.no_grad():
         placed_args = inputs_mod.place(args, device, dtype)
         placed_kwargs = inputs_mod.place(kwargs, device, dtype)
         input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))

@@ -17,6 +17,7 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
     norm,
     pool,
     rnn,
+    vision,
 )
 
-__all__ = ["ATEN", "attention", "conv", "elementwise", "free", "linear", "movement", "norm", "pool", "rnn"]
+__all__ = ["ATEN", "attention", "conv", "elementwise", "free", "linear", "movement", "norm", "pool", "rnn", "vision"]
