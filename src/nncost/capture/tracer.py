@@ -45,10 +45,19 @@ def _op_name(func: torch._ops.OpOverload) -> str:
     return name if namespace == "aten" else f"{namespace}::{name}"
 
 
+def _inplace_view(func: torch._ops.OpOverload) -> bool:
+    """``squeeze_``, ``transpose_``, ``t_``: in-place forms of view ops change metadata only."""
+    name: str = func._opname
+    if func.namespace != "aten" or not name.endswith("_"):
+        return False
+    base = getattr(torch.ops.aten, name[:-1], None)
+    return base is not None and any(getattr(base, overload).is_view for overload in base.overloads())
+
+
 def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
     name = _op_name(func)
     fresh = all(ret.alias_info is None for ret in func._schema.returns)
-    if func.is_view or registry.is_free(name):
+    if func.is_view or registry.is_free(name) or _inplace_view(func):
         return OpInfo(name, FREE, None, fresh)
     rule = registry.get(name)
     return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh)

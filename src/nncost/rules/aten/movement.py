@@ -22,6 +22,7 @@ COPIES = (
     "expand_copy", "permute_copy", "transpose_copy", "view_copy", "diag_embed", "diag",
     "_unsafe_index", "_unsafe_index_put", "unfold_copy", "unsqueeze_copy", "squeeze_copy",
     "slice_copy", "select_copy", "split_copy", "split_with_sizes_copy", "unbind_copy", "alias_copy",
+    "_pack_padded_sequence", "_pad_packed_sequence",
 )
 SELECTIONS = (
     "index", "index_select", "gather", "take", "embedding", "masked_select", "nonzero",

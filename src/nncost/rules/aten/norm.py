@@ -1,7 +1,8 @@
 """Normalisation layers and softmax.
 
 Convention: computing statistics and normalising costs 5 FLOPs per element (mean, subtract,
-square, accumulate, scale by the inverse deviation); an affine transform adds 2 (scale, shift).
+square, accumulate, scale by the inverse deviation); an affine transform adds 1 for the weight
+(scale) and 1 for the bias (shift), 2 for the usual affine layer.
 Inference BatchNorm uses running statistics, so the whole layer folds into one scale and one
 shift: 2 FLOPs per element.  RMSNorm needs no mean: 3 FLOPs per element, plus 1 for its weight.
 None of these are MACs: MACs count conv- and matmul-like work only.
@@ -15,16 +16,15 @@ from nncost.rules.aten import ATEN
 from nncost.rules.registry import Cost, Shape, numel
 
 STATS_FLOPS = 5
-AFFINE_FLOPS = 2
 FOLDED_FLOPS = 2
 RMS_FLOPS = 3
 SOFTMAX_FLOPS = 5
 
 
-def normalisation(x: Shape, *, training: bool, affine: bool) -> Cost:
+def normalisation(x: Shape, *, training: bool, weight: bool, bias: bool) -> Cost:
     if not training:
         return Cost(0, FOLDED_FLOPS * numel(x))
-    return Cost(0, (STATS_FLOPS + (AFFINE_FLOPS if affine else 0)) * numel(x))
+    return Cost(0, (STATS_FLOPS + int(weight) + int(bias)) * numel(x))
 
 
 @ATEN.rule(
@@ -33,7 +33,7 @@ def normalisation(x: Shape, *, training: bool, affine: bool) -> Cost:
     formula="running statistics folded into scale and shift: FLOPs = 2·numel(x)",
 )
 def batch_norm_inference(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
-    return normalisation(x, training=False, affine=True)
+    return normalisation(x, training=False, weight=True, bias=True)
 
 
 @ATEN.rule(
@@ -43,31 +43,31 @@ def batch_norm_inference(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     "cudnn_batch_norm",
     "miopen_batch_norm",
     family="normalisation",
-    formula="training: FLOPs = (5 + 2 if affine)·numel(x); inference: 2·numel(x)",
+    formula="training: FLOPs = (5 + [weight] + [bias])·numel(x); inference: 2·numel(x)",
 )
 def batch_norm(x: Shape, weight: Any, bias: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     # The ``training`` flag is the first bool after the optional running-stat tensors.
     training = next((r for r in rest if isinstance(r, bool)), True)
-    return normalisation(x, training=training, affine=weight is not None)
+    return normalisation(x, training=training, weight=weight is not None, bias=bias is not None)
 
 
 @ATEN.rule(
     "native_layer_norm",
     family="normalisation",
-    formula="FLOPs = (5 + 2 if affine)·numel(x)",
+    formula="FLOPs = (5 + [weight] + [bias])·numel(x)",
 )
 def layer_norm(x: Shape, normalized_shape: Any, weight: Any, bias: Any, *rest: Any,
                out: tuple[Shape, ...]) -> Cost:
-    return normalisation(x, training=True, affine=weight is not None)
+    return normalisation(x, training=True, weight=weight is not None, bias=bias is not None)
 
 
 @ATEN.rule(
     "native_group_norm",
     family="normalisation",
-    formula="FLOPs = (5 + 2 if affine)·numel(x)",
+    formula="FLOPs = (5 + [weight] + [bias])·numel(x)",
 )
 def group_norm(x: Shape, weight: Any, bias: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
-    return normalisation(x, training=True, affine=weight is not None)
+    return normalisation(x, training=True, weight=weight is not None, bias=bias is not None)
 
 
 @ATEN.rule(

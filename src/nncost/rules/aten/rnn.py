@@ -42,7 +42,10 @@ def mkldnn_rnn_layer(x: Shape, w_ih: Shape, w_hh: Shape, *rest: Any, out: tuple[
 )
 def cudnn_rnn(x: Shape, weights: Sequence[Shape], *rest: Any, out: tuple[Shape, ...]) -> Cost:
     matrices = [w for w in weights if len(w) == 2]
-    gates = sum(m[0] for m in matrices[0::2])
     # Layers above the first see the previous layer's output, not x; their W_ih already has
     # that width, and every layer runs once per (t, b), so the sum over matrices is exact.
+    # Each layer and direction has W_ih and W_hh with G·H rows; a projection W_hr (proj_size)
+    # has fewer and carries no gates.
+    gate_rows = matrices[0][0]
+    gates = sum(m[0] for m in matrices if m[0] == gate_rows) // 2
     return recurrent_cost(x, matrices, gates)
