@@ -18,7 +18,9 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,83 @@ def torchvision_input(name: str) -> list[tuple[int, ...]]:
     return [(3, crop, crop)]
 
 
+# Builders that swap BatchNorm2d for FrozenBatchNorm2d (buffers, no parameters) in the backbone
+# whenever trained weights are loaded: the weights' num_params counts that.
+FROZEN_BN_BACKBONE = frozenset({
+    "fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn", "retinanet_resnet50_fpn", "fcos_resnet50_fpn",
+})
+
+
+def torchvision_kwargs(name: str) -> dict[str, Any]:
+    """Builder arguments giving the architecture of the DEFAULT weights, without loading them.
+
+    Loading weights makes torchvision's builders change the model: segmentation models keep their
+    auxiliary head (``aux_loss=True``), GoogLeNet drops its auxiliary classifiers, ViT takes the
+    weights' image size (518 for vit_h_14).  With a bare ``weights=None`` none of this happens, and
+    detection and segmentation builders would download ImageNet backbone weights.
+    """
+    import torchvision
+
+    builder = torchvision.models.get_model_builder(name)
+    parameters = inspect.signature(builder).parameters
+    kwargs: dict[str, Any] = {"weights": None}
+    if "weights_backbone" in parameters:
+        kwargs["weights_backbone"] = None
+    if "aux_loss" in parameters:
+        kwargs["aux_loss"] = True
+    if name == "googlenet":
+        kwargs.update(aux_logits=False, init_weights=False)
+    if name == "inception_v3":
+        kwargs["init_weights"] = False  # only silences a warning; the architecture is the same
+    if builder.__module__.endswith(".vision_transformer"):
+        kwargs["image_size"] = torchvision.models.get_model_weights(name).DEFAULT.meta["min_size"][0]
+    return kwargs
+
+
+@contextmanager
+def regnet_widths_on_cpu() -> Iterator[None]:
+    """RegNet builders compute block widths with tensors and ``.tolist()``, which cannot run under a
+    meta default device: for the duration of one build, those widths are computed on CPU."""
+    from torchvision.models import regnet
+
+    params = regnet.BlockParams
+    original = params.__dict__["from_init_params"]
+
+    def on_cpu(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        with torch.device("cpu"):
+            return original.__func__(cls, *args, **kwargs)
+
+    params.from_init_params = classmethod(on_cpu)
+    try:
+        yield
+    finally:
+        params.from_init_params = original
+
+
+def freeze_batch_norm(module: nn.Module) -> None:
+    """Replace every BatchNorm2d under ``module`` by a FrozenBatchNorm2d, as a trained builder does."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    for child_name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, child_name, FrozenBatchNorm2d(child.num_features, eps=child.eps))
+        else:
+            freeze_batch_norm(child)
+
+
+def build_torchvision(name: str) -> nn.Module:
+    """A torchvision model as its DEFAULT weights describe it, with random weights."""
+    import torchvision
+
+    with warnings.catch_warnings(), regnet_widths_on_cpu():
+        warnings.simplefilter("ignore")
+        model = torchvision.models.get_model(name, **torchvision_kwargs(name))
+    if name in FROZEN_BN_BACKBONE:
+        freeze_batch_norm(model.backbone.body)
+    return model
+
+
 def _torchvision(name: str) -> ModelSpec:
     try:
         import torchvision
@@ -110,15 +189,10 @@ def _torchvision(name: str) -> ModelSpec:
         raise ModelNotFound(
             f"unknown model {name!r}.{hint} Other forms: timm:NAME, hf:NAME, path/to/file.py:callable"
         )
-    builder = torchvision.models.get_model_builder(name)
-    # Detection and segmentation builders fetch ImageNet backbone weights unless told not to.
-    no_download = {"weights": None}
-    if "weights_backbone" in inspect.signature(builder).parameters:
-        no_download["weights_backbone"] = None
     return ModelSpec(
         label=name,
         family="torchvision",
-        builder=lambda: builder(**no_download),
+        builder=lambda: build_torchvision(name),
         default_inputs=torchvision_input(name),
     )
 

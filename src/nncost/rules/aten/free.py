@@ -12,6 +12,7 @@ ATEN.mark_free(
     (
         "_unsafe_view", "unsafe_split", "unsafe_split_with_sizes", "unsafe_chunk", "_reshape_alias",
         "lift_fresh", "detach", "alias", "set_", "resize_", "_resize_output_", "resize_as_",
+        "as_strided_",
     ),
     "aliases its input or only changes metadata",
 )

@@ -5,6 +5,9 @@ divide for average).  Adaptive pooling uses PyTorch's exact windows,
 ``[floor(i·in/out), ceil((i+1)·in/out))``.  Nearest-neighbour interpolation is a copy
 (0 FLOPs); linear interpolation over ``d`` dimensions reads ``2^d`` taps and costs
 ``2·2^d − 1`` FLOPs per output (multiply each tap, add them up); cubic reads ``4^d`` taps.
+Grid sampling (``F.grid_sample``) interpolates at the grid's points and costs the same per
+output element, by its mode: bilinear ``2·4 − 1``, trilinear ``2·8 − 1``, bicubic ``2·16 − 1``,
+nearest 0; turning the grid's normalised coordinates into pixel positions is not counted.
 """
 
 from __future__ import annotations
@@ -97,3 +100,28 @@ for _ops, _taps, _what in (
     (("upsample_bicubic2d", "_upsample_bicubic2d_aa"), 16, "bicubic, 16 taps"),
 ):
     ATEN.add(_ops, _interpolate(_taps), family="interpolation", formula=f"FLOPs = numel(out)·(2·{_taps} − 1) ({_what})")
+
+
+GRID_TAPS = {0: 4, 1: 0, 2: 16}  # grid_sampler_2d's interpolation_mode: bilinear, nearest, bicubic
+
+
+def _grid_sample(taps: dict[int, int]) -> Any:
+    def rule(x: Shape, grid: Shape, interpolation_mode: int = 0, *rest: Any, out: tuple[Shape, ...]) -> Cost:
+        n = taps[interpolation_mode]
+        return Cost(0, numel(out[0]) * (2 * n - 1) if n else 0)
+
+    return rule
+
+
+ATEN.add(
+    ("grid_sampler_2d", "_grid_sampler_2d_cpu_fallback", "cudnn_grid_sampler"),
+    _grid_sample(GRID_TAPS),
+    family="interpolation",
+    formula="FLOPs = numel(out)·(2·taps − 1): bilinear 4 taps, bicubic 16, nearest 0 (cuDNN: bilinear)",
+)
+ATEN.add(
+    ("grid_sampler_3d",),
+    _grid_sample({0: 8, 1: 0}),
+    family="interpolation",
+    formula="FLOPs = numel(out)·(2·8 − 1) (trilinear, 8 taps); nearest 0",
+)
