@@ -1,7 +1,8 @@
 """nncost: what a neural network costs, layer by layer, before you train or ship it."""
 
-from nncost.api import profile
+from nncost.api import memory, profile
 from nncost.errors import BadRequest, InputMismatch, ModelNotFound, NeedsWeights, NncostError
+from nncost.records.memory import MemoryReport
 from nncost.records.report import SCHEMA, Layer, Report, Totals, Uncounted
 
 __version__ = "0.1.0"
@@ -11,6 +12,7 @@ __all__ = [
     "BadRequest",
     "InputMismatch",
     "Layer",
+    "MemoryReport",
     "ModelNotFound",
     "NeedsWeights",
     "NncostError",
@@ -18,5 +20,6 @@ __all__ = [
     "Totals",
     "Uncounted",
     "__version__",
+    "memory",
     "profile",
 ]

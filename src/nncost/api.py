@@ -8,12 +8,16 @@ import torch
 from torch import nn
 
 from nncost.analyses.build import build_report
-from nncost.capture.inputs import SizeSpec, sizes_to_inputs
+from nncost.analyses.memory import analyse_step
+from nncost.capture.inputs import SizeSpec, batch_of, sizes_to_inputs
 from nncost.capture.run import Progress, capture
 from nncost.errors import BadRequest
+from nncost.memory.step import capture_step
+from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 
 DEVICES = ("meta", "cpu", "cuda")
+HARDWARE = ("cpu", "cuda")
 
 
 def profile(
@@ -53,6 +57,39 @@ def profile(
     if depth is not None:
         report.layers = [layer for layer in report.layers if layer.depth <= depth]
     return report
+
+
+def memory(
+    model: nn.Module,
+    input_size: SizeSpec | None = None,
+    *,
+    inputs: Any = None,
+    kwargs: dict[str, Any] | None = None,
+    batch_size: int = 1,
+    mode: str = "train",
+    optimizer: str = "adam",
+    hardware: str = "cuda",
+    dtype: torch.dtype | str | None = None,
+    name: str | None = None,
+) -> MemoryReport:
+    """Simulate the memory of one training step (``mode="train"``) or inference pass (``"infer"``).
+
+    The step runs on meta tensors: forward in train mode, a scalar loss, backward, and the real
+    ``torch.optim`` optimizer's step, with its state already in place, as in a training loop's
+    steady state.  ``hardware`` picks the allocator semantics: ``"cpu"`` counts exact bytes,
+    ``"cuda"`` rounds every allocation to the caching allocator's 512-byte blocks and uses the
+    optimizers' CUDA implementation (``foreach``).
+    """
+    if not isinstance(model, nn.Module):
+        raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
+    if hardware not in HARDWARE:
+        raise BadRequest(f"hardware must be one of {', '.join(HARDWARE)}, got {hardware!r}")
+    torch_dtype = resolve_dtype(dtype)
+    args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
+    trace = capture_step(model, args, kw, mode=mode, optimizer=optimizer, device=hardware, dtype=torch_dtype)
+    batch = batch_of((args, kw)) or batch_size
+    return analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,
+                        batch_size=batch)
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

@@ -6,6 +6,7 @@ Every user error is one sentence on stderr and exit status 2; ``--debug`` adds t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -14,9 +15,11 @@ from typing import Any
 
 from nncost import __version__
 from nncost.errors import BadRequest, NeedsWeights, NncostError
+from nncost.memory.optimizers import OPTIMIZERS
 
 FORMATS = ("table", "json", "csv", "markdown")
 DEVICES = ("meta", "cpu", "cuda")
+HARDWARE = ("cpu", "cuda")
 DEFAULT_SEQ = 128
 
 
@@ -67,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="meta",
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
+    memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
+    memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
+    memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
+    memory.add_argument("--hardware", choices=HARDWARE, default=None,
+                        help="allocator semantics of the memory figures (default cuda)")
+    memory.add_argument("--measure", action="store_true",
+                        help="also run one real step on the CPU and print the measured peak beside the estimate")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"nncost {__version__}")
     return parser
@@ -128,7 +138,9 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 
 
 def _main(args: argparse.Namespace) -> str:
-    from nncost.api import profile, resolve_dtype
+    from nncost.api import memory, profile, resolve_dtype
+    from nncost.capture.placement import model_device
+    from nncost.memory.measure import measure_cpu_peak
     from nncost.models import resolve
 
     progress = Progress()
@@ -147,38 +159,71 @@ def _main(args: argparse.Namespace) -> str:
     if not spec.token_input and not sizes:
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
 
+    def example_inputs(device: str) -> dict[str, Any]:
+        if not spec.token_input:
+            return {"input_size": sizes, "batch_size": args.batch}
+        import torch
+
+        ids = torch.zeros((args.batch, args.seq or DEFAULT_SEQ), dtype=torch.long, device=device)
+        return {"kwargs": {"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids}}
+
     def profile_on(build_device: str, run_device: str) -> Any:
         with progress.step(f"building {spec.label} on {build_device}", slow=build_device != "meta"):
             model = spec.build(build_device)
         with progress.step(f"profiling {spec.label}", slow=run_device != "meta"):
-            if spec.token_input:
-                import torch
-
-                ids = torch.zeros((args.batch, args.seq or DEFAULT_SEQ), dtype=torch.long, device=build_device)
-                tokens = {"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids}
-                return profile(model, kwargs=tokens, dtype=dtype, device=run_device, name=spec.label,
-                               progress=progress)
-            return profile(model, sizes, batch_size=args.batch, dtype=dtype, device=run_device,
-                           name=spec.label, progress=progress)
+            report = profile(model, dtype=dtype, device=run_device, name=spec.label, progress=progress,
+                             **example_inputs(build_device))
+        return model, report
 
     if args.device == "meta":
         try:
-            report = profile_on("meta", "meta")
+            model, report = profile_on("meta", "meta")
         except NeedsWeights as exc:
             progress(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
-            report = profile_on("cpu", "meta")
+            model, report = profile_on("cpu", "meta")
     else:
-        report = profile_on("cpu" if args.device == "cpu" else args.device, args.device)
+        model, report = profile_on("cpu" if args.device == "cpu" else args.device, args.device)
+
+    memory_report = None
+    if args.train or args.hardware or args.measure:
+        memory_report = memory(model, dtype=dtype, name=spec.label, mode="train" if args.train else "infer",
+                               optimizer=args.optimizer, hardware=args.hardware or "cuda",
+                               **example_inputs(str(model_device(model))))
+        if args.measure:
+            if model_device(model).type == "meta":
+                with progress.step(f"building {spec.label} with weights on cpu for --measure"):
+                    model = spec.build("cpu")
+            with progress.step("running one real step on the CPU"):
+                inputs = example_inputs("cpu")
+                measured = measure_cpu_peak(model, tuple(_size_inputs(inputs)), inputs.get("kwargs", {}),
+                                            mode=memory_report.mode, optimizer=args.optimizer)
+            memory_report.measured_peak_bytes = measured
 
     if args.explain:
         return report.explain(args.explain)
     if args.format == "json":
-        return report.to_json()
+        data = report.to_dict()
+        if memory_report is not None:
+            data["memory"] = memory_report.to_dict()
+            if memory_report.mode == "train":
+                data["totals"]["backward_macs"] = memory_report.backward_macs
+                data["totals"]["backward_flops"] = memory_report.backward_flops
+        return json.dumps(data, indent=2)
     if args.format == "csv":
         return report.to_csv()
     if args.format == "markdown":
         return report.to_markdown(depth=args.depth)
-    return report.table(depth=args.depth)
+    text = report.table(depth=args.depth)
+    return text + ("\n" + str(memory_report) if memory_report is not None else "")
+
+
+def _size_inputs(inputs: dict[str, Any]) -> list[Any]:
+    """Meta tensors for ``input_size`` specs, as ``profile`` builds them."""
+    from nncost.capture.inputs import sizes_to_inputs
+
+    if "input_size" not in inputs:
+        return []
+    return list(sizes_to_inputs(inputs["input_size"], inputs["batch_size"], None))
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ def build_report(trace: Trace) -> Report:
         read_bytes=sum(op.read_bytes for op in trace.ops),
         write_bytes=sum(op.write_bytes for op in trace.ops),
         input_bytes=trace.input_bytes,
-        feature_map_bytes=round(sum(d for _, d in trace.memory_events if d > 0) / trace.batch_size),
+        feature_map_bytes=round(sum(d for _, d, _ in trace.memory_events if d > 0) / trace.batch_size),
         peak_activation_bytes=peak,
         peak_at=_layer_at(trace, peak_op),
     )
@@ -90,11 +90,11 @@ def build_report(trace: Trace) -> Report:
     )
 
 
-def peak_live_bytes(events: list[tuple[int, int]]) -> tuple[int, int]:
+def peak_live_bytes(events: list[tuple[int, int, int]]) -> tuple[int, int]:
     """The most bytes alive at once, and the index of the operator that reached it."""
     live = peak = 0
     peak_op = -1
-    for op_index, delta in events:
+    for op_index, delta, _ in events:
         live += delta
         if live > peak:
             peak, peak_op = live, op_index

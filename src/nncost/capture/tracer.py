@@ -6,6 +6,10 @@ it.  For each operator call it records the rule's cost, the bytes read and writt
 storages the call created; a weak reference on each new storage records when it dies, which
 gives the live-bytes timeline of the pass without keeping any tensor alive.
 
+Each new storage gets an allocation id; ``memory_events`` lists ``(op_index, ±bytes, allocation)``
+in the order things happened, and ``allocation_id(tensor)`` names the allocation behind a live
+tensor, so that analyses can say what an allocation was (a gradient, a saved activation).
+
 On the meta device most of a forward's time goes into PyTorch's Python meta kernels
 (BatchNorm's is the slowest).  Meta outputs depend only on input metadata, so the tracer
 memoises them: the second call of an operator with the same argument metadata creates its
@@ -128,11 +132,12 @@ class Tracer(TorchDispatchMode):
         self.current_layer = current_layer
         self.memoise = memoise
         self.ops: list[OpCall] = []
-        self.memory_events: list[tuple[int, int]] = []
+        self.memory_events: list[tuple[int, int, int]] = []
+        self.allocation_bytes: list[int] = []  # by allocation id
         self.failed_op: tuple[str, list[Any]] | None = None
         self._info: dict[Any, OpInfo] = {}
         self._outputs: dict[Any, Any] = {}
-        self._live: dict[int, weakref.ref[Any]] = {}
+        self._live: dict[int, tuple[weakref.ref[Any], int]] = {}
         self.closed = False
 
     def close(self) -> None:
@@ -212,17 +217,27 @@ class Tracer(TorchDispatchMode):
         for t in outputs:
             storage = t.untyped_storage()
             key = id(storage)
-            if key in self._live and self._live[key]() is storage:
+            if self.allocation_id(t) is not None:
                 continue
             nbytes = storage.nbytes()
-            self.memory_events.append((index, nbytes))
-            self._live[key] = weakref.ref(storage, self._freed(key, nbytes))
+            allocation = len(self.allocation_bytes)
+            self.allocation_bytes.append(nbytes)
+            self.memory_events.append((index, nbytes, allocation))
+            self._live[key] = (weakref.ref(storage, self._freed(key, nbytes, allocation)), allocation)
 
-    def _freed(self, key: int, nbytes: int) -> Callable[[Any], None]:
+    def allocation_id(self, t: torch.Tensor) -> int | None:
+        """The allocation that holds ``t``'s storage, if an operator under this tracer made it."""
+        storage = t.untyped_storage()
+        entry = self._live.get(id(storage))
+        if entry is None or entry[0]() is not storage:
+            return None
+        return entry[1]
+
+    def _freed(self, key: int, nbytes: int, allocation: int) -> Callable[[Any], None]:
         def on_free(_: Any) -> None:
             if self.closed:
                 return
-            self.memory_events.append((len(self.ops), -nbytes))
+            self.memory_events.append((len(self.ops), -nbytes, allocation))
             self._live.pop(key, None)
 
         return on_free

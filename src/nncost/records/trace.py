@@ -55,8 +55,9 @@ class ParamStats:
 class Trace:
     """Everything the capture hands to the analyses.
 
-    ``memory_events`` is the allocation timeline of the forward: ``(op_index, delta_bytes)``,
-    positive when an operator creates a storage, negative when the last reference to one dies.
+    ``memory_events`` is the allocation timeline of the forward: ``(op_index, delta_bytes,
+    allocation)``, positive when an operator creates a storage, negative when the last
+    reference to one dies.
     """
 
     model: str
@@ -65,7 +66,7 @@ class Trace:
     batch_size: int
     layers: list[LayerCall]
     ops: list[OpCall]
-    memory_events: list[tuple[int, int]]
+    memory_events: list[tuple[int, int, int]]
     params: ParamStats
     input_bytes: int
     fallback_reason: str | None = None

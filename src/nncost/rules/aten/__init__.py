@@ -9,15 +9,20 @@ ATEN = Registry()
 
 from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN on import)
     attention,
+    backward,
     conv,
     elementwise,
     free,
     linear,
     movement,
     norm,
+    optimizer,
     pool,
     rnn,
     vision,
 )
 
-__all__ = ["ATEN", "attention", "conv", "elementwise", "free", "linear", "movement", "norm", "pool", "rnn", "vision"]
+__all__ = [
+    "ATEN", "attention", "backward", "conv", "elementwise", "free", "linear", "movement", "norm", "optimizer",
+    "pool", "rnn", "vision",
+]

@@ -26,6 +26,7 @@ ATEN.mark_free(
         "is_same_size", "is_nonzero", "_assert_async", "_assert_scalar", "_assert_tensor_metadata",
         "_functional_assert_async", "record_stream", "_has_compatible_shallow_copy_type",
         "_nested_tensor_from_mask_left_aligned", "equal", "allclose", "is_pinned",
+        "profiler::_record_function_enter_new", "profiler::_record_function_exit",
     ),
     "reads a scalar or metadata only",
 )

@@ -1,0 +1,88 @@
+"""From a captured step to its memory report: the live bytes at the peak, by category."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nncost.memory.step import StepTrace
+from nncost.records.memory import CATEGORIES, MemoryReport
+
+CUDA_BLOCK = 512  # the caching allocator rounds every allocation up to a multiple of this
+
+
+def allocation_size(hardware: str) -> Callable[[int], int]:
+    """Bytes an allocation of ``n`` bytes takes: exact on CPU, rounded to 512-byte blocks on CUDA."""
+    if hardware == "cuda":
+        return lambda n: -(-n // CUDA_BLOCK) * CUDA_BLOCK if n else 0
+    return lambda n: n
+
+
+def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str, batch_size: int) -> MemoryReport:
+    size = allocation_size(hardware)
+    baseline = {
+        "parameters": sum(size(n) for n in trace.param_tensor_bytes),
+        "optimizer_state": sum(size(n) for n in trace.state_tensor_bytes),
+        "inputs": sum(size(n) for n in trace.input_tensor_bytes),
+    }
+
+    def category(allocation: int) -> str:
+        if trace.mode == "infer":
+            return "activations"
+        if allocation in trace.gradients:
+            return "gradients"
+        return "activations" if allocation in trace.saved else "temporaries"
+
+    live = dict.fromkeys(CATEGORIES, 0)
+    live.update(baseline)
+    peak_total, peak_live, peak_op = sum(live.values()), dict(live), -1
+    for op_index, delta, allocation in trace.memory_events:
+        sign = 1 if delta > 0 else -1
+        live[category(allocation)] += sign * size(abs(delta))
+        total = sum(live.values())
+        if total > peak_total:
+            peak_total, peak_live, peak_op = total, dict(live), op_index
+
+    forward = trace.ops[: trace.forward_end]
+    backward = trace.ops[trace.loss_end : trace.backward_end]
+    step = trace.ops[trace.backward_end :]
+    uncounted: dict[str, int] = {}
+    for op in trace.ops:
+        if not op.counted:
+            uncounted[op.op] = uncounted.get(op.op, 0) + 1
+    return MemoryReport(
+        model=model,
+        mode=trace.mode,
+        hardware=hardware,
+        optimizer=optimizer if trace.mode == "train" else "none",
+        batch_size=batch_size,
+        peak_bytes=peak_total,
+        peak_phase=_phase(trace, peak_op),
+        peak_at=_where(trace, peak_op),
+        breakdown=peak_live,
+        forward_macs=sum(op.macs for op in forward),
+        forward_flops=sum(op.flops for op in forward),
+        backward_macs=sum(op.macs for op in backward),
+        backward_flops=sum(op.flops for op in backward),
+        optimizer_flops=sum(op.flops for op in step),
+        uncounted=uncounted,
+    )
+
+
+def _phase(trace: StepTrace, op_index: int) -> str:
+    if op_index < 0:
+        return "before the step"
+    if op_index < trace.forward_end:
+        return "forward"
+    if op_index < trace.loss_end:
+        return "loss"
+    if op_index < trace.backward_end:
+        return "backward"
+    return "optimizer"
+
+
+def _where(trace: StepTrace, op_index: int) -> str:
+    if not 0 <= op_index < len(trace.ops):
+        return "-"
+    op = trace.ops[op_index]
+    layer = trace.layers[op.layer].name if 0 <= op.layer < len(trace.layers) else ""
+    return f"aten.{op.op}" + (f" in {layer}" if layer else "")

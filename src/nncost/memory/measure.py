@@ -1,0 +1,77 @@
+"""Measuring the real peak of one step on the CPU, to set beside the simulated one.
+
+The model is deep-copied (a training step changes weights and optimizer state), warmed up with
+one full step so that the optimizer state exists, and the second step runs under
+``torch.profiler`` with ``profile_memory=True``.  The measured peak is the bytes alive before the
+step (parameters, buffers, optimizer state, inputs) plus the highest running sum of the
+allocator's signed ``[memory]`` events during it.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncost.capture import inputs as inputs_mod
+from nncost.capture.placement import model_device
+from nncost.capture.scopes import tensors_in
+from nncost.errors import NeedsWeights
+from nncost.memory.optimizers import OPTIMIZERS
+
+
+def _storage_bytes(tensors: list[torch.Tensor]) -> int:
+    return sum({id(t.untyped_storage()): t.untyped_storage().nbytes() for t in tensors}.values())
+
+
+def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: torch.optim.Optimizer | None,
+          train: bool) -> None:
+    if not train:
+        with torch.no_grad():
+            model(*args, **kwargs)
+        return
+    output = model(*args, **kwargs)
+    floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+    torch.stack([t.float().sum() for t in floating]).sum().backward()
+    del output, floating
+    if opt is not None:
+        opt.step()
+
+
+def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, mode: str,
+                     optimizer: str) -> int:
+    if model_device(model).type == "meta":
+        raise NeedsWeights("--measure runs a real step: build the model with weights (on CPU)")
+    train = mode == "train"
+    with torch.random.fork_rng(devices=[]):
+        replica = copy.deepcopy(model).cpu().train(train)
+        params = [p for p in replica.parameters() if p.requires_grad]
+        factory = OPTIMIZERS[optimizer] if train else None
+        opt = factory(params, False) if factory is not None and params else None
+        real_args = inputs_mod.place(args, torch.device("cpu"), None)
+        real_kwargs = inputs_mod.place(kwargs, torch.device("cpu"), None)
+        _step(replica, real_args, real_kwargs, opt, train)  # warm-up: creates the optimizer state
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+        for p in params:
+            p.grad = None
+        state = [t for s in (opt.state.values() if opt else []) for t in s.values() if isinstance(t, torch.Tensor)]
+        before = _storage_bytes([*replica.parameters(), *replica.buffers(), *state,
+                                 *tensors_in((real_args, real_kwargs))])
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+            _step(replica, real_args, real_kwargs, opt, train)
+    return before + peak_of_events(prof)
+
+
+def peak_of_events(prof: torch.profiler.profile) -> int:
+    """Highest running sum of the allocator's signed ``[memory]`` events (raw, in time order)."""
+    raw = prof.profiler.kineto_results.events() if prof.profiler and prof.profiler.kineto_results else []
+    memory = sorted((e for e in raw if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in memory:
+        live += event.nbytes()  # type: ignore[attr-defined]  # missing from the stubs
+        peak = max(peak, live)
+    return peak

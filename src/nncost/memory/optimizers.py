@@ -1,0 +1,43 @@
+"""The optimizers a training step can use, built as PyTorch's own classes.
+
+The simulator runs the real ``torch.optim`` class on meta parameters, so the state it keeps
+(Adam: ``exp_avg``, ``exp_avg_sq`` and a scalar ``step``; SGD with momentum: one buffer) follows
+PyTorch's rules exactly.  The implementation is the one PyTorch picks on the device by default:
+the single-tensor loop on CPU, ``foreach`` (which allocates list temporaries) on CUDA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+Factory = Callable[[Iterable[nn.Parameter], bool], torch.optim.Optimizer]
+
+OPTIMIZERS: dict[str, Factory | None] = {
+    "adam": lambda params, foreach: torch.optim.Adam(params, foreach=foreach),
+    "adamw": lambda params, foreach: torch.optim.AdamW(params, foreach=foreach),
+    "sgd": lambda params, foreach: torch.optim.SGD(params, lr=0.01, foreach=foreach),
+    "sgd-momentum": lambda params, foreach: torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=foreach),
+    "adagrad": lambda params, foreach: torch.optim.Adagrad(params, foreach=foreach),
+    "rmsprop": lambda params, foreach: torch.optim.RMSprop(params, foreach=foreach),
+    "none": None,
+}
+
+
+def state_bytes(optimizer: torch.optim.Optimizer | None, *, device: str) -> list[int]:
+    """Bytes of each tensor of the optimizer's state on the parameters' device, each storage once.
+
+    The simulation keeps parameters on meta; PyTorch keeps Adam's scalar ``step`` on the host
+    (unless capturable or fused), so on ``device="cuda"`` it is not GPU memory, while on
+    ``device="cpu"`` it is.
+    """
+    if optimizer is None:
+        return []
+    seen: dict[int, int] = {}
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and (value.device.type == "meta" or device == "cpu"):
+                seen[id(value.untyped_storage())] = value.untyped_storage().nbytes()
+    return list(seen.values())

@@ -1,0 +1,148 @@
+"""Capturing one steady-state training step, or one inference pass, on meta tensors.
+
+The step simulated is what a training loop repeats: the optimizer state already exists (a
+warm-up step outside the capture creates it), gradients were released by ``zero_grad()``
+(``set_to_none``, PyTorch's default), the input batch is on the device.  Inside the capture:
+forward in train mode, a scalar loss (the sum of every floating output), backward, the
+optimizer's step.  The dispatch tracer records every storage created and freed; a
+``saved_tensors_hooks`` pack hook records which of them autograd saved for backward, and the
+parameters' ``.grad`` after backward say which are gradients.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nncost.capture import inputs as inputs_mod
+from nncost.capture.placement import attributes_restored, swapped, to_meta
+from nncost.capture.scopes import Scopes, tensors_in
+from nncost.capture.tracer import Tracer
+from nncost.errors import BadRequest
+from nncost.memory.optimizers import OPTIMIZERS, state_bytes
+from nncost.records.trace import LayerCall, OpCall
+from nncost.rules import ATEN
+
+
+@dataclass
+class StepTrace:
+    """What one captured step did, before analysis."""
+
+    mode: str  # train or infer
+    ops: list[OpCall]
+    layers: list[LayerCall]
+    memory_events: list[tuple[int, int, int]]
+    allocation_bytes: list[int]
+    param_tensor_bytes: list[int]  # parameters and buffers, each tensor once
+    state_tensor_bytes: list[int]  # the optimizer's state on the device
+    input_tensor_bytes: list[int]
+    forward_end: int  # op index where each phase ends
+    loss_end: int
+    backward_end: int
+    gradients: set[int] = field(default_factory=set)  # allocation ids
+    saved: set[int] = field(default_factory=set)
+
+
+@torch.no_grad()
+def _warm_up(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> None:
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _set_training(model: nn.Module, training: bool) -> list[tuple[nn.Module, bool]]:
+    flags = [(m, m.training) for m in model.modules()]
+    model.train(training)
+    return flags
+
+
+def capture_step(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    mode: str = "train",
+    optimizer: str = "adam",
+    device: str = "cuda",
+    dtype: torch.dtype | None = None,
+) -> StepTrace:
+    if mode not in ("train", "infer"):
+        raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
+    if optimizer not in OPTIMIZERS:
+        raise BadRequest(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    train = mode == "train"
+    meta = torch.device("meta")
+    scopes = Scopes(model)
+    tracer = Tracer(ATEN, scopes.current, memoise=True)
+    gradients: set[int] = set()
+    saved: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        allocation = tracer.allocation_id(t)
+        if allocation is not None:
+            saved.add(allocation)
+        return t
+
+    flags = _set_training(model, train)
+    try:
+        with attributes_restored(model), swapped(model, to_meta(dtype)):
+            params = [p for p in model.parameters() if p.requires_grad]
+            factory = OPTIMIZERS[optimizer] if train else None
+            opt = factory(params, device == "cuda") if factory is not None and params else None
+            if opt is not None:
+                _warm_up(opt, params)
+            placed_args = inputs_mod.place(args, meta, dtype)
+            placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
+            grad_mode = torch.enable_grad() if train else torch.no_grad()
+            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
+            with scopes.hooked(model), grad_mode, hooks, tracer:
+                output = model(*placed_args, **placed_kwargs)
+                forward_end = len(tracer.ops)
+                loss_end = backward_end = forward_end
+                if train:
+                    floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+                    if not floating:
+                        raise BadRequest("the model's output has no floating tensor that requires grad: "
+                                         "nothing to train")
+                    loss = torch.stack([t.float().sum() for t in floating]).sum()
+                    loss_end = len(tracer.ops)
+                    loss.backward()
+                    backward_end = len(tracer.ops)
+                    for p in params:
+                        if p.grad is not None:
+                            allocation = tracer.allocation_id(p.grad)
+                            if allocation is not None:
+                                gradients.add(allocation)
+                    del loss, floating
+                    if opt is not None:
+                        opt.step()
+                del output
+            tracer.close()
+            scopes.finish()
+            state = state_bytes(opt, device=device)
+            weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
+                                                              (*model.parameters(), *model.buffers())}.values()]
+            input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]
+    finally:
+        for module, flag in flags:
+            module.training = flag
+    return StepTrace(
+        mode=mode,
+        ops=tracer.ops,
+        layers=scopes.layers,
+        memory_events=tracer.memory_events,
+        allocation_bytes=tracer.allocation_bytes,
+        param_tensor_bytes=weights,
+        state_tensor_bytes=state,
+        input_tensor_bytes=input_sizes,
+        forward_end=forward_end,
+        loss_end=loss_end,
+        backward_end=backward_end,
+        gradients=gradients,
+        saved=saved,
+    )

@@ -1,0 +1,43 @@
+"""The memory report of one training step or inference pass: plain data, bytes throughout."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs")
+
+
+@dataclass
+class MemoryReport:
+    """Live bytes at the peak of the step, by category.
+
+    ``parameters`` includes buffers; ``activations`` are the tensors autograd saved for backward
+    (in ``infer`` mode: every forward tensor alive at the peak); ``temporaries`` are all other
+    tensors the step created and still held at the peak.
+    """
+
+    model: str
+    mode: str
+    hardware: str
+    optimizer: str
+    batch_size: int
+    peak_bytes: int
+    peak_phase: str  # forward, loss, backward, optimizer
+    peak_at: str  # the operator (and layer) running when the peak was reached
+    breakdown: dict[str, int]
+    forward_macs: int
+    forward_flops: int
+    backward_macs: int
+    backward_flops: int
+    optimizer_flops: int
+    uncounted: dict[str, int] = field(default_factory=dict)
+    measured_peak_bytes: int | None = None  # from a real CPU step, when asked for
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        from nncost.render.memory import render_memory
+
+        return render_memory(self)

@@ -1,0 +1,43 @@
+"""The memory report as text: the peak, where it happens, and what it is made of."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nncost.render import units
+
+if TYPE_CHECKING:
+    from nncost.records.memory import MemoryReport
+
+
+def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
+    what = (f"one training step ({report.optimizer}, batch {report.batch_size})" if report.mode == "train"
+            else f"one inference pass (no_grad, batch {report.batch_size})")
+    lines = [
+        ("Memory of", f"{what}, {report.hardware} allocator semantics"),
+        ("Peak", f"{units.nbytes(report.peak_bytes)} ({units.grouped(report.peak_bytes)} B) in the "
+                 f"{report.peak_phase}, at {report.peak_at}"),
+    ]
+    if report.measured_peak_bytes:
+        error = (report.peak_bytes - report.measured_peak_bytes) / report.measured_peak_bytes
+        lines.append(("Measured peak", f"{units.nbytes(report.measured_peak_bytes)} "
+                                       f"({units.grouped(report.measured_peak_bytes)} B, one real CPU step); "
+                                       f"estimate error {100 * error:+.2f}%"))
+    for category, nbytes in report.breakdown.items():
+        share = units.percent(nbytes / report.peak_bytes) if report.peak_bytes else "-"
+        lines.append((f"  {category.replace('_', ' ')}", f"{units.nbytes(nbytes)} ({share})"))
+    if report.mode == "train":
+        lines.append(("Backward MACs / FLOPs", f"{units.count(report.backward_macs)} / "
+                                               f"{units.count(report.backward_flops)} "
+                                               f"(forward {units.count(report.forward_macs)} / "
+                                               f"{units.count(report.forward_flops)})"))
+        lines.append(("Optimizer FLOPs", units.count(report.optimizer_flops)))
+    if report.uncounted:
+        ops = ", ".join(f"{op}×{n}" for op, n in report.uncounted.items())
+        lines.append(("UNCOUNTED ops in the step", ops))
+    return lines
+
+
+def render_memory(report: MemoryReport) -> str:
+    width = max(len(label) for label, _ in memory_lines(report))
+    return "\n".join(f"{label:<{width}}  {value}" for label, value in memory_lines(report)) + "\n"

@@ -1,0 +1,109 @@
+"""The training-step memory simulator: byte-exact categories, and the estimate against a real step."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import nncost
+from nncost.cli import run
+from nncost.memory.measure import measure_cpu_peak
+
+FP32 = 4
+
+
+def mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64))
+
+
+def param_bytes(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters()) * FP32
+
+
+def test_adam_step_categories_are_byte_exact_on_cpu() -> None:
+    model = mlp()
+    report = nncost.memory(model, (64,), batch_size=1, optimizer="adam", hardware="cpu")
+    assert report.peak_phase == "optimizer"  # weights dominate at batch 1: the peak is in the step
+    assert report.breakdown["parameters"] == param_bytes(model)
+    assert report.breakdown["gradients"] == param_bytes(model)
+    # exp_avg and exp_avg_sq per parameter, and Adam's scalar fp32 `step` per parameter tensor
+    assert report.breakdown["optimizer_state"] == 2 * param_bytes(model) + 4 * 4
+    assert report.breakdown["inputs"] == 64 * FP32
+
+
+def test_cuda_semantics_round_to_blocks_and_keep_the_step_on_the_host() -> None:
+    model = mlp()
+    report = nncost.memory(model, (64,), optimizer="adam", hardware="cuda")
+
+    def block(n: int) -> int:
+        return -(-n // 512) * 512
+
+    assert report.breakdown["parameters"] == sum(block(p.numel() * FP32) for p in model.parameters())
+    assert report.breakdown["optimizer_state"] == 2 * report.breakdown["parameters"]
+
+
+@pytest.mark.parametrize(("optimizer", "states"), [("sgd", 0), ("sgd-momentum", 1), ("adagrad", 1), ("rmsprop", 1)])
+def test_optimizer_state_follows_pytorch(optimizer: str, states: int) -> None:
+    model = mlp()
+    report = nncost.memory(model, (64,), optimizer=optimizer, hardware="cuda")
+    # Every optimizer keeps its scalar `step` on the host unless capturable: not GPU memory.
+    assert report.breakdown["optimizer_state"] == states * report.breakdown["parameters"]
+
+
+def test_backward_counts_what_autograd_runs_not_twice_the_forward() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 4))
+    model[0].requires_grad_(False)  # frozen: no weight gradient, and so no input gradient for layer 1
+    report = nncost.memory(model, (8,), batch_size=3, optimizer="sgd", hardware="cpu")
+    assert report.forward_macs == 3 * 8 * 16 + 3 * 16 * 4
+    assert report.backward_macs == 3 * 16 * 4  # only layer 1's weight gradient
+    assert report.breakdown["gradients"] <= (16 * 4 + 4) * FP32
+
+
+def test_inference_mode_peak_is_the_profile_peak_plus_weights_and_input() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 30 * 30, 10))
+    profiled = nncost.profile(model, (3, 32, 32), batch_size=4)
+    report = nncost.memory(model, (3, 32, 32), batch_size=4, mode="infer", hardware="cpu")
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    assert report.breakdown["activations"] == profiled.totals.peak_activation_bytes
+    assert report.peak_bytes == weights + 4 * 3 * 32 * 32 * FP32 + profiled.totals.peak_activation_bytes
+
+
+def test_the_users_model_is_untouched_by_a_simulated_step() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Dropout())
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    nncost.memory(model, (4,), batch_size=2, optimizer="adam")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not model.training and all(p.grad is None for p in model.parameters())
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_estimate_agrees_with_a_measured_cpu_step() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=10)
+    simulated = nncost.memory(model, (3, 64, 64), batch_size=4, hardware="cpu").peak_bytes
+    measured = measure_cpu_peak(model, (torch.empty(4, 3, 64, 64, device="meta"),), {}, mode="train",
+                                optimizer="adam")
+    assert abs(simulated - measured) / measured < 0.02
+
+
+def test_cli_train_json_has_the_memory_section() -> None:
+    pytest.importorskip("torchvision")
+    chunks: list[str] = []
+    assert run(["resnet18", "--train", "--batch", "2", "--format", "json"], out=chunks.append) == 0
+    data = json.loads("".join(chunks))
+    memory = data["memory"]
+    assert memory["mode"] == "train" and memory["optimizer"] == "adam" and memory["hardware"] == "cuda"
+    assert set(memory["breakdown"]) == {"parameters", "gradients", "optimizer_state", "activations",
+                                        "temporaries", "inputs"}
+    assert memory["peak_bytes"] == sum(memory["breakdown"].values())
+    assert data["totals"]["backward_macs"] > data["totals"]["macs"]
+
+
+def test_cli_rejects_an_unknown_optimizer() -> None:
+    with pytest.raises(SystemExit) as info:
+        run(["resnet18", "--train", "--optimizer", "adamx"])
+    assert info.value.code == 2
