@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
+import os
 import resource
 import statistics
 import sys
@@ -85,32 +87,43 @@ def build_case(name: str) -> tuple[Any, Example]:
 
 
 Call = Callable[[], tuple[float | None, float | None]]
+PEER_GRAD = False  # --peer-grad: run the peers with autograd on, as their READMEs call them
+
+
+def quiet_grad() -> Any:
+    """``torch.no_grad()`` around a peer's call (nncost traces under it too), unless --peer-grad."""
+    import torch
+
+    return contextlib.nullcontext() if PEER_GRAD else torch.no_grad()
 
 
 def prepare(tool: str, model: Any, ex: Example, case: dict[str, Any]) -> Call:
     """Import the tool and bind its call; nothing here is timed."""
-    import torch
 
     if tool == "nncost":
         import nncost
 
         if case["kind"] == "vision":
+
             def call() -> tuple[float | None, float | None]:
                 r = nncost.profile(model, ex.size, batch_size=ex.batch)
                 return r.totals.params, r.totals.macs
         else:
+
             def call() -> tuple[float | None, float | None]:
                 r = nncost.profile(model, inputs=ex.args[0])
                 return r.totals.params, r.totals.macs
+
         return call
 
     if tool == "thop":
         import thop
 
         def call() -> tuple[float | None, float | None]:
-            with torch.no_grad():
+            with quiet_grad():
                 macs, params = thop.profile(model, inputs=ex.args, verbose=False)
             return params, macs
+
         return call
 
     if tool in ("ptflops", "ptflops[aten]"):
@@ -130,34 +143,42 @@ def prepare(tool: str, model: Any, ex: Example, case: dict[str, Any]) -> Call:
 
         def call() -> tuple[float | None, float | None]:
             log = io.StringIO()
-            with torch.no_grad():
+            with quiet_grad():
                 macs, params = get_model_complexity_info(
-                    model, ex.size, input_constructor=make, as_strings=False,
-                    print_per_layer_stat=False, ost=log, backend=backend,
+                    model,
+                    ex.size,
+                    input_constructor=make,
+                    as_strings=False,
+                    print_per_layer_stat=False,
+                    ost=log,
+                    backend=backend,
                 )
             if macs is None:  # ptflops prints the exception and returns (None, None)
                 raise RuntimeError(_last_error_line(log.getvalue()) or "ptflops returned None")
             return params, macs
+
         return call
 
     if tool == "fvcore":
         from fvcore.nn import FlopCountAnalysis, parameter_count
 
         def call() -> tuple[float | None, float | None]:
-            with torch.no_grad():
+            with quiet_grad():
                 analysis = FlopCountAnalysis(model, ex.args)
                 analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
                 macs = analysis.total()  # fvcore counts one "flop" per multiply-add
             return parameter_count(model)[""], macs
+
         return call
 
     if tool == "torchinfo":
         from torchinfo import summary
 
         def call() -> tuple[float | None, float | None]:
-            with torch.no_grad():
+            with quiet_grad():
                 stats = summary(model, input_data=list(ex.args), verbose=0)
             return stats.total_params, stats.total_mult_adds
+
         return call
 
     if tool == "calflops":
@@ -169,21 +190,27 @@ def prepare(tool: str, model: Any, ex: Example, case: dict[str, Any]) -> Call:
             args, kwargs = [], {"input_ids": ex.args[0]}
 
         def call() -> tuple[float | None, float | None]:
-            with torch.no_grad():
+            with quiet_grad():
                 _flops, macs, params = calculate_flops(
-                    model, args=args, kwargs=kwargs, print_results=False,
-                    print_detailed=False, output_as_string=False,
+                    model,
+                    args=args,
+                    kwargs=kwargs,
+                    print_results=False,
+                    print_detailed=False,
+                    output_as_string=False,
                 )
             return params, macs
+
         return call
 
     if tool == "FlopCounterMode":
         from torch.utils.flop_counter import FlopCounterMode
 
         def call() -> tuple[float | None, float | None]:
-            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            with quiet_grad(), FlopCounterMode(display=False) as counter:
                 model(*ex.args, **ex.kwargs)
             return None, counter.get_total_flops() / 2  # it counts FLOPs = 2 x MACs; params: not reported
+
         return call
 
     raise SystemExit(f"unknown tool {tool!r}; known: {', '.join(TOOLS)}")
@@ -210,6 +237,38 @@ def current_rss_mib() -> float:
     return pages * resource.getpagesize() / 2**20
 
 
+def reset_peak_rss() -> bool:
+    """Reset the process's peak-RSS mark to its current RSS (Linux >= 4.0), so the tool's own peak shows."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(seconds of busy CPU on the whole machine, this process's CPU seconds, wall clock)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal ...: everything but idle and iowait is busy
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    own = os.times()
+    return busy, own.user + own.system, time.perf_counter()
+
+
+def other_load(before: tuple[float, float, float], after: tuple[float, float, float]) -> float | None:
+    """Mean number of cores that other processes kept busy between two snapshots."""
+    wall = after[2] - before[2]
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    if wall <= 0 or others != others:  # nan: no /proc/stat
+        return None
+    return max(others, 0.0) / wall
+
+
 def timed(call: Call) -> tuple[float, tuple[float | None, float | None]]:
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
@@ -219,8 +278,10 @@ def timed(call: Call) -> tuple[float, tuple[float | None, float | None]]:
     return elapsed, out
 
 
-def measure(tool: str, case_name: str, repeats: int, min_repeats: int, budget: float) -> dict[str, Any]:
-    result: dict[str, Any] = {"tool": tool, "case": case_name, "error": None}
+def measure(
+    tool: str, case_name: str, repeats: int, min_repeats: int, budget: float, threads: int | None = None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"tool": tool, "case": case_name, "error": None, "peer_grad": PEER_GRAD}
     try:
         result["version"] = metadata.version(TOOLS[tool])
     except metadata.PackageNotFoundError:
@@ -229,6 +290,8 @@ def measure(tool: str, case_name: str, repeats: int, min_repeats: int, budget: f
     try:
         import torch
 
+        if threads:
+            torch.set_num_threads(threads)
         result["torch"] = torch.__version__
         result["threads"] = torch.get_num_threads()
         model, ex = build_case(case_name)  # the model first, so a tool's import cannot change how it is built
@@ -237,9 +300,12 @@ def measure(tool: str, case_name: str, repeats: int, min_repeats: int, budget: f
         result["error"] = f"setup: {type(exc).__name__}: {exc}".splitlines()[0]
         result["traceback"] = traceback.format_exc()
         return result
-    result["rss_setup_mib"] = maxrss_mib()
-    result["rss_now_setup_mib"] = current_rss_mib()
+    gc.collect()
+    result["rss_setup_peak_mib"] = maxrss_mib()  # the high-water mark of imports + model build
+    result["rss_after_setup_mib"] = current_rss_mib()
+    result["peak_reset"] = reset_peak_rss()
     times: list[float] = []
+    snap = cpu_snapshot()
     try:
         first, (params, macs) = timed(call)
         while len(times) < repeats and (len(times) < min_repeats or sum(times) < budget):
@@ -248,15 +314,17 @@ def measure(tool: str, case_name: str, repeats: int, min_repeats: int, budget: f
     except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         result["traceback"] = traceback.format_exc()
-        result["rss_peak_mib"] = maxrss_mib()
+        result["rss_tool_peak_mib"] = maxrss_mib()
         return result
     result.update(
         first_s=first,
         times_s=times,
         median_s=statistics.median(times) if times else first,
+        min_s=min(times) if times else first,
+        other_load=other_load(snap, cpu_snapshot()),
         params=params,
         macs=macs,
-        rss_peak_mib=maxrss_mib(),
+        rss_tool_peak_mib=maxrss_mib(),  # since the reset: the tool's calls (or the whole run if no reset)
     )
     return result
 
@@ -268,9 +336,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7, help="timed calls after the first, at most")
     ap.add_argument("--min-repeats", type=int, default=3, help="timed calls after the first, at least")
     ap.add_argument("--budget", type=float, default=30.0, help="stop repeating past this many seconds")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own choice)")
+    ap.add_argument("--peer-grad", action="store_true", help="no torch.no_grad() around the peers' calls")
     a = ap.parse_args(argv)
+    global PEER_GRAD
+    PEER_GRAD = a.peer_grad
     warnings.simplefilter("ignore")
-    result = measure(a.tool, a.case, a.repeats, a.min_repeats, a.budget)
+    result = measure(a.tool, a.case, a.repeats, a.min_repeats, a.budget, a.threads)
     sys.stdout.flush()
     print(MARK, json.dumps(result), flush=True)
     return 0

@@ -107,3 +107,52 @@ def test_cli_rejects_an_unknown_optimizer() -> None:
     with pytest.raises(SystemExit) as info:
         run(["resnet18", "--train", "--optimizer", "adamx"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(("text", "value"), [("24GiB", 24 << 30), ("80GB", 80 * 10**9), ("512 MiB", 512 << 20),
+                                             ("1e9", 10**9)])
+def test_parse_bytes(text: str, value: int) -> None:
+    from nncost.analyses.fit import parse_bytes
+
+    assert parse_bytes(text) == value
+
+
+def test_largest_batch_is_confirmed_not_extrapolated() -> None:
+    from nncost.analyses.fit import largest_batch
+
+    calls: list[int] = []
+
+    def peak(n: int) -> int:  # linear with a jump at 100: extrapolation from 1 and 2 would overshoot
+        calls.append(n)
+        return 1000 + 10 * n + (5000 if n >= 100 else 0)
+
+    assert largest_batch(peak, 5_000) == 99  # a straight line through 1 and 2 would say 400
+    assert 99 in calls and 100 in calls
+
+
+def test_fit_finds_a_batch_whose_simulated_peak_fits() -> None:
+    model = mlp()
+    budget = nncost.memory(model, (64,), batch_size=40, hardware="cpu").peak_bytes
+    report = nncost.memory(model, (64,), hardware="cpu", fit=budget)
+    assert report.max_batch is not None
+    assert nncost.memory(model, (64,), batch_size=report.max_batch, hardware="cpu").peak_bytes <= budget
+    assert nncost.memory(model, (64,), batch_size=report.max_batch + 1, hardware="cpu").peak_bytes > budget
+
+
+def test_a_budget_smaller_than_the_weights_is_refused() -> None:
+    with pytest.raises(nncost.BadRequest, match="even batch 1"):
+        nncost.memory(mlp(), (64,), fit="1KiB")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "zero1", "zero2", "zero3", "fsdp"])
+def test_sharding_divides_the_model_states(strategy: str) -> None:
+    model = mlp()
+    single = nncost.memory(model, (64,), hardware="cpu")
+    sharded = nncost.memory(model, (64,), hardware="cpu", gpus=4, sharding=strategy)
+    assert sharded.per_gpu is not None
+    b, s = single.breakdown, sharded.per_gpu
+    assert s["activations"] == b["activations"] and s["inputs"] == b["inputs"]
+    expected_state = b["optimizer_state"] if strategy == "ddp" else -(-b["optimizer_state"] // 4)
+    assert s["optimizer_state"] == expected_state
+    assert s["parameters"] == (-(-b["parameters"] // 4) if strategy in ("zero3", "fsdp") else b["parameters"])
+    assert s["gradients"] == (b["gradients"] if strategy in ("ddp", "zero1") else -(-b["gradients"] // 4))

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from nncost.analyses.build import build_report
+from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.memory import analyse_step
-from nncost.capture.inputs import SizeSpec, batch_of, sizes_to_inputs
+from nncost.analyses.sharding import per_gpu
+from nncost.capture.inputs import SizeSpec, batch_of, rebatch, sizes_to_inputs
 from nncost.capture.run import Progress, capture
 from nncost.errors import BadRequest
 from nncost.memory.step import capture_step
@@ -70,6 +72,9 @@ def memory(
     optimizer: str = "adam",
     hardware: str = "cuda",
     dtype: torch.dtype | str | None = None,
+    gpus: int = 1,
+    sharding: str = "none",
+    fit: int | str | None = None,
     name: str | None = None,
 ) -> MemoryReport:
     """Simulate the memory of one training step (``mode="train"``) or inference pass (``"infer"``).
@@ -78,7 +83,9 @@ def memory(
     ``torch.optim`` optimizer's step, with its state already in place, as in a training loop's
     steady state.  ``hardware`` picks the allocator semantics: ``"cpu"`` counts exact bytes,
     ``"cuda"`` rounds every allocation to the caching allocator's 512-byte blocks and uses the
-    optimizers' CUDA implementation (``foreach``).
+    optimizers' CUDA implementation (``foreach``).  ``gpus`` and ``sharding`` give the per-GPU
+    figures of data-parallel training; ``fit`` (bytes, or ``"24GiB"``) finds the largest batch
+    whose peak fits.
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
@@ -86,10 +93,29 @@ def memory(
         raise BadRequest(f"hardware must be one of {', '.join(HARDWARE)}, got {hardware!r}")
     torch_dtype = resolve_dtype(dtype)
     args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
-    trace = capture_step(model, args, kw, mode=mode, optimizer=optimizer, device=hardware, dtype=torch_dtype)
-    batch = batch_of((args, kw)) or batch_size
-    return analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,
-                        batch_size=batch)
+
+    def simulate(batch_args: tuple[Any, ...], batch_kwargs: dict[str, Any]) -> MemoryReport:
+        trace = capture_step(model, batch_args, batch_kwargs, mode=mode, optimizer=optimizer, device=hardware,
+                             dtype=torch_dtype)
+        report = analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,
+                              batch_size=batch_of((batch_args, batch_kwargs)) or batch_size)
+        if sharding != "none" or gpus > 1:
+            report.gpus, report.sharding = gpus, sharding
+            report.per_gpu = per_gpu(report.breakdown, gpus=gpus, strategy=sharding,
+                                     largest_layer_bytes=trace.largest_layer_bytes)
+        return report
+
+    report = simulate(args, kw)
+    if fit is not None:
+        budget = parse_bytes(fit) if isinstance(fit, str) else int(fit)
+
+        def peak_at(batch: int) -> int:
+            result = simulate(rebatch(args, batch), rebatch(kw, batch))
+            return sum(result.per_gpu.values()) if result.per_gpu else result.peak_bytes
+
+        report.budget_bytes = budget
+        report.max_batch = largest_batch(peak_at, budget)
+    return report
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

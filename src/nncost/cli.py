@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from nncost import __version__
+from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
 
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
     memory.add_argument("--hardware", choices=HARDWARE, default=None,
                         help="allocator semantics of the memory figures (default cuda)")
+    memory.add_argument("--fit", metavar="BUDGET", help="the largest batch whose peak fits, e.g. 24GiB")
+    memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
+    memory.add_argument("--sharding", choices=STRATEGIES, default="none",
+                        help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
     memory.add_argument("--measure", action="store_true",
                         help="also run one real step on the CPU and print the measured peak beside the estimate")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -185,10 +190,11 @@ def _main(args: argparse.Namespace) -> str:
         model, report = profile_on("cpu" if args.device == "cpu" else args.device, args.device)
 
     memory_report = None
-    if args.train or args.hardware or args.measure:
-        memory_report = memory(model, dtype=dtype, name=spec.label, mode="train" if args.train else "infer",
-                               optimizer=args.optimizer, hardware=args.hardware or "cuda",
-                               **example_inputs(str(model_device(model))))
+    if args.train or args.hardware or args.measure or args.fit or args.sharding != "none" or args.gpus > 1:
+        with progress.step(f"simulating the memory of {spec.label}", slow=bool(args.fit)):
+            memory_report = memory(model, dtype=dtype, name=spec.label, mode="train" if args.train else "infer",
+                                   optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
+                                   sharding=args.sharding, fit=args.fit, **example_inputs(str(model_device(model))))
         if args.measure:
             if model_device(model).type == "meta":
                 with progress.step(f"building {spec.label} with weights on cpu for --measure"):

@@ -71,3 +71,14 @@ def nbytes(value: Any) -> int:
 
     tree_map(add, value)
     return total
+
+
+def rebatch(value: Any, batch: int) -> Any:
+    """Meta copies of every tensor leaf with its leading (batch) dimension set to ``batch``."""
+
+    def resize(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        return torch.empty((batch, *t.shape[1:]), dtype=t.dtype, device="meta")
+
+    return tree_map(resize, value)

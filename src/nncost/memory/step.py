@@ -43,6 +43,7 @@ class StepTrace:
     forward_end: int  # op index where each phase ends
     loss_end: int
     backward_end: int
+    largest_layer_bytes: int = 0  # the most parameter bytes any one module holds directly
     gradients: set[int] = field(default_factory=set)  # allocation ids
     saved: set[int] = field(default_factory=set)
 
@@ -128,6 +129,8 @@ def capture_step(
             weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
                                                               (*model.parameters(), *model.buffers())}.values()]
             input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]
+            largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+                                 for m in model.modules()), default=0)
     finally:
         for module, flag in flags:
             module.training = flag
@@ -140,6 +143,7 @@ def capture_step(
         param_tensor_bytes=weights,
         state_tensor_bytes=state,
         input_tensor_bytes=input_sizes,
+        largest_layer_bytes=largest_layer,
         forward_end=forward_end,
         loss_end=loss_end,
         backward_end=backward_end,

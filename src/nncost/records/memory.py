@@ -33,6 +33,11 @@ class MemoryReport:
     optimizer_flops: int
     uncounted: dict[str, int] = field(default_factory=dict)
     measured_peak_bytes: int | None = None  # from a real CPU step, when asked for
+    gpus: int = 1
+    sharding: str = "none"
+    per_gpu: dict[str, int] | None = None  # the breakdown on each GPU under ``sharding``
+    budget_bytes: int | None = None
+    max_batch: int | None = None  # the largest batch whose peak fits ``budget_bytes``
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -26,6 +26,13 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
     for category, nbytes in report.breakdown.items():
         share = units.percent(nbytes / report.peak_bytes) if report.peak_bytes else "-"
         lines.append((f"  {category.replace('_', ' ')}", f"{units.nbytes(nbytes)} ({share})"))
+    if report.per_gpu is not None:
+        peak = sum(report.per_gpu.values())
+        parts = ", ".join(f"{k.replace('_', ' ')} {units.nbytes(v)}" for k, v in report.per_gpu.items() if v)
+        lines.append((f"Per GPU ({report.sharding}, {report.gpus} GPUs)", f"{units.nbytes(peak)}: {parts}"))
+    if report.max_batch is not None and report.budget_bytes is not None:
+        lines.append(("Largest batch that fits", f"{report.max_batch} in {units.nbytes(report.budget_bytes)}"
+                                                 " (simulated at that batch and the next)"))
     if report.mode == "train":
         lines.append(("Backward MACs / FLOPs", f"{units.count(report.backward_macs)} / "
                                                f"{units.count(report.backward_flops)} "

@@ -1,0 +1,44 @@
+"""Per-GPU memory of data-parallel training, derived from the simulated step's categories.
+
+The simulated step is one GPU's step at the given (per-GPU) batch.  Sharding then divides the
+model states as the ZeRO paper (Rajbhandari et al., 2020) and FSDP do, over N GPUs:
+
+* ``ddp``: every GPU holds everything; DDP also keeps its gradient buckets, a flat copy of the
+  gradients (``gradient_as_bucket_view=False``, the default), so gradients count twice.
+* ``zero1``: optimizer state / N.
+* ``zero2``: optimizer state and gradients / N (a reduce-scatter bucket the size of the largest
+  gradient is assumed on top).
+* ``zero3`` and ``fsdp`` (full shard): parameters, gradients and optimizer state / N, plus the
+  largest layer's parameters gathered in full while it runs (and its gradients before the
+  reduce-scatter): ``2 × largest layer``.
+
+Activations, temporaries and inputs are per GPU and are not divided.
+"""
+
+from __future__ import annotations
+
+from nncost.errors import BadRequest
+
+STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
+
+
+def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_layer_bytes: int) -> dict[str, int]:
+    if strategy not in STRATEGIES:
+        raise BadRequest(f"unknown sharding {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if gpus < 1:
+        raise BadRequest(f"--gpus must be at least 1, got {gpus}")
+    if strategy != "none" and gpus == 1 and strategy != "ddp":
+        return dict(breakdown)
+    out = dict(breakdown)
+    out["communication"] = 0
+    if strategy == "ddp":
+        out["communication"] = breakdown["gradients"]
+    if strategy in ("zero1", "zero2", "zero3", "fsdp"):
+        out["optimizer_state"] = -(-breakdown["optimizer_state"] // gpus)
+    if strategy in ("zero2", "zero3", "fsdp"):
+        out["gradients"] = -(-breakdown["gradients"] // gpus)
+        out["communication"] = largest_layer_bytes
+    if strategy in ("zero3", "fsdp"):
+        out["parameters"] = -(-breakdown["parameters"] // gpus)
+        out["communication"] = 2 * largest_layer_bytes
+    return out
