@@ -12,8 +12,8 @@ tensor, so that analyses can say what an allocation was (a gradient, a saved act
 
 On the meta device most of a forward's time goes into PyTorch's Python meta kernels
 (BatchNorm's is the slowest).  Meta outputs depend only on input metadata, so the tracer
-memoises them: the second call of an operator with the same argument metadata creates its
-outputs with ``empty_strided`` instead of running the meta kernel again.
+memoises them, process-wide: the next call of an operator with the same argument metadata
+creates its outputs with ``empty_strided`` instead of running the meta kernel again.
 """
 
 from __future__ import annotations
@@ -136,7 +136,6 @@ class Tracer(TorchDispatchMode):
         self.allocation_bytes: list[int] = []  # by allocation id
         self.failed_op: tuple[str, list[Any]] | None = None
         self._info: dict[Any, OpInfo] = {}
-        self._outputs: dict[Any, Any] = {}
         self._live: dict[int, tuple[weakref.ref[Any], int]] = {}
         self.closed = False
 
@@ -198,7 +197,7 @@ class Tracer(TorchDispatchMode):
             except TypeError:  # an unhashable argument: run the kernel
                 key = None
             if key is not None:
-                cached = self._outputs.get(key)
+                cached = _META_OUTPUTS.get(key)
                 if cached is not None:
                     return _materialise(cached)
         try:
@@ -209,7 +208,9 @@ class Tracer(TorchDispatchMode):
         if key is not None:
             template = _template(out)
             if template is not None:
-                self._outputs[key] = template
+                if len(_META_OUTPUTS) >= META_CACHE_LIMIT:
+                    _META_OUTPUTS.clear()
+                _META_OUTPUTS[key] = template
         return out
 
     # -- the live-bytes timeline ----------------------------------------------------------
@@ -244,6 +245,11 @@ class Tracer(TorchDispatchMode):
 
 
 # -- memoised meta outputs ------------------------------------------------------------------
+# Shared by every capture in the process: a meta kernel's outputs are a pure function of its
+# arguments' metadata, so what one capture learnt serves the next (a --fit search, a notebook
+# profiling variants of one model).  Bounded: cleared when it reaches the limit.
+META_CACHE_LIMIT = 1 << 16
+_META_OUTPUTS: dict[Any, Any] = {}
 _Meta = tuple[torch.Size, tuple[int, ...], torch.dtype]
 
 
