@@ -23,6 +23,9 @@ COPIES = (
     "_unsafe_index", "_unsafe_index_put", "unfold_copy", "unsqueeze_copy", "squeeze_copy",
     "slice_copy", "select_copy", "split_copy", "split_with_sizes_copy", "unbind_copy", "alias_copy",
     "_pack_padded_sequence", "_pad_packed_sequence",
+    # backward of views and their scatter forms: a zero-filled gradient with a slice written in
+    "select_backward", "slice_backward", "index_select_backward", "diagonal_backward", "unfold_backward",
+    "as_strided_scatter", "slice_scatter", "select_scatter", "diagonal_scatter",
 )
 SELECTIONS = (
     "index", "index_select", "gather", "take", "embedding", "masked_select", "nonzero",

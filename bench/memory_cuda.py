@@ -1,0 +1,117 @@
+"""Simulated training-step peak against the CUDA caching allocator, one invocation for every row.
+
+    PYTHONPATH=src python3 bench/memory_cuda.py [--out docs/memory_cuda.txt]
+
+For each row: the model on the GPU with its optimizer (PyTorch's CUDA default, foreach), one
+warm-up step, ``zero_grad(set_to_none=True)``, then ``torch.cuda.reset_peak_memory_stats()`` and a
+second step; the measured peak is ``torch.cuda.max_memory_allocated()``.  ``cudnn.benchmark`` is
+off.  Beside it, ``nncost.memory(..., hardware="cuda")`` for the same step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+import nncost
+
+
+class LSTMTagger(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(256, 512, num_layers=2, batch_first=True)
+        self.head = nn.Linear(512, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0])
+
+
+def rows() -> list[tuple[str, Any, dict[str, Any], str]]:
+    import torchvision
+    import transformers
+
+    def vision(name: str) -> Any:
+        return lambda: torchvision.models.get_model(name, weights=None)
+
+    def gpt2() -> nn.Module:
+        return transformers.GPT2LMHeadModel(transformers.GPT2Config(attn_implementation="sdpa"))
+
+    tokens = {"input_ids": torch.zeros(4, 512, dtype=torch.long)}
+    return [
+        ("resnet18 b32", vision("resnet18"), {"input_size": (3, 224, 224), "batch_size": 32}, "adam"),
+        ("resnet50 b16", vision("resnet50"), {"input_size": (3, 224, 224), "batch_size": 16}, "adam"),
+        ("resnet50 b64", vision("resnet50"), {"input_size": (3, 224, 224), "batch_size": 64}, "sgd"),
+        ("mobilenet_v2 b32", vision("mobilenet_v2"), {"input_size": (3, 224, 224), "batch_size": 32}, "adam"),
+        ("efficientnet_b0 b32", vision("efficientnet_b0"), {"input_size": (3, 224, 224), "batch_size": 32}, "adam"),
+        ("densenet121 b16", vision("densenet121"), {"input_size": (3, 224, 224), "batch_size": 16}, "sgd"),
+        ("vit_b_16 b16", vision("vit_b_16"), {"input_size": (3, 224, 224), "batch_size": 16}, "adamw"),
+        ("gpt2 b4 seq512", gpt2, {"kwargs": tokens}, "adamw"),
+        ("lstm b32 seq64", LSTMTagger, {"input_size": (64, 256), "batch_size": 32}, "adam"),
+    ]
+
+
+OPTIMIZERS = {
+    "adam": lambda p: torch.optim.Adam(p),
+    "adamw": lambda p: torch.optim.AdamW(p),
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.01),
+}
+
+
+def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> int:
+    model = model.cuda().train()
+    if "kwargs" in spec:
+        args: tuple[Any, ...] = ()
+        kwargs = {k: v.cuda() for k, v in spec["kwargs"].items()}
+    else:
+        args = (torch.randn(spec["batch_size"], *spec["input_size"], device="cuda"),)
+        kwargs = {}
+    opt = OPTIMIZERS[optimizer](model.parameters())
+
+    def step() -> None:
+        out = model(*args, **kwargs)
+        tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out.values() if isinstance(t, torch.Tensor)]
+        torch.stack([t.float().sum() for t in tensors if t.is_floating_point()]).sum().backward()
+        del out, tensors
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    out = model(*args, **kwargs)
+    tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out.values() if isinstance(t, torch.Tensor)]
+    torch.stack([t.float().sum() for t in tensors if t.is_floating_point()]).sum().backward()
+    del out, tensors
+    opt.step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
+def main() -> int:
+    torch.backends.cudnn.benchmark = False
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
+    errors = []
+    for label, build, spec, optimizer in rows():
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        model = build()
+        simulated = nncost.memory(model, optimizer=optimizer, hardware="cuda", **spec)
+        measured = measure(model, spec, optimizer)
+        del model
+        torch.cuda.empty_cache()
+        error = (simulated.peak_bytes - measured) / measured
+        errors.append(error)
+        print(f"| {label} | {optimizer} | {measured:,} | {simulated.peak_bytes:,} | {100 * error:+.2f}% | "
+              f"{simulated.peak_phase}: {simulated.peak_at} | {time.perf_counter() - start:.1f} s |", flush=True)
+    print(f"median |error| {100 * statistics.median(abs(e) for e in errors):.2f}%, "
+          f"max |error| {100 * max(abs(e) for e in errors):.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
