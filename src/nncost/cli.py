@@ -11,12 +11,19 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
+
+if TYPE_CHECKING:
+    import torch
+
+    from nncost.models import ModelSpec
+    from nncost.records.memory import MemoryReport
+    from nncost.records.report import Report
 
 FORMATS = ("table", "json", "csv", "markdown")
 DEVICES = ("meta", "cpu", "cuda")
@@ -143,12 +150,9 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 
 
 def _main(args: argparse.Namespace) -> str:
-    from nncost.api import memory, profile, resolve_dtype
-    from nncost.capture.placement import model_device
-    from nncost.memory.measure import measure_cpu_peak
+    from nncost.api import resolve_dtype
     from nncost.models import resolve
 
-    progress = Progress()
     if args.device == "cuda":
         import torch
 
@@ -160,51 +164,81 @@ def _main(args: argparse.Namespace) -> str:
         raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")
     if args.seq is not None and not spec.token_input:
         raise BadRequest(f"--seq is for token models (hf:NAME); {spec.label} takes --input CxHxW")
-    sizes = args.input or spec.default_inputs
-    if not spec.token_input and not sizes:
+    if not spec.token_input and not (args.input or spec.default_inputs):
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
+    run = Run(args, spec, dtype, Progress())
+    report = run.profile()
+    memory_report = run.memory() if _wants_memory(args) else None
+    return _render(args, report, memory_report)
 
-    def example_inputs(device: str) -> dict[str, Any]:
+
+def _wants_memory(args: argparse.Namespace) -> bool:
+    return bool(args.train or args.hardware or args.measure or args.fit or args.sharding != "none" or args.gpus > 1)
+
+
+class Run:
+    """One CLI invocation: builds the model where it must, and keeps it for the memory steps."""
+
+    def __init__(self, args: argparse.Namespace, spec: ModelSpec, dtype: torch.dtype | None,
+                 progress: Progress) -> None:
+        self.args, self.spec, self.dtype, self.progress = args, spec, dtype, progress
+        self.model: torch.nn.Module | None = None
+
+    def inputs(self, device: str) -> dict[str, Any]:
+        """The keyword arguments of ``profile``/``memory`` that describe the example input."""
+        args, spec = self.args, self.spec
         if not spec.token_input:
-            return {"input_size": sizes, "batch_size": args.batch}
+            return {"input_size": args.input or spec.default_inputs, "batch_size": args.batch}
         import torch
 
         ids = torch.zeros((args.batch, args.seq or DEFAULT_SEQ), dtype=torch.long, device=device)
         return {"kwargs": {"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids}}
 
-    def profile_on(build_device: str, run_device: str) -> Any:
-        with progress.step(f"building {spec.label} on {build_device}", slow=build_device != "meta"):
-            model = spec.build(build_device)
-        with progress.step(f"profiling {spec.label}", slow=run_device != "meta"):
-            report = profile(model, dtype=dtype, device=run_device, name=spec.label, progress=progress,
-                             **example_inputs(build_device))
-        return model, report
-
-    if args.device == "meta":
+    def profile(self) -> Report:
+        device = self.args.device
+        if device != "meta":
+            return self._profile_on(device, device)
         try:
-            model, report = profile_on("meta", "meta")
+            return self._profile_on("meta", "meta")
         except NeedsWeights as exc:
-            progress(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
-            model, report = profile_on("cpu", "meta")
-    else:
-        model, report = profile_on("cpu" if args.device == "cpu" else args.device, args.device)
+            self.progress(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
+            return self._profile_on("cpu", "meta")
 
-    memory_report = None
-    if args.train or args.hardware or args.measure or args.fit or args.sharding != "none" or args.gpus > 1:
-        with progress.step(f"simulating the memory of {spec.label}", slow=bool(args.fit)):
-            memory_report = memory(model, dtype=dtype, name=spec.label, mode="train" if args.train else "infer",
-                                   optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
-                                   sharding=args.sharding, fit=args.fit, **example_inputs(str(model_device(model))))
+    def _profile_on(self, build_device: str, run_device: str) -> Report:
+        from nncost.api import profile
+
+        label = self.spec.label
+        with self.progress.step(f"building {label} on {build_device}", slow=build_device != "meta"):
+            model = self.model = self.spec.build(build_device)
+        with self.progress.step(f"profiling {label}", slow=run_device != "meta"):
+            return profile(model, dtype=self.dtype, device=run_device, name=label, progress=self.progress,
+                           **self.inputs(build_device))
+
+    def memory(self) -> MemoryReport:
+        from nncost.api import memory
+        from nncost.capture.placement import model_device
+        from nncost.memory.measure import measure_cpu_peak
+
+        args, label, model = self.args, self.spec.label, self.model
+        assert model is not None, "profile() builds the model first"
+        with self.progress.step(f"simulating the memory of {label}", slow=bool(args.fit)):
+            report = memory(model, dtype=self.dtype, name=label, mode="train" if args.train else "infer",
+                            optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
+                            sharding=args.sharding, fit=args.fit, **self.inputs(str(model_device(model))))
         if args.measure:
             if model_device(model).type == "meta":
-                with progress.step(f"building {spec.label} with weights on cpu for --measure"):
-                    model = spec.build("cpu")
-            with progress.step("running one real step on the CPU"):
-                inputs = example_inputs("cpu")
-                measured = measure_cpu_peak(model, tuple(_size_inputs(inputs)), inputs.get("kwargs", {}),
-                                            mode=memory_report.mode, optimizer=args.optimizer)
-            memory_report.measured_peak_bytes = measured
+                with self.progress.step(f"building {label} with weights on cpu for --measure"):
+                    model = self.spec.build("cpu")
+            with self.progress.step("running one real step on the CPU"):
+                inputs = self.inputs("cpu")
+                report.measured_peak_bytes = measure_cpu_peak(
+                    model, tuple(_size_inputs(inputs)), inputs.get("kwargs", {}), mode=report.mode,
+                    optimizer=args.optimizer,
+                )
+        return report
 
+
+def _render(args: argparse.Namespace, report: Report, memory_report: MemoryReport | None) -> str:
     if args.explain:
         return report.explain(args.explain)
     if args.format == "json":
