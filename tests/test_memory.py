@@ -156,3 +156,39 @@ def test_sharding_divides_the_model_states(strategy: str) -> None:
     assert s["optimizer_state"] == expected_state
     assert s["parameters"] == (-(-b["parameters"] // 4) if strategy in ("zero3", "fsdp") else b["parameters"])
     assert s["gradients"] == (b["gradients"] if strategy in ("ddp", "zero1") else -(-b["gradients"] // 4))
+
+
+def test_checkpointing_recomputes_the_blocks_forward_and_saves_less() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=10)
+    plain = nncost.memory(model, (3, 128, 128), batch_size=8, hardware="cpu")
+    checkpointed = nncost.memory(model, (3, 128, 128), batch_size=8, hardware="cpu", checkpointing=True)
+    blocks = [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert checkpointed.checkpointed == blocks  # the BasicBlocks, the outermost repeated modules
+    profiled = nncost.profile(model, (3, 128, 128), batch_size=8)
+    block_macs = sum(layer.macs for layer in profiled.layers if layer.name in blocks)
+    assert checkpointed.recompute_macs == block_macs
+    assert checkpointed.backward_macs == plain.backward_macs + block_macs
+    assert plain.peak_phase == checkpointed.peak_phase == "backward"
+    assert checkpointed.breakdown["activations"] < plain.breakdown["activations"]
+    assert checkpointed.peak_bytes < plain.peak_bytes
+    assert all("forward" not in vars(module) for module in model.modules())  # the wrapper is gone
+
+
+def test_checkpointing_named_modules_and_unknown_names() -> None:
+    model = nn.Sequential(mlp(), nn.Linear(64, 8))
+    report = nncost.memory(model, (64,), checkpointing=["0"])
+    # Early stop: the recomputation ends once the saved tensors backward needs exist again, so the
+    # last Linear, whose output backward does not need, is not re-run.
+    assert report.checkpointed == ["0"] and report.recompute_macs == 64 * 256
+    with pytest.raises(nncost.BadRequest, match="no module named '9'"):
+        nncost.memory(model, (64,), checkpointing=["9"])
+
+
+def test_checkpoint_early_stop_keeps_layer_attribution_balanced() -> None:
+    """Non-reentrant checkpointing aborts its recomputation with an exception; the backward after it
+    must not be attributed to the module that was running when it stopped."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.resnet18(num_classes=10)
+    report = nncost.memory(model, (3, 64, 64), batch_size=2, hardware="cpu", checkpointing=True)
+    assert report.recompute_macs < report.backward_macs / 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -75,6 +76,7 @@ def memory(
     gpus: int = 1,
     sharding: str = "none",
     fit: int | str | None = None,
+    checkpointing: bool | Sequence[str] = False,
     name: str | None = None,
 ) -> MemoryReport:
     """Simulate the memory of one training step (``mode="train"``) or inference pass (``"infer"``).
@@ -85,7 +87,8 @@ def memory(
     ``"cuda"`` rounds every allocation to the caching allocator's 512-byte blocks and uses the
     optimizers' CUDA implementation (``foreach``).  ``gpus`` and ``sharding`` give the per-GPU
     figures of data-parallel training; ``fit`` (bytes, or ``"24GiB"``) finds the largest batch
-    whose peak fits.
+    whose peak fits.  ``checkpointing`` runs the model's repeated blocks (``True``) or the named
+    modules under activation checkpointing.
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
@@ -96,7 +99,7 @@ def memory(
 
     def simulate(batch_args: tuple[Any, ...], batch_kwargs: dict[str, Any]) -> MemoryReport:
         trace = capture_step(model, batch_args, batch_kwargs, mode=mode, optimizer=optimizer, device=hardware,
-                             dtype=torch_dtype)
+                             dtype=torch_dtype, checkpointing=checkpointing)
         report = analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,
                               batch_size=batch_of((batch_args, batch_kwargs)) or batch_size)
         if sharding != "none" or gpus > 1:

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
     memory.add_argument("--hardware", choices=HARDWARE, default=None,
                         help="allocator semantics of the memory figures (default cuda)")
+    memory.add_argument("--checkpointing", action="store_true",
+                        help="with --train: activation checkpointing of the model's repeated blocks")
     memory.add_argument("--fit", metavar="BUDGET", help="the largest batch whose peak fits, e.g. 24GiB")
     memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
@@ -173,7 +175,8 @@ def _main(args: argparse.Namespace) -> str:
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:
-    return bool(args.train or args.hardware or args.measure or args.fit or args.sharding != "none" or args.gpus > 1)
+    return bool(args.train or args.hardware or args.measure or args.fit or args.checkpointing
+                or args.sharding != "none" or args.gpus > 1)
 
 
 class Run:
@@ -224,7 +227,8 @@ class Run:
         with self.progress.step(f"simulating the memory of {label}", slow=bool(args.fit)):
             report = memory(model, dtype=self.dtype, name=label, mode="train" if args.train else "infer",
                             optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
-                            sharding=args.sharding, fit=args.fit, **self.inputs(str(model_device(model))))
+                            sharding=args.sharding, fit=args.fit, checkpointing=args.checkpointing,
+                            **self.inputs(str(model_device(model))))
         if args.measure:
             if model_device(model).type == "meta":
                 with self.progress.step(f"building {label} with weights on cpu for --measure"):

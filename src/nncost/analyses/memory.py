@@ -44,6 +44,8 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
 
     forward = trace.ops[: trace.forward_end]
     backward = trace.ops[trace.loss_end : trace.backward_end]
+    # Under checkpointing the backward re-runs module forwards: those ops are attributed to a layer.
+    recompute = [op for op in backward if op.layer >= 0]
     step = trace.ops[trace.backward_end :]
     uncounted: dict[str, int] = {}
     for op in trace.ops:
@@ -64,6 +66,9 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
         backward_macs=sum(op.macs for op in backward),
         backward_flops=sum(op.flops for op in backward),
         optimizer_flops=sum(op.flops for op in step),
+        checkpointed=trace.checkpointed,
+        recompute_macs=sum(op.macs for op in recompute),
+        recompute_flops=sum(op.flops for op in recompute),
         uncounted=uncounted,
     )
 

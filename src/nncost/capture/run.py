@@ -130,7 +130,8 @@ def _run(
 
 def _mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
     scopes.finish()
-    layer = scopes.layers[scopes.stack[-1]] if scopes.stack else None
+    failed = scopes.failure[0] if scopes.failure and scopes.failure[1] is exc else None
+    layer = scopes.layers[failed] if failed is not None else None
     name = layer.name if layer and layer.name else (model_name or "the model")
     layer_type = layer.type if layer else "?"
     shapes = layer.input_shapes if layer else []

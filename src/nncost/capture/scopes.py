@@ -7,6 +7,7 @@ afterwards, also when the forward raises.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -65,6 +66,8 @@ class Scopes:
         self.model = model
         self.layers: list[LayerCall] = []
         self.stack: list[int] = []
+        # (layer index, exception): the innermost call an exception left, kept for error messages
+        self.failure: tuple[int, BaseException] | None = None
         self._modules: list[nn.Module] = []
 
     def current(self) -> int:
@@ -89,7 +92,15 @@ class Scopes:
         self.stack.append(index)
 
     def leave(self, output: Any) -> None:
-        layer = self.layers[self.stack.pop()]
+        """Also called when the forward raises (``always_call``), so the stack stays balanced when a
+        caller catches the exception (activation checkpointing stops its recomputation that way)."""
+        in_flight = sys.exc_info()[1]
+        index = self.stack.pop()
+        if in_flight is not None:
+            if self.failure is None or self.failure[1] is not in_flight:
+                self.failure = (index, in_flight)
+            return
+        layer = self.layers[index]
         outputs = tensors_in(output)
         layer.output_shapes = _shapes(outputs)
         layer.output_bytes = sum(t.numel() * t.element_size() for t in outputs)
@@ -122,7 +133,7 @@ class Scopes:
         try:
             for module in model.modules():
                 handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-                handles.append(module.register_forward_hook(post, with_kwargs=True))
+                handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
             yield
         finally:
             for handle in handles:

@@ -11,12 +11,14 @@ parameters' ``.grad`` after backward say which are gradients.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import attributes_restored, swapped, to_meta
@@ -44,8 +46,43 @@ class StepTrace:
     loss_end: int
     backward_end: int
     largest_layer_bytes: int = 0  # the most parameter bytes any one module holds directly
+    checkpointed: list[str] = field(default_factory=list)  # modules run under activation checkpointing
     gradients: set[int] = field(default_factory=set)  # allocation ids
     saved: set[int] = field(default_factory=set)
+
+
+def checkpoint_blocks(model: nn.Module, choice: bool | Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """The modules to checkpoint: those named, or (``True``) the model's repeated blocks.
+
+    Repeated blocks are the non-leaf items of every ``nn.Sequential`` and ``nn.ModuleList``, the
+    outermost ones only: ResNet's bottlenecks, a transformer's layers.
+    """
+    named = dict(model.named_modules())
+    if not isinstance(choice, bool):
+        missing = [n for n in choice if n not in named]
+        if missing:
+            raise BadRequest(f"no module named {', '.join(map(repr, missing))} to checkpoint")
+        return [(n, named[n]) for n in choice]
+    if not choice:
+        return []
+    items = {id(child) for m in model.modules() if isinstance(m, (nn.Sequential, nn.ModuleList))
+             for child in m.children() if any(True for _ in child.children())}
+    blocks: list[tuple[str, nn.Module]] = []
+    for name, module in named.items():
+        if id(module) in items and not any(name.startswith(outer + ".") for outer, _ in blocks):
+            blocks.append((name, module))
+    return blocks
+
+
+def _checkpointed(module: nn.Module) -> None:
+    """Run ``module`` under non-reentrant activation checkpointing (an instance attribute,
+    undone with the model's other attributes when the capture ends)."""
+    forward = module.forward
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    module.forward = run
 
 
 @torch.no_grad()
@@ -71,6 +108,7 @@ def capture_step(
     optimizer: str = "adam",
     device: str = "cuda",
     dtype: torch.dtype | None = None,
+    checkpointing: bool | Sequence[str] = False,
 ) -> StepTrace:
     if mode not in ("train", "infer"):
         raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
@@ -92,6 +130,9 @@ def capture_step(
     flags = _set_training(model, train)
     try:
         with attributes_restored(model), swapped(model, to_meta(dtype)):
+            blocks = checkpoint_blocks(model, checkpointing) if train else []
+            for _, block in blocks:
+                _checkpointed(block)
             params = [p for p in model.parameters() if p.requires_grad]
             factory = OPTIMIZERS[optimizer] if train else None
             opt = factory(params, device == "cuda") if factory is not None and params else None
@@ -144,6 +185,7 @@ def capture_step(
         state_tensor_bytes=state,
         input_tensor_bytes=input_sizes,
         largest_layer_bytes=largest_layer,
+        checkpointed=[name for name, _ in blocks],
         forward_end=forward_end,
         loss_end=loss_end,
         backward_end=backward_end,

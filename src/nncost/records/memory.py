@@ -28,9 +28,12 @@ class MemoryReport:
     breakdown: dict[str, int]
     forward_macs: int
     forward_flops: int
-    backward_macs: int
+    backward_macs: int  # recomputation under checkpointing included
     backward_flops: int
     optimizer_flops: int
+    checkpointed: list[str] = field(default_factory=list)  # modules run under activation checkpointing
+    recompute_macs: int = 0  # the part of the backward that re-runs checkpointed forwards
+    recompute_flops: int = 0
     uncounted: dict[str, int] = field(default_factory=dict)
     measured_peak_bytes: int | None = None  # from a real CPU step, when asked for
     gpus: int = 1

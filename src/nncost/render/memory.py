@@ -39,6 +39,11 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
                                                f"(forward {units.count(report.forward_macs)} / "
                                                f"{units.count(report.forward_flops)})"))
         lines.append(("Optimizer FLOPs", units.count(report.optimizer_flops)))
+    if report.checkpointed:
+        lines.append(("Checkpointing", f"{len(report.checkpointed)} modules ({', '.join(report.checkpointed[:3])}"
+                                       f"{', …' if len(report.checkpointed) > 3 else ''}); recomputation "
+                                       f"{units.count(report.recompute_macs)} MACs / "
+                                       f"{units.count(report.recompute_flops)} FLOPs, in the backward"))
     if report.uncounted:
         ops = ", ".join(f"{op}×{n}" for op, n in report.uncounted.items())
         lines.append(("UNCOUNTED ops in the step", ops))
