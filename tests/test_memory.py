@@ -192,3 +192,15 @@ def test_checkpoint_early_stop_keeps_layer_attribution_balanced() -> None:
     model = torchvision.models.resnet18(num_classes=10)
     report = nncost.memory(model, (3, 64, 64), batch_size=2, hardware="cpu", checkpointing=True)
     assert report.recompute_macs < report.backward_macs / 2
+
+
+def test_plot_writes_a_png(tmp_path: object) -> None:
+    pytest.importorskip("matplotlib")
+    from pathlib import Path
+
+    target = Path(str(tmp_path)) / "memory.png"
+    report = nncost.memory(mlp(), (64,), batch_size=8)
+    report.plot(str(target))
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(report.timeline) == 1 + sum(1 for _ in report.timeline[1:])
+    assert max(sum(live) for _, live in report.timeline) == report.peak_bytes

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
+    memory.add_argument("--plot", metavar="PNG", help="draw the memory timeline of the step into a PNG file")
     memory.add_argument("--measure", action="store_true",
                         help="also run one real step on the CPU and print the measured peak beside the estimate")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -175,7 +176,7 @@ def _main(args: argparse.Namespace) -> str:
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:
-    return bool(args.train or args.hardware or args.measure or args.fit or args.checkpointing
+    return bool(args.train or args.hardware or args.measure or args.fit or args.checkpointing or args.plot
                 or args.sharding != "none" or args.gpus > 1)
 
 
@@ -229,6 +230,8 @@ class Run:
                             optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
                             sharding=args.sharding, fit=args.fit, checkpointing=args.checkpointing,
                             **self.inputs(str(model_device(model))))
+        if args.plot:
+            report.plot(args.plot)
         if args.measure:
             if model_device(model).type == "meta":
                 with self.progress.step(f"building {label} with weights on cpu for --measure"):

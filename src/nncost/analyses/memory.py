@@ -35,9 +35,11 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
     live = dict.fromkeys(CATEGORIES, 0)
     live.update(baseline)
     peak_total, peak_live, peak_op = sum(live.values()), dict(live), -1
+    timeline = [(0, tuple(live.values()))]
     for op_index, delta, allocation in trace.memory_events:
         sign = 1 if delta > 0 else -1
         live[category(allocation)] += sign * size(abs(delta))
+        timeline.append((op_index, tuple(live.values())))
         total = sum(live.values())
         if total > peak_total:
             peak_total, peak_live, peak_op = total, dict(live), op_index
@@ -70,6 +72,9 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
         recompute_macs=sum(op.macs for op in recompute),
         recompute_flops=sum(op.flops for op in recompute),
         uncounted=uncounted,
+        timeline=timeline,
+        peak_op=peak_op,
+        phase_ends=(trace.forward_end, trace.loss_end, trace.backward_end, len(trace.ops)),
     )
 
 

@@ -41,9 +41,23 @@ class MemoryReport:
     per_gpu: dict[str, int] | None = None  # the breakdown on each GPU under ``sharding``
     budget_bytes: int | None = None
     max_batch: int | None = None  # the largest batch whose peak fits ``budget_bytes``
+    # Live bytes per category (in CATEGORIES order) after each allocation or free, keyed by the
+    # operator index it happened at; for plots, left out of ``to_dict``.
+    timeline: list[tuple[int, tuple[int, ...]]] = field(default_factory=list, repr=False)
+    peak_op: int = -1
+    phase_ends: tuple[int, int, int, int] = (0, 0, 0, 0)  # forward, loss, backward, optimizer
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("timeline", "peak_op", "phase_ends"):
+            data.pop(key)
+        return data
+
+    def plot(self, path: str) -> None:
+        """The live bytes over the step, categories stacked, the peak marked (needs matplotlib)."""
+        from nncost.render.plot import plot_memory
+
+        plot_memory(self, path)
 
     def __str__(self) -> str:
         from nncost.render.memory import render_memory
