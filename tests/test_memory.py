@@ -203,3 +203,21 @@ def test_plot_writes_a_png(tmp_path: object) -> None:
     report.plot(str(target))
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert max(sum(live) for _, live in report.timeline) == report.peak_bytes
+
+
+def test_a_data_dependent_model_says_the_simulation_needs_meta_execution() -> None:
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x[torch.nonzero(x[:, 0] > 0).squeeze(1)])
+
+    with pytest.raises(nncost.NeedsWeights, match="needs real values"):
+        nncost.memory(DataDependent(), (6,), batch_size=3)
+
+
+def test_a_wrong_input_names_the_layer_in_the_simulation_too() -> None:
+    with pytest.raises(nncost.InputMismatch, match="layer '0' \\(Linear\\)"):
+        nncost.memory(mlp(), (32,))

@@ -100,11 +100,11 @@ def attributes_restored(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def inference_mode_flags(model: nn.Module) -> Iterator[None]:
-    """``model.eval()`` inside the block; each module's own flag restored afterwards."""
+def training_flags(model: nn.Module, training: bool) -> Iterator[None]:
+    """``model.train(training)`` inside the block; each module's own flag restored afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
+        model.train(training)
         yield
     finally:
         for module, flag in flags:

@@ -19,13 +19,13 @@ from torch import nn
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import (
     attributes_restored,
-    inference_mode_flags,
     model_device,
     needs_swap,
     param_stats,
     swapped,
     to_device,
     to_meta,
+    training_flags,
 )
 from nncost.capture.scopes import Scopes
 from nncost.capture.tracer import Tracer
@@ -41,7 +41,7 @@ _META_LIMIT = re.compile(
 )
 
 
-def _meta_limitation(exc: BaseException) -> bool:
+def meta_limitation(exc: BaseException) -> bool:
     """Whether an exception from a meta run means 'needs real values', not 'wrong input'."""
     return isinstance(exc, NotImplementedError) or bool(_META_LIMIT.search(str(exc)))
 
@@ -67,7 +67,7 @@ def capture(
     try:
         return _run(model, args, kwargs, target, dtype, model_name, memoise=True)
     except InputMismatch as exc:
-        if not _meta_limitation(exc.__cause__ or exc):
+        if not meta_limitation(exc.__cause__ or exc):
             raise
         reason = f"{exc.layer or 'the model'} ({exc.layer_type}): {exc.__cause__}"
     home = model_device(model)
@@ -101,7 +101,7 @@ def _run(
         else nullcontext()
     )
     rng = torch.random.fork_rng(devices=[]) if device.type != "meta" else nullcontext()
-    with rng, attributes_restored(model), inference_mode_flags(model), swap, scopes.hooked(model), torch.no_grad():
+    with rng, attributes_restored(model), training_flags(model, False), swap, scopes.hooked(model), torch.no_grad():
         placed_args = inputs_mod.place(args, device, dtype)
         placed_kwargs = inputs_mod.place(kwargs, device, dtype)
         input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
@@ -110,7 +110,7 @@ def _run(
             with tracer:
                 output = model(*placed_args, **placed_kwargs)
         except Exception as exc:
-            raise _mismatch(exc, scopes, tracer, model_name) from exc
+            raise mismatch(exc, scopes, tracer, model_name) from exc
         finally:
             tracer.close()
         del output
@@ -128,7 +128,7 @@ def _run(
     )
 
 
-def _mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
+def mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
     scopes.finish()
     failed = scopes.failure[0] if scopes.failure and scopes.failure[1] is exc else None
     layer = scopes.layers[failed] if failed is not None else None

@@ -21,10 +21,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nncost.capture import inputs as inputs_mod
-from nncost.capture.placement import attributes_restored, swapped, to_meta
+from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
+from nncost.capture.run import meta_limitation, mismatch
 from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.tracer import Tracer
-from nncost.errors import BadRequest
+from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
@@ -38,7 +39,6 @@ class StepTrace:
     ops: list[OpCall]
     layers: list[LayerCall]
     memory_events: list[tuple[int, int, int]]
-    allocation_bytes: list[int]
     param_tensor_bytes: list[int]  # parameters and buffers, each tensor once
     state_tensor_bytes: list[int]  # the optimizer's state on the device
     input_tensor_bytes: list[int]
@@ -93,12 +93,6 @@ def _warm_up(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> No
     optimizer.zero_grad(set_to_none=True)
 
 
-def _set_training(model: nn.Module, training: bool) -> list[tuple[nn.Module, bool]]:
-    flags = [(m, m.training) for m in model.modules()]
-    model.train(training)
-    return flags
-
-
 def capture_step(
     model: nn.Module,
     args: tuple[Any, ...],
@@ -127,9 +121,8 @@ def capture_step(
             saved.add(allocation)
         return t
 
-    flags = _set_training(model, train)
-    try:
-        with attributes_restored(model), swapped(model, to_meta(dtype)):
+    with training_flags(model, train), attributes_restored(model), swapped(model, to_meta(dtype)):
+        try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
                 _checkpointed(block)
@@ -164,23 +157,28 @@ def capture_step(
                     if opt is not None:
                         opt.step()
                 del output
+        except NncostError:
+            raise
+        except Exception as exc:
+            if meta_limitation(exc):
+                raise NeedsWeights(
+                    f"the memory simulation runs on meta tensors, and this model's forward needs real values: {exc}"
+                ) from exc
+            raise mismatch(exc, scopes, tracer, type(model).__name__) from exc
+        finally:
             tracer.close()
-            scopes.finish()
-            state = state_bytes(opt, device=device)
-            weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
-                                                              (*model.parameters(), *model.buffers())}.values()]
-            input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]
-            largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
-                                 for m in model.modules()), default=0)
-    finally:
-        for module, flag in flags:
-            module.training = flag
+        scopes.finish()
+        state = state_bytes(opt, device=device)
+        weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
+                                                          (*model.parameters(), *model.buffers())}.values()]
+        input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]
+        largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
+                             for m in model.modules()), default=0)
     return StepTrace(
         mode=mode,
         ops=tracer.ops,
         layers=scopes.layers,
         memory_events=tracer.memory_events,
-        allocation_bytes=tracer.allocation_bytes,
         param_tensor_bytes=weights,
         state_tensor_bytes=state,
         input_tensor_bytes=input_sizes,
