@@ -281,7 +281,9 @@ def render(
         "made first and are not timed. Then the tool's call is timed once (*first call*, the warm-up) and "
         f"{a.min_repeats} to {a.repeats} more times (*median (n)* and *min* of those: the repeats stop after "
         f"{a.min_repeats} once {a.budget:g} s are spent). The ratios are peer time / nncost time for the same "
-        "case. nncost runs as shipped (meta device: no forward pass); every peer runs a real CPU forward, in "
+        "case. nncost runs as shipped (meta device: no forward pass; the outputs of meta kernels are memoised "
+        "process-wide, so its repeats after the first call reuse them: compare *first call* columns for a "
+        "cold start); every peer runs a real CPU forward, in "
         "eval mode "
         + (
             "with autograd on (`--peer-grad`). "
