@@ -36,16 +36,6 @@ sys.path.insert(0, str(HERE))
 
 from _peer_runner import CASES, MARK, TOOLS  # noqa: E402
 
-IMPORT_NAME = {
-    "nncost": "nncost",
-    "thop": "thop",
-    "ptflops": "ptflops",
-    "ptflops[aten]": "ptflops",
-    "fvcore": "fvcore",
-    "torchinfo": "torchinfo",
-    "calflops": "calflops",
-    "FlopCounterMode": "torch",
-}
 DEFAULT_TOOLS = ["nncost", "thop", "ptflops", "ptflops[aten]", "fvcore", "torchinfo", "calflops", "FlopCounterMode"]
 # nncost's goal: at least this many times faster than the fastest peer
 GOAL = {1: 3.0, 64: 50.0}
@@ -58,8 +48,9 @@ def contended(r: dict[str, Any], a: argparse.Namespace) -> bool:
 
 def run_one(tool: str, case: str, a: argparse.Namespace) -> dict[str, Any]:
     base: dict[str, Any] = {"tool": tool, "case": case}
-    if importlib.util.find_spec(IMPORT_NAME[tool]) is None:
-        return base | {"error": f"not installed (no module {IMPORT_NAME[tool]!r})"}
+    module = TOOLS[tool]  # each tool's distribution and module share a name
+    if importlib.util.find_spec(module) is None:
+        return base | {"error": f"not installed (no module {module!r})"}
     cmd = [
         sys.executable,
         str(HERE / "_peer_runner.py"),
