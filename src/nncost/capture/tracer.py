@@ -186,7 +186,7 @@ class Tracer(TorchDispatchMode):
 
     def _run(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key = None
-        if self.memoise and info.fresh_outputs:
+        if self.memoise and info.fresh_outputs and info.kind != FREE:  # free ops may alias without saying so
             shape_fn = SHAPE_FUNCTIONS.get(info.name)
             if shape_fn is not None and not kwargs:
                 fast = shape_fn(*args)
