@@ -16,12 +16,8 @@ underestimates), where the simulated peak is (phase, ATen op, layer) and where t
 is (phase, the outermost ATen op call whose allocation reached it → the op inside it that
 allocated, from the profiler's event tree).
 
-The last column is a prototype of the rules that docs/memory.md proposes (``simulate_with_proposals``
-below; not nncost's output): the same capture with CPU kernel workspaces, the CPU's SDPA and LSTM
-paths, dropout's mask and two tracer fixes, to check that the proposals close the gaps.
-
-``--diagnose CASE`` explains one case op by op: the bytes live at each peak (measured, simulated, with
-the proposed rules) grouped by the op that allocated them, and the measured step's allocations made
+``--diagnose CASE`` explains one case op by op: the bytes live at each peak (measured and simulated)
+grouped by the op that allocated them, and the measured step's allocations made
 and freed inside one op call (kernel workspaces that a dispatch-level tracer cannot see, and the
 intermediates of composite ops), largest call first.  Case keys: ``"MODEL bN train adam|sgd"``,
 ``"MODEL bN infer"``; the whole run takes about 5 minutes on 2 cores.
@@ -44,7 +40,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -254,7 +250,6 @@ def run_case(key: str) -> dict[str, Any]:
     finally:
         measure.peak_of_events = original
     measure_s = time.perf_counter() - start
-    proposed, proposed_at, _ = simulate_with_proposals(model, args, kwargs, mode, optimizer)
     return {
         "case": key,
         "model": name,
@@ -267,363 +262,11 @@ def run_case(key: str) -> dict[str, Any]:
         "peak_phase": report.peak_phase,
         "peak_at": report.peak_at,
         "breakdown": report.breakdown,
-        "proposed": proposed,
-        "proposed_error_pct": (proposed - measured) / measured * 100,
-        "proposed_at": proposed_at,
         **measured_peak_site(captured["prof"]),
         "simulate_s": simulate_s,
         "measure_s": measure_s,
         "threads": torch.get_num_threads(),
     }
-
-
-# -- a prototype of the proposed CPU kernel rules --------------------------------------------------------------
-#
-# Not nncost: a what-if, to check that the rules proposed in docs/memory.md close the gaps.  It
-# reruns nncost's own capture (``capture_step``) with a subclass of its tracer and two Python-level
-# reroutes, leaving nncost's source alone:
-#   - ``scaled_dot_product_attention`` runs the op the CPU picks (flash attention where PyTorch
-#     picks it, instead of the math path that meta tensors always get);
-#   - ``nn.LSTM`` runs as PyTorch's CPU path does, one ``mkldnn_rnn_layer`` per layer, with oneDNN's
-#     workspace at its real size;
-#   - ``empty``/``empty_like``/... storages are tracked (dropout's mask), free ops are never
-#     memoised (``_unsafe_view`` must stay an alias), and F.linear's bias add after matmul is in
-#     place, as on the CPU;
-#   - per operator call, ``cpu_kernel_high`` gives the bytes the CPU kernel holds at its high point
-#     above the live bytes before the call (outputs included): oneDNN's reordered convolution
-#     operands, the copies kernels make of non-contiguous or stride-0 operands, BatchNorm
-#     backward's extra grad_input, oneDNN's LSTM buffers.
-# The peak is then the simulated timeline's highest point or any call's live-before + high point,
-# whichever is larger.
-
-
-@functools.cache
-def _simd() -> int:
-    """fp32 lanes of the CPU's vectors: oneDNN pads blocked channel dimensions to it (16 on AVX-512)."""
-    import torch
-
-    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
-
-
-PAGE = 4096
-LSTM_MODE = 2  # ideep::rnn_kind::LSTM
-
-
-def _nbytes(t: Any) -> int:
-    return int(t.numel() * t.element_size())
-
-
-def _pad(c: int) -> int:
-    return -(-c // _simd()) * _simd()
-
-
-def _prod(values: Any) -> int:
-    n = 1
-    for v in values:
-        n *= int(v)
-    return n
-
-
-def _good_ld(n: int) -> int:
-    """oneDNN's rnn_utils::get_good_ld for 4-byte types: 64-byte aligned, never a multiple of 256."""
-    ld = -(-n // 16) * 16
-    return ld + 16 if ld % 256 == 0 else ld
-
-
-def _page(n: int) -> int:
-    return -(-n // PAGE) * PAGE
-
-
-def lstm_workspace_bytes(seq: int, batch: int, input_size: int, hidden: int) -> int:
-    """oneDNN's forward-training workspace of one LSTM layer and direction (fp32, rnn_utils::set_offsets)."""
-    states_ld = _good_ld(max(input_size, hidden))
-    rows = 2 * (seq + 1) * batch  # (n_layer + 1) × (n_iter + 1) × mb, one layer per call
-    parts = [
-        seq * batch * _good_ld(4 * hidden),  # ws_gates
-        seq * batch * _good_ld(hidden),  # ws_ht
-        rows * states_ld,  # ws_states_layer (ws_states_iter shares it)
-        rows * hidden,  # ws_states_iter_c
-        rows * states_ld,  # ws_diff_states_layer
-        rows * states_ld,  # ws_diff_states_iter
-        rows * hidden,  # ws_diff_states_iter_c
-    ]
-    return sum(_page(4 * n) for n in parts)
-
-
-def _dense_channels_first(t: Any) -> bool:
-    return bool(t.is_contiguous())
-
-
-def _conv_operands(x: Any, w: Any, groups: int, out_spatial: int) -> tuple[int, int, int, int]:
-    """Bytes of oneDNN's blocked copies for an NCHW fp32 convolution: (src, weights, dst, padded src)."""
-    es = x.element_size()
-    n, cin = int(x.shape[0]), int(x.shape[1])
-    cout = int(w.shape[0])
-    k = _prod(w.shape[2:])
-    plain_src = groups == 1 and cin < _simd()  # a first layer: oneDNN reads the plain src, blocks only the dst
-    src_padded = n * _pad(cin) * _prod(x.shape[2:]) * es
-    src = 0 if plain_src else src_padded
-    if groups > 1:
-        weights = _pad(cout) * (cin // groups) * k * es
-    else:
-        weights = _pad(cout) * (cin if plain_src else _pad(cin)) * k * es
-    dst = n * _pad(cout) * out_spatial * es
-    return src, weights, dst, src_padded
-
-
-def _uses_mkldnn_conv(x: Any, w: Any, transposed: bool) -> bool:
-    import torch
-
-    return (x.dtype == torch.float32 and x.dim() == 4 and not transposed and torch.backends.mkldnn.is_available()
-            and torch.backends.mkldnn.enabled)
-
-
-def _blas_ok(m: Any) -> bool:
-    """Can CPU gemm read this matrix (the last two dims) as it is, or its transpose?"""
-    rows, cols = int(m.shape[-2]), int(m.shape[-1])
-    s0, s1 = int(m.stride(-2)), int(m.stride(-1))
-    return ((s1 == 1 or cols == 1) and s0 >= max(1, cols)) or ((s0 == 1 or rows == 1) and s1 >= max(1, rows))
-
-
-def cpu_kernel_high(name: str, args: tuple[Any, ...], out: Any) -> int:
-    """Bytes an ATen op's CPU kernel holds at its high point above the live bytes before the call, outputs
-    included; 0 where the simulated outputs already tell it all."""
-    import torch
-
-    outputs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
-    produced = sum(_nbytes(t) for t in outputs)
-    if name == "convolution":
-        x, w, transposed, groups = args[0], args[1], bool(args[6]), int(args[8])
-        if not _uses_mkldnn_conv(x, w, transposed):
-            return 0
-        o = outputs[0]
-        if not _dense_channels_first(x):  # channels last: no blocked copies, the output is made first
-            return produced + _conv_operands(x, w, groups, 1)[1]
-        src, weights, dst, _ = _conv_operands(x, w, groups, _prod(o.shape[2:]))
-        return max(src + weights + dst, dst + produced)
-    if name == "convolution_backward":
-        dy, x, w = args[0], args[1], args[2]
-        transposed, groups, mask = bool(args[7]), int(args[9]), list(args[10])
-        if not _uses_mkldnn_conv(x, w, transposed):
-            return 0
-        copy = 0 if dy.is_contiguous() or dy.is_contiguous(memory_format=torch.channels_last) else _nbytes(dy)
-        dx = _nbytes(x) if mask[0] else 0
-        dw, db = _nbytes(w) if mask[1] else 0, produced - (_nbytes(x) if mask[0] else 0) - (_nbytes(w) if mask[1]
-                                                                                            else 0)
-        if not _dense_channels_first(x):
-            return copy + produced + _conv_operands(x, w, groups, 1)[1]
-        src, weights, dy_blocked, src_padded = _conv_operands(x, w, groups, _prod(dy.shape[2:]))
-        stages = []
-        if mask[0]:
-            stages += [dy_blocked + weights + src_padded, src_padded + dx]
-        kernel, stride = [int(v) for v in w.shape[2:]], [int(v) for v in args[4]]
-        if mask[1] and min(kernel) >= 16 and kernel == stride:
-            # a patch embedding: no reorders, but a per-thread scratchpad (fitted to oneDNN 3.12, AVX-512)
-            scratch = torch.get_num_threads() * (4 * _nbytes(w) + _nbytes(x[0]))
-            stages += [dx + weights + scratch, dx + weights + dw]
-        elif mask[1]:
-            stages += [dx + dy_blocked + (src or _nbytes(x)) + weights, dx + weights + dw]
-        return copy + max(stages, default=0) + max(db, 0)
-    if name == "native_batch_norm_backward":
-        dy, x, train, mask = args[0], args[1], bool(args[7]), list(args[9])
-        same = x.is_contiguous() and dy.is_contiguous()
-        # grad_input is made once before the contiguous fast path and again inside it
-        return produced + (_nbytes(x) if mask[0] and same and x.dtype == torch.float32 and train else 0)
-    if name in ("mm", "addmm", "bmm", "baddbmm"):
-        operands = args[:2] if name in ("mm", "bmm") else args[1:3]
-        copies = sum(_nbytes(m) for m in operands if isinstance(m, torch.Tensor) and not _blas_ok(m))
-        return produced + copies if copies else 0
-    if name == "native_layer_norm":
-        return produced + _nbytes(args[0]) if not args[0].is_contiguous() else 0
-    if name == "native_layer_norm_backward":
-        copies = sum(_nbytes(t) for t in args[:2] if not t.is_contiguous())
-        return produced + copies if copies else 0
-    if name == "_scaled_dot_product_flash_attention_for_cpu_backward":
-        copies = sum(_nbytes(t) for t in args[:1] if not t.is_contiguous())
-        return produced + copies if copies else 0
-    if name == "mkldnn_rnn_layer":
-        x, w_ih, train = args[0], args[1], bool(args[15])
-        seq, batch, hidden = int(x.shape[0]), int(x.shape[1]), int(args[10])
-        gates = _good_ld(4 * hidden)
-        if train:
-            weights = (int(w_ih.shape[1]) + hidden) * gates * 4
-        else:
-            weights = (int(w_ih.shape[1]) + hidden) * 4 * hidden * 4
-        scratch = seq * batch * gates * 4
-        return produced + 4 * 4 * hidden + weights + scratch
-    if name == "mkldnn_rnn_layer_backward":
-        x, w_ih, hidden = args[0], args[1], int(args[15])
-        seq, batch, isz = int(x.shape[0]), int(x.shape[1]), int(w_ih.shape[1])
-        gates = _good_ld(4 * hidden)
-        weights = (isz + hidden) * gates * 4 + 4 * hidden * (_good_ld(isz) + _good_ld(hidden)) * 4
-        return produced + 2 * seq * batch * hidden * 4 + weights + seq * batch * gates * 4
-    return 0
-
-
-class _Probe:
-    """What the prototype learnt during one capture."""
-
-    high: ClassVar[dict[int, tuple[int, str]]] = {}  # op index -> (bytes above live-before at its high point, op)
-
-
-def _cpu_sdp_choice(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """``torch._fused_sdp_choice`` as the CPU answers it, for meta arguments (CPU stand-ins, never written)."""
-    import torch
-    from torch.utils._python_dispatch import _disable_current_modes
-
-    def cpu(t: Any) -> Any:
-        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype) if isinstance(t, torch.Tensor) else t
-
-    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
-    given = dict(zip(names, args, strict=False)) | kwargs
-    with _disable_current_modes():  # outside the tracer: the stand-ins are no part of the step
-        choice = {k: cpu(v) for k, v in given.items() if k in (*names, "scale", "enable_gqa")}
-        return int(torch._fused_sdp_choice(**choice))
-
-
-FLASH = 1  # torch.nn.attention.SDPBackend.FLASH_ATTENTION
-
-
-def _flash_for_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``scaled_dot_product_attention`` as PyTorch runs it on the CPU when it picks flash attention."""
-    import torch
-
-    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
-    given = dict(zip(names, args, strict=False)) | kwargs
-    out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-        given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
-        bool(given.get("is_causal", False)), attn_mask=given.get("attn_mask"), scale=given.get("scale"))
-    return out
-
-
-def _mkldnn_lstm(args: tuple[Any, ...]) -> Any:
-    """``_VF.lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional, batch_first)`` as
-    PyTorch's CPU path runs it (RNN.cpp, mkldnn_impl): one ``mkldnn_rnn_layer`` per layer, time-major."""
-    import torch
-
-    x, hx, params, has_biases, num_layers, _dropout, train, _bidirectional, batch_first = args
-    h0, c0 = hx
-    hidden = int(h0.shape[-1])
-    layer_input = (x.transpose(0, 1) if batch_first else x).contiguous()
-    per_layer = 4 if has_biases else 2
-    hs, cs = [], []
-    for layer in range(num_layers):
-        w = params[layer * per_layer:(layer + 1) * per_layer]
-        b_ih, b_hh = (w[2], w[3]) if has_biases else (w[0].new_zeros(4 * hidden), w[0].new_zeros(4 * hidden))
-        layer_input, hy, cy, _ = torch.ops.aten.mkldnn_rnn_layer(
-            layer_input, w[0], w[1], b_ih, b_hh, h0[layer], c0[layer], False, [], LSTM_MODE, hidden, num_layers,
-            has_biases, False, False, train)
-        hs.append(hy)
-        cs.append(cy)
-    output = layer_input.transpose(0, 1) if batch_first else layer_input
-    return output, torch.stack(hs, 0), torch.stack(cs, 0)
-
-
-def simulate_with_proposals(model: Any, args: tuple[Any, ...], kwargs: dict[str, Any], mode: str,
-                            optimizer: str) -> tuple[int, str, Any]:
-    """The simulated peak with the proposed CPU rules (the prototype above), and where it is."""
-    import torch
-    from torch.overrides import TorchFunctionMode
-
-    from nncost.analyses.memory import analyse_step
-    from nncost.capture.tracer import FREE, Tracer
-    from nncost.records.trace import OpCall
-    from nncost.rules import ATEN
-
-    step = importlib.import_module("nncost.memory.step")
-
-    class ProbeTracer(Tracer):  # type: ignore[misc]
-        def _run(self, func: Any, info: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            # aliasing ops whose schema does not say so (_unsafe_view): a memoised output would be a
-            # new storage, and the storage it should share would look dead
-            out = func(*args, **kwargs) if info.kind == FREE else super()._run(func, info, args, kwargs)
-            if func._opname == "mkldnn_rnn_layer" and bool(args[15]):  # the meta kernel's workspace is empty
-                x = args[0]
-                workspace = lstm_workspace_bytes(int(x.shape[0]), int(x.shape[1]), int(x.shape[2]), int(args[10]))
-                out = (*out[:3], torch.empty(workspace, dtype=torch.uint8, device=x.device))
-            return out
-
-        def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-            before = len(self.ops)
-            if self._linear_bias(func, args, kwargs):
-                # F.linear's ``output.add_(bias)`` after matmul: meta tensors count as subclass-like, so on
-                # meta it runs out of place; give back an alias of the product instead of a new storage
-                x = args[0]
-                return self._record_alias(func, args, x.as_strided(x.shape, x.stride(), x.storage_offset()))
-            out = super().__torch_dispatch__(func, types, args, kwargs)
-            if len(self.ops) > before:
-                high = cpu_kernel_high(func._opname, tuple(args), out)
-                if high:
-                    _Probe.high[before] = (high, func._opname)
-            return out
-
-        def _linear_bias(self, func: Any, args: tuple[Any, ...], kwargs: Any) -> bool:
-            if func is not torch.ops.aten.add.Tensor or kwargs or len(args) != 2 or not self.ops:
-                return False
-            x, bias = args
-            if not (isinstance(x, torch.Tensor) and isinstance(bias, torch.Tensor)) or bias.dim() != 1:
-                return False
-            last = self.ops[-1]
-            return (last.op in ("mm", "bmm") and x.dim() >= 3 and bias.shape[0] == x.shape[-1]
-                    and self.allocation_id(x) is not None and self.allocation_id(x) == len(self.allocation_bytes) - 1)
-
-        def _record_alias(self, func: Any, args: tuple[Any, ...], out: Any) -> Any:
-            self.ops.append(OpCall(op="add_", layer=self.current_layer(), macs=0, flops=int(out.numel()),
-                                   read_bytes=2 * _nbytes(out), write_bytes=_nbytes(out), counted=True))
-            return out
-
-    class CpuPaths(TorchFunctionMode):
-        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-            kwargs = kwargs or {}
-            if (func is torch._C._VariableFunctions.lstm and len(args) == 9 and args[0].device.type == "meta"
-                    and args[0].dtype == torch.float32 and not args[7] and not (args[6] and args[5])
-                    and args[2][0].shape[0] == 4 * args[1][0].shape[-1]):
-                return _mkldnn_lstm(args)
-            return func(*args, **kwargs)
-
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-
-    def cpu_sdpa(*args: Any, **kwargs: Any) -> Any:
-        # patched in torch.nn.functional: F.multi_head_attention_forward runs under its own
-        # __torch_function__ dispatch, where a mode no longer sees the calls it makes
-        if args and args[0].device.type == "meta" and _cpu_sdp_choice(args, kwargs) == FLASH:
-            return _flash_for_cpu(args, kwargs)
-        return sdpa(*args, **kwargs)
-
-    allocators = ("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted")
-    freed = {op: ATEN.free.pop(op) for op in allocators if op in ATEN.free}
-    original = step.Tracer
-    step.Tracer = ProbeTracer
-    _Probe.high = {}
-    torch.nn.functional.scaled_dot_product_attention = cpu_sdpa
-    try:
-        with CpuPaths():
-            trace = step.capture_step(model, args, kwargs, mode=mode, optimizer=optimizer, device="cpu")
-    finally:
-        torch.nn.functional.scaled_dot_product_attention = sdpa
-        step.Tracer = original
-        ATEN.free.update(freed)
-    report = analyse_step(trace, model="", hardware="cpu", optimizer=optimizer, batch_size=1)
-    base = sum(trace.param_tensor_bytes) + sum(trace.state_tensor_bytes) + sum(trace.input_tensor_bytes)
-    highs = sorted(_Probe.high.items())
-    best, where = report.peak_bytes, f"{report.peak_phase}, {report.peak_at}"
-    k, total = 0, base
-
-    def consider(index: int) -> None:
-        nonlocal best, where
-        high, name = _Probe.high[index]
-        if total + high > best:
-            best, where = total + high, f"{_op_phase(trace, index)}, aten.{name} (kernel)"
-
-    for op_index, delta, _allocation in trace.memory_events:
-        while k < len(highs) and (highs[k][0] < op_index or (highs[k][0] == op_index and delta > 0)):
-            consider(highs[k][0])
-            k += 1
-        total += delta
-    while k < len(highs):
-        consider(highs[k][0])
-        k += 1
-    return best, where, trace
 
 
 def _op_phase(trace: Any, index: int) -> str:
@@ -709,7 +352,6 @@ def diagnose(key: str, top: int) -> None:
     # process-wide, and a second capture of the same model can differ: see docs/memory.md)
     trace = capture_step(model, args, kwargs, mode=mode, optimizer=optimizer, device="cpu")
     report = analyse_step(trace, model=name, hardware="cpu", optimizer=optimizer, batch_size=batch)
-    proposed, proposed_at, proposed_trace = simulate_with_proposals(model, args, kwargs, mode, optimizer)
     measured, prof = _profiled_measurement(model, args, kwargs, mode, optimizer)
     events = allocations(prof)
 
@@ -729,11 +371,9 @@ def diagnose(key: str, top: int) -> None:
     start = measured - peak
 
     print(f"{key}: measured {_mib(measured)} ({_mib(start)} before the step); simulated {_mib(report.peak_bytes)} "
-          f"({(report.peak_bytes - measured) / measured * 100:+.2f}%); with the proposed rules {_mib(proposed)} "
-          f"({(proposed - measured) / measured * 100:+.2f}%)")
+          f"({(report.peak_bytes - measured) / measured * 100:+.2f}%)")
     print(f"  simulated peak: {report.peak_phase}, {report.peak_at}; "
           + ", ".join(f"{k} {_mib(v)}" for k, v in report.breakdown.items() if v))
-    print(f"  with the proposed rules: {proposed_at}")
     if peak_event is not None:
         outer = _outer_op(peak_event)
         inside = sum(e.extra_fields.alloc_size for e in at_peak.values() if outer is not None and
@@ -751,10 +391,9 @@ def diagnose(key: str, top: int) -> None:
     print(f"\n  live at the measured peak, above the start (top {top}):")
     for label, (nbytes, count) in sorted(grouped.items(), key=lambda kv: -kv[1][0])[:top]:
         print(f"    {_mib(nbytes):>14} ×{count:<3} {label}")
-    for title, simulated in (("simulated", trace), ("simulated with the proposed rules", proposed_trace)):
-        print(f"\n  live at the {title} peak, above the start (top {top}):")
-        for label, nbytes in sorted(_simulated_live_at_peak(simulated).items(), key=lambda kv: -kv[1])[:top]:
-            print(f"    {_mib(nbytes):>14}      {label}")
+    print(f"\n  live at the simulated peak, above the start (top {top}):")
+    for label, nbytes in sorted(_simulated_live_at_peak(trace).items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {_mib(nbytes):>14}      {label}")
 
     # allocations made and freed inside one outermost op call: their highest running sum per call
     open_at: dict[int, tuple[int, Any]] = {}  # ptr -> (index of its allocation event, its op call)
@@ -816,19 +455,19 @@ def fmt_mib(n: int) -> str:
 def table(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| model | input | batch | mode | optimizer | measured (MiB) | simulated (MiB) | error | "
-        "simulated peak | measured peak | proposed rules |",
-        "|---|---|--:|---|---|--:|--:|--:|---|---|--:|",
+        "simulated peak | measured peak |",
+        "|---|---|--:|---|---|--:|--:|--:|---|---|",
     ]
     for r in rows:
         name, batch, mode, optimizer = parse_case(r["case"])
         if "error" in r:
             lines.append(f"| {name} | {MODELS[name].shape} | {batch} | {mode} | {optimizer} | "
-                         f"| | | {r['error']} | | |")
+                         f"| | | {r['error']} | |")
             continue
         lines.append(
             f"| {name} | {MODELS[name].shape} | {batch} | {mode} | {optimizer} | {fmt_mib(r['measured'])} | "
             f"{fmt_mib(r['simulated'])} | {r['error_pct']:+.2f}% | {r['peak_phase']}, {r['peak_at']} | "
-            f"{r['measured_phase']}, {r['measured_at']} | {r['proposed_error_pct']:+.2f}% |"
+            f"{r['measured_phase']}, {r['measured_at']} |"
         )
     return lines
 
@@ -900,9 +539,7 @@ def render(rows: list[dict[str, Any]], command: str, started: dt.datetime, elaps
         "op call (→ the op inside it that allocated) whose allocation set the measured running sum's highest "
         "point, from the profiler's event tree. "
         "Optimizers: `adam` is `torch.optim.Adam` and `sgd` is `torch.optim.SGD(lr=0.01)` (no momentum: no "
-        "state), both single-tensor (PyTorch's CPU default); `infer` runs in eval mode under `no_grad`. "
-        "*proposed rules* is the error of a prototype of the rules proposed under the findings (not nncost's "
-        "output)",
+        "state), both single-tensor (PyTorch's CPU default); `infer` runs in eval mode under `no_grad`.",
         "",
         *table(rows),
         "",
@@ -910,10 +547,6 @@ def render(rows: list[dict[str, Any]], command: str, started: dt.datetime, elaps
         + (f" ({sum('error' in r for r in rows)} failed)" if any("error" in r for r in rows) else "") + ":",
         "",
         *summary(rows),
-        "",
-        "With the proposed rules (the prototype in `bench/memory.py`, see the findings below):",
-        "",
-        *summary(rows, "proposed_error_pct"),
         "",
     ]
     return "\n".join(lines)
@@ -970,8 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"{key:<32} measured {fmt_mib(r['measured']):>10} MiB  simulated {fmt_mib(r['simulated']):>10} MiB"
                   f"  {r['error_pct']:+7.2f}%  sim at {r['peak_phase']}, {r['peak_at']}  |  real at "
-                  f"{r['measured_phase']}, {r['measured_at']}  | proposed {r['proposed_error_pct']:+.2f}% at "
-                  f"{r['proposed_at']}  ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+                  f"{r['measured_phase']}, {r['measured_at']}  ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
     section = render(rows, command, started, elapsed)
     print(section)

@@ -34,15 +34,34 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
 
     live = dict.fromkeys(CATEGORIES, 0)
     live.update(baseline)
-    peak_total, peak_live, peak_op = sum(live.values()), dict(live), -1
+    peak_total, peak_live, peak_op, in_kernel = sum(live.values()), dict(live), -1, False
     timeline = [(0, tuple(live.values()))]
+    # Kernel high points: a call whose kernel holds more than its outputs (workspaces, blocked
+    # copies) peaks at the bytes live before the call plus its kernel_bytes.
+    kernels = [(i, op.kernel_bytes) for i, op in enumerate(trace.ops) if op.kernel_bytes]
+    next_kernel = 0
+
+    def kernels_before(op_index: int, delta: int) -> None:
+        """Consider every kernel high point that comes before this event."""
+        nonlocal next_kernel, peak_total, peak_live, peak_op, in_kernel
+        while next_kernel < len(kernels) and (kernels[next_kernel][0] < op_index
+                                               or (kernels[next_kernel][0] == op_index and delta > 0)):
+            index, held = kernels[next_kernel]
+            next_kernel += 1
+            total = sum(live.values()) + size(held)
+            if total > peak_total:
+                peak_total, peak_live, peak_op, in_kernel = total, dict(live), index, True
+                peak_live["temporaries"] += size(held)
+
     for op_index, delta, allocation in trace.memory_events:
+        kernels_before(op_index, delta)
         sign = 1 if delta > 0 else -1
         live[category(allocation)] += sign * size(abs(delta))
         timeline.append((op_index, tuple(live.values())))
         total = sum(live.values())
         if total > peak_total:
-            peak_total, peak_live, peak_op = total, dict(live), op_index
+            peak_total, peak_live, peak_op, in_kernel = total, dict(live), op_index, False
+    kernels_before(len(trace.ops) + 1, 0)
 
     forward = trace.ops[: trace.forward_end]
     backward = trace.ops[trace.loss_end : trace.backward_end]
@@ -61,7 +80,7 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
         batch_size=batch_size,
         peak_bytes=peak_total,
         peak_phase=_phase(trace, peak_op),
-        peak_at=_where(trace, peak_op),
+        peak_at=("in the kernel of " if in_kernel else "") + _where(trace, peak_op),
         breakdown=peak_live,
         forward_macs=sum(op.macs for op in forward),
         forward_flops=sum(op.flops for op in forward),

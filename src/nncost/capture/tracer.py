@@ -28,9 +28,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from nncost.capture.fast_meta import SHAPE_FUNCTIONS
 from nncost.records.trace import OpCall
+from nncost.rules.kernel_memory import KernelMemory
 from nncost.rules.registry import Registry, Rule
 
-FREE, RULE, UNCOUNTED = 0, 1, 2
+FREE, RULE, UNCOUNTED, ALLOC = 0, 1, 2, 3
 
 
 @dataclass(slots=True, frozen=True)
@@ -61,6 +62,8 @@ def _inplace_view(func: torch._ops.OpOverload) -> bool:
 def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
     name = _op_name(func)
     fresh = all(ret.alias_info is None for ret in func._schema.returns)
+    if registry.is_allocating(name):
+        return OpInfo(name, ALLOC, None, fresh)
     if func.is_view or registry.is_free(name) or _inplace_view(func):
         return OpInfo(name, FREE, None, fresh)
     rule = registry.get(name)
@@ -124,13 +127,19 @@ class Tracer(TorchDispatchMode):
 
     ``current_layer`` is read at each call to attribute it; the module scopes update it.
     ``memoise`` must only be set for meta execution, where outputs carry no data.
+    ``kernels``, the kernel memory rules of the hardware simulated, adds to each call the bytes its
+    kernel would hold inside the call (``OpCall.kernel_bytes``) and fixes outputs whose size the
+    meta kernel gets wrong.
     """
 
-    def __init__(self, registry: Registry, current_layer: Callable[[], int], *, memoise: bool) -> None:
+    def __init__(self, registry: Registry, current_layer: Callable[[], int], *, memoise: bool,
+                 kernels: KernelMemory | None = None) -> None:
         super().__init__()
         self.registry = registry
         self.current_layer = current_layer
         self.memoise = memoise
+        self.kernels = kernels
+        self.inside_linear = False  # set by capture.paths.KernelPaths around each F.linear call
         self.ops: list[OpCall] = []
         self.memory_events: list[tuple[int, int, int]] = []
         self.allocation_bytes: list[int] = []  # by allocation id
@@ -151,8 +160,26 @@ class Tracer(TorchDispatchMode):
             info = self._info[func] = classify(func, self.registry)
         if info.kind == FREE:
             return self._run(func, info, args, kwargs)
+        if info.kind == ALLOC:  # no cost and no record, but the storage is live memory
+            out = self._run(func, info, args, kwargs)
+            self._track([out], len(self.ops))
+            return out
 
-        out = self._run(func, info, args, kwargs)
+        fresh = info.fresh_outputs
+        if self.inside_linear and self._linear_bias(func, args, kwargs):
+            # at::linear adds the bias in place after a matmul (``output.add_(bias)``), but meta tensors
+            # count as tensor subclasses there and take an out-of-place add: alias the product instead
+            x = args[0]
+            out, fresh = x.as_strided(x.shape, x.stride(), x.storage_offset()), False
+        else:
+            out = self._run(func, info, args, kwargs)
+        kernels = self.kernels
+        kernel_args: tuple[Any, ...] = ()
+        if kernels is not None and (info.name in kernels.rules or info.name in kernels.resizers):
+            kernel_args = _positional(func, args, kwargs)
+            resize = kernels.resizers.get(info.name)
+            if resize is not None:
+                out = resize(kernel_args, out)
         inputs: list[torch.Tensor] = []
         _tensors(args, inputs)
         _tensors(kwargs, inputs)
@@ -160,8 +187,12 @@ class Tracer(TorchDispatchMode):
         _tensors(out, outputs)
         out_shapes = tuple(tuple(t.shape) for t in outputs)
         index = len(self.ops)
-        if info.fresh_outputs:
+        if fresh:
             self._track(outputs, index)
+        kernel_bytes = 0
+        if kernel_args:
+            kernel_rule = kernels.rules.get(info.name) if kernels is not None else None
+            kernel_bytes = kernel_rule(kernel_args, outputs) if kernel_rule is not None else 0
 
         rule_args: tuple[Any, ...] = ()
         if info.rule is not None:
@@ -180,9 +211,19 @@ class Tracer(TorchDispatchMode):
                 counted=info.kind == RULE,
                 args=rule_args,
                 out_shapes=out_shapes,
+                kernel_bytes=kernel_bytes,
             )
         )
         return out
+
+    @staticmethod
+    def _linear_bias(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Is this F.linear's bias add, after the matmul of a batched input?"""
+        if func is not torch.ops.aten.add.Tensor or kwargs or len(args) != 2:
+            return False
+        x, bias = args
+        return (isinstance(x, torch.Tensor) and isinstance(bias, torch.Tensor) and bias.dim() == 1
+                and x.dim() >= 2 and bias.shape[0] == x.shape[-1] and x.dtype == bias.dtype)
 
     def _run(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         key = None

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nncost.capture import inputs as inputs_mod
+from nncost.capture.paths import KernelPaths
 from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
 from nncost.capture.run import meta_limitation, mismatch
 from nncost.capture.scopes import Scopes, tensors_in
@@ -29,6 +30,7 @@ from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
+from nncost.rules.kernel_memory import kernel_memory
 
 
 @dataclass
@@ -111,7 +113,7 @@ def capture_step(
     train = mode == "train"
     meta = torch.device("meta")
     scopes = Scopes(model)
-    tracer = Tracer(ATEN, scopes.current, memoise=True)
+    tracer = Tracer(ATEN, scopes.current, memoise=True, kernels=kernel_memory(device))
     gradients: set[int] = set()
     saved: set[int] = set()
 
@@ -135,7 +137,7 @@ def capture_step(
             placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
             grad_mode = torch.enable_grad() if train else torch.no_grad()
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
-            with scopes.hooked(model), grad_mode, hooks, tracer:
+            with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
                 output = model(*placed_args, **placed_kwargs)
                 forward_end = len(tracer.ops)
                 loss_end = backward_end = forward_end

@@ -21,6 +21,7 @@ class OpCall:
     counted: bool
     args: tuple[Any, ...] = ()  # the rule's view of the arguments, in schema order: tensors replaced by shapes
     out_shapes: tuple[Shape, ...] = ()
+    kernel_bytes: int = 0  # the kernel's own high point above the bytes live before the call, outputs included
 
 
 @dataclass(slots=True)

@@ -52,6 +52,7 @@ class Registry:
 
     rules: dict[str, Rule] = field(default_factory=dict)
     free: dict[str, str] = field(default_factory=dict)
+    allocating: set[str] = field(default_factory=set)  # free, but the storage they create is memory
 
     def rule(self, *ops: str, family: str, formula: str) -> Callable[[RuleFn], RuleFn]:
         """Register ``fn`` as the rule of every operator in ``ops``."""
@@ -77,11 +78,20 @@ class Registry:
                 raise ValueError(f"operator {op!r} registered twice")
             self.free[op] = why
 
+    def mark_allocating(self, ops: Iterable[str], why: str) -> None:
+        """Operators that compute nothing but allocate: free of cost, yet their storage is live memory
+        (``empty_like`` makes dropout's mask before ``bernoulli_`` fills it in place)."""
+        self.mark_free(ops, why)
+        self.allocating.update(ops)
+
     def get(self, op: str) -> Rule | None:
         return self.rules.get(op)
 
     def is_free(self, op: str) -> bool:
         return op in self.free
+
+    def is_allocating(self, op: str) -> bool:
+        return op in self.allocating
 
     def families(self) -> dict[str, list[Rule]]:
         """Rules grouped by family, each rule once, for the generated docs table."""

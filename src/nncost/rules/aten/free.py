@@ -16,7 +16,7 @@ ATEN.mark_free(
     ),
     "aliases its input or only changes metadata",
 )
-ATEN.mark_free(
+ATEN.mark_allocating(
     ("empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "empty_permuted"),
     "allocates without writing",
 )

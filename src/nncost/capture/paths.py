@@ -1,0 +1,148 @@
+"""Which kernels a device would run, where meta tensors would run others.
+
+On meta tensors PyTorch's composite operators sometimes take another path than on the device
+being simulated, and the path decides what is allocated and saved for backward:
+
+* ``F.linear`` adds its bias in place after a batched matmul on every device, but meta tensors
+  count as tensor subclasses there and get an out-of-place add (all hardware);
+* ``scaled_dot_product_attention`` asks the device which fused kernel to use, and meta tensors
+  always get the math path; the CPU takes its flash kernel whenever it can (``hardware="cpu"``);
+* ``nn.LSTM`` on the CPU runs oneDNN, one ``mkldnn_rnn_layer`` per layer, where meta runs the
+  per-step decomposition (``hardware="cpu"``).
+
+:class:`KernelPaths` is a ``TorchFunctionMode`` that sends these calls down the device's path.
+It changes no global state: it is active only inside a capture.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
+
+from nncost.capture.tracer import Tracer
+
+FLASH = int(torch.nn.attention.SDPBackend.FLASH_ATTENTION.value)
+LSTM_MODE = 2  # ideep::rnn_kind::LSTM, as RNN.cpp passes it to mkldnn_rnn_layer
+SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+LINEAR, SDPA, MHA, LSTM = F.linear, F.scaled_dot_product_attention, F.multi_head_attention_forward, torch._VF.lstm
+
+
+class KernelPaths(TorchFunctionMode):
+    def __init__(self, tracer: Tracer, hardware: str) -> None:
+        super().__init__()
+        self.tracer = tracer
+        self.cpu = hardware == "cpu"
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is LINEAR:
+            outer, self.tracer.inside_linear = self.tracer.inside_linear, True
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.tracer.inside_linear = outer
+        if func is MHA:
+            return self._seeing_inner_calls(func, args, kwargs)
+        if self.cpu and func is SDPA and cpu_sdpa_backend(args, kwargs) == FLASH:
+            return flash_attention_for_cpu(args, kwargs)
+        if self.cpu and func is LSTM and onednn_lstm_applies(args):
+            return onednn_lstm(args)
+        return func(*args, **kwargs)
+
+
+    def _seeing_inner_calls(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run ``F.multi_head_attention_forward`` with its own calls routed through this handler.
+
+        MHA runs under its own torch-function handling, where a mode is off, and re-entering the
+        mode would recurse into MHA's handling.  For the duration of the call (on this capture's
+        thread) the names it looks up in ``torch.nn.functional`` are routed here instead; the
+        routes hand anything that is not a meta tensor to the original function.
+        """
+        names = ("linear", "scaled_dot_product_attention")
+        originals = {name: getattr(F, name) for name in names}
+
+        def route(original: Any) -> Any:
+            def routed(*a: Any, **k: Any) -> Any:
+                on_meta = isinstance(a[0], torch.Tensor) and a[0].device.type == "meta" if a else False
+                return self.__torch_function__(original, (), a, k) if on_meta else original(*a, **k)
+
+            return routed
+
+        for name, original in originals.items():
+            setattr(F, name, route(original))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            for name, original in originals.items():
+                setattr(F, name, original)
+
+
+def _sdpa_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return dict(zip(SDPA_ARGS, args, strict=False)) | kwargs
+
+
+def cpu_sdpa_backend(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The backend ``scaled_dot_product_attention`` picks on the CPU for these (meta) arguments.
+
+    Asked of ``torch._fused_sdp_choice`` with CPU stand-ins of the same shapes and strides; they
+    are never written or read, and they are made outside every mode, so no capture sees them.
+    """
+    def stand_in(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype,
+                                       requires_grad=value.requires_grad)
+        return value
+
+    given = _sdpa_arguments(args, kwargs)
+    query = given.get("query")
+    if not isinstance(query, torch.Tensor) or query.device.type != "meta":
+        return -1
+    with _disable_current_modes():
+        choice = {k: stand_in(v) for k, v in given.items() if k in (*SDPA_ARGS, "scale", "enable_gqa")}
+        return int(torch._fused_sdp_choice(**choice))
+
+
+def flash_attention_for_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``scaled_dot_product_attention`` as the CPU runs it when it picks flash attention."""
+    given = _sdpa_arguments(args, kwargs)
+    out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
+        bool(given.get("is_causal", False)), attn_mask=given.get("attn_mask"), scale=given.get("scale"))
+    return out
+
+
+def onednn_lstm_applies(args: tuple[Any, ...]) -> bool:
+    """``_VF.lstm(input, hx, params, has_biases, layers, dropout, train, bidirectional, batch_first)`` takes
+    oneDNN on the CPU for fp32; nncost routes the unidirectional case without inter-layer dropout and
+    without projections, which it sizes exactly."""
+    if len(args) != 9 or not isinstance(args[0], torch.Tensor):
+        return False
+    x, hx, params, _, _, dropout, train, bidirectional, _ = args
+    return (x.device.type == "meta" and x.dtype == torch.float32 and not bidirectional
+            and not (train and dropout) and params[0].shape[0] == 4 * hx[0].shape[-1])
+
+
+def onednn_lstm(args: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """nn.LSTM as RNN.cpp's ``mkldnn_impl`` runs it: one ``mkldnn_rnn_layer`` per layer, time-major."""
+    x, (h0, c0), params, has_biases, layers, _, train, _, batch_first = args
+    hidden = h0.shape[-1]
+    time_major = (x.transpose(0, 1) if batch_first else x).contiguous()  # held to the end, as RNN.cpp does
+    layer_input = time_major
+    per_layer = 4 if has_biases else 2
+    hs, cs = [], []
+    for layer in range(layers):
+        w = params[layer * per_layer:(layer + 1) * per_layer]
+        b_ih, b_hh = (w[2], w[3]) if has_biases else (w[0].new_zeros(4 * hidden), w[0].new_zeros(4 * hidden))
+        layer_input, hy, cy, _ = torch.ops.aten.mkldnn_rnn_layer(
+            layer_input, w[0], w[1], b_ih, b_hh, h0[layer], c0[layer], False, [], LSTM_MODE, hidden, layers,
+            has_biases, False, False, train)
+        hs.append(hy)
+        cs.append(cy)
+    output = layer_input.transpose(0, 1) if batch_first else layer_input
+    result = output, torch.stack(hs, 0), torch.stack(cs, 0)
+    del time_major
+    return result

@@ -1,0 +1,215 @@
+"""What PyTorch's CPU kernels (oneDNN, BLAS) hold inside one call, beyond their outputs.
+
+Each rule was learnt by measuring single calls with the CPU allocator's own events
+(``torch.profiler``, ``profile_memory=True``) and follows the code path that makes the
+allocation; docs/memory.md gives the measured figures and the findings behind every rule.
+The padded sizes are oneDNN's blocked layouts: channel dimensions rounded up to the vector
+width of fp32 lanes (16 on AVX-512, 8 on AVX2), which is why the rules ask this CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from nncost.rules.kernel_memory import KernelMemory
+
+CPU = KernelMemory("cpu")
+PAGE = 4096
+
+
+@functools.cache
+def simd_lanes() -> int:
+    """fp32 lanes of this CPU's vectors: oneDNN pads blocked channel dimensions to it."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
+
+def padded(channels: int) -> int:
+    lanes = simd_lanes()
+    return -(-channels // lanes) * lanes
+
+
+def nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def produced(outputs: Sequence[torch.Tensor]) -> int:
+    return sum(nbytes(t) for t in outputs)
+
+
+# -- convolution (oneDNN) ------------------------------------------------------------------------
+def _uses_onednn(x: torch.Tensor, w: torch.Tensor, transposed: bool) -> bool:
+    """PyTorch's CPU convolution goes to oneDNN for fp32 2-d convolutions."""
+    return (x.dtype == torch.float32 and x.dim() == 4 and not transposed
+            and torch.backends.mkldnn.is_available() and bool(torch.backends.mkldnn.enabled))
+
+
+def blocked_operands(x: torch.Tensor, w: torch.Tensor, groups: int, out_spatial: int) -> tuple[int, int, int, int]:
+    """Bytes of oneDNN's blocked copies of an NCHW convolution: (src, weights, dst, padded src).
+
+    A first layer (groups 1, fewer input channels than a vector) is read from the plain src, so it
+    has no src copy and its weights keep their input channels unpadded.
+    """
+    itemsize = x.element_size()
+    n, cin, cout = x.shape[0], x.shape[1], w.shape[0]
+    window = math.prod(w.shape[2:])
+    plain_src = groups == 1 and cin < simd_lanes()
+    src_padded = n * padded(cin) * math.prod(x.shape[2:]) * itemsize
+    src = 0 if plain_src else src_padded
+    weight_cin = cin // groups if groups > 1 else (cin if plain_src else padded(cin))
+    weights = padded(cout) * weight_cin * window * itemsize
+    dst = n * padded(cout) * out_spatial * itemsize
+    return src, weights, dst, src_padded
+
+
+@CPU.rule("convolution", note="oneDNN copies src, weights and dst into blocked layouts; then reorders the dst "
+                              "into the plain output")
+def convolution(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    x, w, transposed, groups = args[0], args[1], bool(args[6]), int(args[8])
+    if not _uses_onednn(x, w, transposed):
+        return 0
+    if not x.is_contiguous():  # channels last: no blocked copies, the output is made first
+        return produced(outputs) + blocked_operands(x, w, groups, 1)[1]
+    src, weights, dst, _ = blocked_operands(x, w, groups, math.prod(outputs[0].shape[2:]))
+    return max(src + weights + dst, dst + produced(outputs))
+
+
+@CPU.rule("convolution_backward", note="oneDNN's grad-input then grad-weight stages, each with blocked copies; a "
+                                       "patch embedding's grad-weight takes a per-thread scratchpad instead")
+def convolution_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    dy, x, w = args[0], args[1], args[2]
+    stride, transposed, groups, mask = list(args[4]), bool(args[7]), int(args[9]), list(args[10])
+    if not _uses_onednn(x, w, transposed):
+        return 0
+    dense_dy = dy.is_contiguous() or dy.is_contiguous(memory_format=torch.channels_last)
+    dy_copy = 0 if dense_dy else nbytes(dy)  # the sum loss's expanded gradient is copied first
+    dx = nbytes(x) if mask[0] else 0
+    dw = nbytes(w) if mask[1] else 0
+    db = produced(outputs) - dx - dw
+    if not x.is_contiguous():
+        return dy_copy + produced(outputs) + blocked_operands(x, w, groups, 1)[1]
+    src, weights, dy_blocked, src_padded = blocked_operands(x, w, groups, math.prod(dy.shape[2:]))
+    stages = []
+    if mask[0]:
+        stages += [dy_blocked + weights + src_padded, src_padded + dx]
+        if groups == 1 and max(stride) > 1:  # a strided grad-input holds one more input-sized buffer
+            stages.append(src_padded + dx + nbytes(x))
+    kernel = list(w.shape[2:])
+    if mask[1] and min(kernel) >= 16 and kernel == stride:
+        # a patch embedding: no reorders, but a per-thread scratchpad (measured on oneDNN 3.12, AVX-512)
+        scratch = torch.get_num_threads() * (4 * nbytes(w) + nbytes(x[0]))
+        stages += [dx + weights + scratch + db, dx + weights + dw + db]
+    elif mask[1]:
+        stages += [dx + dy_blocked + src + weights + db, dx + weights + dw + db]
+    return dy_copy + max(stages, default=0)
+
+
+# -- normalisation ---------------------------------------------------------------------------------
+@CPU.rule("native_batch_norm_backward", note="grad_input is allocated before the contiguous fast path and again "
+                                             "inside it")
+def batch_norm_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    dy, x, train, mask = args[0], args[1], bool(args[7]), list(args[9])
+    twice = mask[0] and train and x.dtype == torch.float32 and x.is_contiguous() and dy.is_contiguous()
+    return produced(outputs) + nbytes(x) if twice else 0
+
+
+@CPU.rule("native_layer_norm", note="a non-contiguous input is copied (expect_contiguous)")
+def layer_norm(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    return produced(outputs) + nbytes(args[0]) if not args[0].is_contiguous() else 0
+
+
+@CPU.rule("native_layer_norm_backward", "_scaled_dot_product_flash_attention_for_cpu_backward",
+          note="a non-contiguous grad_output (and input) is copied first")
+def copies_non_contiguous(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    copies = sum(nbytes(t) for t in args[:2] if isinstance(t, torch.Tensor) and not t.is_contiguous())
+    return produced(outputs) + copies if copies else 0
+
+
+# -- matrix products (BLAS) ------------------------------------------------------------------------
+def blas_readable(m: torch.Tensor) -> bool:
+    """Can gemm read this matrix (its last two dims) as it is, or as its transpose?"""
+    rows, cols = m.shape[-2], m.shape[-1]
+    s0, s1 = m.stride(-2), m.stride(-1)
+    return ((s1 == 1 or cols == 1) and s0 >= max(1, cols)) or ((s0 == 1 or rows == 1) and s1 >= max(1, rows))
+
+
+def _copies(operands: Sequence[Any], outputs: Sequence[torch.Tensor]) -> int:
+    copies = sum(nbytes(m) for m in operands if isinstance(m, torch.Tensor) and m.dim() >= 2 and not blas_readable(m))
+    return produced(outputs) + copies if copies else 0
+
+
+@CPU.rule("mm", "bmm", note="an operand gemm cannot read (a stride-0 expanded gradient) is cloned first")
+def product_copies(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    return _copies(args[:2], outputs)
+
+
+@CPU.rule("addmm", "baddbmm", note="an operand gemm cannot read (a stride-0 expanded gradient) is cloned first")
+def accumulated_product_copies(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    return _copies(args[1:3], outputs)
+
+
+# -- LSTM (oneDNN) ---------------------------------------------------------------------------------
+def _good_ld(n: int) -> int:
+    """oneDNN's rnn_utils::get_good_ld for 4-byte types: 64-byte aligned, never a multiple of 256."""
+    ld = -(-n // 16) * 16
+    return ld + 16 if ld % 256 == 0 else ld
+
+
+def _page(n: int) -> int:
+    return -(-n // PAGE) * PAGE
+
+
+def lstm_workspace_bytes(seq: int, batch: int, input_size: int, hidden: int) -> int:
+    """oneDNN's forward-training workspace of one LSTM layer and direction, fp32 (rnn_utils::set_offsets),
+    which autograd keeps for backward."""
+    states_ld = _good_ld(max(input_size, hidden))
+    rows = 2 * (seq + 1) * batch  # (layers + 1) × (steps + 1) × batch, one layer per call
+    parts = [
+        seq * batch * _good_ld(4 * hidden),  # gates
+        seq * batch * _good_ld(hidden),  # h_t
+        rows * states_ld,  # states (layer and iteration share it)
+        rows * hidden,  # c states
+        rows * states_ld,  # diff states, layer
+        rows * states_ld,  # diff states, iteration
+        rows * hidden,  # diff c states
+    ]
+    return sum(_page(4 * n) for n in parts)
+
+
+@CPU.resizer("mkldnn_rnn_layer")
+def lstm_workspace(args: tuple[Any, ...], out: Any) -> Any:
+    """oneDNN's workspace, which the meta kernel leaves empty: made for training, and whenever grad mode is
+    on (then freed after the call if nothing keeps it); not under ``no_grad`` in eval."""
+    x, hidden, train = args[0], int(args[10]), bool(args[15])
+    if not (train or torch.is_grad_enabled()):
+        return out
+    size = lstm_workspace_bytes(x.shape[0], x.shape[1], x.shape[2], hidden)
+    return (*out[:3], torch.empty(size, dtype=torch.uint8, device=x.device))
+
+
+@CPU.rule("mkldnn_rnn_layer", note="a bias copy, the weights reordered (gates padded for the training "
+                                   "primitive), and a gates scratchpad")
+def lstm_forward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    x, w_ih, hidden, train = args[0], args[1], int(args[10]), bool(args[15])
+    seq, batch, inputs = x.shape[0], x.shape[1], w_ih.shape[1]
+    gates = _good_ld(4 * hidden)
+    training_primitive = train or torch.is_grad_enabled()  # the one that makes a workspace
+    weights = (inputs + hidden) * (gates if training_primitive else 4 * hidden) * 4
+    return produced(outputs) + 4 * 4 * hidden + weights + seq * batch * gates * 4
+
+
+@CPU.rule("mkldnn_rnn_layer_backward", note="the weights reordered, their gradients reordered where the padded "
+                                            "leading dimension differs, and a gates scratchpad")
+def lstm_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
+    x, w_ih, hidden = args[0], args[1], int(args[15])
+    seq, batch, inputs = x.shape[0], x.shape[1], w_ih.shape[1]
+    gates = _good_ld(4 * hidden)
+    weights = (inputs + hidden) * gates * 4
+    weight_grads = sum(_good_ld(d) * 4 * hidden * 4 for d in (inputs, hidden) if _good_ld(d) != d)
+    copies = sum(nbytes(t) for t in (args[7], *args[10:13]) if isinstance(t, torch.Tensor) and not t.is_contiguous())
+    small = 4 * hidden * 4 + batch * hidden * 4  # a bias gradient and a state buffer
+    return produced(outputs) + small + weights + weight_grads + seq * batch * gates * 4 + copies
