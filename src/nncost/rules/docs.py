@@ -39,7 +39,27 @@ def rules_markdown(registry: Registry = ATEN) -> str:
         by_reason.setdefault(why, []).append(op)
     for why, names in by_reason.items():
         parts.append(f"| {', '.join(f'`{op}`' for op in names)} | {why} |")
+    parts.append(kernel_memory_markdown())
     return "\n".join(parts) + "\n"
+
+
+def kernel_memory_markdown() -> str:
+    """The kernel memory rules of each hardware (the memory simulator's, not costs)."""
+    from nncost.rules.kernel_memory import kernel_memory
+
+    cpu = kernel_memory("cpu")
+    assert cpu is not None
+    module = inspect.getmodule(next(iter(cpu.rules.values())))
+    doc = inspect.getdoc(module) if module else ""
+    lines = ["\n## kernel memory: cpu\n", f"{doc}\n", "| operators | what the kernel holds beyond its outputs |",
+             "|---|---|"]
+    by_note: dict[str, list[str]] = {}
+    for op, note in cpu.notes.items():
+        by_note.setdefault(note, []).append(op)
+    lines += [f"| {', '.join(f'`{op}`' for op in ops)} | {note} |" for note, ops in by_note.items()]
+    resized = ", ".join(f"`{op}`" for op in cpu.resizers)
+    lines.append(f"\nOutputs sized as the CPU kernel makes them, where the meta kernel differs: {resized}.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
