@@ -92,6 +92,16 @@ def test_the_example_reproduces_the_brief_loop() -> None:
     assert mobilenet.brief_loop(False)[0] == total
 
 
+def test_the_output_pasted_in_the_docs_is_the_scripts(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["mobilenet_separable.py"])
+    example().main()
+    printed = [line.rstrip() for line in capsys.readouterr().out.rstrip().splitlines()]
+    doc = (ROOT / "docs" / "mobilenet.md").read_text()
+    block = doc.split("$ python docs/examples/mobilenet_separable.py\n", 1)[1].split("\n```", 1)[0]
+    assert block.splitlines() == printed, "rerun the script and paste its output into docs/mobilenet.md"
+
+
 def test_stages_of_resnet18_and_resnet34_follow_the_block_counts() -> None:
     comparison = nncost.compare(["resnet18", "resnet34"], (3, 224, 224))
     names = [stage.name for stage in comparison.stages]
