@@ -1,7 +1,8 @@
 """nncost: what a neural network costs, layer by layer, before you train or ship it."""
 
-from nncost.api import memory, profile
+from nncost.api import compare, memory, profile
 from nncost.errors import BadRequest, InputMismatch, ModelNotFound, NeedsWeights, NncostError
+from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport
 from nncost.records.report import SCHEMA, Layer, Report, Totals, Uncounted
 
@@ -10,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "SCHEMA",
     "BadRequest",
+    "Comparison",
     "InputMismatch",
     "Layer",
     "MemoryReport",
@@ -20,6 +22,7 @@ __all__ = [
     "Totals",
     "Uncounted",
     "__version__",
+    "compare",
     "memory",
     "profile",
 ]

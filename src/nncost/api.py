@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from nncost.analyses.build import build_report
+from nncost.analyses.compare import build_comparison
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.memory import analyse_step
 from nncost.analyses.sharding import per_gpu
@@ -16,10 +17,12 @@ from nncost.capture.inputs import SizeSpec, batch_of, rebatch, sizes_to_inputs
 from nncost.capture.run import Progress, capture
 from nncost.errors import BadRequest
 from nncost.memory.step import capture_step
+from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 
 DEVICES = ("meta", "cpu", "cuda")
+ModelLike = str | nn.Module | Report
 HARDWARE = ("cpu", "cuda")
 
 
@@ -119,6 +122,73 @@ def memory(
         report.budget_bytes = budget
         report.max_batch = largest_batch(peak_at, budget)
     return report
+
+
+def compare(
+    models: Sequence[ModelLike] | Mapping[str, ModelLike],
+    input_size: SizeSpec | None = None,
+    *,
+    batch_size: int = 1,
+    train: bool = False,
+    optimizer: str = "adam",
+    hardware: str = "cuda",
+    seq: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: str = "meta",
+    stage_depth: int = 1,
+    progress: Any = None,
+) -> Comparison:
+    """Several models side by side: totals, ratios to the first model, and the stages they share.
+
+    Each model is a MODEL string as the CLI takes it (``"resnet18"``, ``"timm:..."``, ``"hf:gpt2"``,
+    ``"net.py:Net"``, ``"model.pt2"``), an ``nn.Module``, or an already built :class:`Report`
+    (used as it is: ``input_size`` and ``batch_size`` do not apply to it, and it has no training
+    peak).  A mapping gives each model its label; otherwise the label is the string, the
+    module's class name or the report's model name.  ``input_size`` (without the batch
+    dimension) applies to every model that is run; ``None`` takes each named model's own
+    default.  ``train`` also simulates one training step (:func:`memory`, with ``optimizer`` and
+    ``hardware``) and compares its peak.  ``stage_depth`` is the depth of the layers matched by
+    name across models (1: the model's direct children, e.g. resnet's ``layer1`` to ``layer4``).
+    """
+    from nncost.runner import RunOptions, profile_named
+
+    items = list(models.items()) if isinstance(models, Mapping) else [(None, m) for m in models]
+    if len(items) < 2:
+        raise BadRequest(f"compare needs at least two models, got {len(items)}")
+    if hardware not in HARDWARE:
+        raise BadRequest(f"hardware must be one of {', '.join(HARDWARE)}, got {hardware!r}")
+    torch_dtype = resolve_dtype(dtype)
+    sizes = _size_list(input_size)
+    labelled: list[tuple[str, Report, MemoryReport | None]] = []
+    for label, item in items:
+        memory_report: MemoryReport | None = None
+        if isinstance(item, Report):
+            report = item
+        elif isinstance(item, str):
+            options = RunOptions(input_sizes=sizes, batch_size=batch_size, seq=seq, dtype=torch_dtype,
+                                 device=device, memory=train, train=train, optimizer=optimizer, hardware=hardware)
+            report, memory_report = profile_named(item, options, progress)
+        elif isinstance(item, nn.Module):
+            if input_size is None:
+                raise BadRequest(f"{label or type(item).__name__} is a module: give input_size=(C, H, W)")
+            report = profile(item, input_size, batch_size=batch_size, dtype=torch_dtype, device=device, name=label)
+            if train:
+                memory_report = memory(item, input_size, batch_size=batch_size, optimizer=optimizer,
+                                       hardware=hardware, dtype=torch_dtype, name=label)
+        else:
+            raise BadRequest(f"compare() takes model names, nn.Modules or Reports, got {type(item).__name__}")
+        labelled.append((label or report.model, report, memory_report))
+    return build_comparison(labelled, train=train, optimizer=optimizer, hardware=hardware, stage_depth=stage_depth)
+
+
+def _size_list(input_size: SizeSpec | None) -> list[tuple[int, ...]] | None:
+    """``(3, 224, 224)`` or ``[(3, 224, 224), (10,)]`` -> a list of sizes."""
+    if input_size is None:
+        return None
+    sizes: list[Any] = list(input_size)
+    if sizes and isinstance(sizes[0], (list, tuple, torch.Size)):
+        return [tuple(s) for s in sizes]
+    return [tuple(sizes)]
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

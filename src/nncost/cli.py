@@ -1,4 +1,4 @@
-"""``nncost MODEL [--input 3x224x224 ...]``: the command line.
+"""``nncost MODEL [--input 3x224x224 ...]`` and ``nncost compare A B [C ...]``: the command line.
 
 Every user error is one sentence on stderr and exit status 2; ``--debug`` adds the traceback.
 """
@@ -15,20 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
-from nncost.errors import BadRequest, NeedsWeights, NncostError
+from nncost.errors import BadRequest, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
+from nncost.runner import DEFAULT_SEQ
 
 if TYPE_CHECKING:
-    import torch
-
-    from nncost.models import ModelSpec
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Report
+    from nncost.runner import RunOptions
 
 FORMATS = ("table", "json", "csv", "markdown")
+COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
+MODEL_FORMS = "resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable | x.pt2"
 DEVICES = ("meta", "cpu", "cuda")
 HARDWARE = ("cpu", "cuda")
-DEFAULT_SEQ = 128
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nncost",
         description="What a neural network costs, layer by layer: shapes, parameters, MACs, FLOPs, memory.",
-        epilog="MODEL: resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable",
+        epilog=f"MODEL: {MODEL_FORMS}. Several models side by side: nncost compare A B [C ...] (--help there)",
     )
     parser.add_argument("model", metavar="MODEL")
     parser.add_argument("--input", "-i", action="append", type=parse_size, metavar="CxHxW",
@@ -94,6 +94,31 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also run one real step on the CPU and print the measured peak beside the estimate")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"nncost {__version__}")
+    return parser
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nncost compare",
+        description="Several models side by side: totals, ratios to the first model, and the layers they share.",
+        epilog=f"MODEL: {MODEL_FORMS}",
+    )
+    parser.add_argument("models", metavar="MODEL", nargs="*", help="two or more models; the first is the reference")
+    parser.add_argument("--input", "-i", action="append", type=parse_size, metavar="CxHxW",
+                        help="input size of every model, without the batch dimension (default: each model's own)")
+    parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
+    parser.add_argument("--seq", type=positive, default=None, help="sequence length of token inputs for hf: models")
+    parser.add_argument("--dtype", default=None, help="parameter and input dtype, e.g. float16, bfloat16")
+    parser.add_argument("--device", choices=DEVICES, default="meta",
+                        help="meta (default: no weights, no memory) or a real run on cpu/cuda")
+    parser.add_argument("--train", action="store_true", help="also compare the peak memory of one training step")
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
+    parser.add_argument("--hardware", choices=HARDWARE, default="cuda",
+                        help="allocator semantics of the training peak (default cuda)")
+    parser.add_argument("--stage-depth", type=positive, default=1,
+                        help="depth of the layers matched by name across models (default 1)")
+    parser.add_argument("--format", "-f", choices=COMPARE_FORMATS, default="text")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 
 
@@ -130,11 +155,16 @@ class Progress:
 
 
 def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["compare"]:
+        args = build_compare_parser().parse_args(words[1:])
+        command = _compare
+    else:
+        args = build_parser().parse_args(words)
+        command = _main
     write = out or (lambda text: sys.stdout.write(text if text.endswith("\n") else text + "\n"))
     try:
-        write(_main(args))
+        write(command(args))
         return 0
     except NncostError as exc:
         if args.debug:
@@ -153,96 +183,48 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 
 
 def _main(args: argparse.Namespace) -> str:
-    from nncost.api import resolve_dtype
-    from nncost.models import resolve
+    from nncost.runner import profile_named
 
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise BadRequest("--device cuda was asked for, but no CUDA device is available")
-    spec = resolve(args.model)
-    dtype = resolve_dtype(args.dtype)
-    if spec.token_input and args.input:
-        raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")
-    if args.seq is not None and not spec.token_input:
-        raise BadRequest(f"--seq is for token models (hf:NAME); {spec.label} takes --input CxHxW")
-    if not spec.token_input and not (args.input or spec.default_inputs):
-        raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
-    run = Run(args, spec, dtype, Progress())
-    report = run.profile()
-    memory_report = run.memory() if _wants_memory(args) else None
+    report, memory_report = profile_named(args.model, run_options(args), Progress())
     return _render(args, report, memory_report)
 
 
+def _compare(args: argparse.Namespace) -> str:
+    from nncost.api import compare
+
+    if len(args.models) < 2:
+        raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
+    comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
+                         hardware=args.hardware, seq=args.seq, dtype=args.dtype, device=args.device,
+                         stage_depth=args.stage_depth, progress=Progress())
+    if args.format == "json":
+        return comparison.to_json()
+    if args.format == "csv":
+        return comparison.to_csv()
+    if args.format == "markdown":
+        return comparison.to_markdown()
+    return comparison.table()
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run described by the flags shared by ``nncost MODEL`` and ``nncost compare``."""
+    from nncost.api import resolve_dtype
+    from nncost.runner import RunOptions
+
+    extra = {
+        key: getattr(args, key)
+        for key in ("hardware", "checkpointing", "fit", "gpus", "sharding", "plot", "measure")
+        if hasattr(args, key)
+    }
+    return RunOptions(input_sizes=args.input, batch_size=args.batch, seq=args.seq, dtype=resolve_dtype(args.dtype),
+                      device=args.device, memory=_wants_memory(args), train=args.train, optimizer=args.optimizer,
+                      **extra)
+
+
 def _wants_memory(args: argparse.Namespace) -> bool:
-    return bool(args.train or args.hardware or args.measure or args.fit or args.checkpointing or args.plot
-                or args.sharding != "none" or args.gpus > 1)
-
-
-class Run:
-    """One CLI invocation: builds the model where it must, and keeps it for the memory steps."""
-
-    def __init__(self, args: argparse.Namespace, spec: ModelSpec, dtype: torch.dtype | None,
-                 progress: Progress) -> None:
-        self.args, self.spec, self.dtype, self.progress = args, spec, dtype, progress
-        self.model: torch.nn.Module | None = None
-
-    def inputs(self, device: str) -> dict[str, Any]:
-        """The keyword arguments of ``profile``/``memory`` that describe the example input."""
-        args, spec = self.args, self.spec
-        if not spec.token_input:
-            return {"input_size": args.input or spec.default_inputs, "batch_size": args.batch}
-        import torch
-
-        ids = torch.zeros((args.batch, args.seq or DEFAULT_SEQ), dtype=torch.long, device=device)
-        return {"kwargs": {"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids}}
-
-    def profile(self) -> Report:
-        device = self.args.device
-        if device != "meta":
-            return self._profile_on(device, device)
-        try:
-            return self._profile_on("meta", "meta")
-        except NeedsWeights as exc:
-            self.progress(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
-            return self._profile_on("cpu", "meta")
-
-    def _profile_on(self, build_device: str, run_device: str) -> Report:
-        from nncost.api import profile
-
-        label = self.spec.label
-        with self.progress.step(f"building {label} on {build_device}", slow=build_device != "meta"):
-            model = self.model = self.spec.build(build_device)
-        with self.progress.step(f"profiling {label}", slow=run_device != "meta"):
-            return profile(model, dtype=self.dtype, device=run_device, name=label, progress=self.progress,
-                           **self.inputs(build_device))
-
-    def memory(self) -> MemoryReport:
-        from nncost.api import memory
-        from nncost.capture.placement import model_device
-        from nncost.memory.measure import measure_cpu_peak
-
-        args, label, model = self.args, self.spec.label, self.model
-        assert model is not None, "profile() builds the model first"
-        with self.progress.step(f"simulating the memory of {label}", slow=bool(args.fit)):
-            report = memory(model, dtype=self.dtype, name=label, mode="train" if args.train else "infer",
-                            optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
-                            sharding=args.sharding, fit=args.fit, checkpointing=args.checkpointing,
-                            **self.inputs(str(model_device(model))))
-        if args.plot:
-            report.plot(args.plot)
-        if args.measure:
-            if model_device(model).type == "meta":
-                with self.progress.step(f"building {label} with weights on cpu for --measure"):
-                    model = self.spec.build("cpu")
-            with self.progress.step("running one real step on the CPU"):
-                inputs = self.inputs("cpu")
-                report.measured_peak_bytes = measure_cpu_peak(
-                    model, tuple(_size_inputs(inputs)), inputs.get("kwargs", {}), mode=report.mode,
-                    optimizer=args.optimizer,
-                )
-        return report
+    return bool(args.train or getattr(args, "hardware", None) or getattr(args, "measure", False)
+                or getattr(args, "fit", None) or getattr(args, "checkpointing", False) or getattr(args, "plot", None)
+                or getattr(args, "sharding", "none") != "none" or getattr(args, "gpus", 1) > 1)
 
 
 def _render(args: argparse.Namespace, report: Report, memory_report: MemoryReport | None) -> str:
@@ -262,15 +244,6 @@ def _render(args: argparse.Namespace, report: Report, memory_report: MemoryRepor
         return report.to_markdown(depth=args.depth)
     text = report.table(depth=args.depth)
     return text + ("\n" + str(memory_report) if memory_report is not None else "")
-
-
-def _size_inputs(inputs: dict[str, Any]) -> list[Any]:
-    """Meta tensors for ``input_size`` specs, as ``profile`` builds them."""
-    from nncost.capture.inputs import sizes_to_inputs
-
-    if "input_size" not in inputs:
-        return []
-    return list(sizes_to_inputs(inputs["input_size"], inputs["batch_size"], None))
 
 
 def main() -> None:

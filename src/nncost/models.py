@@ -6,7 +6,9 @@ Accepted forms:
 * ``timm:NAME``: a timm model, ``pretrained=False``;
 * ``hf:NAME``: a transformers architecture from its default config (``hf:gpt2``, ``hf:llama``,
   ``hf:bert``), random weights, nothing downloaded; its input is token ids;
-* ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory.
+* ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory;
+* ``path/to/model.pt2``: a program saved by ``torch.export.save``, unflattened into its original
+  module tree; its input is the program's example inputs unless sizes are given.
 
 Models are built under a device context, so ``meta`` builds even a 70B model in seconds
 without allocating its weights.
@@ -39,11 +41,13 @@ class ModelSpec:
     """A resolved model: how to build it, and what input it takes by default."""
 
     label: str
-    family: str  # torchvision, timm, hf, python
+    family: str  # torchvision, timm, hf, python, pt2
     builder: Builder
     default_inputs: list[tuple[int, ...]] | None = None  # without the batch dimension
     token_input: bool = False  # takes input_ids of length --seq
     encoder_decoder: bool = False  # also takes decoder_input_ids
+    # (args, kwargs) to run with when no input size is given (a .pt2 file's example inputs)
+    example_inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None
 
     def build(self, device: str = "meta") -> nn.Module:
         with torch.device(device):
@@ -54,6 +58,8 @@ class ModelSpec:
 
 
 def resolve(name: str) -> ModelSpec:
+    if name.endswith(".pt2"):
+        return _exported(name)
     if name.startswith("timm:"):
         return _timm(name.removeprefix("timm:"))
     if name.startswith("hf:"):
@@ -277,3 +283,11 @@ def _python(name: str) -> ModelSpec:
     if not callable(factory):
         raise ModelNotFound(f"{name} is not a class or a factory function")
     return ModelSpec(label=name, family="python", builder=factory)
+
+
+# -- torch.export programs -----------------------------------------------------------------
+def _exported(name: str) -> ModelSpec:
+    from nncost.capture.exported import load_exported
+
+    exported = load_exported(name)
+    return ModelSpec(label=name, family="pt2", builder=exported.module, example_inputs=exported.example_inputs)

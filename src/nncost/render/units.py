@@ -38,3 +38,8 @@ def percent(fraction: float) -> str:
 
 def grouped(n: int) -> str:
     return f"{n:,}"
+
+
+def ratio(r: float) -> str:
+    """0.1138 -> '0.114×', 2.5 -> '2.50×' (three significant figures, at least two decimals)."""
+    return f"{r:.2f}×" if r >= 1 else f"{r:#.3g}×"

@@ -1,0 +1,177 @@
+"""From a MODEL string to a Report: the one place where every kind of model name is dispatched.
+
+``profile_named("resnet18", RunOptions(...))`` resolves the name (:mod:`nncost.models`), builds
+the model where it must, profiles it and, when asked, simulates its memory.  The command line
+(``nncost MODEL``, ``nncost compare A B``) and :func:`nncost.compare` all go through
+:func:`profile_named`; a source that is not an ``nn.Module`` (an ONNX file) is one more branch
+there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from nncost.errors import BadRequest, NeedsWeights
+
+if TYPE_CHECKING:
+    import torch
+
+    from nncost.models import ModelSpec
+    from nncost.records.memory import MemoryReport
+    from nncost.records.report import Report
+
+DEFAULT_SEQ = 128
+
+
+class Steps(Protocol):
+    """Where messages about slow steps go: the CLI shows a spinner, the Python API stays quiet."""
+
+    def __call__(self, message: str) -> None: ...
+
+    def step(self, message: str, slow: bool = True) -> Any: ...
+
+
+class Quiet:
+    """Progress that says nothing."""
+
+    def __call__(self, message: str) -> None:
+        pass
+
+    @contextmanager
+    def step(self, message: str, slow: bool = True) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunOptions:
+    """What to run a named model with; the CLI's flags, as plain data.
+
+    ``input_sizes`` leave out the batch dimension; ``None`` takes the model's own default (the
+    torchvision weights' crop size, a ``.pt2`` file's example inputs).  ``memory`` asks for the
+    memory simulation (``train`` a training step, otherwise one inference pass).
+    """
+
+    input_sizes: list[tuple[int, ...]] | None = None
+    batch_size: int = 1
+    seq: int | None = None
+    dtype: torch.dtype | None = None
+    device: str = "meta"
+    memory: bool = False
+    train: bool = False
+    optimizer: str = "adam"
+    hardware: str | None = None
+    checkpointing: bool = False
+    fit: str | None = None
+    gpus: int = 1
+    sharding: str = "none"
+    plot: str | None = None
+    measure: bool = False
+
+
+def profile_named(name: str, options: RunOptions, progress: Steps | None = None
+                  ) -> tuple[Report, MemoryReport | None]:
+    """The report of the model called ``name`` (any MODEL the CLI accepts), and its memory report
+    when ``options.memory`` is set."""
+    from nncost.models import resolve
+
+    if options.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BadRequest("--device cuda was asked for, but no CUDA device is available")
+    spec = resolve(name)
+    run = Run(options, spec, progress or Quiet())
+    report = run.profile()
+    return report, (run.memory() if options.memory else None)
+
+
+class Run:
+    """One named model: builds it where it must, and keeps it for the memory steps."""
+
+    def __init__(self, options: RunOptions, spec: ModelSpec, progress: Steps) -> None:
+        self.options, self.spec, self.progress = options, spec, progress
+        self.model: torch.nn.Module | None = None
+        if spec.token_input and options.input_sizes:
+            raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")
+        if options.seq is not None and not spec.token_input:
+            raise BadRequest(f"--seq is for token models (hf:NAME); {spec.label} takes --input CxHxW")
+        if not spec.token_input and not (options.input_sizes or spec.default_inputs or spec.example_inputs):
+            raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
+
+    def inputs(self, device: str) -> dict[str, Any]:
+        """The keyword arguments of ``profile``/``memory`` that describe the example input."""
+        options, spec = self.options, self.spec
+        if spec.token_input:
+            import torch
+
+            ids = torch.zeros((options.batch_size, options.seq or DEFAULT_SEQ), dtype=torch.long, device=device)
+            ids_kw = {"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids}
+            return {"kwargs": ids_kw}
+        if options.input_sizes or spec.example_inputs is None:
+            return {"input_size": options.input_sizes or spec.default_inputs, "batch_size": options.batch_size}
+        from nncost.capture.inputs import rebatch
+
+        args, kwargs = spec.example_inputs
+        if options.batch_size != 1:  # the examples' own batch unless another is asked for
+            args, kwargs = rebatch(args, options.batch_size), rebatch(kwargs, options.batch_size)
+        return {"inputs": args, "kwargs": kwargs}
+
+    def profile(self) -> Report:
+        device = self.options.device
+        if device != "meta":
+            return self._profile_on(device, device)
+        try:
+            return self._profile_on("meta", "meta")
+        except NeedsWeights as exc:
+            self.progress(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
+            return self._profile_on("cpu", "meta")
+
+    def _profile_on(self, build_device: str, run_device: str) -> Report:
+        from nncost.api import profile
+
+        label = self.spec.label
+        with self.progress.step(f"building {label} on {build_device}", slow=build_device != "meta"):
+            model = self.model = self.spec.build(build_device)
+        with self.progress.step(f"profiling {label}", slow=run_device != "meta"):
+            return profile(model, dtype=self.options.dtype, device=run_device, name=label, progress=self.progress,
+                           **self.inputs(build_device))
+
+    def memory(self) -> MemoryReport:
+        from nncost.api import memory
+        from nncost.capture.placement import model_device
+        from nncost.memory.measure import measure_cpu_peak
+
+        options, label, model = self.options, self.spec.label, self.model
+        assert model is not None, "profile() builds the model first"
+        with self.progress.step(f"simulating the memory of {label}", slow=bool(options.fit)):
+            report = memory(model, dtype=options.dtype, name=label, mode="train" if options.train else "infer",
+                            optimizer=options.optimizer, hardware=options.hardware or "cuda", gpus=options.gpus,
+                            sharding=options.sharding, fit=options.fit, checkpointing=options.checkpointing,
+                            **self.inputs(str(model_device(model))))
+        if options.plot:
+            report.plot(options.plot)
+        if options.measure:
+            if model_device(model).type == "meta":
+                with self.progress.step(f"building {label} with weights on cpu for --measure"):
+                    model = self.spec.build("cpu")
+            with self.progress.step("running one real step on the CPU"):
+                inputs = self.inputs("cpu")
+                report.measured_peak_bytes = measure_cpu_peak(
+                    model, tuple(_positional(inputs)), inputs.get("kwargs", {}), mode=report.mode,
+                    optimizer=options.optimizer,
+                )
+        return report
+
+
+def _positional(inputs: dict[str, Any]) -> list[Any]:
+    """The positional inputs ``profile`` would build: meta tensors for ``input_size`` specs."""
+    from nncost.capture.inputs import sizes_to_inputs
+
+    if "inputs" in inputs:
+        return list(inputs["inputs"])
+    if "input_size" not in inputs:
+        return []
+    return list(sizes_to_inputs(inputs["input_size"], inputs["batch_size"], None))
