@@ -116,8 +116,7 @@ def memory(
         budget = parse_bytes(fit) if isinstance(fit, str) else int(fit)
 
         def peak_at(batch: int) -> int:
-            result = simulate(rebatch(args, batch), rebatch(kw, batch))
-            return sum(result.per_gpu.values()) if result.per_gpu else result.peak_bytes
+            return simulate(rebatch(args, batch), rebatch(kw, batch)).peak_per_gpu_bytes
 
         report.budget_bytes = budget
         report.max_batch = largest_batch(peak_at, budget)

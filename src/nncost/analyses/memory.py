@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nncost.analyses.cuda_allocator import replay
 from nncost.memory.step import StepTrace
 from nncost.records.memory import CATEGORIES, MemoryReport
 
@@ -72,7 +73,13 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
     for op in trace.ops:
         if not op.counted:
             uncounted[op.op] = uncounted.get(op.op, 0) + 1
+    allocator = None
+    if hardware == "cuda":
+        allocator = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],
+                           trace.memory_events)
     return MemoryReport(
+        allocator_allocated_bytes=allocator.allocated if allocator else None,
+        allocator_reserved_bytes=allocator.reserved if allocator else None,
         model=model,
         mode=trace.mode,
         hardware=hardware,

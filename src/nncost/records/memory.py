@@ -36,6 +36,10 @@ class MemoryReport:
     recompute_flops: int = 0
     uncounted: dict[str, int] = field(default_factory=dict)
     measured_peak_bytes: int | None = None  # from a real CPU step, when asked for
+    # CUDA only: PyTorch's caching allocator replayed over the step (analyses/cuda_allocator.py):
+    # the blocks it hands out (max_memory_allocated) and the segments it reserves (max_memory_reserved)
+    allocator_allocated_bytes: int | None = None
+    allocator_reserved_bytes: int | None = None
     gpus: int = 1
     sharding: str = "none"
     per_gpu: dict[str, int] | None = None  # the breakdown on each GPU under ``sharding``
@@ -47,10 +51,22 @@ class MemoryReport:
     peak_op: int = -1
     phase_ends: tuple[int, int, int, int] = (0, 0, 0, 0)  # forward, loss, backward, optimizer
 
+    @property
+    def fits(self) -> bool | None:
+        """Does the peak (on each GPU, when sharded) fit ``budget_bytes``?  None without a budget."""
+        if self.budget_bytes is None:
+            return None
+        return self.peak_per_gpu_bytes <= self.budget_bytes
+
+    @property
+    def peak_per_gpu_bytes(self) -> int:
+        return sum(self.per_gpu.values()) if self.per_gpu is not None else self.peak_bytes
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         for key in ("timeline", "peak_op", "phase_ends"):
             data.pop(key)
+        data["fits"] = self.fits
         return data
 
     def plot(self, path: str) -> None:

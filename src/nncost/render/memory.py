@@ -23,6 +23,15 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
         lines.append(("Measured peak", f"{units.nbytes(report.measured_peak_bytes)} "
                                        f"({units.grouped(report.measured_peak_bytes)} B, one real CPU step); "
                                        f"estimate error {100 * error:+.2f}%"))
+    if report.allocator_reserved_bytes is not None and report.allocator_allocated_bytes is not None:
+        lines.append(("CUDA allocator", f"{units.nbytes(report.allocator_allocated_bytes)} allocated, "
+                                        f"{units.nbytes(report.allocator_reserved_bytes)} reserved at most "
+                                        "(its block and segment rules replayed over the step)"))
+        lines.append(("  not included", "cuBLAS/cuDNN workspaces taken during matmul and convolution calls, and "
+                                        "the CUDA context (outside the allocator); see docs/memory_cuda.md"))
+    if report.budget_bytes is not None:
+        verdict = "fits" if report.fits else "does NOT fit"
+        lines.append(("Budget", f"{units.nbytes(report.budget_bytes)}: the peak {verdict}"))
     for category, nbytes in report.breakdown.items():
         share = units.percent(nbytes / report.peak_bytes) if report.peak_bytes else "-"
         lines.append((f"  {category.replace('_', ' ')}", f"{units.nbytes(nbytes)} ({share})"))
