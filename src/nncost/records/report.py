@@ -144,6 +144,13 @@ class Report:
 
         yield from renderables(self)
 
+    def to_html(self, memory: Any = None, command: str | None = None) -> str:
+        """A self-contained HTML page: totals, charts, the memory timeline of ``memory`` (a
+        :class:`~nncost.records.memory.MemoryReport`) when given, the roofline when set, the layer tree."""
+        from nncost.render.html import html_page
+
+        return html_page(self, memory=memory, command=command)
+
     def _repr_html_(self) -> str:
         from nncost.render.html import to_html
 
