@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 import nncost
+from html_fixtures import fill_roofline
 from nncost.render.formats import summary_lines
 from nncost.render.html import write_html
 from nncost.render.memory import memory_lines
-
-from html_fixtures import fill_roofline
 
 torchvision = pytest.importorskip("torchvision")
 

@@ -68,7 +68,8 @@ var tbody=root.querySelector("table.layers tbody"),heads=root.querySelectorAll("
 var rows=Array.prototype.slice.call(tbody.rows),byId={},kids={"":[]},shut={},flat=false,col=-1,dir=1;
 rows.forEach(function(r){byId[r.getAttribute("data-i")]=r;kids[r.getAttribute("data-i")]=[];});
 rows.forEach(function(r){var p=r.getAttribute("data-p");(p&&kids[p]?kids[p]:kids[""]).push(r);});
-function val(r,c){var td=r.cells[c],v=td.getAttribute("data-v");return v===null?td.textContent.replace(/^[\u25B8\u25BE]/,""):parseFloat(v);}
+function val(r,c){var td=r.cells[c],v=td.getAttribute("data-v");
+return v===null?td.textContent.replace(/^[\u25B8\u25BE]/,""):parseFloat(v);}
 function cmp(a,b){var x=col<0?0:val(a,col),y=col<0?0:val(b,col),o=x<y?-1:x>y?1:0;
 return o*dir||(a.getAttribute("data-i")-b.getAttribute("data-i"));}
 function folded(r){var p=r.getAttribute("data-p");while(p&&byId[p]){if(shut[p])return true;
