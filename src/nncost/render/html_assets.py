@@ -42,7 +42,8 @@ background:none}
 .nncost-report .tools{margin:6px 0;display:flex;gap:8px;align-items:center;flex-wrap:wrap}
 .nncost-report .tools button{font:inherit;padding:1px 8px;border:1px solid #d0d7de;border-radius:4px;background:#f6f8fa;
 cursor:pointer}
-.nncost-report .scroll{max-height:80vh;overflow:auto;border:1px solid #d8dee4}
+.nncost-report .scroll{max-height:80vh;overflow:auto;border:1px solid #d8dee4;content-visibility:auto;
+contain-intrinsic-size:auto 600px}
 .nncost-report table.layers{width:100%;font-variant-numeric:tabular-nums}
 .nncost-report table.layers th{position:sticky;top:0;background:#f3f4f6;text-align:left;padding:3px 8px;
 white-space:nowrap;cursor:pointer;user-select:none;border-bottom:1px solid #d0d7de;z-index:1}
