@@ -264,6 +264,16 @@ def test_estimates_without_measurements_show_only_the_estimates() -> None:
     assert not chart.find("circle", class_="ring") and not chart.find("polyline", class_="datasheet")
 
 
+def test_a_roofline_without_roofs_keeps_its_table_and_drops_the_chart() -> None:
+    report = nncost.profile(nn.Sequential(nn.Linear(8, 8)), (8,))
+    fill_roofline(report)
+    assert report.roofline is not None
+    report.roofline.bandwidth = 0.0
+    dom = parse(to_html(report))
+    assert "roofline" not in [svg.attrs["aria-label"] for svg in dom.find("svg")]
+    assert ("Hardware", "h100-sxm, bfloat16") in kv(dom.find("table", class_="kv")[1])
+
+
 def test_notebook_view_is_scoped_and_unique() -> None:
     report = nncost.profile(nn.Sequential(nn.Linear(4, 4)), (4,))
     first, second = report._repr_html_(), report._repr_html_()

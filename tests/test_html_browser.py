@@ -182,3 +182,31 @@ def test_screenshot_is_a_painted_page(page: tuple[Path, nncost.Report, nncost.Me
         assert len(colours) > 50, "a blank or nearly blank page"
         white = max((count for count, colour in colours if colour == (255, 255, 255)), default=0)
         assert white < 0.97 * 1280 * 1600, "almost all white"
+
+
+TWO_PROBE = """<script>(function(){
+var roots=document.querySelectorAll(".nncost-report");
+function shown(root){return Array.prototype.filter.call(root.querySelector("table.layers tbody").rows,
+function(r){return !r.hidden;}).length;}
+roots[1].querySelector(".collapse-all").click();
+var pre=document.createElement("pre");pre.id="selftest";
+pre.textContent=JSON.stringify({ready:[roots[0].getAttribute("data-ready"),roots[1].getAttribute("data-ready")],
+first:shown(roots[0]),second:shown(roots[1])});document.body.appendChild(pre);})();</script>"""
+
+
+def test_two_notebook_views_on_one_page_work_apart(tmp_path: Path) -> None:
+    browser = _browser()
+    from torch import nn
+
+    first = nncost.profile(nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.Linear(4, 2))), (4,))
+    second = nncost.profile(nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.ReLU())), (4,))
+    page = tmp_path / "notebook.html"
+    page.write_text("<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>"
+                    f"<div class='cell'>{first._repr_html_()}</div><div class='cell'>{second._repr_html_()}</div>"
+                    f"{TWO_PROBE}</body></html>")
+    result = _chromium(browser, tmp_path, "--dump-dom", page.as_uri())
+    assert _console(result) == []
+    parser = _Pre()
+    parser.feed(result.stdout)
+    seen = json.loads(parser.text)
+    assert seen == {"ready": ["1", "1"], "first": len(first.layers), "second": 1}

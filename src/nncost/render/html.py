@@ -165,9 +165,10 @@ def _roofline(report: Report) -> str:
     measured = [(la.label, la.intensity, la.flops / la.measured_seconds) for la in leaves if la.measured_seconds]
     caption = (f"Roofline: {len(points)} leaf layers at FLOPs / estimated time"
                + (f", {len(measured)} at FLOPs / measured time" if measured else ""))
-    return (f"<h3>Time on {escape(roofline.hardware)}</h3><div class='side'>{_kv_table(lines)}</div>"
-            f"<figure><figcaption>{escape(caption)}</figcaption>{roofline_chart(roofline, points, measured)}"
-            "</figure>")
+    drawable = min(roofline.peak_flops, roofline.bandwidth, roofline.efficiency) > 0  # else no log axes
+    chart = (f"<figure><figcaption>{escape(caption)}</figcaption>{roofline_chart(roofline, points, measured)}"
+             "</figure>") if drawable else ""
+    return f"<h3>Time on {escape(roofline.hardware)}</h3><div class='side'>{_kv_table(lines)}</div>{chart}"
 
 
 def to_html(report: Report, memory: MemoryReport | None = None, command: str | None = None,
