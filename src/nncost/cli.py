@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="meta",
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
+    parser.add_argument("--html", metavar="PATH",
+                        help="also write a self-contained HTML report (tree, charts, memory timeline) to PATH")
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
@@ -162,6 +165,7 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
     else:
         args = build_parser().parse_args(words)
         command = _main
+    args.command = "nncost " + shlex.join(words)
     write = out or (lambda text: sys.stdout.write(text if text.endswith("\n") else text + "\n"))
     try:
         write(command(args))
@@ -185,7 +189,15 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 def _main(args: argparse.Namespace) -> str:
     from nncost.runner import profile_named
 
+    if args.html:
+        from nncost.render.html import check_target
+
+        check_target(args.html)
     report, memory_report = profile_named(args.model, run_options(args), Progress())
+    if args.html:
+        from nncost.render.html import write_html
+
+        write_html(args.html, report, memory_report, command=args.command, open_depth=args.depth)
     return _render(args, report, memory_report)
 
 

@@ -1,30 +1,243 @@
-"""A notebook view: the same table and totals as the terminal, as HTML."""
+"""The HTML report: one self-contained page (or notebook cell) that needs no network.
+
+At the top the totals (the very lines of the terminal view, :func:`summary_lines`) and the
+command that produced the report; then charts of the leaf layers, the memory timeline of the
+simulated step when a :class:`MemoryReport` is given, the roofline when ``report.roofline`` is
+set, and the whole layer tree, foldable and sortable.  Every figure is one the records hold,
+formatted by :mod:`nncost.render.units`; the charts are hand-written SVG and the behaviour a few
+lines of inline script, so the page is complete, if static, where scripts do not run.
+"""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines, visible
+from nncost.errors import BadRequest
+from nncost.render import units
+from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines
+from nncost.render.html_assets import SCRIPT, STYLE
+from nncost.render.memory import memory_lines
+from nncost.render.svg import bar_chart, memory_timeline, roofline_chart
 
 if TYPE_CHECKING:
-    from nncost.records.report import Report
+    from nncost.records.memory import MemoryReport
+    from nncost.records.report import Layer, Report
+
+TOP_LAYERS = 15  # bars per chart
+OPEN_ALL_UP_TO = 150  # layers; bigger trees open folded below depth 2 (the script unfolds on click)
 
 
-def to_html(report: Report, depth: int | None = None) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in MARKDOWN_HEADER)
-    rows = []
-    for layer in visible(report, depth):
-        cells = list(layer_cells(layer))
-        first = f'<td style="padding-left:{0.3 + 1.2 * layer.depth:.1f}em;text-align:left">{escape(cells[0])}</td>'
-        rest = "".join(
-            f'<td style="text-align:{"left" if i < 2 else "right"}">{escape(c)}</td>' for i, c in enumerate(cells[1:])
-        )
-        rows.append(f"<tr>{first}{rest}</tr>")
-    totals = "".join(f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(v)}</td></tr>"
-                     for k, v in summary_lines(report))
-    return (
-        f"<div class='nncost'><b>{escape(report.model)}</b> · batch {report.batch_size}"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        f"<table>{totals}</table></div>"
+def seconds(value: float) -> str:
+    """0.00123 -> '1.23 ms'."""
+    for threshold, scale, suffix in ((1.0, 1.0, "s"), (1e-3, 1e3, "ms"), (1e-6, 1e6, "µs")):
+        if abs(value) >= threshold:
+            return f"{value * scale:.2f} {suffix}"
+    return f"{value * 1e9:.2f} ns"
+
+
+def _optional_seconds(value: float | None) -> str:
+    return "-" if value is None else seconds(value)
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    numeric: bool
+    text: Callable[[Layer], str]
+    sort_value: Callable[[Layer], float] | None  # None: sorted by the cell's text
+
+
+def columns(report: Report) -> list[Column]:
+    """The table's columns: call order, the terminal table's cells, then time when it is known."""
+
+    def cell(i: int) -> Callable[[Layer], str]:
+        return lambda layer: layer_cells(layer)[i]
+
+    sort_values: dict[str, Callable[[Layer], float] | None] = {
+        "Layer": None, "Type": None, "Output shape": None, "Params": lambda la: la.params,
+        "MACs": lambda la: la.macs, "FLOPs": lambda la: la.flops, "Output": lambda la: la.output_bytes,
+        "%FLOPs": lambda la: la.flops_share,
+    }
+    result = [Column("#", True, lambda la: str(la.index), lambda la: la.index)]
+    for i, header in enumerate(MARKDOWN_HEADER):
+        result.append(Column(header, i >= 3, cell(i), sort_values[header]))
+    if any(layer.estimated_seconds is not None for layer in report.layers):
+        result.append(Column("Est. time", True, lambda la: _optional_seconds(la.estimated_seconds),
+                             lambda la: la.estimated_seconds or 0.0))
+        result.append(Column("Bound", False, lambda la: la.bound or "-", None))
+    if any(layer.measured_seconds is not None for layer in report.layers):
+        result.append(Column("Measured", True, lambda la: _optional_seconds(la.measured_seconds),
+                             lambda la: la.measured_seconds or 0.0))
+    return result
+
+
+def _kv_table(lines: Sequence[tuple[str, str]]) -> str:
+    rows = "".join(
+        f'<tr{" class=warn" if label.startswith("UNCOUNTED") else ""}><th>{escape(label.strip())}</th>'
+        f"<td>{escape(value)}</td></tr>"
+        for label, value in lines
     )
+    return f'<table class="kv">{rows}</table>'
+
+
+def _layer_rows(report: Report, cols: Sequence[Column]) -> str:
+    known = {layer.index for layer in report.layers}
+    parents = {layer.parent for layer in report.layers}
+    rows = []
+    for layer in report.layers:
+        parent = layer.parent if layer.parent in known else ""
+        toggle = ('<button type="button" class="tg" aria-expanded="true">▾</button>' if layer.index in parents
+                  else '<span class="sp"></span>')
+        cells = []
+        for col in cols:
+            text = escape(col.text(layer))
+            if col.header == "Layer":
+                cells.append(f'<td class="nm" title="{escape(layer.label)}">{toggle}{text}</td>')
+                continue
+            value = "" if col.sort_value is None else f' data-v="{col.sort_value(layer):.6g}"'
+            cells.append(f'<td{" class=n" if col.numeric else ""}{value}>{text}</td>')
+        rows.append(f'<tr class="d{layer.depth}" style="--d:{layer.depth}" data-i="{layer.index}" '
+                    f'data-p="{parent}" data-d="{layer.depth}">{"".join(cells)}</tr>')
+    return "".join(rows)
+
+
+def _leaves(report: Report) -> list[Layer]:
+    """The layers with no child row in this report (the leaves, or the fold of a depth-cut report)."""
+    parents = {layer.parent for layer in report.layers}
+    return [layer for layer in report.layers if layer.index not in parents]
+
+
+def _top_chart(leaves: Sequence[Layer], title: str, value: Callable[[Layer], float | None],
+               text: Callable[[float], str], colour: str) -> str:
+    ranked = sorted(((layer, v) for layer in leaves if (v := value(layer))), key=lambda item: -item[1])
+    if not ranked:
+        return ""
+    shown = ranked[:TOP_LAYERS]
+    rows = [(layer.label, v, text(v)) for layer, v in shown]
+    caption = f"{title}: top {len(shown)} of {len(ranked)} leaf layers"
+    return f"<figure><figcaption>{escape(caption)}</figcaption>{bar_chart(rows, caption, colour)}</figure>"
+
+
+def _charts(report: Report) -> str:
+    leaves = _leaves(report)
+    charts = [
+        _top_chart(leaves, "Parameters", lambda la: la.params, units.count, "#4c72b0"),
+        _top_chart(leaves, "MACs", lambda la: la.macs, units.count, "#dd8452"),
+        _top_chart(leaves, "FLOPs", lambda la: la.flops, units.count, "#c44e52"),
+        _top_chart(leaves, "Output memory", lambda la: la.output_bytes, units.nbytes, "#55a868"),
+        _top_chart(leaves, "Estimated time", lambda la: la.estimated_seconds, seconds, "#8172b3"),
+        _top_chart(leaves, "Measured time", lambda la: la.measured_seconds, seconds, "#937860"),
+    ]
+    return f'<h3>Layers at a glance</h3><div class="charts">{"".join(charts)}</div>'
+
+
+def _memory(memory: MemoryReport) -> str:
+    what = "a training step" if memory.mode == "train" else "an inference pass"
+    return (f"<h3>Memory of {what}</h3><div class='side'>{_kv_table(memory_lines(memory))}</div>"
+            f"<figure>{memory_timeline(memory)}</figure>")
+
+
+def _roofline(report: Report) -> str:
+    roofline = report.roofline
+    if roofline is None:
+        return ""
+    lines = [
+        ("Hardware", f"{roofline.hardware}, {roofline.dtype}"),
+        ("Peak", f"{units.count(roofline.peak_flops)}FLOP/s dense, {units.count(roofline.bandwidth)}B/s memory"
+                 + (f", {units.nbytes(roofline.memory_bytes)}" if roofline.memory_bytes else "")),
+        ("Efficiency", f"{roofline.efficiency:g} × both roofs"),
+        ("Forward, estimated", _optional_seconds(report.totals.estimated_seconds)),
+    ]
+    if report.totals.measured_seconds is not None:
+        lines.append(("Forward, measured", seconds(report.totals.measured_seconds)))
+    if roofline.train_step_seconds is not None:
+        lines.append(("Training step, estimated", seconds(roofline.train_step_seconds)))
+    if roofline.samples_per_second is not None:
+        lines.append(("Throughput", f"{roofline.samples_per_second:,.1f} samples/s"))
+    leaves = [la for la in _leaves(report) if la.flops > 0 and la.intensity > 0]
+    points = [(la.label, la.intensity, la.flops / la.estimated_seconds, la.bound or "")
+              for la in leaves if la.estimated_seconds]
+    measured = [(la.label, la.intensity, la.flops / la.measured_seconds) for la in leaves if la.measured_seconds]
+    caption = (f"Roofline: {len(points)} leaf layers at FLOPs / estimated time"
+               + (f", {len(measured)} at FLOPs / measured time" if measured else ""))
+    drawable = min(roofline.peak_flops, roofline.bandwidth, roofline.efficiency) > 0  # else no log axes
+    chart = (f"<figure><figcaption>{escape(caption)}</figcaption>{roofline_chart(roofline, points, measured)}"
+             "</figure>") if drawable else ""
+    return f"<h3>Time on {escape(roofline.hardware)}</h3><div class='side'>{_kv_table(lines)}</div>{chart}"
+
+
+def to_html(report: Report, memory: MemoryReport | None = None, command: str | None = None,
+            open_depth: int | None = None, uid: str | None = None, style: bool = True) -> str:
+    """The report as one ``<div>``: scoped style, content, and a script bound to this div's id.
+
+    Each call gets a fresh id unless ``uid`` is given, so several reports can share a notebook.
+    ``open_depth``: tree nodes at this depth and deeper start folded (default: all open up to
+    150 layers, else folded below depth 2).
+    """
+    from nncost import __version__
+
+    uid = uid or f"nncost-{secrets.token_hex(6)}"
+    if open_depth is None and len(report.layers) > OPEN_ALL_UP_TO:
+        open_depth = 2
+    cols = columns(report)
+    head = "".join(f'<th{" class=n" if col.numeric else ""} title="sort by {escape(col.header)}">'
+                   f"{escape(col.header)}</th>" for col in cols)
+    parts = [
+        f'<div class="nncost-report" id="{escape(uid)}"'
+        + (f' data-open="{open_depth}"' if open_depth is not None else "") + ">",
+        f"<style>{STYLE}</style>" if style else "",
+        f"<h2>{escape(report.model or 'model')} · batch {report.batch_size}</h2>",
+        f'<div class="cmd">$ {escape(command)}</div>' if command else "",
+        f'<h3>Totals</h3><div class="totals">{_kv_table(summary_lines(report))}</div>',
+        _roofline(report),
+        _memory(memory) if memory is not None else "",
+        _charts(report),
+        f"<h3>Layer tree ({len(report.layers)} module calls)</h3>",
+        '<div class="tools"><button type="button" class="expand-all">Expand all</button>'
+        '<button type="button" class="collapse-all">Collapse all</button>'
+        '<label><input type="checkbox" class="flat-list"> flat list of leaf layers</label>'
+        '<span class="muted">click a column header to sort (siblings sort within their parent)</span></div>',
+        f'<div class="scroll"><table class="layers"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{_layer_rows(report, cols)}</tbody></table></div>",
+        f"<footer>nncost {escape(__version__)} · conventions: MACs, FLOPs and bytes as in nncost's "
+        "docs/conventions.md</footer>",
+        f'<script>{SCRIPT}(document.getElementById("{escape(uid)}"));</script>',
+        "</div>",
+    ]
+    return "".join(parts)
+
+
+def html_page(report: Report, memory: MemoryReport | None = None, command: str | None = None,
+              open_depth: int | None = None) -> str:
+    """A whole HTML document around :func:`to_html`, for ``--html report.html``."""
+    body = to_html(report, memory=memory, command=command, open_depth=open_depth, uid="nncost-report", style=False)
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1">'
+            f"<title>nncost: {escape(report.model or 'model')}</title><style>{STYLE}"
+            "body{margin:0;background:#fff}</style></head>"
+            f"<body>{body}</body></html>\n")
+
+
+def check_target(path: str | Path) -> Path:
+    """``path`` as a file the report can be written to, or a one-sentence :class:`BadRequest`."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise BadRequest(f"cannot write the HTML report to {path}: the directory {target.parent} does not exist")
+    if target.is_dir():
+        raise BadRequest(f"cannot write the HTML report to {path}: it is a directory")
+    return target
+
+
+def write_html(path: str | Path, report: Report, memory: MemoryReport | None = None, command: str | None = None,
+               open_depth: int | None = None) -> None:
+    """Write :func:`html_page` to ``path``; a clear error when its folder does not exist."""
+    target = check_target(path)
+    try:
+        target.write_text(html_page(report, memory=memory, command=command, open_depth=open_depth), encoding="utf-8")
+    except OSError as exc:
+        raise BadRequest(f"cannot write the HTML report to {path}: {exc.strerror or exc}") from exc
