@@ -61,9 +61,11 @@ an ATen operator creates and the moment the last reference to it dies; the peak 
 sum of live bytes, on top of the parameters, buffers, optimizer state and inputs, and each live
 byte at the peak is put in a category (gradients, activations saved for backward, temporaries).
 
-What it cannot see is memory that a kernel allocates and frees inside one operator call
-(workspaces, reordered weights, packed buffers): on meta tensors no kernel runs.  The measured
-counterpart, `nncost.memory.measure.measure_cpu_peak` (`nncost MODEL --train --measure`), runs
+On meta tensors no kernel runs, so memory a kernel allocates and frees inside one operator call
+(workspaces, reordered weights, packed buffers) is invisible to the tracer; for `hardware="cpu"`
+nncost adds it from per-operator kernel memory rules learnt by measuring PyTorch's CPU kernels, and
+sends attention and LSTMs down the kernels the CPU would pick (see "How the CPU is modelled"
+below).  The measured counterpart, `nncost.memory.measure.measure_cpu_peak` (`nncost MODEL --train --measure`), runs
 the same step for real on the CPU and reads the allocator's events from `torch.profiler`, so it
 sees everything that goes through PyTorch's CPU allocator, workspaces included.
 """

@@ -4,8 +4,11 @@
 
 For each row: the model on the GPU with its optimizer (PyTorch's CUDA default, foreach), one
 warm-up step, ``zero_grad(set_to_none=True)``, then ``torch.cuda.reset_peak_memory_stats()`` and a
-second step; the measured peak is ``torch.cuda.max_memory_allocated()``.  ``cudnn.benchmark`` is
-off.  Beside it, ``nncost.memory(..., hardware="cuda")`` for the same step.
+second step; the measured peaks are ``torch.cuda.max_memory_allocated()`` and
+``torch.cuda.max_memory_reserved()``.  ``cudnn.benchmark`` is off.  Beside them,
+``nncost.memory(..., hardware="cuda")`` for the same step: its peak of live tensors, and its replay
+of the caching allocator (allocated and reserved).  Like a training loop (and like the simulation),
+the step keeps its output until the optimizer step is done.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ OPTIMIZERS = {
 }
 
 
-def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> int:
+def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> tuple[int, int]:
     model = model.cuda().train()
     if "kwargs" in spec:
         args: tuple[Any, ...] = ()
@@ -76,8 +79,8 @@ def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> int:
         out = model(*args, **kwargs)
         tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out.values() if isinstance(t, torch.Tensor)]
         torch.stack([t.float().sum() for t in tensors if t.is_floating_point()]).sum().backward()
-        del out, tensors
         opt.step()
+        del out, tensors
         opt.zero_grad(set_to_none=True)
 
     step()
@@ -86,27 +89,33 @@ def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> int:
     out = model(*args, **kwargs)
     tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out.values() if isinstance(t, torch.Tensor)]
     torch.stack([t.float().sum() for t in tensors if t.is_floating_point()]).sum().backward()
-    del out, tensors
     opt.step()
+    del out, tensors
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated()
+    return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
 
 
 def main() -> int:
     torch.backends.cudnn.benchmark = False
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
+    print("| row | optimizer | max allocated | simulated peak | error | allocator replay, allocated | "
+          "max reserved | allocator replay, reserved | simulated peak at | time |", flush=True)
     errors = []
     for label, build, spec, optimizer in rows():
         start = time.perf_counter()
         torch.manual_seed(0)
         model = build()
         simulated = nncost.memory(model, optimizer=optimizer, hardware="cuda", **spec)
-        measured = measure(model, spec, optimizer)
+        measured, reserved = measure(model, spec, optimizer)
         del model
         torch.cuda.empty_cache()
         error = (simulated.peak_bytes - measured) / measured
         errors.append(error)
+        replayed = simulated.allocator_allocated_bytes or 0
+        replayed_reserved = simulated.allocator_reserved_bytes or 0
         print(f"| {label} | {optimizer} | {measured:,} | {simulated.peak_bytes:,} | {100 * error:+.2f}% | "
+              f"{replayed:,} ({100 * (replayed - measured) / measured:+.2f}%) | {reserved:,} | "
+              f"{replayed_reserved:,} ({100 * (replayed_reserved - reserved) / reserved:+.2f}%) | "
               f"{simulated.peak_phase}: {simulated.peak_at} | {time.perf_counter() - start:.1f} s |", flush=True)
     print(f"median |error| {100 * statistics.median(abs(e) for e in errors):.2f}%, "
           f"max |error| {100 * max(abs(e) for e in errors):.2f}%")
