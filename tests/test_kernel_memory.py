@@ -89,6 +89,30 @@ def test_convolution_backward_holds_what_onednn_allocates(shape: tuple[int, ...]
     assert abs(rule_high(op, args, out) - measured) <= 512  # the patch embedding's fitted scratchpad: ±256 B
 
 
+CHANNELS_LAST = [  # ConvNeXt's: (batch, cin, cout, kernel, stride, groups, size, padding)
+    (4, 768, 768, 7, 1, 768, 7, 3),  # depthwise 7×7
+    (2, 96, 96, 7, 1, 96, 56, 3),
+    (4, 384, 768, 2, 2, 1, 14, 0),  # a downsampling layer
+    (4, 96, 192, 2, 2, 1, 56, 0),
+]
+
+
+@onednn
+@pytest.mark.parametrize("shape", CHANNELS_LAST)
+def test_channels_last_convolution_holds_what_onednn_allocates(shape: tuple[int, ...]) -> None:
+    """Depthwise: exact; dense: within 1% (a scratchpad the rules approximate as half of dY)."""
+    x, w, _, *rest = _conv(*shape)
+    x = x.contiguous(memory_format=torch.channels_last)
+    op = torch.ops.aten.convolution.default
+    with torch.no_grad():
+        measured, y = allocator_high(op, x, w, None, *rest)
+    assert abs(rule_high(op, (x, w, None, *rest), y) - measured) <= 0.01 * measured
+    args = (torch.randn_like(y), x, w, [w.shape[0]], *rest, [True, True, True])
+    op = torch.ops.aten.convolution_backward.default
+    measured, out = allocator_high(op, *args)
+    assert abs(rule_high(op, args, out) - measured) <= 0.01 * measured
+
+
 @onednn
 def test_an_expanded_gradient_is_copied_by_matmul() -> None:
     grad = torch.ones(()).expand(512, 300)  # what d(sum(logits))/d(logits) is
