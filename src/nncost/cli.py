@@ -6,14 +6,16 @@ Every user error is one sentence on stderr and exit status 2; ``--debug`` adds t
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from nncost import __version__
+from nncost.analyses.roofline import PRECISIONS
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
@@ -27,8 +29,10 @@ if TYPE_CHECKING:
 
 FORMATS = ("table", "json", "csv", "markdown")
 DEVICES = ("meta", "cpu", "cuda")
-HARDWARE = ("cpu", "cuda")
 DEFAULT_SEQ = 128
+DEFAULT_REPEATS = 10
+FIT_DEVICE = "device"  # --fit without a value: the memory of the --hardware device
+WARMUP = 2
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -60,6 +64,16 @@ def non_negative(text: str) -> int:
     return value
 
 
+def efficiency(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nncost",
@@ -78,14 +92,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="meta",
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default); bf16/fp16 run the model in that dtype; *-mixed: autocast with fp32 "
+                             "master weights (matrix work at the 16-bit peak)")
+    time = parser.add_argument_group("time", "roofline estimates on a device, and measured latency")
+    time.add_argument("--hardware", metavar="NAME", default=None,
+                      help="a device: h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l4, l40s, t4, v100, "
+                           "rtx-4090, rtx-3090, or cpu (calibrated here); adds per-layer time estimates. "
+                           "Also the memory semantics (cpu, or cuda for a GPU)")
+    time.add_argument("--efficiency", type=efficiency, default=1.0,
+                      help="fraction of the device's roofs reached (default 1.0: the datasheet figures)")
+    time.add_argument("--measure-time", action="store_true",
+                      help="run the model for real (random weights) and measure each layer's median latency")
+    time.add_argument("--repeats", type=positive, default=DEFAULT_REPEATS,
+                      help=f"timed passes for --measure-time (default {DEFAULT_REPEATS}, after {WARMUP} warm-up)")
+    time.add_argument("--progress", action="store_true", help="progress bars on stderr even when it is not a terminal")
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
-    memory.add_argument("--hardware", choices=HARDWARE, default=None,
-                        help="allocator semantics of the memory figures (default cuda)")
     memory.add_argument("--checkpointing", action="store_true",
                         help="with --train: activation checkpointing of the model's repeated blocks")
-    memory.add_argument("--fit", metavar="BUDGET", help="the largest batch whose peak fits, e.g. 24GiB")
+    memory.add_argument("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
+                        help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory")
     memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
@@ -98,13 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Progress:
-    """Messages about slow steps on stderr: a spinner on a terminal, plain lines otherwise."""
+    """Messages about slow steps on stderr: a spinner on a terminal, plain lines otherwise.
 
-    def __init__(self) -> None:
+    Long counted work (timed passes, batch searches) gets a progress bar, on stderr, when stderr
+    is a terminal or when ``forced`` (``--progress``).
+    """
+
+    def __init__(self, forced: bool = False) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True)
+        self.forced = forced
         self._status: Any = None
+
+    @contextmanager
+    def bar(self, description: str, total: int | None) -> Iterator[Callable[[], None]]:
+        """A bar that the yielded callable advances by one; nothing where bars are not wanted."""
+        if total is None or not (self.console.is_terminal or self.forced):
+            yield lambda: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
+
+        with Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=self.console, transient=not self.forced) as bars:
+            task = bars.add_task(description, total=total)
+            yield lambda: bars.advance(task)
 
     def __call__(self, message: str) -> None:
         if self._status is not None:
@@ -162,17 +209,71 @@ def _main(args: argparse.Namespace) -> str:
         if not torch.cuda.is_available():
             raise BadRequest("--device cuda was asked for, but no CUDA device is available")
     spec = resolve(args.model)
-    dtype = resolve_dtype(args.dtype)
+    dtype = _precision_dtype(resolve_dtype(args.dtype), args.precision)
+    _check_hardware(args)
     if spec.token_input and args.input:
         raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")
     if args.seq is not None and not spec.token_input:
         raise BadRequest(f"--seq is for token models (hf:NAME); {spec.label} takes --input CxHxW")
     if not spec.token_input and not (args.input or spec.default_inputs):
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
-    run = Run(args, spec, dtype, Progress())
+    run = Run(args, spec, dtype, Progress(forced=args.progress))
     report = run.profile()
     memory_report = run.memory() if _wants_memory(args) else None
+    if memory_report is not None and report.roofline is not None:
+        from nncost.analyses.roofline import add_memory_fit, add_training_step
+
+        add_training_step(report, memory_report)
+        add_memory_fit(report, memory_report)
     return _render(args, report, memory_report)
+
+
+def _check_hardware(args: argparse.Namespace) -> None:
+    """A named device, ``cpu`` or ``cuda``; a clear error with close names otherwise."""
+    if args.hardware is None:
+        return
+    args.hardware = args.hardware.strip().lower()
+    if args.hardware not in ("cpu", "cuda"):
+        from nncost.hardware import catalogue_device
+
+        catalogue_device(args.hardware)
+
+
+def memory_semantics(hardware: str | None) -> str:
+    """The allocator semantics of the memory simulation: ``cpu``, or ``cuda`` (the default)."""
+    if hardware in (None, "cuda"):
+        return "cuda"
+    if hardware == "cpu":
+        return "cpu"
+    from nncost.hardware import catalogue_device
+
+    return catalogue_device(hardware).kind
+
+
+def _roofline_hardware(hardware: str | None) -> str | None:
+    """The device of the roofline: a catalogue name or cpu; ``cuda`` alone names no device."""
+    return None if hardware in (None, "cuda") else hardware
+
+
+def _fit_budget(args: argparse.Namespace) -> str | int | None:
+    if args.fit != FIT_DEVICE:
+        return args.fit  # type: ignore[no-any-return]
+    name = _roofline_hardware(args.hardware)
+    if name is None:
+        raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
+                         "such as --fit 24GiB")
+    from nncost.hardware import device
+
+    size = device(name).memory_bytes
+    if size is None:
+        raise BadRequest(f"the memory size of {name} is not known; give a budget such as --fit 24GiB")
+    return size
+
+
+def _precision_dtype(dtype: torch.dtype | None, precision: str) -> torch.dtype | None:
+    from nncost.api import _precision_dtype as combine
+
+    return combine(dtype, precision)
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:
@@ -202,6 +303,8 @@ class Run:
         device = self.args.device
         if device != "meta":
             return self._profile_on(device, device)
+        if self.args.measure_time:  # timing needs real weights: random init on the CPU
+            return self._profile_on("cpu", "meta")
         try:
             return self._profile_on("meta", "meta")
         except NeedsWeights as exc:
@@ -214,9 +317,15 @@ class Run:
         label = self.spec.label
         with self.progress.step(f"building {label} on {build_device}", slow=build_device != "meta"):
             model = self.model = self.spec.build(build_device)
-        with self.progress.step(f"profiling {label}", slow=run_device != "meta"):
+        args = self.args
+        passes = WARMUP + 2 * args.repeats if args.measure_time else None
+        # one live display at a time: the bar of the timed passes replaces the spinner
+        spinner = nullcontext() if passes else self.progress.step(f"profiling {label}", slow=run_device != "meta")
+        with spinner, self.progress.bar(f"timing {label} ({passes} passes)", passes) as advance:
             return profile(model, dtype=self.dtype, device=run_device, name=label, progress=self.progress,
-                           **self.inputs(build_device))
+                           hardware=_roofline_hardware(args.hardware), precision=args.precision,
+                           efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats,
+                           on_pass=advance, **self.inputs(build_device))
 
     def memory(self) -> MemoryReport:
         from nncost.api import memory
@@ -225,11 +334,14 @@ class Run:
 
         args, label, model = self.args, self.spec.label, self.model
         assert model is not None, "profile() builds the model first"
+        extra: dict[str, Any] = {}
+        if "precision" in inspect.signature(memory).parameters:  # the memory simulator's own precision
+            extra["precision"] = args.precision
         with self.progress.step(f"simulating the memory of {label}", slow=bool(args.fit)):
             report = memory(model, dtype=self.dtype, name=label, mode="train" if args.train else "infer",
-                            optimizer=args.optimizer, hardware=args.hardware or "cuda", gpus=args.gpus,
-                            sharding=args.sharding, fit=args.fit, checkpointing=args.checkpointing,
-                            **self.inputs(str(model_device(model))))
+                            optimizer=args.optimizer, hardware=memory_semantics(args.hardware), gpus=args.gpus,
+                            sharding=args.sharding, fit=_fit_budget(args), checkpointing=args.checkpointing,
+                            **extra, **self.inputs(str(model_device(model))))
         if args.plot:
             report.plot(args.plot)
         if args.measure:

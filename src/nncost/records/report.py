@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nncost.records.roofline import Roofline
 from nncost.records.trace import OpCall, Shape
 
 SCHEMA = "nncost.report/1"
@@ -37,6 +38,9 @@ class Layer:
     is_leaf: bool
     module_config: dict[str, Any] = field(default_factory=dict)
     self_ops: list[OpCall] = field(default_factory=list)  # run directly in this call's forward
+    estimated_seconds: float | None = None  # roofline time on Report.roofline's hardware
+    bound: str | None = None  # "compute" or "memory": which roof limits the estimate
+    measured_seconds: float | None = None  # --measure-time: median wall time of this call
 
     @property
     def label(self) -> str:
@@ -60,6 +64,8 @@ class Totals:
     feature_map_bytes: int  # per sample: every tensor the forward writes, none reused
     peak_activation_bytes: int  # for the whole batch: most bytes alive at once
     peak_at: str  # the layer running when the peak was reached
+    estimated_seconds: float | None = None  # forward pass, roofline
+    measured_seconds: float | None = None  # forward pass, --measure-time median
 
 
 @dataclass
@@ -81,6 +87,7 @@ class Report:
     totals: Totals
     uncounted: list[Uncounted]
     fallback_reason: str | None = None
+    roofline: Roofline | None = None
     schema: str = SCHEMA
 
     def layer(self, name: str) -> Layer:
