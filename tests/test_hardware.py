@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nncost.errors import BadRequest
-from nncost.hardware import catalogue_device, device, names
 from nncost.hardware import calibrate as calibrate_mod
+from nncost.hardware import catalogue_device, device, names
 from nncost.hardware.catalogue import DTYPES, match_cuda_name
 
 ISSUE_DEVICES = ("h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "t4", "v100",
@@ -50,7 +50,7 @@ def test_dense_figures_are_half_the_datasheet_sparsity_figures() -> None:
 
 
 def test_unknown_names_suggest_close_ones() -> None:
-    with pytest.raises(BadRequest, match="did you mean.*h100-sxm"):
+    with pytest.raises(BadRequest, match=r"did you mean.*h100-sxm"):
         device("h100")
     with pytest.raises(BadRequest, match="unknown hardware"):
         device("tpu-v5")

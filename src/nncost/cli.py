@@ -257,7 +257,7 @@ def _roofline_hardware(hardware: str | None) -> str | None:
 
 def _fit_budget(args: argparse.Namespace) -> str | int | None:
     if args.fit != FIT_DEVICE:
-        return args.fit  # type: ignore[no-any-return]
+        return str(args.fit) if args.fit is not None else None
     name = _roofline_hardware(args.hardware)
     if name is None:
         raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "

@@ -22,6 +22,7 @@ the CPU model, the thread count and the torch version.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -114,11 +115,12 @@ CACHE_CAP = 4.0  # elementwise operators on cache-resident tensors may beat the 
 def calibrate() -> dict[str, Any]:
     """Measure the roofs and per-family efficiencies of this CPU (see the module docstring).
 
-    The whole measurement is made up to ``ROUNDS`` times, while under ``BUDGET_SECONDS``.  The roofs keep their best round (highest
-    peak and bandwidth, lowest overhead): on a shared machine a round can land on a moment when
-    other processes hold the cores, and the roofs describe the machine itself.  Each family's
-    efficiency is computed within a round, against that round's own roofs, and the median over
-    the rounds is kept, so that a load that comes and goes does not skew the ratio.
+    The whole measurement is made up to ``ROUNDS`` times, while under ``BUDGET_SECONDS``.
+    The roofs keep their best round (highest peak and bandwidth, lowest overhead): on a
+    shared machine a round can land on a moment when other processes hold the cores, and
+    the roofs describe the machine itself.  Each family's efficiency is computed within a
+    round, against that round's own roofs, and the median over the rounds is kept, so that
+    a load that comes and goes does not skew the ratio.
     """
     start = time.perf_counter()
     rounds = [_round()]
@@ -138,19 +140,23 @@ def calibrate() -> dict[str, Any]:
     return best
 
 
+def _copy_bandwidth(nbytes: int) -> float:
+    """Bytes read plus bytes written per second by a copy of ``nbytes``."""
+    source = torch.ones(nbytes, dtype=torch.uint8)
+    target = torch.empty_like(source)
+    return 2 * nbytes / _best(lambda: target.copy_(source))
+
+
 def _round() -> dict[str, Any]:
     with torch.no_grad():
         peaks: dict[str, float] = {}
         for name, dtype, n in (("fp32", torch.float32, 1024), ("bf16", torch.bfloat16, 512),
                                ("fp16", torch.float16, 512)):
-            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-            peaks[name] = 2 * n**3 / _best(lambda a=a, b=b: torch.mm(a, b))
+            x, y = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            peaks[name] = 2 * n**3 / _best(functools.partial(torch.mm, x, y))
         peaks["fp32"] = max(peaks["fp32"], 1.0)
 
-        source = torch.ones(64 << 20, dtype=torch.uint8)
-        target = torch.empty_like(source)
-        bandwidth = 2 * source.numel() / _best(lambda: target.copy_(source))
-        del source, target
+        bandwidth = _copy_bandwidth(64 << 20)
 
         tiny = torch.ones(1)
         calls = 200

@@ -129,8 +129,9 @@ def time_lines(report: Report) -> list[tuple[str, str]]:
                       f"backward {units.seconds(r.backward_seconds or 0)}, optimizer "
                       f"{units.seconds(r.optimizer_seconds or 0)}; {r.samples_per_second or 0:,.1f} samples/s"))
     if r.fits is not None and r.device_peak_bytes is not None and r.memory_bytes:
-        lines.append(("Fits in device memory", f"{'yes' if r.fits else 'NO'}: simulated peak "
-                                               f"{units.nbytes(r.device_peak_bytes)} of {units.nbytes(r.memory_bytes)}"))
+        verdict = "yes" if r.fits else "NO"
+        lines.append(("Fits in device memory", f"{verdict}: simulated peak {units.nbytes(r.device_peak_bytes)} "
+                                               f"of {units.nbytes(r.memory_bytes)}"))
     if t.measured_seconds is not None:
         lines.append(("Measured forward", f"{units.seconds(t.measured_seconds)} (median of {r.measured_repeats} on "
                                           f"{r.measured_device}): {r.measured_samples_per_second or 0:,.1f} samples/s"))

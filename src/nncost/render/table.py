@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 def layer_table(report: Report, depth: int | None = None) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{report.model} · batch {report.batch_size}")
     names = header(report)
-    widths = {MEASURED_HEADER: (28, 17, 15, 9, 9, 5, 9, 7), ROOFLINE_HEADER: (28, 17, 15, 9, 9, 9, 7, 7)}.get(
-        names, (28, 17, 15, 9, 9, 9, 10, 7))
-    for i, (name, width) in enumerate(zip(names, widths, strict=True)):
+    widths: dict[tuple[str, ...], tuple[int, ...]] = {
+        MEASURED_HEADER: (28, 17, 15, 9, 9, 5, 9, 7), ROOFLINE_HEADER: (28, 17, 15, 9, 9, 9, 7, 7)}
+    column_widths = widths.get(names, (28, 17, 15, 9, 9, 9, 10, 7))
+    for i, (name, width) in enumerate(zip(names, column_widths, strict=True)):
         table.add_column(
             name,
             max_width=width,
