@@ -106,6 +106,7 @@ def memory(
     fit: int | str | None = None,
     checkpointing: bool | Sequence[str] = False,
     name: str | None = None,
+    on_simulate: Callable[[int], None] | None = None,
 ) -> MemoryReport:
     """Simulate the memory of one training step (``mode="train"``) or inference pass (``"infer"``).
 
@@ -116,7 +117,8 @@ def memory(
     optimizers' CUDA implementation (``foreach``).  ``gpus`` and ``sharding`` give the per-GPU
     figures of data-parallel training; ``fit`` (bytes, or ``"24GiB"``) finds the largest batch
     whose peak fits.  ``checkpointing`` runs the model's repeated blocks (``True``) or the named
-    modules under activation checkpointing.
+    modules under activation checkpointing.  ``on_simulate`` is called with the batch size of
+    every step simulated (progress bars for ``fit`` searches).
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
@@ -126,6 +128,8 @@ def memory(
     args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
 
     def simulate(batch_args: tuple[Any, ...], batch_kwargs: dict[str, Any]) -> MemoryReport:
+        if on_simulate is not None:
+            on_simulate(batch_of((batch_args, batch_kwargs)) or batch_size)
         trace = capture_step(model, batch_args, batch_kwargs, mode=mode, optimizer=optimizer, device=hardware,
                              dtype=torch_dtype, checkpointing=checkpointing)
         report = analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,

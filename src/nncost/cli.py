@@ -11,7 +11,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from nncost import __version__
@@ -139,10 +139,15 @@ class Progress:
         self.forced = forced
         self._status: Any = None
 
+    @property
+    def shows_bars(self) -> bool:
+        return bool(self.console.is_terminal or self.forced)
+
     @contextmanager
     def bar(self, description: str, total: int | None) -> Iterator[Callable[[], None]]:
-        """A bar that the yielded callable advances by one; nothing where bars are not wanted."""
-        if total is None or not (self.console.is_terminal or self.forced):
+        """A bar that the yielded callable advances by one (``total`` None: a count with no end);
+        nothing where bars are not wanted."""
+        if not self.shows_bars:
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -321,7 +326,9 @@ class Run:
         passes = WARMUP + 2 * args.repeats if args.measure_time else None
         # one live display at a time: the bar of the timed passes replaces the spinner
         spinner = nullcontext() if passes else self.progress.step(f"profiling {label}", slow=run_device != "meta")
-        with spinner, self.progress.bar(f"timing {label} ({passes} passes)", passes) as advance:
+        bar: AbstractContextManager[Callable[[], None] | None] = (
+            self.progress.bar(f"timing {label} ({passes} passes)", passes) if passes else nullcontext(None))
+        with spinner, bar as advance:
             return profile(model, dtype=self.dtype, device=run_device, name=label, progress=self.progress,
                            hardware=_roofline_hardware(args.hardware), precision=args.precision,
                            efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats,
@@ -337,7 +344,15 @@ class Run:
         extra: dict[str, Any] = {}
         if "precision" in inspect.signature(memory).parameters:  # the memory simulator's own precision
             extra["precision"] = args.precision
-        with self.progress.step(f"simulating the memory of {label}", slow=bool(args.fit)):
+        searching: AbstractContextManager[Callable[[], None] | None] = nullcontext(None)
+        spinner: AbstractContextManager[None] = self.progress.step(f"simulating the memory of {label}",
+                                                                   slow=bool(args.fit))
+        if args.fit and self.progress.shows_bars and "on_simulate" in inspect.signature(memory).parameters:
+            searching = self.progress.bar(f"searching the largest batch of {label} (simulations)", None)
+            spinner = nullcontext()  # one live display at a time
+        with spinner, searching as advance:
+            if advance is not None:
+                extra["on_simulate"] = lambda batch: advance()
             report = memory(model, dtype=self.dtype, name=label, mode="train" if args.train else "infer",
                             optimizer=args.optimizer, hardware=memory_semantics(args.hardware), gpus=args.gpus,
                             sharding=args.sharding, fit=_fit_budget(args), checkpointing=args.checkpointing,
