@@ -11,11 +11,11 @@ devices).  The bound is the larger term: ``compute`` or ``memory``.
 
 Families: ``conv`` (convolutions), ``depthwise`` (grouped convolutions with one input channel
 per group), ``matmul`` (every other operator with MACs: mm, addmm, bmm, attention, recurrent
-kernels) run on the matrix units at the run's dtype; ``pool`` (pooling) and ``elementwise``
-(every other operator without MACs: activations, norms, copies) run on the vector units, at the
-fp32 column.  Family efficiencies are at most 1, except the ``cpu``'s calibrated
-``elementwise`` one, which may exceed 1 where small tensors stay in the caches: it then raises
-the memory roof of elementwise operators only (the compute roofs are never raised).  In
+kernels) run on the matrix units at the run's dtype; ``pool`` (pooling, means), ``norm``
+(normalisations) and ``elementwise`` (every other operator without MACs: activations, copies)
+run on the vector units, at the fp32 column.  Family efficiencies are at most 1, except the
+``cpu``'s calibrated ``elementwise`` one, which may exceed 1 where small tensors stay in the
+caches: it then raises the memory roof of elementwise operators only (the compute roofs are never raised).  In
 fp32 on a CUDA device, convolutions use TF32 when ``torch.backends.cudnn.allow_tf32`` (PyTorch's
 default) and matrix products when ``torch.get_float32_matmul_precision()`` is not "highest"
 (not the default).  Mixed precisions (``bf16-mixed``, ``fp16-mixed``) put matrix work on the
@@ -28,7 +28,8 @@ parent's own code.  Operators that ran outside any module call (before the model
 are not in the report's layers and not in the estimate.
 
 An uncounted operator (no cost rule) has no FLOPs; its bytes are counted, so its estimate is a
-memory-bound lower bound.
+memory-bound lower bound.  Lookups (``embedding``, ``index_select``) move the rows they gather:
+twice their output's bytes, not the whole table their rule counts as read.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ if TYPE_CHECKING:
     from nncost.records.trace import OpCall
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
-FAMILIES = ("matmul", "conv", "depthwise", "pool", "elementwise")
+FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "elementwise")
+# Lookups that read only the rows they gather, not the whole table they are given.
+GATHERS = ("embedding", "index_select", "embedding_bag", "_embedding_bag")
 TORCH_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
               "float8_e5m2": "fp8", "int8": "int8"}
 # Tensors an optimizer step reads and writes per parameter element (param, grad, states):
@@ -64,7 +67,9 @@ def precision_dtype(precision: str) -> torch.dtype | None:
 
 def family(op: OpCall) -> str:
     if op.macs <= 0:
-        return "pool" if "pool" in op.op else "elementwise"
+        if "pool" in op.op or op.op in ("mean", "amax"):
+            return "pool"
+        return "norm" if "norm" in op.op else "elementwise"
     if "conv" in op.op:
         weight = op.args[1] if len(op.args) > 1 else None
         groups = op.args[8] if len(op.args) > 8 else 1
@@ -80,7 +85,8 @@ def family_dtypes(device: Device, dtype: str, precision: str) -> dict[str, str]:
     if key is None:
         raise BadRequest(f"no roofline for dtype {dtype}; use float32, bfloat16 or float16")
     matrix = precision.removesuffix("-mixed") if precision.endswith("-mixed") else key
-    columns = {"matmul": matrix, "conv": matrix, "depthwise": matrix, "pool": "fp32", "elementwise": "fp32"}
+    columns = {"matmul": matrix, "conv": matrix, "depthwise": matrix, "pool": "fp32", "norm": "fp32",
+               "elementwise": "fp32"}
     if matrix == "fp32" and device.kind == "cuda" and "tf32" in device.peak_flops:
         if torch.backends.cudnn.allow_tf32:
             columns["conv"] = columns["depthwise"] = "tf32"
@@ -108,6 +114,7 @@ def make_roofline(device: Device, *, dtype: str = "float32", precision: str = "f
         family_efficiency={f: device.family_efficiency.get(f, 1.0) if f == "elementwise"
                            else min(1.0, device.family_efficiency.get(f, 1.0)) for f in FAMILIES},
         op_overhead_seconds=device.op_overhead_seconds,
+        family_overhead_seconds=dict(device.family_overhead_seconds),
     )
 
 
@@ -116,8 +123,14 @@ def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
     kind = family(op)
     e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
     compute = op.flops / (roofline.family_peak_flops[kind] * min(e, roofline.efficiency))
-    memory = (op.read_bytes + op.write_bytes) / (roofline.bandwidth * e)
+    moved = 2 * op.write_bytes if op.op in GATHERS else op.read_bytes + op.write_bytes
+    memory = moved / (roofline.bandwidth * e)
     return compute, memory
+
+
+def op_overhead(op: OpCall, roofline: Roofline) -> float:
+    """The fixed cost of one call: the family's calibrated one, else the generic one."""
+    return roofline.family_overhead_seconds.get(family(op), roofline.op_overhead_seconds)
 
 
 def apply_roofline(report: Report, roofline: Roofline) -> Roofline:
@@ -135,7 +148,7 @@ def apply_roofline(report: Report, roofline: Roofline) -> Roofline:
         compute_bound[layer.index] = memory_bound[layer.index] = 0.0
         for op in layer.self_ops:
             compute, memory = op_seconds(op, roofline)
-            seconds = max(compute, memory) + roofline.op_overhead_seconds
+            seconds = max(compute, memory) + op_overhead(op, roofline)
             layer.estimated_seconds += seconds
             if compute >= memory:
                 compute_bound[layer.index] += seconds

@@ -1,20 +1,20 @@
 """The ``cpu`` device: its roofs measured on the machine it runs on, cached.
 
-A short calibration (well under 3 s) measures:
+A short calibration (a budget of 2 s; about 0.3 s on an idle machine) measures:
 
 * the peak FLOP/s of a large matrix product per dtype (fp32: 1024³; bf16/fp16: 512³, as
   16-bit products are slow on CPUs without matrix units) — the best of a few runs;
 * the memory bandwidth of a 64 MiB copy (bytes read + bytes written over the time);
-* the fixed cost of one eager operator call (an add of two one-element tensors);
-* the achieved fraction of those roofs for each operator family, on one representative
-  operator each, shapes fixed in advance (not fitted to any model): a 3×3 convolution
-  (64 channels, 56×56), a 3×3 depthwise convolution (144 channels, 56×56), a 128×768×768
-  matrix product (a transformer projection), a 3×3/2 max pooling (128 channels, 56×56), ReLU
-  on 64×112×112.  Each efficiency is the roofline time of that operator over its measured time,
-  at most 1 — except ``elementwise``: the 3 MiB tensor stays in the CPU's caches, which are
-  faster than the DRAM copy that sets the bandwidth roof, so its efficiency may exceed 1 (up to
-  ``CACHE_CAP``); it then raises the memory roof of elementwise operators only, never a compute
-  roof.
+* per operator family, one representative operator, shapes fixed in advance (not fitted to any
+  model): a 3×3 convolution (64 channels), a 3×3 depthwise convolution (144 channels), a
+  128×768×768 matrix product (a transformer projection), a 3×3/2 max pooling (128 channels),
+  an inference batch norm (64 channels), ReLU.  Run on a tiny input (1×1 spatial; the matrix
+  product 1×64×64) it gives the family's fixed cost per call; run at 56×56 (ReLU 112×112) it
+  gives the family's efficiency:
+  the operator's roofline time over its measured time less the fixed cost, at most 1 — except
+  ``elementwise``: its 3 MiB tensor stays in the CPU's caches, which are faster than the DRAM
+  copy that sets the bandwidth roof, so its efficiency may exceed 1 (up to ``CACHE_CAP``); it
+  then raises the memory roof of elementwise operators only, never a compute roof.
 
 The result is cached in ``$NNCOST_CACHE_DIR`` (default ``~/.cache/nncost``) as JSON, keyed by
 the CPU model, the thread count and the torch version.
@@ -37,7 +37,7 @@ import torch
 from nncost.hardware.catalogue import Device
 
 CACHE_FILE = "cpu_calibration.json"
-VERSION = 3
+VERSION = 4
 
 
 def cache_dir() -> Path:
@@ -86,6 +86,7 @@ def _device(figures: dict[str, Any], key: str) -> Device:
         memory_bytes=figures.get("memory_bytes"),
         sources={"peak_flops": source, "bandwidth": source, "memory_bytes": "os.sysconf"},
         family_efficiency=dict(figures["family_efficiency"]),
+        family_overhead_seconds=dict(figures.get("family_overhead_seconds", {})),
         op_overhead_seconds=float(figures["op_overhead_seconds"]),
     )
 
@@ -132,6 +133,8 @@ def calibrate() -> dict[str, Any]:
             best["peak_flops"][name] = max(best["peak_flops"][name], value)
         best["bandwidth"] = max(best["bandwidth"], other["bandwidth"])
         best["op_overhead_seconds"] = min(best["op_overhead_seconds"], other["op_overhead_seconds"])
+        for name, value in other["family_overhead_seconds"].items():
+            best["family_overhead_seconds"][name] = min(best["family_overhead_seconds"][name], value)
     best["family_efficiency"] = {
         name: statistics.median(r["family_efficiency"][name] for r in rounds) for name in best["family_efficiency"]
     }
@@ -147,6 +150,30 @@ def _copy_bandwidth(nbytes: int) -> float:
     return 2 * nbytes / _best(lambda: target.copy_(source))
 
 
+def _families(size: int) -> dict[str, tuple[Callable[[], object], float, float]]:
+    """One representative operator per family at spatial size ``size`` (1: a tiny input, whose time
+    is the fixed cost of a call): ``(run it, its FLOPs, its bytes read + written)``."""
+    s, h = size, max(1, size // 2)
+    x, w = torch.randn(1, 64, s, s), torch.randn(64, 64, 3, 3)
+    xd, wd = torch.randn(1, 144, s, s), torch.randn(144, 1, 3, 3)
+    rows, width = (128, 768) if size > 1 else (1, 64)
+    a, b = torch.randn(rows, width), torch.randn(width, width)
+    p = torch.randn(1, 128, s, s)
+    n = torch.randn(1, 64, s, s)
+    mean, var, weight, bias = torch.zeros(64), torch.ones(64), torch.ones(64), torch.zeros(64)
+    r = torch.randn(1, 64, 2 * s, 2 * s)
+    return {
+        "conv": (lambda: torch.conv2d(x, w, padding=1), 2 * 64 * 64 * 9 * s * s, 4 * (2 * x.numel() + w.numel())),
+        "depthwise": (lambda: torch.conv2d(xd, wd, padding=1, groups=144), 2 * 144 * 9 * s * s,
+                      4 * (2 * xd.numel() + wd.numel())),
+        "matmul": (lambda: torch.mm(a, b), 2 * rows * width * width, 4 * (a.numel() + b.numel() + rows * width)),
+        "pool": (lambda: torch.max_pool2d(p, 3, 2, 1), 128 * h * h * 9, p.nbytes + 128 * h * h * 4),
+        "norm": (lambda: torch.batch_norm(n, weight, bias, mean, var, False, 0.1, 1e-5, False), 2 * n.numel(),
+                 2 * n.nbytes),
+        "elementwise": (lambda: torch.relu(r), r.numel(), 2 * r.nbytes),
+    }
+
+
 def _round() -> dict[str, Any]:
     with torch.no_grad():
         peaks: dict[str, float] = {}
@@ -154,41 +181,19 @@ def _round() -> dict[str, Any]:
                                ("fp16", torch.float16, 512)):
             x, y = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
             peaks[name] = 2 * n**3 / _best(functools.partial(torch.mm, x, y))
-        peaks["fp32"] = max(peaks["fp32"], 1.0)
-
         bandwidth = _copy_bandwidth(64 << 20)
-
-        tiny = torch.ones(1)
-        calls = 200
-        start = time.perf_counter()
-        for _ in range(calls):
-            torch.add(tiny, tiny)
-        overhead = (time.perf_counter() - start) / calls
-
-        def efficiency(seconds: float, flops: float, nbytes: float, cap: float = 1.0) -> float:
+        overheads = {name: _best(fn) for name, (fn, _, _) in _families(1).items()}
+        efficiencies = {}
+        for name, (fn, flops, nbytes) in _families(56).items():
             roof = max(flops / peaks["fp32"], nbytes / bandwidth)
-            return min(cap, roof / max(seconds - overhead, 1e-9))
-
-        x = torch.randn(1, 64, 56, 56)
-        w = torch.randn(64, 64, 3, 3)
-        conv = efficiency(_best(lambda: torch.conv2d(x, w, padding=1)), 2 * 64 * 64 * 9 * 56 * 56,
-                          4 * (2 * x.numel() + w.numel()))
-        xd = torch.randn(1, 144, 56, 56)
-        wd = torch.randn(144, 1, 3, 3)
-        depthwise = efficiency(_best(lambda: torch.conv2d(xd, wd, padding=1, groups=144)),
-                               2 * 144 * 9 * 56 * 56, 4 * (2 * xd.numel() + wd.numel()))
-        a, b = torch.randn(128, 768), torch.randn(768, 768)
-        matmul = efficiency(_best(lambda: torch.mm(a, b)), 2 * 128 * 768 * 768, 4 * (a.numel() + b.numel() + 128 * 768))
-        r = torch.randn(1, 64, 112, 112)
-        elementwise = efficiency(_best(lambda: torch.relu(r)), r.numel(), 2 * r.nbytes, cap=CACHE_CAP)
-        p = torch.randn(1, 128, 56, 56)
-        pool = efficiency(_best(lambda: torch.max_pool2d(p, 3, 2, 1)), 128 * 28 * 28 * 9, p.nbytes + p.nbytes // 4)
+            cap = CACHE_CAP if name == "elementwise" else 1.0
+            efficiencies[name] = min(cap, roof / max(_best(fn) - overheads[name], 1e-9))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "peak_flops": peaks,
         "bandwidth": bandwidth,
         "memory_bytes": _memory_bytes(),
-        "op_overhead_seconds": overhead,
-        "family_efficiency": {"matmul": matmul, "conv": conv, "depthwise": depthwise, "pool": pool,
-                              "elementwise": elementwise},
+        "op_overhead_seconds": overheads["elementwise"],
+        "family_overhead_seconds": overheads,
+        "family_efficiency": efficiencies,
     }

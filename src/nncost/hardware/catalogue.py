@@ -37,6 +37,7 @@ class Device:
     memory_bytes: int | None
     sources: dict[str, str] = field(default_factory=dict)  # figure -> "document, url"
     family_efficiency: dict[str, float] = field(default_factory=dict)
+    family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # fixed cost of one call
     op_overhead_seconds: float = 0.0
     notes: str = ""
 
