@@ -11,9 +11,10 @@ devices).  The bound is the larger term: ``compute`` or ``memory``.
 
 Families: ``conv`` (convolutions), ``depthwise`` (grouped convolutions with one input channel
 per group), ``matmul`` (every other operator with MACs: mm, addmm, bmm, attention, recurrent
-kernels) run on the matrix units at the run's dtype; ``pool`` (pooling, means), ``norm``
-(normalisations) and ``elementwise`` (every other operator without MACs: activations, copies)
-run on the vector units, at the fp32 column.  Family efficiencies are at most 1, except the
+kernels) run on the matrix units at the run's dtype; ``pool`` (max pooling), ``norm``
+(normalisations), ``transcendental`` (GELU, tanh, exp, softmax, ...: one counted FLOP per
+element for a series) and ``elementwise`` (every other operator without MACs) run on the
+vector units, at the fp32 column.  Family efficiencies are at most 1, except the
 ``cpu``'s calibrated ``elementwise`` one, which may exceed 1 where small tensors stay in the
 caches: it then raises the memory roof of elementwise operators only (the compute roofs are never raised).  In
 fp32 on a CUDA device, convolutions use TF32 when ``torch.backends.cudnn.allow_tf32`` (PyTorch's
@@ -48,7 +49,10 @@ if TYPE_CHECKING:
     from nncost.records.trace import OpCall
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
-FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "elementwise")
+FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "transcendental", "elementwise")
+# Elementwise operators whose one counted FLOP per element hides a polynomial or a series.
+TRANSCENDENTAL = ("gelu", "tanh", "erf", "exp", "sigmoid", "silu", "mish", "softplus", "log", "pow",
+                  "softmax", "_softmax", "log_softmax", "_log_softmax", "rsqrt", "sqrt", "sin", "cos")
 # Lookups that read only the rows they gather, not the whole table they are given.
 GATHERS = ("embedding", "index_select", "embedding_bag", "_embedding_bag")
 TORCH_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
@@ -67,9 +71,11 @@ def precision_dtype(precision: str) -> torch.dtype | None:
 
 def family(op: OpCall) -> str:
     if op.macs <= 0:
-        if "pool" in op.op or op.op in ("mean", "amax"):
+        if "max_pool" in op.op:
             return "pool"
-        return "norm" if "norm" in op.op else "elementwise"
+        if "norm" in op.op:
+            return "norm"
+        return "transcendental" if op.op.rstrip("_") in TRANSCENDENTAL else "elementwise"
     if "conv" in op.op:
         weight = op.args[1] if len(op.args) > 1 else None
         groups = op.args[8] if len(op.args) > 8 else 1
@@ -86,7 +92,7 @@ def family_dtypes(device: Device, dtype: str, precision: str) -> dict[str, str]:
         raise BadRequest(f"no roofline for dtype {dtype}; use float32, bfloat16 or float16")
     matrix = precision.removesuffix("-mixed") if precision.endswith("-mixed") else key
     columns = {"matmul": matrix, "conv": matrix, "depthwise": matrix, "pool": "fp32", "norm": "fp32",
-               "elementwise": "fp32"}
+               "transcendental": "fp32", "elementwise": "fp32"}
     if matrix == "fp32" and device.kind == "cuda" and "tf32" in device.peak_flops:
         if torch.backends.cudnn.allow_tf32:
             columns["conv"] = columns["depthwise"] = "tf32"

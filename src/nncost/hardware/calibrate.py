@@ -8,9 +8,9 @@ A short calibration (a budget of 2 s; about 0.3 s on an idle machine) measures:
 * per operator family, one representative operator, shapes fixed in advance (not fitted to any
   model): a 3×3 convolution (64 channels), a 3×3 depthwise convolution (144 channels), a
   128×768×768 matrix product (a transformer projection), a 3×3/2 max pooling (128 channels),
-  an inference batch norm (64 channels), ReLU.  Run on a tiny input (1×1 spatial; the matrix
-  product 1×64×64) it gives the family's fixed cost per call; run at 56×56 (ReLU 112×112) it
-  gives the family's efficiency:
+  an inference batch norm (64 channels), GELU (transcendental), ReLU (elementwise).  Run on a
+  tiny input (1×1 spatial; the matrix product 1×64×64) it gives the family's fixed cost per
+  call; run at 56×56 (GELU and ReLU at 112×112) it gives the family's efficiency:
   the operator's roofline time over its measured time less the fixed cost, at most 1 — except
   ``elementwise``: its 3 MiB tensor stays in the CPU's caches, which are faster than the DRAM
   copy that sets the bandwidth roof, so its efficiency may exceed 1 (up to ``CACHE_CAP``); it
@@ -37,7 +37,7 @@ import torch
 from nncost.hardware.catalogue import Device
 
 CACHE_FILE = "cpu_calibration.json"
-VERSION = 4
+VERSION = 5
 
 
 def cache_dir() -> Path:
@@ -162,6 +162,7 @@ def _families(size: int) -> dict[str, tuple[Callable[[], object], float, float]]
     n = torch.randn(1, 64, s, s)
     mean, var, weight, bias = torch.zeros(64), torch.ones(64), torch.ones(64), torch.zeros(64)
     r = torch.randn(1, 64, 2 * s, 2 * s)
+    g = torch.randn(1, 64, 2 * s, 2 * s)
     return {
         "conv": (lambda: torch.conv2d(x, w, padding=1), 2 * 64 * 64 * 9 * s * s, 4 * (2 * x.numel() + w.numel())),
         "depthwise": (lambda: torch.conv2d(xd, wd, padding=1, groups=144), 2 * 144 * 9 * s * s,
@@ -170,6 +171,7 @@ def _families(size: int) -> dict[str, tuple[Callable[[], object], float, float]]
         "pool": (lambda: torch.max_pool2d(p, 3, 2, 1), 128 * h * h * 9, p.nbytes + 128 * h * h * 4),
         "norm": (lambda: torch.batch_norm(n, weight, bias, mean, var, False, 0.1, 1e-5, False), 2 * n.numel(),
                  2 * n.nbytes),
+        "transcendental": (lambda: torch.nn.functional.gelu(g), g.numel(), 2 * g.nbytes),
         "elementwise": (lambda: torch.relu(r), r.numel(), 2 * r.nbytes),
     }
 
