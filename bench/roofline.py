@@ -13,7 +13,9 @@ no estimate and are left out of the per-layer count (they are listed).
 
 Each model runs in its own process.  The machine may be shared: the load average is recorded
 before and after every model, and ``--threads`` (default 1) pins torch's intra-op threads, as
-OpenMP threads that wait on each other are what a busy machine hurts most.
+OpenMP threads that wait on each other are what a busy machine hurts most.  The ``cpu`` is
+calibrated again just before each model (``device("cpu", refresh=True)``), so that its roofs and
+the measurement see the same machine.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
-    cpu = device("cpu")
+    cpu = device("cpu", refresh=True)  # calibrated just before this model, under the same load
     model, inputs = build(name, batch, seq)
     report = nncost.profile(model, name=name, hardware="cpu", measure_time=True, repeats=repeats, **inputs)
     leaves, silent = [], []
@@ -73,6 +75,7 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
         "model": name, "batch": batch, "seq": seq if name == "gpt2" else None,
         "estimated": report.totals.estimated_seconds, "measured": report.totals.measured_seconds,
         "flops": report.totals.flops, "mfu": report.roofline.mfu if report.roofline else None,
+        "hooked_root": report.layers[0].measured_seconds,
         "leaves": leaves, "silent_leaves": sorted(set(silent)), "silent_count": len(silent),
         "load_before": load_before, "load_after": os.getloadavg(),
         "cpu": {"peak_flops": cpu.peak_flops, "bandwidth": cpu.bandwidth, "family_efficiency": cpu.family_efficiency,

@@ -10,8 +10,9 @@ A short calibration (a budget of 2 s; about 0.3 s on an idle machine) measures:
   128×768×768 matrix product (a transformer projection), a 3×3/2 max pooling (128 channels),
   an inference batch norm (64 channels), GELU (transcendental), ReLU (elementwise).  Run on a
   tiny input (1×1 spatial; the matrix product 1×64×64) it gives the family's fixed cost per
-  call; run at 56×56 (GELU and ReLU at 112×112) it gives the family's efficiency:
-  the operator's roofline time over its measured time less the fixed cost, at most 1 — except
+  call (the best of 5 runs); run at 56×56 (GELU and ReLU at 112×112) it gives the family's
+  efficiency: the operator's roofline time over its median time (of 5 runs, as ``--measure-time``
+  reports medians) less the fixed cost, at most 1 — except
   ``elementwise``: its 3 MiB tensor stays in the CPU's caches, which are faster than the DRAM
   copy that sets the bandwidth roof, so its efficiency may exceed 1 (up to ``CACHE_CAP``); it
   then raises the memory roof of elementwise operators only, never a compute roof.
@@ -99,6 +100,17 @@ def _best(fn: Callable[[], object], runs: int = 5) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def _typical(fn: Callable[[], object], runs: int = 5) -> float:
+    """The median time of ``runs`` calls after one warm-up: what a measured median is compared with."""
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _memory_bytes() -> int | None:
@@ -189,7 +201,7 @@ def _round() -> dict[str, Any]:
         for name, (fn, flops, nbytes) in _families(56).items():
             roof = max(flops / peaks["fp32"], nbytes / bandwidth)
             cap = CACHE_CAP if name == "elementwise" else 1.0
-            efficiencies[name] = min(cap, roof / max(_best(fn) - overheads[name], 1e-9))
+            efficiencies[name] = min(cap, roof / max(_typical(fn) - overheads[name], 1e-9))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "peak_flops": peaks,
