@@ -55,7 +55,7 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
     import torch
 
     import nncost
-    from nncost.hardware import device
+    from nncost.hardware import calibrate, device
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
@@ -78,6 +78,8 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
         "hooked_root": report.layers[0].measured_seconds,
         "leaves": leaves, "silent_leaves": sorted(set(silent)), "silent_count": len(silent),
         "load_before": load_before, "load_after": os.getloadavg(),
+        "sustained": json.loads((calibrate.cache_dir() / calibrate.CACHE_FILE).read_text())[calibrate.cache_key()]
+        .get("sustained_fraction"),
         "cpu": {"peak_flops": cpu.peak_flops, "bandwidth": cpu.bandwidth, "family_efficiency": cpu.family_efficiency,
                 "op_overhead_seconds": cpu.op_overhead_seconds, "title": cpu.title},
     }

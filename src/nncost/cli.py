@@ -330,7 +330,8 @@ class Run:
             self.progress.bar(f"timing {label} ({passes} passes)", passes) if passes else nullcontext(None))
         with spinner, bar as advance:
             return profile(model, dtype=self.dtype, device=run_device, name=label, progress=self.progress,
-                           hardware=_roofline_hardware(args.hardware), precision=args.precision,
+                           hardware=args.hardware if args.measure_time else _roofline_hardware(args.hardware),
+                           precision=args.precision,
                            efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats,
                            on_pass=advance, **self.inputs(build_device))
 

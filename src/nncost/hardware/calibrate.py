@@ -1,6 +1,6 @@
 """The ``cpu`` device: its roofs measured on the machine it runs on, cached.
 
-A short calibration (rounds for at most 1.5 s, then a 0.4 s sustained run) measures:
+A short calibration (rounds for at most 1.2 s, then a 0.8 s sustained run) measures:
 
 * the peak FLOP/s of a large matrix product per dtype (fp32: 1024³; bf16/fp16: 512³, as
   16-bit products are slow on CPUs without matrix units) — the best of a few runs;
@@ -121,8 +121,8 @@ def _memory_bytes() -> int | None:
 
 
 ROUNDS = 5
-BUDGET_SECONDS = 1.5  # no new round after this (one round takes ~0.2 s on an idle 2-core machine)
-SUSTAINED_SECONDS = 0.4  # the length of the sustained matrix-product run
+BUDGET_SECONDS = 1.2  # no new round after this (one round takes ~0.2 s on an idle 2-core machine)
+SUSTAINED_SECONDS = 0.8  # the length of the sustained matrix-product run
 CACHE_CAP = 4.0  # elementwise operators on cache-resident tensors may beat the DRAM copy, up to this
 
 
