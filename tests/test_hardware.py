@@ -74,8 +74,8 @@ def test_cpu_is_calibrated_quickly_and_cached(cache: Path, monkeypatch: pytest.M
     cpu = device("cpu")
     assert cpu.kind == "cpu" and cpu.name == "cpu"
     assert cpu.peak("fp32") > 1e8 and cpu.bandwidth > 1e8 and 0 < cpu.op_overhead_seconds < 1e-3
-    assert set(cpu.family_efficiency) == {"matmul", "conv", "depthwise", "pool", "norm", "transcendental",
-                                         "elementwise"}
+    assert set(cpu.family_efficiency) == {"matmul", "conv", "depthwise", "pool", "norm", "reduce",
+                                         "transcendental", "elementwise"}
     assert set(cpu.family_overhead_seconds) == set(cpu.family_efficiency)
     assert all(0 < e <= 1 for f, e in cpu.family_efficiency.items() if f != "elementwise")
     stored = json.loads((cache / "cpu_calibration.json").read_text())

@@ -12,15 +12,16 @@ devices).  The bound is the larger term: ``compute`` or ``memory``.
 Families: ``conv`` (convolutions), ``depthwise`` (grouped convolutions with one input channel
 per group), ``matmul`` (every other operator with MACs: mm, addmm, bmm, attention, recurrent
 kernels) run on the matrix units at the run's dtype; ``pool`` (max pooling), ``norm``
-(normalisations), ``transcendental`` (GELU, tanh, exp, softmax, ...: one counted FLOP per
-element for a series) and ``elementwise`` (every other operator without MACs) run on the
-vector units, at the fp32 column.  Family efficiencies are at most 1, except the
-``cpu``'s calibrated ``elementwise`` one, which may exceed 1 where small tensors stay in the
-caches: it then raises the memory roof of elementwise operators only (the compute roofs are never raised).  In
-fp32 on a CUDA device, convolutions use TF32 when ``torch.backends.cudnn.allow_tf32`` (PyTorch's
-default) and matrix products when ``torch.get_float32_matmul_precision()`` is not "highest"
-(not the default).  Mixed precisions (``bf16-mixed``, ``fp16-mixed``) put matrix work on the
-16-bit column and keep the bytes of the fp32 profile.
+(normalisations), ``reduce`` (means, sums, maxima), ``transcendental`` (GELU, tanh, exp,
+softmax, ...: one counted FLOP per element for a series) and ``elementwise`` (every other
+operator without MACs) run on the vector units, at the fp32 column. Family efficiencies are at
+most 1, except the ``cpu``'s calibrated ``elementwise`` one, which may exceed 1 where small
+tensors stay in the caches: it then raises the memory roof of elementwise operators only (the
+compute roofs are never raised). In fp32 on a CUDA device, convolutions use TF32 when
+``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix products when
+``torch.get_float32_matmul_precision()`` is not "highest" (not the default). Mixed precisions
+(``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep the bytes of the
+fp32 profile.
 
 No double counting: a layer's time is the sum of its own operators (``self_ops``: those run
 directly in its forward) and of its children's times, as its FLOPs are; the forward total is the
@@ -49,7 +50,9 @@ if TYPE_CHECKING:
     from nncost.records.trace import OpCall
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
-FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "transcendental", "elementwise")
+FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "reduce", "transcendental", "elementwise")
+REDUCTIONS = ("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
+              "argmax", "argmin", "norm", "linalg_vector_norm", "logsumexp", "cumsum")
 # Elementwise operators whose one counted FLOP per element hides a polynomial or a series.
 TRANSCENDENTAL = ("gelu", "tanh", "erf", "exp", "sigmoid", "silu", "mish", "softplus", "log", "pow",
                   "softmax", "_softmax", "log_softmax", "_log_softmax", "rsqrt", "sqrt", "sin", "cos")
@@ -73,6 +76,8 @@ def family(op: OpCall) -> str:
     if op.macs <= 0:
         if "max_pool" in op.op:
             return "pool"
+        if op.op in REDUCTIONS:
+            return "reduce"
         if "norm" in op.op:
             return "norm"
         return "transcendental" if op.op.rstrip("_") in TRANSCENDENTAL else "elementwise"
@@ -92,7 +97,7 @@ def family_dtypes(device: Device, dtype: str, precision: str) -> dict[str, str]:
         raise BadRequest(f"no roofline for dtype {dtype}; use float32, bfloat16 or float16")
     matrix = precision.removesuffix("-mixed") if precision.endswith("-mixed") else key
     columns = {"matmul": matrix, "conv": matrix, "depthwise": matrix, "pool": "fp32", "norm": "fp32",
-               "transcendental": "fp32", "elementwise": "fp32"}
+               "reduce": "fp32", "transcendental": "fp32", "elementwise": "fp32"}
     if matrix == "fp32" and device.kind == "cuda" and "tf32" in device.peak_flops:
         if torch.backends.cudnn.allow_tf32:
             columns["conv"] = columns["depthwise"] = "tf32"

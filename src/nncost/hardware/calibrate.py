@@ -8,9 +8,9 @@ A short calibration (rounds for at most 1.2 s, then a 0.8 s sustained run) measu
 * per operator family, one representative operator, shapes fixed in advance (not fitted to any
   model): a 3×3 convolution (64 channels), a 3×3 depthwise convolution (144 channels), a
   128×768×768 matrix product (a transformer projection), a 3×3/2 max pooling (128 channels),
-  an inference batch norm (64 channels), GELU (transcendental), ReLU (elementwise).  Run on a
-  tiny input (1×1 spatial; the matrix product 1×64×64) it gives the family's fixed cost per
-  call (the best of 5 runs); run at 56×56 (GELU and ReLU at 112×112) it gives the family's
+  an inference batch norm and a spatial mean (64 channels), GELU (transcendental), ReLU
+  (elementwise).  Run on a tiny input (1×1 spatial; the matrix product 1×64×64) it gives the
+  family's fixed cost per call (the best of 5 runs); run at 56×56 (GELU and ReLU at 112×112) it gives the family's
   efficiency: the operator's roofline time over its median time (of 5 runs, as ``--measure-time``
   reports medians) less the fixed cost, at most 1 — except
   ``elementwise``: its 3 MiB tensor stays in the CPU's caches, which are faster than the DRAM
@@ -38,7 +38,7 @@ import torch
 from nncost.hardware.catalogue import Device
 
 CACHE_FILE = "cpu_calibration.json"
-VERSION = 6
+VERSION = 7
 
 
 def cache_dir() -> Path:
@@ -211,6 +211,7 @@ def _families(size: int) -> dict[str, tuple[Callable[[], object], float, float]]
         "pool": (lambda: torch.max_pool2d(p, 3, 2, 1), 128 * h * h * 9, p.nbytes + 128 * h * h * 4),
         "norm": (lambda: torch.batch_norm(n, weight, bias, mean, var, False, 0.1, 1e-5, False), 2 * n.numel(),
                  2 * n.nbytes),
+        "reduce": (lambda: torch.mean(n, dim=(-2, -1), keepdim=True), n.numel(), n.nbytes + 64 * 4),
         "transcendental": (lambda: torch.nn.functional.gelu(g), g.numel(), 2 * g.nbytes),
         "elementwise": (lambda: torch.relu(r), r.numel(), 2 * r.nbytes),
     }
