@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.analyses.roofline import add_training_step, family, op_seconds
+from nncost.analyses.roofline import family, op_seconds
 from nncost.cli import run
 from nncost.errors import BadRequest
 from nncost.hardware import catalogue_device
@@ -107,10 +107,10 @@ def test_depthwise_and_pooling_are_their_own_families() -> None:
 
 def test_a_training_step_adds_backward_and_optimizer() -> None:
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
-    report = nncost.profile(model, (512,), batch_size=64, hardware="h100-sxm")
+    report = nncost.profile(model, (512,), batch_size=64)
     memory = nncost.memory(model, (512,), batch_size=64, optimizer="adam", hardware="cuda")
-    add_training_step(report, memory)
-    r = report.roofline
+    r = nncost.roofline(report, "h100-sxm", memory=memory)
+    assert r is report.roofline and r.fits and r.device_peak_bytes == memory.peak_bytes
     assert r is not None and r.forward_seconds and r.backward_seconds and r.optimizer_seconds
     assert r.backward_seconds == pytest.approx(r.forward_seconds * memory.backward_flops / memory.forward_flops)
     params = sum(p.numel() for p in model.parameters())
