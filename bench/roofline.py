@@ -11,11 +11,12 @@ forward within 30% of the measured one, and the estimate within 2× of the measu
 80% of the leaf layers.  Leaf layers that run no operator (Dropout and Identity in eval mode) have
 no estimate and are left out of the per-layer count (they are listed).
 
-Each model runs in its own process.  The machine may be shared: the load average is recorded
-before and after every model, and ``--threads`` (default 1) pins torch's intra-op threads, as
-OpenMP threads that wait on each other are what a busy machine hurts most.  The ``cpu`` is
-calibrated again just before each model (``device("cpu", refresh=True)``), so that its roofs and
-the measurement see the same machine.
+Each model runs in its own process, ``--trials`` times (calibration and measurement each time);
+the table shows the trial with the median total error, and the errors of all trials. The machine
+may be shared: the load average is recorded before and after every model, and ``--threads``
+(default 1) pins torch's intra-op threads, as OpenMP threads that wait on each other are what a
+busy machine hurts most. The ``cpu`` is calibrated again just before each model (``device("cpu",
+refresh=True)``), so that its roofs and the measurement see the same machine.
 """
 
 from __future__ import annotations
@@ -125,14 +126,16 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str)
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu['title']}, "
         f"{os.cpu_count()} cores (shared with other jobs), torch threads {args.threads}, "
         f"Python {platform.python_version()}.  ",
-        f"Calibrated roofs (`nncost.hardware.device('cpu')`): fp32 {cpu['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"Calibration of the first row's median trial (`nncost.hardware.device('cpu')`, "
+        f"sustained fraction {results[0].get('sustained') or 1:.2f}): "
+        f"fp32 {cpu['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {cpu['peak_flops']['bf16'] / 1e9:.0f}, fp16 {cpu['peak_flops']['fp16'] / 1e9:.0f}; "
         f"bandwidth {cpu['bandwidth'] / 1e9:.1f} GB/s; operator overhead {cpu['op_overhead_seconds'] * 1e6:.2f} µs; "
         "family efficiencies " + ", ".join(f"{k} {v:.2f}" for k, v in cpu["family_efficiency"].items()) + ".",
         "",
-        "| model | batch | measured forward | estimated | error | leaves within 2× | median est./meas. | MFU | "
-        "load avg (1 min) before → after |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| model | batch | measured forward | estimated | error | errors of all trials | leaves within 2× | "
+        "median est./meas. | MFU | load avg (1 min) before → after |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for r in results:
         within, count, median = ratio_stats(r["leaves"])
@@ -142,7 +145,8 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str)
         layer_ok = "✓" if count and within / count >= GOALS["layer_share"] else "✗"
         lines.append(
             f"| {r['model']} | {shape} | {r['measured'] * 1e3:.1f} ms | {r['estimated'] * 1e3:.1f} ms | "
-            f"{100 * error:+.1f}% {total_ok} | {within}/{count} ({100 * within / max(count, 1):.0f}%) {layer_ok} | "
+            f"{100 * error:+.1f}% {total_ok} | {', '.join(f'{100 * e:+.0f}%' for e in r.get('errors', [error]))} | "
+            f"{within}/{count} ({100 * within / max(count, 1):.0f}%) {layer_ok} | "
             f"{median:.2f} | {100 * (r['mfu'] or 0):.1f}% | {r['load_before'][0]:.2f} → {r['load_after'][0]:.2f} |")
     lines += ["", "Per leaf type (all four models): leaves within 2×, median estimated/measured, measured time.", "",
               "| leaf type | within 2× | median est./meas. | measured |", "|---|---:|---:|---:|"]
@@ -162,6 +166,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--trials", type=int, default=1, help="runs per model; the table shows the median one")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
@@ -170,11 +175,17 @@ def main() -> None:
         return
     results = []
     for name in args.only:
-        result = run_case(name, args)
-        within, count, _ = ratio_stats(result["leaves"])
-        print(f"{name}: measured {result['measured'] * 1e3:.1f} ms, estimated {result['estimated'] * 1e3:.1f} ms, "
-              f"{within}/{count} leaves within 2x, load {result['load_before'][0]:.2f}", flush=True)
-        results.append(result)
+        trials = []
+        for _ in range(args.trials):
+            result = run_case(name, args)
+            within, count, _ = ratio_stats(result["leaves"])
+            print(f"{name}: measured {result['measured'] * 1e3:.1f} ms, estimated {result['estimated'] * 1e3:.1f} ms, "
+                  f"{within}/{count} leaves within 2x, load {result['load_before'][0]:.2f}", flush=True)
+            trials.append(result)
+        trials.sort(key=lambda r: (r["estimated"] - r["measured"]) / r["measured"])
+        middle = dict(trials[len(trials) // 2])  # the trial with the median total error
+        middle["errors"] = [(r["estimated"] - r["measured"]) / r["measured"] for r in trials]
+        results.append(middle)
     command = "PYTHONPATH=src python bench/roofline.py " + " ".join(sys.argv[1:])
     text = table(results, args, command.strip())
     print(text)
