@@ -15,13 +15,14 @@ kernels) run on the matrix units at the run's dtype; ``pool`` (max pooling), ``n
 (normalisations), ``reduce`` (means, sums, maxima), ``transcendental`` (GELU, tanh, exp,
 softmax, ...: one counted FLOP per element for a series) and ``elementwise`` (every other
 operator without MACs) run on the vector units, at the fp32 column. Family efficiencies are at
-most 1, except the ``cpu``'s calibrated ``elementwise`` one, which may exceed 1 where small
-tensors stay in the caches: it then raises the memory roof of elementwise operators only (the
-compute roofs are never raised). In fp32 on a CUDA device, convolutions use TF32 when
-``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix products when
-``torch.get_float32_matmul_precision()`` is not "highest" (not the default). Mixed precisions
-(``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep the bytes of the
-fp32 profile.
+most 1, except the ``cpu``'s calibrated vector families, which may exceed 1 where small tensors
+stay in the caches: it then raises the memory roof of those operators only (the compute roofs
+are never raised, nor the roofs of the matrix families, which read the weights). On the ``cpu``
+each layer call also costs a calibrated module-call overhead. In fp32 on a CUDA device,
+convolutions use TF32 when ``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix
+products when ``torch.get_float32_matmul_precision()`` is not "highest" (not the default).
+Mixed precisions (``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep
+the bytes of the fp32 profile.
 
 No double counting: a layer's time is the sum of its own operators (``self_ops``: those run
 directly in its forward) and of its children's times, as its FLOPs are; the forward total is the
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
 FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "reduce", "transcendental", "elementwise")
+MATRIX_FAMILIES = ("matmul", "conv", "depthwise")
 REDUCTIONS = ("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
               "argmax", "argmin", "norm", "linalg_vector_norm", "logsumexp", "cumsum")
 # Elementwise operators whose one counted FLOP per element hides a polynomial or a series.
@@ -122,8 +124,9 @@ def make_roofline(device: Device, *, dtype: str = "float32", precision: str = "f
         precision=precision,
         family_peak_flops=peaks,
         family_dtype=columns,
-        family_efficiency={f: device.family_efficiency.get(f, 1.0) if f == "elementwise"
-                           else min(1.0, device.family_efficiency.get(f, 1.0)) for f in FAMILIES},
+        family_efficiency={f: min(1.0, device.family_efficiency.get(f, 1.0)) if f in MATRIX_FAMILIES
+                           else device.family_efficiency.get(f, 1.0) for f in FAMILIES},
+        module_call_seconds=device.module_call_seconds,
         op_overhead_seconds=device.op_overhead_seconds,
         family_overhead_seconds=dict(device.family_overhead_seconds),
     )
@@ -155,7 +158,7 @@ def apply_roofline(report: Report, roofline: Roofline) -> Roofline:
     for layer in report.layers:
         if layer.parent is not None and layer.parent not in by_index:
             raise BadRequest("the roofline needs every layer of the report; apply it before folding by depth")
-        layer.estimated_seconds = 0.0
+        layer.estimated_seconds = roofline.module_call_seconds
         compute_bound[layer.index] = memory_bound[layer.index] = 0.0
         for op in layer.self_ops:
             compute, memory = op_seconds(op, roofline)

@@ -12,10 +12,11 @@ A short calibration (rounds for at most 1.2 s, then a 0.8 s sustained run) measu
   (elementwise).  Run on a tiny input (1×1 spatial; the matrix product 1×64×64) it gives the
   family's fixed cost per call (the best of 5 runs); run at 56×56 (GELU and ReLU at 112×112) it gives the family's
   efficiency: the operator's roofline time over its median time (of 5 runs, as ``--measure-time``
-  reports medians) less the fixed cost, at most 1 — except
-  ``elementwise``: its 3 MiB tensor stays in the CPU's caches, which are faster than the DRAM
-  copy that sets the bandwidth roof, so its efficiency may exceed 1 (up to ``CACHE_CAP``); it
-  then raises the memory roof of elementwise operators only, never a compute roof.
+  reports medians) less the fixed cost.  Matrix families (convolutions, matrix products) are
+  at most 1.  The vector families' tensors (0.8 to 3 MiB) stay in the CPU's caches, which are
+  faster than the DRAM copy that sets the bandwidth roof, so their efficiency may exceed 1 (up
+  to ``CACHE_CAP``): it then raises their memory roof only, never a compute roof.
+* the fixed cost of one module call (``nn.Identity``, no hooks), added once per layer call.
 
 The result is cached in ``$NNCOST_CACHE_DIR`` (default ``~/.cache/nncost``) as JSON, keyed by
 the CPU model, the thread count and the torch version.
@@ -38,7 +39,7 @@ import torch
 from nncost.hardware.catalogue import Device
 
 CACHE_FILE = "cpu_calibration.json"
-VERSION = 7
+VERSION = 8
 
 
 def cache_dir() -> Path:
@@ -89,6 +90,7 @@ def _device(figures: dict[str, Any], key: str) -> Device:
         family_efficiency=dict(figures["family_efficiency"]),
         family_overhead_seconds=dict(figures.get("family_overhead_seconds", {})),
         op_overhead_seconds=float(figures["op_overhead_seconds"]),
+        module_call_seconds=float(figures.get("module_call_seconds", 0.0)),
     )
 
 
@@ -123,7 +125,8 @@ def _memory_bytes() -> int | None:
 ROUNDS = 5
 BUDGET_SECONDS = 1.2  # no new round after this (one round takes ~0.2 s on an idle 2-core machine)
 SUSTAINED_SECONDS = 0.8  # the length of the sustained matrix-product run
-CACHE_CAP = 4.0  # elementwise operators on cache-resident tensors may beat the DRAM copy, up to this
+CACHE_CAP = 4.0  # vector operators on cache-resident tensors may beat the DRAM copy, up to this
+MATRIX_FAMILIES = ("conv", "depthwise", "matmul")  # efficiencies at most 1: they read the weights
 
 
 def calibrate() -> dict[str, Any]:
@@ -149,6 +152,7 @@ def calibrate() -> dict[str, Any]:
             best["peak_flops"][name] = max(best["peak_flops"][name], value)
         best["bandwidth"] = max(best["bandwidth"], other["bandwidth"])
         best["op_overhead_seconds"] = min(best["op_overhead_seconds"], other["op_overhead_seconds"])
+        best["module_call_seconds"] = min(best["module_call_seconds"], other["module_call_seconds"])
         for name, value in other["family_overhead_seconds"].items():
             best["family_overhead_seconds"][name] = min(best["family_overhead_seconds"][name], value)
     best["family_efficiency"] = {
@@ -160,6 +164,7 @@ def calibrate() -> dict[str, Any]:
     best["family_overhead_seconds"] = {name: value / sustained
                                        for name, value in best["family_overhead_seconds"].items()}
     best["op_overhead_seconds"] /= sustained
+    best["module_call_seconds"] /= sustained
     fp32 = [r["peak_flops"]["fp32"] for r in rounds]
     best["spread"] = max(fp32) / min(fp32)  # > 1.5: the machine was busy while calibrating
     return best
@@ -226,10 +231,12 @@ def _round() -> dict[str, Any]:
             peaks[name] = 2 * n**3 / _best(functools.partial(torch.mm, x, y))
         bandwidth = _copy_bandwidth(64 << 20)
         overheads = {name: _best(fn) for name, (fn, _, _) in _families(1).items()}
+        identity, tiny = torch.nn.Identity(), torch.ones(1)
+        module_call = _best(lambda: identity(tiny))
         efficiencies = {}
         for name, (fn, flops, nbytes) in _families(56).items():
             roof = max(flops / peaks["fp32"], nbytes / bandwidth)
-            cap = CACHE_CAP if name == "elementwise" else 1.0
+            cap = 1.0 if name in MATRIX_FAMILIES else CACHE_CAP
             efficiencies[name] = min(cap, roof / max(_typical(fn) - overheads[name], 1e-9))
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -237,6 +244,7 @@ def _round() -> dict[str, Any]:
         "bandwidth": bandwidth,
         "memory_bytes": _memory_bytes(),
         "op_overhead_seconds": overheads["elementwise"],
+        "module_call_seconds": module_call,
         "family_overhead_seconds": overheads,
         "family_efficiency": efficiencies,
     }

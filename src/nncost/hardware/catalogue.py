@@ -25,8 +25,9 @@ class Device:
 
     ``family_efficiency`` is the achieved fraction of the roofs per operator family, measured
     by calibration (only the ``cpu`` has it: a datasheet device is taken at its datasheet
-    figures, 1.0); ``op_overhead_seconds`` is the fixed cost of one eager operator call, also
-    measured on the ``cpu`` only.
+    figures, 1.0); ``family_overhead_seconds`` the fixed cost of one operator call per family,
+    ``op_overhead_seconds`` the generic one and ``module_call_seconds`` that of one module call,
+    also measured on the ``cpu`` only (0 on datasheet devices).
     """
 
     name: str
@@ -39,6 +40,7 @@ class Device:
     family_efficiency: dict[str, float] = field(default_factory=dict)
     family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # fixed cost of one call
     op_overhead_seconds: float = 0.0
+    module_call_seconds: float = 0.0  # fixed cost of one module call (cpu: calibrated)
     notes: str = ""
 
     def peak(self, dtype: str) -> float:

@@ -22,6 +22,7 @@ class Roofline:
     family_efficiency: dict[str, float] = field(default_factory=dict)  # calibrated (cpu) or 1.0 (datasheet)
     op_overhead_seconds: float = 0.0  # added once per operator call (cpu: calibrated; datasheet devices: 0)
     family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # per family, when calibrated
+    module_call_seconds: float = 0.0  # added once per layer call (cpu: calibrated; datasheet devices: 0)
     forward_seconds: float | None = None  # the estimated forward pass (also Totals.estimated_seconds)
     backward_seconds: float | None = None  # estimated, when the memory simulator ran a training step
     optimizer_seconds: float | None = None
