@@ -114,11 +114,12 @@ def time_lines(report: Report) -> list[tuple[str, str]]:
     r, t = report.roofline, report.totals
     if r is None:
         return []
-    columns = ", ".join(f"{family} {dtype}" for family, dtype in r.family_dtype.items())
-    lines = [("Hardware", f"{r.hardware}: {units.rate(r.peak_flops)} ({r.family_dtype.get('matmul', '')} matrix), "
+    matrix, conv = r.family_dtype.get("matmul", ""), r.family_dtype.get("conv", "")
+    columns = f"matrix work {matrix}" + (f", convolutions {conv}" if conv != matrix else "") + ", vector work fp32"
+    lines = [("Hardware", f"{r.hardware}: {units.rate(r.peak_flops)} ({matrix} matrix), "
                           f"{units.bandwidth(r.bandwidth)}"
                           + (f", {units.nbytes(r.memory_bytes)}" if r.memory_bytes else "")
-                          + f"; efficiency {r.efficiency:g}; peaks by family: {columns}")]
+                          + f"; efficiency {r.efficiency:g}; {columns}")]
     if t.estimated_seconds is not None:
         rate = f"{report.batch_size / t.estimated_seconds:,.1f} samples/s" if t.estimated_seconds else "-"
         lines.append(("Estimated forward", f"{units.seconds(t.estimated_seconds)} (roofline, batch "
