@@ -104,3 +104,16 @@ def test_cli_measure_time_on_the_cpu(tmp_path: Path) -> None:
     data = json.loads("".join(chunks))
     assert data["totals"]["measured_seconds"] > 0 and data["roofline"]["mfu"] > 0
     assert all(layer["measured_seconds"] > 0 for layer in data["layers"])
+
+
+def test_mixed_precision_is_measured_under_autocast() -> None:
+    seen: list[torch.dtype] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = nn.functional.linear(x, torch.ones(4, 4))
+            seen.append(out.dtype)
+            return out
+
+    report = nncost.profile(Probe(), (4,), measure_time=True, repeats=1, precision="bf16-mixed")
+    assert report.totals.measured_seconds and set(seen[-2:]) == {torch.bfloat16}

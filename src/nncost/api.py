@@ -83,8 +83,9 @@ def profile(
     if measure_time:
         from nncost.analyses.timing import attach_times
 
+        mixed = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(precision)
         attach_times(report, measure_times(model, args, kw, device=measure_on, dtype=torch_dtype, repeats=repeats,
-                                           on_pass=on_pass))
+                                           autocast=mixed, on_pass=on_pass))
     if depth is not None:
         report.layers = [layer for layer in report.layers if layer.depth <= depth]
     return report

@@ -100,9 +100,13 @@ def measure_times(
     dtype: torch.dtype | None = None,
     repeats: int = 10,
     warmup: int = 2,
+    autocast: torch.dtype | None = None,
     on_pass: Callable[[], None] | None = None,
 ) -> LayerTimes:
-    """Time ``model(*args, **kwargs)`` per module call (see the module docstring)."""
+    """Time ``model(*args, **kwargs)`` per module call (see the module docstring).
+
+    ``autocast`` (bfloat16 or float16) runs every pass under ``torch.autocast``: mixed precision.
+    """
     if repeats < 1:
         raise BadRequest(f"repeats must be at least 1, got {repeats}")
     target = torch.device(device)
@@ -119,7 +123,8 @@ def measure_times(
     per_call: list[list[float]] = []
     totals: list[float] = []
     order: list[nn.Module] = []
-    with attributes_restored(model), training_flags(model, False), swap, torch.no_grad():
+    mixed = torch.autocast(target.type, dtype=autocast) if autocast is not None else nullcontext()
+    with attributes_restored(model), training_flags(model, False), swap, torch.no_grad(), mixed:
         placed_args = inputs_mod.place(args, target, dtype)
         placed_kwargs = inputs_mod.place(kwargs, target, dtype)
         for _ in range(warmup):
