@@ -1,10 +1,11 @@
 """nncost: what a neural network costs, layer by layer, before you train or ship it."""
 
-from nncost.api import compare, memory, profile
+from nncost.api import compare, memory, profile, roofline
 from nncost.errors import BadRequest, InputMismatch, ModelNotFound, NeedsWeights, NncostError
 from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport
 from nncost.records.report import SCHEMA, Layer, Report, Totals, Uncounted
+from nncost.records.roofline import Roofline
 
 __version__ = "0.1.0"
 
@@ -19,10 +20,12 @@ __all__ = [
     "NeedsWeights",
     "NncostError",
     "Report",
+    "Roofline",
     "Totals",
     "Uncounted",
     "__version__",
     "compare",
     "memory",
     "profile",
+    "roofline",
 ]

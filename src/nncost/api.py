@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from nncost.memory.step import capture_step
 from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
+from nncost.records.roofline import Roofline
 
 DEVICES = ("meta", "cpu", "cuda")
 ModelLike = str | nn.Module | Report
@@ -38,6 +39,12 @@ def profile(
     depth: int | None = None,
     name: str | None = None,
     progress: Progress | None = None,
+    hardware: str | None = None,
+    precision: str = "fp32",
+    efficiency: float = 1.0,
+    measure_time: bool = False,
+    repeats: int = 10,
+    on_pass: Callable[[], None] | None = None,
 ) -> Report:
     """Cost an inference forward of ``model``, layer by layer.
 
@@ -49,6 +56,15 @@ def profile(
     The forward runs in eval mode under ``no_grad``.  On ``device="meta"`` (the default) the
     parameters are swapped for meta tensors inside the call only; the user's model is left
     exactly as it was.  ``depth`` keeps the rows of that depth and above.
+
+    ``hardware`` (a catalogue name such as ``"h100-sxm"``, or ``"cpu"``: calibrated on this
+    machine) adds roofline time estimates per layer and for the forward pass (see
+    :mod:`nncost.analyses.roofline`); ``precision`` (fp32, bf16, fp16, bf16-mixed, fp16-mixed)
+    picks the datasheet column, and pure bf16/fp16 also profile the model in that dtype;
+    ``efficiency`` scales both roofs.  ``measure_time`` runs the model for real ``repeats``
+    times on the measured device (the CPU, or CUDA for a CUDA ``hardware``) and adds each
+    layer's median time, throughput, achieved FLOP/s and MFU; it needs real weights.
+    ``on_pass`` is called after each timed pass (progress bars).
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"profile() needs a torch.nn.Module, got {type(model).__name__}")
@@ -56,10 +72,23 @@ def profile(
         raise BadRequest(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BadRequest("device='cuda' was asked for, but no CUDA device is available")
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = _precision_dtype(resolve_dtype(dtype), precision)
     args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
     trace = capture(model, args, kw, device=device, dtype=torch_dtype, model_name=name or "", progress=progress)
     report = build_report(trace)
+    if measure_time:
+        from nncost.capture.timing import measure_times
+
+        measure_on = _measure_device(device, hardware)
+        hardware = hardware if hardware not in (None, "cuda") else _local_hardware(measure_on)
+    if hardware is not None:
+        roofline(report, hardware, precision=precision, efficiency=efficiency, dtype=torch_dtype)
+    if measure_time:
+        from nncost.analyses.timing import attach_times
+
+        mixed = {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16}.get(precision)
+        attach_times(report, measure_times(model, args, kw, device=measure_on, dtype=torch_dtype, repeats=repeats,
+                                           autocast=mixed, on_pass=on_pass))
     if depth is not None:
         report.layers = [layer for layer in report.layers if layer.depth <= depth]
     return report
@@ -81,6 +110,7 @@ def memory(
     fit: int | str | None = None,
     checkpointing: bool | Sequence[str] = False,
     name: str | None = None,
+    on_simulate: Callable[[int], None] | None = None,
 ) -> MemoryReport:
     """Simulate the memory of one training step (``mode="train"``) or inference pass (``"infer"``).
 
@@ -91,7 +121,8 @@ def memory(
     optimizers' CUDA implementation (``foreach``).  ``gpus`` and ``sharding`` give the per-GPU
     figures of data-parallel training; ``fit`` (bytes, or ``"24GiB"``) finds the largest batch
     whose peak fits.  ``checkpointing`` runs the model's repeated blocks (``True``) or the named
-    modules under activation checkpointing.
+    modules under activation checkpointing.  ``on_simulate`` is called with the batch size of
+    every step simulated (progress bars for ``fit`` searches).
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
@@ -101,6 +132,8 @@ def memory(
     args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
 
     def simulate(batch_args: tuple[Any, ...], batch_kwargs: dict[str, Any]) -> MemoryReport:
+        if on_simulate is not None:
+            on_simulate(batch_of((batch_args, batch_kwargs)) or batch_size)
         trace = capture_step(model, batch_args, batch_kwargs, mode=mode, optimizer=optimizer, device=hardware,
                              dtype=torch_dtype, checkpointing=checkpointing)
         report = analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,
@@ -188,6 +221,74 @@ def _size_list(input_size: SizeSpec | None) -> list[tuple[int, ...]] | None:
     if sizes and isinstance(sizes[0], (list, tuple, torch.Size)):
         return [tuple(s) for s in sizes]
     return [tuple(sizes)]
+
+
+def roofline(
+    report: Report,
+    hardware: str,
+    *,
+    precision: str = "fp32",
+    efficiency: float = 1.0,
+    dtype: torch.dtype | None = None,
+    memory: MemoryReport | None = None,
+) -> Roofline:
+    """Add roofline estimates on ``hardware`` to ``report`` (which must hold every layer).
+
+    With ``memory`` (a simulated step of the same model), a training step is also estimated
+    when it ran in train mode, and the simulated peak is set against the device's memory.
+    """
+    from nncost.analyses.roofline import add_memory_fit, add_training_step, apply_roofline, make_roofline
+    from nncost.hardware import device as find_device
+
+    if hardware == "cuda":
+        raise BadRequest("'cuda' names allocator semantics, not a device; give a catalogue name such as h100-sxm")
+    found = find_device(hardware)
+    by_dtype = report.totals.param_bytes_by_dtype
+    run_dtype = str(dtype).removeprefix("torch.") if dtype is not None else (
+        max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32")
+    result = apply_roofline(report, make_roofline(found, dtype=run_dtype, precision=precision, efficiency=efficiency))
+    if memory is not None:
+        add_training_step(report, memory)
+        add_memory_fit(report, memory)
+    return result
+
+
+def _precision_dtype(dtype: torch.dtype | None, precision: str) -> torch.dtype | None:
+    from nncost.analyses.roofline import precision_dtype
+
+    wanted = precision_dtype(precision)
+    if wanted is not None and dtype is not None and dtype != wanted:
+        raise BadRequest(f"precision {precision} runs in {wanted}, but dtype {dtype} was also given")
+    return dtype or wanted
+
+
+def _measure_device(device: str, hardware: str | None) -> str:
+    """Where --measure-time runs: CUDA for a CUDA device or run, else the CPU."""
+    if device.startswith("cuda") or hardware == "cuda":
+        return "cuda"
+    if hardware is not None and hardware != "cpu":
+        from nncost.hardware import catalogue_device
+
+        if catalogue_device(hardware).kind == "cuda":
+            if not torch.cuda.is_available():
+                raise BadRequest(f"measuring time on {hardware} needs that CUDA device, and none is available")
+            return "cuda"
+    return "cpu"
+
+
+def _local_hardware(measure_on: str) -> str:
+    """The catalogue name of the device time is measured on."""
+    if measure_on == "cpu":
+        return "cpu"
+    from nncost.hardware.catalogue import match_cuda_name
+
+    if not torch.cuda.is_available():
+        raise BadRequest("measuring time on CUDA was asked for, but no CUDA device is available")
+    gpu = torch.cuda.get_device_name()
+    found = match_cuda_name(gpu)
+    if found is None:
+        raise BadRequest(f"{gpu} is not in the hardware catalogue; give --hardware NAME for its roofs")
+    return found
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

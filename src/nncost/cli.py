@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from nncost import __version__
+from nncost.analyses.roofline import PRECISIONS
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
-from nncost.runner import DEFAULT_SEQ
+from nncost.runner import DEFAULT_SEQ, FIT_DEVICE, WARMUP
 
 if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
@@ -29,7 +30,8 @@ FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
 MODEL_FORMS = "resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable | x.pt2"
 DEVICES = ("meta", "cpu", "cuda")
-HARDWARE = ("cpu", "cuda")
+HARDWARE = ("cpu", "cuda")  # allocator semantics (compare's --hardware)
+DEFAULT_REPEATS = 10
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -61,6 +63,16 @@ def non_negative(text: str) -> int:
     return value
 
 
+def efficiency(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nncost",
@@ -81,14 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
     parser.add_argument("--html", metavar="PATH",
                         help="also write a self-contained HTML report (tree, charts, memory timeline) to PATH")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default); bf16/fp16 run the model in that dtype; *-mixed: autocast with fp32 "
+                             "master weights (matrix work at the 16-bit peak)")
+    time = parser.add_argument_group("time", "roofline estimates on a device, and measured latency")
+    time.add_argument("--hardware", metavar="NAME", default=None,
+                      help="a device: h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l4, l40s, t4, v100, "
+                           "rtx-4090, rtx-3090, or cpu (calibrated here); adds per-layer time estimates. "
+                           "Also the memory semantics (cpu, or cuda for a GPU)")
+    time.add_argument("--efficiency", type=efficiency, default=1.0,
+                      help="fraction of the device's roofs reached (default 1.0: the datasheet figures)")
+    time.add_argument("--measure-time", action="store_true",
+                      help="run the model for real (random weights) and measure each layer's median latency")
+    time.add_argument("--repeats", type=positive, default=DEFAULT_REPEATS,
+                      help=f"timed passes for --measure-time (default {DEFAULT_REPEATS}, after {WARMUP} warm-up)")
+    time.add_argument("--progress", action="store_true", help="progress bars on stderr even when it is not a terminal")
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
-    memory.add_argument("--hardware", choices=HARDWARE, default=None,
-                        help="allocator semantics of the memory figures (default cuda)")
     memory.add_argument("--checkpointing", action="store_true",
                         help="with --train: activation checkpointing of the model's repeated blocks")
-    memory.add_argument("--fit", metavar="BUDGET", help="the largest batch whose peak fits, e.g. 24GiB")
+    memory.add_argument("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
+                        help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory")
     memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
@@ -126,13 +152,37 @@ def build_compare_parser() -> argparse.ArgumentParser:
 
 
 class Progress:
-    """Messages about slow steps on stderr: a spinner on a terminal, plain lines otherwise."""
+    """Messages about slow steps on stderr: a spinner on a terminal, plain lines otherwise.
 
-    def __init__(self) -> None:
+    Long counted work (timed passes, batch searches) gets a progress bar, on stderr, when stderr
+    is a terminal or when ``forced`` (``--progress``).
+    """
+
+    def __init__(self, forced: bool = False) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True)
+        self.forced = forced
         self._status: Any = None
+
+    @property
+    def shows_bars(self) -> bool:
+        return bool(self.console.is_terminal or self.forced)
+
+    @contextmanager
+    def bar(self, description: str, total: int | None) -> Iterator[Callable[[], None]]:
+        """A bar that the yielded callable advances by one (``total`` None: a count with no end);
+        nothing where bars are not wanted."""
+        if not self.shows_bars:
+            yield lambda: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bars
+
+        with Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=self.console, transient=not self.forced) as bars:
+            task = bars.add_task(description, total=total)
+            yield lambda: bars.advance(task)
 
     def __call__(self, message: str) -> None:
         if self._status is not None:
@@ -193,7 +243,8 @@ def _main(args: argparse.Namespace) -> str:
         from nncost.render.html import check_target
 
         check_target(args.html)
-    report, memory_report = profile_named(args.model, run_options(args), Progress())
+    _check_hardware(args)
+    report, memory_report = profile_named(args.model, run_options(args), Progress(forced=args.progress))
     if args.html:
         from nncost.render.html import write_html
 
@@ -225,10 +276,16 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
     extra = {
         key: getattr(args, key)
-        for key in ("hardware", "checkpointing", "fit", "gpus", "sharding", "plot", "measure")
+        for key in ("hardware", "checkpointing", "fit", "gpus", "sharding", "plot", "measure", "precision",
+                    "efficiency", "measure_time", "repeats")
         if hasattr(args, key)
     }
-    return RunOptions(input_sizes=args.input, batch_size=args.batch, seq=args.seq, dtype=resolve_dtype(args.dtype),
+    dtype = resolve_dtype(args.dtype)
+    if hasattr(args, "precision"):
+        from nncost.api import _precision_dtype
+
+        dtype = _precision_dtype(dtype, args.precision)
+    return RunOptions(input_sizes=args.input, batch_size=args.batch, seq=args.seq, dtype=dtype,
                       device=args.device, memory=_wants_memory(args), train=args.train, optimizer=args.optimizer,
                       **extra)
 
@@ -237,6 +294,17 @@ def _wants_memory(args: argparse.Namespace) -> bool:
     return bool(args.train or getattr(args, "hardware", None) or getattr(args, "measure", False)
                 or getattr(args, "fit", None) or getattr(args, "checkpointing", False) or getattr(args, "plot", None)
                 or getattr(args, "sharding", "none") != "none" or getattr(args, "gpus", 1) > 1)
+
+
+def _check_hardware(args: argparse.Namespace) -> None:
+    """A named device, ``cpu`` or ``cuda``; a clear error with close names otherwise."""
+    if args.hardware is None:
+        return
+    args.hardware = args.hardware.strip().lower()
+    if args.hardware not in ("cpu", "cuda"):
+        from nncost.hardware import catalogue_device
+
+        catalogue_device(args.hardware)
 
 
 def _render(args: argparse.Namespace, report: Report, memory_report: MemoryReport | None) -> str:

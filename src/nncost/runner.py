@@ -9,8 +9,8 @@ there.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from nncost.records.report import Report
 
 DEFAULT_SEQ = 128
+WARMUP = 2  # untimed passes before --measure-time's timed ones
+FIT_DEVICE = "device"  # fit without a budget: the memory of the hardware device
 
 
 class Steps(Protocol):
@@ -37,12 +39,20 @@ class Steps(Protocol):
 class Quiet:
     """Progress that says nothing."""
 
+    shows_bars = False
+
     def __call__(self, message: str) -> None:
         pass
 
     @contextmanager
     def step(self, message: str, slow: bool = True) -> Iterator[None]:
         yield
+
+
+def _bar(progress: Steps, message: str, total: int | None) -> AbstractContextManager[Callable[[], None] | None]:
+    """A progress bar where the progress shows them (the CLI's), else nothing."""
+    bar = getattr(progress, "bar", None)
+    return bar(message, total) if bar is not None and getattr(progress, "shows_bars", False) else nullcontext(None)
 
 
 @dataclass
@@ -64,11 +74,15 @@ class RunOptions:
     optimizer: str = "adam"
     hardware: str | None = None
     checkpointing: bool = False
-    fit: str | None = None
+    fit: str | int | None = None  # a budget, or FIT_DEVICE
     gpus: int = 1
     sharding: str = "none"
     plot: str | None = None
     measure: bool = False
+    precision: str = "fp32"
+    efficiency: float = 1.0  # of the roofline's roofs
+    measure_time: bool = False
+    repeats: int = 10
 
 
 def profile_named(name: str, options: RunOptions, progress: Steps | None = None
@@ -85,7 +99,45 @@ def profile_named(name: str, options: RunOptions, progress: Steps | None = None
     spec = resolve(name)
     run = Run(options, spec, progress or Quiet())
     report = run.profile()
-    return report, (run.memory() if options.memory else None)
+    memory_report = run.memory() if options.memory else None
+    if memory_report is not None and report.roofline is not None:
+        from nncost.analyses.roofline import add_memory_fit, add_training_step
+
+        add_training_step(report, memory_report)
+        add_memory_fit(report, memory_report)
+    return report, memory_report
+
+
+def memory_semantics(hardware: str | None) -> str:
+    """The allocator semantics of the memory simulation: ``cpu``, or ``cuda`` (the default)."""
+    if hardware in (None, "cuda"):
+        return "cuda"
+    if hardware == "cpu":
+        return "cpu"
+    from nncost.hardware import catalogue_device
+
+    return catalogue_device(hardware).kind
+
+
+def roofline_hardware(hardware: str | None) -> str | None:
+    """The device of the roofline: a catalogue name or cpu; ``cuda`` alone names no device."""
+    return None if hardware in (None, "cuda") else hardware
+
+
+def fit_budget(fit: str | int | None, hardware: str | None) -> str | int | None:
+    """The budget of a batch search: as given, or (``FIT_DEVICE``) the memory of the named device."""
+    if fit != FIT_DEVICE:
+        return str(fit) if fit is not None else None
+    name = roofline_hardware(hardware)
+    if name is None:
+        raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
+                         "such as --fit 24GiB")
+    from nncost.hardware import device
+
+    size = device(name).memory_bytes
+    if size is None:
+        raise BadRequest(f"the memory size of {name} is not known; give a budget such as --fit 24GiB")
+    return size
 
 
 class Run:
@@ -123,6 +175,8 @@ class Run:
         device = self.options.device
         if device != "meta":
             return self._profile_on(device, device)
+        if self.options.measure_time:  # timing needs real weights: random init on the CPU
+            return self._profile_on("cpu", "meta")
         try:
             return self._profile_on("meta", "meta")
         except NeedsWeights as exc:
@@ -132,11 +186,18 @@ class Run:
     def _profile_on(self, build_device: str, run_device: str) -> Report:
         from nncost.api import profile
 
-        label = self.spec.label
+        label, options = self.spec.label, self.options
         with self.progress.step(f"building {label} on {build_device}", slow=build_device != "meta"):
             model = self.model = self.spec.build(build_device)
-        with self.progress.step(f"profiling {label}", slow=run_device != "meta"):
-            return profile(model, dtype=self.options.dtype, device=run_device, name=label, progress=self.progress,
+        passes = WARMUP + 2 * options.repeats if options.measure_time else None
+        # one live display at a time: the bar of the timed passes replaces the spinner
+        spinner = nullcontext() if passes else self.progress.step(f"profiling {label}", slow=run_device != "meta")
+        bar = _bar(self.progress, f"timing {label} ({passes} passes)", passes) if passes else nullcontext(None)
+        with spinner, bar as advance:
+            hardware = options.hardware if options.measure_time else roofline_hardware(options.hardware)
+            return profile(model, dtype=options.dtype, device=run_device, name=label, progress=self.progress,
+                           hardware=hardware, precision=options.precision, efficiency=options.efficiency,
+                           measure_time=options.measure_time, repeats=options.repeats, on_pass=advance,
                            **self.inputs(build_device))
 
     def memory(self) -> MemoryReport:
@@ -146,11 +207,21 @@ class Run:
 
         options, label, model = self.options, self.spec.label, self.model
         assert model is not None, "profile() builds the model first"
-        with self.progress.step(f"simulating the memory of {label}", slow=bool(options.fit)):
+        extra: dict[str, Any] = {}
+        searching: AbstractContextManager[Callable[[], None] | None] = nullcontext(None)
+        spinner: AbstractContextManager[None] = self.progress.step(f"simulating the memory of {label}",
+                                                                   slow=bool(options.fit))
+        if options.fit and getattr(self.progress, "shows_bars", False):
+            searching = _bar(self.progress, f"searching the largest batch of {label} (simulations)", None)
+            spinner = nullcontext()  # one live display at a time
+        with spinner, searching as advance:
+            if advance is not None:
+                extra["on_simulate"] = lambda batch: advance()
             report = memory(model, dtype=options.dtype, name=label, mode="train" if options.train else "infer",
-                            optimizer=options.optimizer, hardware=options.hardware or "cuda", gpus=options.gpus,
-                            sharding=options.sharding, fit=options.fit, checkpointing=options.checkpointing,
-                            **self.inputs(str(model_device(model))))
+                            optimizer=options.optimizer, hardware=memory_semantics(options.hardware),
+                            gpus=options.gpus, sharding=options.sharding,
+                            fit=fit_budget(options.fit, options.hardware), checkpointing=options.checkpointing,
+                            precision=options.precision, **extra, **self.inputs(str(model_device(model))))
         if options.plot:
             report.plot(options.plot)
         if options.measure:
@@ -161,7 +232,7 @@ class Run:
                 inputs = self.inputs("cpu")
                 report.measured_peak_bytes = measure_cpu_peak(
                     model, tuple(_positional(inputs)), inputs.get("kwargs", {}), mode=report.mode,
-                    optimizer=options.optimizer,
+                    optimizer=options.optimizer, precision=options.precision,
                 )
         return report
 

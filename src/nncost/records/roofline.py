@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -15,3 +15,22 @@ class Roofline:
     efficiency: float = 1.0  # factor applied to both roofs (1.0: the datasheet figures)
     train_step_seconds: float | None = None  # forward + backward + optimizer, when estimated
     samples_per_second: float | None = None  # batch / forward time (or / train step when training)
+    # -- fields of the roofline helper, beyond the shared contract ----------------------------
+    precision: str = "fp32"  # fp32, bf16, fp16, bf16-mixed, fp16-mixed
+    family_peak_flops: dict[str, float] = field(default_factory=dict)  # matmul, conv, depthwise, elementwise
+    family_dtype: dict[str, str] = field(default_factory=dict)  # the datasheet column each family's peak is from
+    family_efficiency: dict[str, float] = field(default_factory=dict)  # calibrated (cpu) or 1.0 (datasheet)
+    op_overhead_seconds: float = 0.0  # added once per operator call (cpu: calibrated; datasheet devices: 0)
+    family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # per family, when calibrated
+    module_call_seconds: float = 0.0  # added once per layer call (cpu: calibrated; datasheet devices: 0)
+    forward_seconds: float | None = None  # the estimated forward pass (also Totals.estimated_seconds)
+    backward_seconds: float | None = None  # estimated, when the memory simulator ran a training step
+    optimizer_seconds: float | None = None
+    device_peak_bytes: int | None = None  # simulated memory peak set against memory_bytes, when simulated
+    fits: bool | None = None  # device_peak_bytes <= memory_bytes
+    # --measure-time: the real run
+    measured_device: str | None = None
+    measured_repeats: int | None = None
+    measured_samples_per_second: float | None = None  # batch / median forward time
+    achieved_flops: float | None = None  # forward FLOPs / median forward time
+    mfu: float | None = None  # achieved_flops / peak_flops

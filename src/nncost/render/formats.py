@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 LAYER_KEYS = (
     "index", "name", "type", "depth", "parent", "input_shapes", "output_shapes", "own_params", "params",
     "macs", "flops", "output_bytes", "read_bytes", "write_bytes", "intensity", "flops_share", "macs_share",
-    "is_leaf",
+    "is_leaf", "estimated_seconds", "bound", "measured_seconds",
 )
 
 CONVENTIONS = {
@@ -48,6 +48,7 @@ def to_dict(report: Report) -> dict[str, Any]:
         "layers": [layer_dict(layer) for layer in report.layers],
         "uncounted": {u.op: u.calls for u in report.uncounted},
         "uncounted_layers": {u.op: u.layers for u in report.uncounted},
+        "roofline": asdict(report.roofline) if report.roofline is not None else None,
         "conventions": CONVENTIONS,
     }
 
@@ -99,6 +100,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
         ("Execution", report.execution + (f" on {report.device}" if report.execution == "real" else "")
          + (f" (meta stopped: {report.fallback_reason.splitlines()[0][:90]})" if report.fallback_reason else "")),
     ]
+    lines.extend(time_lines(report))
     if report.uncounted:
         ops = ", ".join(f"{u.op}×{u.calls}" for u in report.uncounted)
         lines.append(("UNCOUNTED ops", f"{ops} (no cost rule: their FLOPs are not in the totals)"))
@@ -107,7 +109,64 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
     return lines
 
 
+def time_lines(report: Report) -> list[tuple[str, str]]:
+    """The roofline and measured-time lines of the totals block (none without a roofline)."""
+    r, t = report.roofline, report.totals
+    if r is None:
+        return []
+    matrix, conv = r.family_dtype.get("matmul", ""), r.family_dtype.get("conv", "")
+    columns = f"matrix work {matrix}" + (f", convolutions {conv}" if conv != matrix else "") + ", vector work fp32"
+    lines = [("Hardware", f"{r.hardware}: {units.rate(r.peak_flops)} ({matrix} matrix), "
+                          f"{units.bandwidth(r.bandwidth)}"
+                          + (f", {units.nbytes(r.memory_bytes)}" if r.memory_bytes else "")
+                          + f"; efficiency {r.efficiency:g}; {columns}")]
+    if t.estimated_seconds is not None:
+        rate = f"{report.batch_size / t.estimated_seconds:,.1f} samples/s" if t.estimated_seconds else "-"
+        lines.append(("Estimated forward", f"{units.seconds(t.estimated_seconds)} (roofline, batch "
+                                           f"{report.batch_size}): {rate}"))
+    if r.train_step_seconds is not None:
+        lines.append(("Estimated train step",
+                      f"{units.seconds(r.train_step_seconds)}: forward {units.seconds(r.forward_seconds or 0)}, "
+                      f"backward {units.seconds(r.backward_seconds or 0)}, optimizer "
+                      f"{units.seconds(r.optimizer_seconds or 0)}; {r.samples_per_second or 0:,.1f} samples/s"))
+    if r.fits is not None and r.device_peak_bytes is not None and r.memory_bytes:
+        verdict = "yes" if r.fits else "NO"
+        lines.append(("Fits in device memory", f"{verdict}: simulated peak {units.nbytes(r.device_peak_bytes)} "
+                                               f"of {units.nbytes(r.memory_bytes)}"))
+    if t.measured_seconds is not None:
+        lines.append(("Measured forward", f"{units.seconds(t.measured_seconds)} (median of {r.measured_repeats} on "
+                                          f"{r.measured_device}): {r.measured_samples_per_second or 0:,.1f} samples/s"))
+        if r.achieved_flops is not None and r.mfu is not None:
+            lines.append(("Achieved", f"{units.rate(r.achieved_flops)}, MFU {units.percent(r.mfu)} of "
+                                      f"{units.rate(r.peak_flops)}"))
+    return lines
+
+
 MARKDOWN_HEADER = ("Layer", "Type", "Output shape", "Params", "MACs", "FLOPs", "Output", "%FLOPs")
+# With a roofline, MACs and output bytes give way to the estimate; with measured times, params too.
+ROOFLINE_HEADER = ("Layer", "Type", "Output shape", "Params", "FLOPs", "Est. time", "Bound", "%FLOPs")
+MEASURED_HEADER = ("Layer", "Type", "Output shape", "FLOPs", "Est. time", "Bound", "Measured", "%time")
+
+
+def header(report: Report) -> tuple[str, ...]:
+    if report.totals.measured_seconds is not None:
+        return MEASURED_HEADER
+    return ROOFLINE_HEADER if report.roofline is not None else MARKDOWN_HEADER
+
+
+def row_cells(layer: Layer, report: Report) -> tuple[str, ...]:
+    """The cells of one row under ``header(report)``."""
+    cells = layer_cells(layer)
+    if report.roofline is None and report.totals.measured_seconds is None:
+        return cells
+    estimate = units.seconds(layer.estimated_seconds) if layer.estimated_seconds is not None else "-"
+    bound = layer.bound or "-"
+    if report.totals.measured_seconds is None:
+        return (*cells[:4], cells[5], estimate, bound, cells[7])
+    measured = units.seconds(layer.measured_seconds) if layer.measured_seconds is not None else "-"
+    total = report.totals.measured_seconds
+    share = units.percent(layer.measured_seconds / total) if layer.measured_seconds is not None and total else "-"
+    return (*cells[:3], cells[5], estimate, bound[:3] + "." if bound != "-" else "-", measured, share)
 
 
 def layer_cells(layer: Layer) -> tuple[str, ...]:
@@ -129,9 +188,9 @@ def visible(report: Report, depth: int | None) -> list[Layer]:
 
 
 def to_markdown(report: Report, depth: int | None = None) -> str:
-    rows = ["| " + " | ".join(MARKDOWN_HEADER) + " |", "|" + "---|" * 3 + "---:|" * 5]
+    rows = ["| " + " | ".join(header(report)) + " |", "|" + "---|" * 3 + "---:|" * 5]
     for layer in visible(report, depth):
-        cells = list(layer_cells(layer))
+        cells = list(row_cells(layer, report))
         cells[0] = "&nbsp;" * 2 * layer.depth + cells[0]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     rows.append("")

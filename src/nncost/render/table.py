@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines, visible
+from nncost.render.formats import MEASURED_HEADER, ROOFLINE_HEADER, header, row_cells, summary_lines, visible
 
 if TYPE_CHECKING:
     from nncost.records.report import Report
@@ -18,17 +18,20 @@ if TYPE_CHECKING:
 
 def layer_table(report: Report, depth: int | None = None) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=f"{report.model} · batch {report.batch_size}")
-    widths = (28, 17, 15, 9, 9, 9, 10, 7)
-    for i, (header, width) in enumerate(zip(MARKDOWN_HEADER, widths, strict=True)):
+    names = header(report)
+    widths: dict[tuple[str, ...], tuple[int, ...]] = {
+        MEASURED_HEADER: (28, 17, 15, 9, 9, 5, 9, 7), ROOFLINE_HEADER: (28, 17, 15, 9, 9, 9, 7, 7)}
+    column_widths = widths.get(names, (28, 17, 15, 9, 9, 9, 10, 7))
+    for i, (name, width) in enumerate(zip(names, column_widths, strict=True)):
         table.add_column(
-            header,
+            name,
             max_width=width,
             no_wrap=True,
             overflow="ellipsis",
             justify="left" if i < 3 else "right",
         )
     for layer in visible(report, depth):
-        cells = list(layer_cells(layer))
+        cells = list(row_cells(layer, report))
         cells[0] = "  " * layer.depth + cells[0]
         table.add_row(*cells, style="bold" if layer.depth == 0 else None)
     return table

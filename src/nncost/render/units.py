@@ -43,3 +43,27 @@ def grouped(n: int) -> str:
 def ratio(r: float) -> str:
     """0.1138 -> '0.114×', 2.5 -> '2.50×' (three significant figures, at least two decimals)."""
     return f"{r:.2f}×" if r >= 1 else f"{r:#.3g}×"
+
+
+def seconds(s: float) -> str:
+    """0.00123 -> '1.23 ms'."""
+    for threshold, suffix, scale in ((1.0, "s", 1.0), (1e-3, "ms", 1e3), (1e-6, "µs", 1e6)):
+        if abs(s) >= threshold:
+            return f"{s * scale:.3g} {suffix}"
+    return f"{s * 1e9:.3g} ns"
+
+
+def rate(flops_per_second: float) -> str:
+    """3.1e14 -> '310 TFLOP/s'."""
+    for threshold, suffix in ((1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s")):
+        if abs(flops_per_second) >= threshold:
+            return f"{flops_per_second / threshold:.3g} {suffix}"
+    return f"{flops_per_second:.3g} FLOP/s"
+
+
+def bandwidth(bytes_per_second: float) -> str:
+    """3.35e12 -> '3.35 TB/s' (decimal, as datasheets quote bandwidth)."""
+    for threshold, suffix in ((1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s")):
+        if abs(bytes_per_second) >= threshold:
+            return f"{bytes_per_second / threshold:.3g} {suffix}"
+    return f"{bytes_per_second:.3g} B/s"

@@ -1,0 +1,110 @@
+"""The device catalogue: datasheet roofs of named accelerators, and the calibrated ``cpu``.
+
+Every figure in ``catalogue.json`` carries the key of the document it was read from.  Peaks
+are dense (no 2:4 sparsity), in FLOP/s per dtype; bandwidth in bytes/s; memory in bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from nncost.analyses.lookup import suggestions
+from nncost.errors import BadRequest
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
+GENERIC = ("cpu", "cuda")  # allocator semantics without a named device ("cpu" is also calibrated)
+
+
+@dataclass(frozen=True)
+class Device:
+    """The roofs of one device.
+
+    ``family_efficiency`` is the achieved fraction of the roofs per operator family, measured
+    by calibration (only the ``cpu`` has it: a datasheet device is taken at its datasheet
+    figures, 1.0); ``family_overhead_seconds`` the fixed cost of one operator call per family,
+    ``op_overhead_seconds`` the generic one and ``module_call_seconds`` that of one module call,
+    also measured on the ``cpu`` only (0 on datasheet devices).
+    """
+
+    name: str
+    title: str
+    kind: str  # "cuda" or "cpu"
+    peak_flops: dict[str, float]
+    bandwidth: float
+    memory_bytes: int | None
+    sources: dict[str, str] = field(default_factory=dict)  # figure -> "document, url"
+    family_efficiency: dict[str, float] = field(default_factory=dict)
+    family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # fixed cost of one call
+    op_overhead_seconds: float = 0.0
+    module_call_seconds: float = 0.0  # fixed cost of one module call (cpu: calibrated)
+    notes: str = ""
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype`` (fp32, tf32, bf16, fp16, fp8, int8)."""
+        if dtype not in self.peak_flops:
+            have = ", ".join(self.peak_flops)
+            raise BadRequest(f"{self.name} has no {dtype} peak in its datasheet (it lists {have})")
+        return self.peak_flops[dtype]
+
+
+@cache
+def _raw() -> dict[str, Any]:
+    text = resources.files("nncost.hardware").joinpath("catalogue.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def names() -> list[str]:
+    """The catalogue's device names, ``cpu`` included."""
+    return [k for k in _raw() if not k.startswith("_")] + ["cpu"]
+
+
+def _citation(key: str) -> str:
+    ref = _raw()["_references"][key]
+    return f"{ref['document']}, {ref['url']}"
+
+
+def catalogue_device(name: str) -> Device:
+    """A named datasheet device; a clear error with close names for anything else."""
+    key = name.strip().lower()
+    raw = _raw()
+    if key.startswith("_") or key not in raw:
+        close = suggestions(key, names())
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise BadRequest(f"unknown hardware {name!r}{hint} (known: {', '.join(names())})")
+    entry = raw[key]
+    return Device(
+        name=key,
+        title=entry["title"],
+        kind=entry["kind"],
+        peak_flops={d: float(v) for d, v in entry["peak_flops"].items()},
+        bandwidth=float(entry["bandwidth"]),
+        memory_bytes=int(entry["memory_bytes"]),
+        sources={figure: _citation(ref) for figure, ref in entry["sources"].items()},
+        notes=entry.get("notes", ""),
+    )
+
+
+def device(name: str, *, refresh: bool = False) -> Device:
+    """``cpu`` (calibrated on this machine, cached) or a catalogue device."""
+    if name.strip().lower() == "cpu":
+        from nncost.hardware.calibrate import cpu_device
+
+        return cpu_device(refresh=refresh)
+    return catalogue_device(name)
+
+
+def match_cuda_name(gpu_name: str) -> str | None:
+    """The catalogue key of a CUDA device from its driver name (``NVIDIA H100 80GB HBM3``), if listed."""
+    text = gpu_name.upper()
+    rules = (("H200", "h200"), ("H100", "h100-pcie" if "PCIE" in text else "h100-sxm"),
+             ("A100", "a100-80gb" if "80GB" in text else "a100-40gb"), ("L40S", "l40s"), ("L4", "l4"),
+             ("T4", "t4"), ("V100", "v100"), ("4090", "rtx-4090"), ("3090", "rtx-3090"))
+    for marker, key in rules:
+        if marker in text.replace(" ", "") or marker in text.split():
+            return key
+    return None

@@ -1,0 +1,107 @@
+"""The device catalogue and the calibrated cpu."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nncost.errors import BadRequest
+from nncost.hardware import calibrate as calibrate_mod
+from nncost.hardware import catalogue_device, device, names
+from nncost.hardware.catalogue import DTYPES, match_cuda_name
+
+ISSUE_DEVICES = ("h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "t4", "v100",
+                 "rtx-4090", "rtx-3090")
+GIB = 1 << 30
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NNCOST_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ISSUE_DEVICES)
+def test_every_figure_has_a_cited_source(name: str) -> None:
+    found = catalogue_device(name)
+    assert found.kind == "cuda"
+    assert found.bandwidth > 1e11 and found.memory_bytes and found.memory_bytes >= 16 * GIB
+    assert set(found.peak_flops) <= set(DTYPES) and "fp32" in found.peak_flops
+    for figure in [*found.peak_flops, "bandwidth", "memory_bytes"]:
+        assert "http" in found.sources[figure], (name, figure)
+    # tensor-core columns are never slower than the CUDA-core fp32 column
+    assert all(found.peak_flops[d] >= found.peak_flops["fp32"] for d in found.peak_flops)
+
+
+def test_dense_figures_are_half_the_datasheet_sparsity_figures() -> None:
+    # H100 SXM datasheet: BF16 1,979 TFLOPS*, FP8 3,958 TFLOPS*, TF32 989 TFLOPS* (* with sparsity)
+    h100 = catalogue_device("h100-sxm")
+    assert h100.peak("bf16") == pytest.approx(1979e12 / 2, rel=1e-3)
+    assert h100.peak("fp8") == pytest.approx(3958e12 / 2, rel=1e-3)
+    assert h100.peak("tf32") == pytest.approx(989e12 / 2, rel=1e-3)
+    # A100 datasheet prints dense figures: TF32 156, BF16 312; 40 GB at 1,555 GB/s, 80 GB at 2,039 GB/s
+    assert catalogue_device("a100-40gb").peak("bf16") == 312e12
+    assert catalogue_device("a100-40gb").bandwidth == 1.555e12
+    assert catalogue_device("a100-80gb").bandwidth == 2.039e12
+    assert catalogue_device("h200").memory_bytes == 141 * GIB
+
+
+def test_unknown_names_suggest_close_ones() -> None:
+    with pytest.raises(BadRequest, match=r"did you mean.*h100-sxm"):
+        device("h100")
+    with pytest.raises(BadRequest, match="unknown hardware"):
+        device("tpu-v5")
+    with pytest.raises(BadRequest, match="no bf16 peak"):
+        catalogue_device("t4").peak("bf16")
+    assert device("  H100-SXM ").name == "h100-sxm"
+    assert set(ISSUE_DEVICES) | {"cpu"} == set(names())
+
+
+@pytest.mark.parametrize("driver_name, key", [
+    ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA H200", "h200"),
+    ("NVIDIA A100-SXM4-80GB", "a100-80gb"), ("NVIDIA A100-SXM4-40GB", "a100-40gb"), ("NVIDIA L40S", "l40s"),
+    ("NVIDIA L4", "l4"), ("Tesla T4", "t4"), ("Tesla V100-SXM2-32GB", "v100"),
+    ("NVIDIA GeForce RTX 4090", "rtx-4090"), ("NVIDIA GeForce RTX 3090", "rtx-3090"), ("NVIDIA B200", None),
+])
+def test_cuda_driver_names_map_to_the_catalogue(driver_name: str, key: str | None) -> None:
+    assert match_cuda_name(driver_name) == key
+
+
+def test_cpu_is_calibrated_quickly_and_cached(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = device("cpu")
+    assert cpu.kind == "cpu" and cpu.name == "cpu"
+    assert cpu.peak("fp32") > 1e8 and cpu.bandwidth > 1e8 and 0 < cpu.op_overhead_seconds < 1e-3
+    assert set(cpu.family_efficiency) == {"matmul", "conv", "depthwise", "pool", "norm", "reduce",
+                                         "transcendental", "elementwise"}
+    assert set(cpu.family_overhead_seconds) == set(cpu.family_efficiency)
+    assert all(0 < cpu.family_efficiency[f] <= 1 for f in ("matmul", "conv", "depthwise"))  # they read weights
+    assert all(0 < e <= calibrate_mod.CACHE_CAP for e in cpu.family_efficiency.values())
+    assert 0 < cpu.module_call_seconds < 1e-3
+    stored = json.loads((cache / "cpu_calibration.json").read_text())
+    (key,) = stored
+    assert f"threads={torch.get_num_threads()}" in key and torch.__version__ in key
+
+    def fail() -> None:
+        raise AssertionError("a cached calibration must not run again")
+
+    monkeypatch.setattr(calibrate_mod, "calibrate", fail)
+    assert device("cpu").peak_flops == cpu.peak_flops
+
+
+def test_the_cache_is_keyed_by_thread_count(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    fake = {"date": "-", "peak_flops": {"fp32": 1e9, "bf16": 1e9, "fp16": 1e9}, "bandwidth": 1e9,
+            "memory_bytes": None, "op_overhead_seconds": 1e-6, "family_efficiency": {}}
+    monkeypatch.setattr(calibrate_mod, "calibrate", lambda: calls.append(1) or dict(fake))
+    threads = torch.get_num_threads()
+    try:
+        device("cpu")
+        device("cpu")
+        torch.set_num_threads(max(1, threads - 1) if threads > 1 else 2)
+        device("cpu")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 2
