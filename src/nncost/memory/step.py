@@ -27,6 +27,7 @@ from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
+from nncost.memory.precision import FakeTracer, autocast_or_nothing, mixed_run, resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
 
@@ -103,6 +104,7 @@ def capture_step(
     device: str = "cuda",
     dtype: torch.dtype | None = None,
     checkpointing: bool | Sequence[str] = False,
+    precision: str = "fp32",
 ) -> StepTrace:
     if mode not in ("train", "infer"):
         raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
@@ -111,7 +113,14 @@ def capture_step(
     train = mode == "train"
     meta = torch.device("meta")
     scopes = Scopes(model)
-    tracer = Tracer(ATEN, scopes.current, memoise=True)
+    # -- precision: mixed runs on fake tensors under real autocast (memory/precision.py) --
+    setting = resolve_precision(precision, dtype)
+    dtype = setting.param_dtype
+    mixed = mixed_run(setting, device)
+    tracer = FakeTracer(ATEN, scopes.current, memoise=False) if mixed else Tracer(ATEN, scopes.current, memoise=True)
+    world = mixed.active() if mixed else nullcontext()
+    convert = mixed.convert if mixed else to_meta(dtype)
+    # -- end precision --
     gradients: set[int] = set()
     saved: set[int] = set()
 
@@ -121,7 +130,7 @@ def capture_step(
             saved.add(allocation)
         return t
 
-    with training_flags(model, train), attributes_restored(model), swapped(model, to_meta(dtype)):
+    with training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
@@ -131,20 +140,28 @@ def capture_step(
             opt = factory(params, device == "cuda") if factory is not None and params else None
             if opt is not None:
                 _warm_up(opt, params)
-            placed_args = inputs_mod.place(args, meta, dtype)
-            placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
+            if mixed:
+                mixed.warm_up()
+                placed_args, placed_kwargs = mixed.place(args), mixed.place(kwargs)
+            else:
+                placed_args = inputs_mod.place(args, meta, dtype)
+                placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
             grad_mode = torch.enable_grad() if train else torch.no_grad()
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
             with scopes.hooked(model), grad_mode, hooks, tracer:
-                output = model(*placed_args, **placed_kwargs)
-                forward_end = len(tracer.ops)
-                loss_end = backward_end = forward_end
+                with autocast_or_nothing(mixed):  # forward and loss under autocast when mixed
+                    output = model(*placed_args, **placed_kwargs)
+                    forward_end = len(tracer.ops)
+                    loss_end = backward_end = forward_end
+                    if train:
+                        floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+                        if not floating:
+                            raise BadRequest("the model's output has no floating tensor that requires grad: "
+                                             "nothing to train")
+                        loss = torch.stack([t.float().sum() for t in floating]).sum()
                 if train:
-                    floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
-                    if not floating:
-                        raise BadRequest("the model's output has no floating tensor that requires grad: "
-                                         "nothing to train")
-                    loss = torch.stack([t.float().sum() for t in floating]).sum()
+                    if mixed:
+                        loss = mixed.scale(loss)  # fp16-mixed: GradScaler.scale
                     loss_end = len(tracer.ops)
                     loss.backward()
                     backward_end = len(tracer.ops)
@@ -154,7 +171,9 @@ def capture_step(
                             if allocation is not None:
                                 gradients.add(allocation)
                     del loss, floating
-                    if opt is not None:
+                    if mixed:
+                        mixed.step(opt)  # fp16-mixed: unscale_, step, update
+                    elif opt is not None:
                         opt.step()
                 del output
         except NncostError:
@@ -168,7 +187,7 @@ def capture_step(
         finally:
             tracer.close()
         scopes.finish()
-        state = state_bytes(opt, device=device)
+        state = mixed.state_bytes(opt) if mixed else state_bytes(opt, device=device)
         weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
                                                           (*model.parameters(), *model.buffers())}.values()]
         input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]
