@@ -93,17 +93,56 @@ class FakeTracer(Tracer):
 _BATCH_NORMS = {"native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training"}
 
 
-class KernelDtypes(TorchDispatchMode):
-    """Where a meta kernel's output dtype differs from the device kernel's, under fake tensors.
+class DeviceKernels(TorchDispatchMode):
+    """Where running under a dispatch mode on fake tensors differs from the device's kernels.
 
-    BatchNorm on a 16-bit input with fp32 weights and running statistics (what autocast gives:
-    batch_norm is on none of its lists) returns its saved mean and inverse std in fp32 on the CPU
-    and on CUDA (the kernels' "mixed type" branch, the op-math type); the meta kernel returns them
-    in the input's dtype.  Checked against a real CPU autocast step in tests/test_precision.py.
+    - BatchNorm on a 16-bit input with fp32 weights and running statistics (what autocast gives:
+      batch_norm is on none of its lists) returns its saved mean and inverse std in fp32 on the
+      CPU and on CUDA (the kernels' "mixed type" branch, the op-math type); the meta kernel
+      returns them in the input's dtype.
+    - Autograd adds up the gradients that reach one input from several uses (a residual
+      branch, tied weights) in its input buffer.  Without a dispatch mode that sum is in place,
+      into one of the two (``can_accumulate_inplace`` in ``input_buffer.cpp``); under any
+      dispatch mode ``isTensorSubclassLike`` is true and it allocates a new tensor.  A real
+      training step has no dispatch mode, so those sums are made in place here.  They are told
+      apart from a backward formula's own additions by node hooks: after a node's apply returns
+      (post-hook) and before the next begins (pre-hook), the engine only accumulates.
+
+    Both checked against real CPU steps (tests/test_precision.py, bench/memory_precision.py).
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.accumulating = False
+
+    def watch(self, loss: torch.Tensor) -> None:
+        """Hook every node of ``loss``'s backward graph."""
+
+        def applied(grad_inputs: Any, grad_outputs: Any) -> None:
+            self.accumulating = True
+
+        def starting(grad_outputs: Any) -> None:
+            self.accumulating = False
+
+        seen: set[int] = set()
+        stack = [loss.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            node.register_prehook(starting)
+            node.register_hook(applied)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if self.accumulating and func is torch.ops.aten.add.Tensor and not kwargs and len(args) == 2:
+            for into, other in (args, args[::-1]):
+                if (isinstance(into, torch.Tensor) and isinstance(other, torch.Tensor) and into.shape == other.shape
+                        and into.dtype == other.dtype and into.is_contiguous()):
+                    return into.add_(other)
+        out = func(*args, **kwargs)
         if func._opname in _BATCH_NORMS and func.namespace == "aten":
             x, weight = args[0], args[1]
             statistics = args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else weight
@@ -136,10 +175,11 @@ class MixedRun:
         self.mode = FakeTensorMode(allow_non_fake_inputs=False)
         self.scaler = torch.amp.GradScaler("cpu") if precision.grad_scaler else None
         self.scaler_tensors: list[torch.Tensor] = []
+        self.kernels = DeviceKernels()
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        with self.mode, KernelDtypes():
+        with self.mode, self.kernels:
             yield
 
     def convert(self, t: torch.Tensor) -> torch.Tensor:
@@ -178,7 +218,10 @@ class MixedRun:
         return list(seen.values())
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
-        return self.scaler.scale(loss) if self.scaler is not None else loss
+        """The loss to call backward on (GradScaler.scale for fp16-mixed), its graph hooked."""
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        self.kernels.watch(scaled)
+        return scaled
 
     def step(self, optimizer: torch.optim.Optimizer | None) -> None:
         if optimizer is None:
