@@ -3,6 +3,7 @@
     /work/venv/bin/python bench/memory_precision.py                       # every case, prints a markdown table
     /work/venv/bin/python bench/memory_precision.py --cases "resnet18 b8 bf16-mixed adam"
     /work/venv/bin/python bench/memory_precision.py --diagnose "gpt2-2l b8 bf16-mixed adam"
+    /work/venv/bin/python bench/memory_precision.py --lists     # CPU against CUDA autocast, op by op
 
 Each case runs in a fresh process: ``nncost.memory(..., precision=P, hardware="cpu")`` beside
 ``measure_cpu_peak(..., precision=P)``, which runs forward and loss under
@@ -204,6 +205,61 @@ def diagnose(key: str, top: int) -> None:
         print(f"    {b._mib(nbytes):>14}      {label}")
 
 
+def autocast_lists() -> list[str]:
+    """The dtype CPU and CUDA autocast (bf16) give a few ops, probed on fake tensors of each device.
+
+    CUDA autocast's kernels run on fake CUDA tensors without a GPU (only autograd's backward cannot),
+    so the CUDA column is PyTorch's own CUDA lists as compiled into the installed torch.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def probe(device: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        with FakeTensorMode():
+            x, w = torch.empty(4, 8, 16, device=device), torch.empty(16, 16, device=device)
+            img, kernel = torch.empty(2, 4, 8, 8, device=device), torch.empty(4, 4, 3, 3, device=device)
+            low, low_img = x.bfloat16(), img.bfloat16()
+            labels = torch.zeros(8, dtype=torch.long, device=device)
+            ops = {
+                "linear": lambda: F.linear(x, w), "matmul": lambda: x @ w, "conv2d": lambda: F.conv2d(img, kernel),
+                "scaled_dot_product_attention": lambda: F.scaled_dot_product_attention(x, x, x),
+                "softmax": lambda: torch.softmax(low, -1), "log_softmax": lambda: torch.log_softmax(low, -1),
+                "layer_norm": lambda: F.layer_norm(low, (16,)), "group_norm": lambda: F.group_norm(low_img, 2),
+                "batch_norm": lambda: F.batch_norm(low_img, torch.zeros(4, device=device),
+                                                   torch.ones(4, device=device), training=True),
+                "exp": low.exp, "pow": lambda: low.pow(2), "sum": low.sum, "cumsum": lambda: low.cumsum(0),
+                "gelu": lambda: F.gelu(low), "max_pool2d": lambda: F.max_pool2d(low_img, 2),
+                "interpolate (nearest)": lambda: F.interpolate(low_img, scale_factor=2),
+                "mse_loss": lambda: F.mse_loss(low, low), "cross_entropy": lambda: F.cross_entropy(low[0], labels),
+                "cat (bf16 with fp32)": lambda: torch.cat([low, x]),
+            }
+            if device == "cuda" and not torch.cuda.is_available():  # torch.autocast would disable itself
+                torch.set_autocast_enabled("cuda", True)
+                torch.set_autocast_dtype("cuda", torch.bfloat16)
+                context: Any = None
+            else:
+                context = torch.autocast(device, dtype=torch.bfloat16)
+                context.__enter__()
+            try:
+                for name, fn in ops.items():
+                    found[name] = str(fn().dtype).removeprefix("torch.")
+            finally:
+                if context is not None:
+                    context.__exit__(None, None, None)
+                else:
+                    torch.clear_autocast_cache()
+                    torch.set_autocast_enabled("cuda", False)
+        return found
+
+    cpu, cuda = probe("cpu"), probe("cuda")
+    lines = ["| op (input bf16 unless it is a matmul) | CPU autocast | CUDA autocast |", "|---|---|---|"]
+    lines += [f"| {name} | {cpu[name]} | {cuda[name]}{' (differs)' if cpu[name] != cuda[name] else ''} |"
+              for name in cpu]
+    return lines
+
+
 def run_subprocess(key: str, timeout: float) -> dict[str, Any]:
     env = dict(os.environ, PYTHONWARNINGS="ignore", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                KINETO_LOG_LEVEL="5", PYTHONPATH=str(ROOT / "src"))
@@ -253,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
     ap.add_argument("--diagnose", metavar="CASE")
     ap.add_argument("--top", type=int, default=12)
+    ap.add_argument("--lists", action="store_true", help="CPU against CUDA autocast dtypes, op by op")
     a = ap.parse_args(argv)
+    if a.lists:
+        print("\n".join(autocast_lists()))
+        return 0
     if a.worker:
         print(MARK + " " + json.dumps(run_case(a.worker)), flush=True)
         return 0
@@ -267,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         row = run_subprocess(key, a.timeout)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "breakdown"}), file=sys.stderr, flush=True)
+    arguments = "".join(" " + json.dumps(x) for x in (argv or sys.argv[1:]))
     print(f"Run {started:%Y-%m-%d %H:%M} UTC, {time.perf_counter() - t0:.0f} s; "
-          f"`/work/venv/bin/python bench/memory_precision.py{''.join(' ' + json.dumps(x) for x in (argv or sys.argv[1:]))}`\n")
+          f"`/work/venv/bin/python bench/memory_precision.py{arguments}`\n")
     print("\n".join(table(rows)))
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))

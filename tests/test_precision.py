@@ -121,17 +121,31 @@ def test_simulated_ops_and_dtypes_match_real_cpu_autocast(name: str) -> None:
     assert without_rnn_workspace(simulated) == without_rnn_workspace(real.rows)
 
 
-def test_fp32_list_ops_stay_fp32_and_matmuls_go_bf16() -> None:
-    """The dtype autocast picks, read from the real run's recording and the simulation's bytes."""
-    model, args = encoder_layer()
+class Lists(nn.Module):
+    """One op from each of CPU autocast's lists, and one on none of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(16, 16)  # lower-precision list: bf16
+        self.norm = nn.LayerNorm(16)  # on no CPU list: runs in its input's dtype (CUDA's fp32 list has it)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm(self.linear(x))
+        loss = nn.functional.mse_loss(h, torch.zeros_like(x))  # CPU fp32 list
+        return loss, torch.cat([h, x])  # promote list: bf16 with fp32 gives fp32
+
+
+def test_each_autocast_list_gives_the_dtype_of_a_real_cpu_run() -> None:
+    model, args = Lists(), (torch.randn(4, 16),)
     real = real_autocast_step(model, args)
     dtypes = dict(real.dtypes)
-    assert dtypes["native_layer_norm"][0] == torch.float32  # CPU autocast's fp32 list
-    assert dtypes["addmm"][0] == torch.bfloat16  # its lower-precision list
+    assert dtypes["addmm"] == (torch.bfloat16,)
+    assert dtypes["native_layer_norm"] == (torch.bfloat16, torch.float32, torch.float32)  # fp32 statistics
+    assert dtypes["mse_loss"] == (torch.float32,)
+    assert dtypes["cat"] == (torch.float32,)
     simulated = {op: nbytes for op, _, nbytes in simulated_rows(model, args)}
-    real_bytes = {op: nbytes for op, _, nbytes in real.rows}
-    assert simulated["native_layer_norm"] == real_bytes["native_layer_norm"]
-    assert simulated["addmm"] == real_bytes["addmm"]
+    for op in ("addmm", "native_layer_norm", "mse_loss", "cat"):
+        assert simulated[op] == dict((o, n) for o, _, n in real.rows)[op]
 
 
 def test_weight_cast_cache_casts_each_weight_once_per_forward() -> None:
@@ -215,7 +229,8 @@ def test_model_is_left_untouched() -> None:
     assert not torch.is_autocast_enabled("cuda") and not torch.is_autocast_enabled("cpu")
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("fp8", None), ("bf16-mixed", torch.float16), ("bf16", torch.float16)])
+@pytest.mark.parametrize(("precision", "dtype"),
+                         [("fp8", None), ("bf16-mixed", torch.float16), ("bf16", torch.float16)])
 def test_bad_precision_is_a_clear_error(precision: str, dtype: torch.dtype | None) -> None:
     with pytest.raises(BadRequest):
         resolve_precision(precision, dtype)

@@ -90,16 +90,19 @@ class FakeTracer(Tracer):
         return super().__torch_dispatch__(func, types, args, kwargs)
 
 
-_BATCH_NORMS = {"native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training"}
+# Normalisations whose saved statistics (outputs 1 and 2) are fp32 when a 16-bit input meets fp32
+# parameters: the op and the index of its weight argument.
+_MIXED_TYPE_STATISTICS = {"native_batch_norm": 1, "_native_batch_norm_legit": 1,
+                          "_native_batch_norm_legit_no_training": 1, "native_layer_norm": 2, "native_group_norm": 1}
 
 
 class DeviceKernels(TorchDispatchMode):
     """Where running under a dispatch mode on fake tensors differs from the device's kernels.
 
-    - BatchNorm on a 16-bit input with fp32 weights and running statistics (what autocast gives:
-      batch_norm is on none of its lists) returns its saved mean and inverse std in fp32 on the
-      CPU and on CUDA (the kernels' "mixed type" branch, the op-math type); the meta kernel
-      returns them in the input's dtype.
+    - BatchNorm, LayerNorm and GroupNorm on a 16-bit input with fp32 weights (what CPU autocast
+      gives: they are on none of its lists; CUDA's puts layer and group norm in fp32, not batch
+      norm) return their saved mean and inverse std in fp32 on the CPU and on CUDA (the kernels'
+      "mixed type" branch, the op-math type); the meta kernels return them in the input's dtype.
     - Autograd adds up the gradients that reach one input from several uses (a residual
       branch, tied weights) in its input buffer.  Without a dispatch mode that sum is in place,
       into one of the two (``can_accumulate_inplace`` in ``input_buffer.cpp``); under any
@@ -143,11 +146,15 @@ class DeviceKernels(TorchDispatchMode):
                         and into.dtype == other.dtype and into.is_contiguous()):
                     return into.add_(other)
         out = func(*args, **kwargs)
-        if func._opname in _BATCH_NORMS and func.namespace == "aten":
-            x, weight = args[0], args[1]
-            statistics = args[3] if len(args) > 3 and isinstance(args[3], torch.Tensor) else weight
-            if (x.dtype in _DTYPES.values() and isinstance(statistics, torch.Tensor)
-                    and statistics.dtype == torch.float32 and out[1].dtype != torch.float32):
+        param_index = _MIXED_TYPE_STATISTICS.get(func._opname) if func.namespace == "aten" else None
+        if param_index is not None:
+            x = args[0]
+            param = args[param_index] if len(args) > param_index else None
+            if func._opname.startswith(("native_batch_norm", "_native_batch_norm_legit")) and len(args) > 3 \
+                    and isinstance(args[3], torch.Tensor):
+                param = args[3]  # the running mean
+            if (isinstance(x, torch.Tensor) and x.dtype in _DTYPES.values() and isinstance(param, torch.Tensor)
+                    and param.dtype == torch.float32 and out[1].dtype != torch.float32):
                 return (out[0], *(torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in out[1:3]),
                         *out[3:])
         return out
