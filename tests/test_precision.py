@@ -234,3 +234,17 @@ def test_model_is_left_untouched() -> None:
 def test_bad_precision_is_a_clear_error(precision: str, dtype: torch.dtype | None) -> None:
     with pytest.raises(BadRequest):
         resolve_precision(precision, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_simulated_peak_matches_a_measured_cpu_autocast_step(optimizer: str) -> None:
+    """A transformer encoder layer (no convolution: no oneDNN workspace the simulation cannot see),
+    one training step under CPU autocast, the allocator's events against the simulation."""
+    from nncost.memory.measure import measure_cpu_peak
+
+    layer = nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, dropout=0.0, batch_first=True)
+    x = torch.randn(8, 64, 256)
+    report = nncost.memory(layer, inputs=x, optimizer=optimizer, hardware="cpu", precision="bf16-mixed")
+    measured = measure_cpu_peak(layer, (x,), {}, mode="train", optimizer=optimizer, precision="bf16-mixed")
+    assert abs(report.peak_bytes - measured) <= 0.02 * measured

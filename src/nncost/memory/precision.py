@@ -33,6 +33,7 @@ exist before the step, and are counted with the optimizer state.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -179,6 +180,10 @@ class MixedRun:
         # (it asks the CUDA driver about device 0): CPU fake tensors and CPU autocast stand in.
         self.stand_in = device == "cuda" and not torch.cuda.is_available()
         self.device = torch.device("cpu" if self.stand_in else device)
+        if self.stand_in:
+            warnings.warn("no GPU here: the bf16/fp16-mixed step for hardware='cuda' runs CPU autocast's op lists, "
+                          "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA "
+                          "autocast runs them in fp32 (docs/memory.md, 'Mixed precision')", stacklevel=4)
         self.mode = FakeTensorMode(allow_non_fake_inputs=False)
         self.scaler = torch.amp.GradScaler("cpu") if precision.grad_scaler else None
         self.scaler_tensors: list[torch.Tensor] = []
