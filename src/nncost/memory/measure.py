@@ -67,7 +67,9 @@ def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
         params = [p for p in replica.parameters() if p.requires_grad]
         factory = OPTIMIZERS[optimizer] if train else None
         opt = factory(params, False) if factory is not None and params else None
-        scaler = torch.amp.GradScaler("cpu") if setting.grad_scaler and train else None
+        # A scale of 1: the default 65536 overflows fp16 on a sum loss, and GradScaler then skips the
+        # optimizer's step (no state): not the steady state.  The scale's value changes no memory.
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if setting.grad_scaler and train else None
         real_args = inputs_mod.place(args, torch.device("cpu"), setting.param_dtype)
         real_kwargs = inputs_mod.place(kwargs, torch.device("cpu"), setting.param_dtype)
         _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)  # warm-up: creates the optimizer state
@@ -76,12 +78,16 @@ def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
         for p in params:
             p.grad = None
         state = [t for s in (opt.state.values() if opt else []) for t in s.values() if isinstance(t, torch.Tensor)]
+        if scaler is not None and scaler.get_scale() < 1.0:  # the scale backs off when a step is skipped
+            raise RuntimeError("fp16 gradients overflowed in the warm-up step: the GradScaler skipped it")
         scaler_state = [t for t in (scaler._scale, scaler._growth_tracker) if t is not None] if scaler else []
         before = _storage_bytes([*replica.parameters(), *replica.buffers(), *state, *scaler_state,
                                  *tensors_in((real_args, real_kwargs))])
         activities = [torch.profiler.ProfilerActivity.CPU]
         with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
             _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)
+        if scaler is not None and scaler.get_scale() < 1.0:
+            raise RuntimeError("fp16 gradients overflowed in the measured step: the GradScaler skipped it")
     return before + peak_of_events(prof)
 
 
