@@ -184,7 +184,7 @@ class MixedRun:
             warnings.warn("no GPU here: the bf16/fp16-mixed step for hardware='cuda' runs CPU autocast's op lists, "
                           "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA "
                           "autocast runs them in fp32 (docs/memory.md, 'Mixed precision')", stacklevel=4)
-        self.mode = FakeTensorMode(allow_non_fake_inputs=False)
+        self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # plain tensor attributes of the model
         self.scaler = torch.amp.GradScaler("cpu") if precision.grad_scaler else None
         self.scaler_tensors: list[torch.Tensor] = []
         self.kernels = DeviceKernels()
