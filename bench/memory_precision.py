@@ -18,8 +18,8 @@ with those allocations left out.  The helpers that read the profiler's event tre
 ``bench/memory.py``'s.
 
 Case keys: ``"MODEL bN PRECISION OPTIMIZER"``; models: resnet18, resnet50 (3×224×224), resnet18-64
-(3×64×64: CPU fp16 convolutions are slow), gpt2-2l (``GPT2Config(n_layer=2)``) and gpt2 (GPT-2 small),
-both at 128 tokens.
+(3×64×64: CPU fp16 convolutions are slow), vit_b_16, gpt2-2l (``GPT2Config(n_layer=2)``) and gpt2
+(GPT-2 small), both at 128 tokens, and bench/memory.py's lstm (128 tokens).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ CASES = [
     "gpt2 b4 bf16-mixed adam",
     "gpt2 b8 bf16-mixed sgd",
     "gpt2-2l b2 fp16-mixed adam",
+    "vit_b_16 b8 bf16-mixed sgd",
+    "lstm b16 bf16-mixed sgd",
 ]
 
 
@@ -81,6 +83,9 @@ def build(name: str, batch: int) -> tuple[Any, tuple[Any, ...]]:
 
         config = GPT2Config(n_layer=2) if name == "gpt2-2l" else GPT2Config()
         return GPT2LMHeadModel(config), (torch.zeros(batch, SEQ, dtype=torch.long),)
+    if name == "lstm":  # bench/memory.py's: Embedding(8000, 256), LSTM(256, 512, 2 layers), Linear(512, 8000)
+        model, args, _ = base().build("lstm", batch)
+        return model, args
     import torchvision
 
     side = 64 if name.endswith("-64") else 224  # fp16 convolutions are slow on the CPU: a smaller image
