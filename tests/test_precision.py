@@ -248,3 +248,17 @@ def test_simulated_peak_matches_a_measured_cpu_autocast_step(optimizer: str) -> 
     report = nncost.memory(layer, inputs=x, optimizer=optimizer, hardware="cpu", precision="bf16-mixed")
     measured = measure_cpu_peak(layer, (x,), {}, mode="train", optimizer=optimizer, precision="bf16-mixed")
     assert abs(report.peak_bytes - measured) <= 0.02 * measured
+
+
+def test_a_forward_that_needs_values_is_a_clear_error() -> None:
+    class ReadsAValue(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.linear(x)
+            return y * float(y.sum())
+
+    with pytest.raises(nncost.NeedsWeights):
+        nncost.memory(ReadsAValue(), (8,), hardware="cpu", precision="bf16-mixed")

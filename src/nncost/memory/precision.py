@@ -246,6 +246,13 @@ class MixedRun:
         self.scaler.update()
 
 
+def needs_values(exc: BaseException) -> bool:
+    """Whether an exception from a fake-tensor run means the forward needs real values."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
+    return isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException))
+
+
 def mixed_run(precision: Precision, device: str) -> MixedRun | None:
     return MixedRun(precision, device) if precision.mixed else None
 

@@ -27,7 +27,7 @@ from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
-from nncost.memory.precision import FakeTracer, autocast_or_nothing, mixed_run, resolve_precision
+from nncost.memory.precision import FakeTracer, autocast_or_nothing, mixed_run, needs_values, resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
 
@@ -179,7 +179,7 @@ def capture_step(
         except NncostError:
             raise
         except Exception as exc:
-            if meta_limitation(exc):
+            if meta_limitation(exc) or needs_values(exc):
                 raise NeedsWeights(
                     f"the memory simulation runs on meta tensors, and this model's forward needs real values: {exc}"
                 ) from exc
