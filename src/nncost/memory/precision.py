@@ -13,7 +13,7 @@
 Mixed precision runs PyTorch's own autocast, not an emulation of its op lists.  Autocast acts
 only on tensors of its device (``cpu`` or ``cuda``); meta tensors are never cast.  So a mixed
 step runs on *fake* tensors instead (``torch._subclasses.FakeTensor``): they carry a device
-(``cpu``, or ``cuda`` even on a machine without a GPU) and no data, their kernels are the meta
+(``cpu`` or ``cuda``) and no data, their kernels are the meta
 kernels, and the autocast dispatch keys of their device apply.  Every cast, the choice of dtype
 per op (``aten/src/ATen/autocast_mode.cpp``'s lists for the device, as compiled into the
 installed torch), and autocast's weight-cast cache (a leaf fp32 parameter cast to 16 bits once
