@@ -110,7 +110,10 @@ class DeviceKernels(TorchDispatchMode):
       dispatch mode ``isTensorSubclassLike`` is true and it allocates a new tensor.  A real
       training step has no dispatch mode, so those sums are made in place here.  They are told
       apart from a backward formula's own additions by node hooks: after a node's apply returns
-      (post-hook) and before the next begins (pre-hook), the engine only accumulates.
+      (post-hook) and before the next begins (pre-hook), the engine only accumulates.  The real
+      engine sums in place only into a buffer that holds the last reference to its tensor; that
+      is assumed here (a gradient also kept by a hook, or sent down two edges, would be summed out
+      of place in a real step).
 
     Both checked against real CPU steps (tests/test_precision.py, bench/memory_precision.py).
     """
