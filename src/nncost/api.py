@@ -16,6 +16,7 @@ from nncost.analyses.sharding import per_gpu
 from nncost.capture.inputs import SizeSpec, batch_of, rebatch, sizes_to_inputs
 from nncost.capture.run import Progress, capture
 from nncost.errors import BadRequest
+from nncost.memory.precision import resolve_precision
 from nncost.memory.step import capture_step
 from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport
@@ -109,6 +110,7 @@ def memory(
     sharding: str = "none",
     fit: int | str | None = None,
     checkpointing: bool | Sequence[str] = False,
+    precision: str = "fp32",
     name: str | None = None,
     on_simulate: Callable[[int], None] | None = None,
 ) -> MemoryReport:
@@ -121,23 +123,27 @@ def memory(
     optimizers' CUDA implementation (``foreach``).  ``gpus`` and ``sharding`` give the per-GPU
     figures of data-parallel training; ``fit`` (bytes, or ``"24GiB"``) finds the largest batch
     whose peak fits.  ``checkpointing`` runs the model's repeated blocks (``True``) or the named
-    modules under activation checkpointing.  ``on_simulate`` is called with the batch size of
+    modules under activation checkpointing.  ``precision`` is ``"fp32"``, ``"bf16-mixed"`` or
+    ``"fp16-mixed"`` (``torch.autocast`` over forward and loss, fp32 master weights, gradients and
+    optimizer state; fp16 with a GradScaler), or pure ``"bf16"`` / ``"fp16"`` (the whole model
+    in that dtype); see ``nncost.memory.precision``.  ``on_simulate`` is called with the batch size of
     every step simulated (progress bars for ``fit`` searches).
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
     if hardware not in HARDWARE:
         raise BadRequest(f"hardware must be one of {', '.join(HARDWARE)}, got {hardware!r}")
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_precision(precision, resolve_dtype(dtype)).param_dtype  # precision hook
     args, kw = _example_inputs(input_size, inputs, kwargs, batch_size, torch_dtype)
 
     def simulate(batch_args: tuple[Any, ...], batch_kwargs: dict[str, Any]) -> MemoryReport:
         if on_simulate is not None:
             on_simulate(batch_of((batch_args, batch_kwargs)) or batch_size)
         trace = capture_step(model, batch_args, batch_kwargs, mode=mode, optimizer=optimizer, device=hardware,
-                             dtype=torch_dtype, checkpointing=checkpointing)
+                             dtype=torch_dtype, checkpointing=checkpointing, precision=precision)
         report = analyse_step(trace, model=name or type(model).__name__, hardware=hardware, optimizer=optimizer,
                               batch_size=batch_of((batch_args, batch_kwargs)) or batch_size)
+        report.precision = precision  # precision hook
         if sharding != "none" or gpus > 1:
             report.gpus, report.sharding = gpus, sharding
             report.per_gpu = per_gpu(report.breakdown, gpus=gpus, strategy=sharding,

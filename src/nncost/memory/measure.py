@@ -10,6 +10,7 @@ allocator's signed ``[memory]`` events during it.
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -20,6 +21,7 @@ from nncost.capture.placement import model_device
 from nncost.capture.scopes import tensors_in
 from nncost.errors import NeedsWeights
 from nncost.memory.optimizers import OPTIMIZERS
+from nncost.memory.precision import Precision, resolve_precision
 
 
 def _storage_bytes(tensors: list[torch.Tensor]) -> int:
@@ -27,42 +29,65 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
 
 
 def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: torch.optim.Optimizer | None,
-          train: bool) -> None:
+          train: bool, mixed: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
+    # precision hook: forward and loss under CPU autocast when mixed, a GradScaler for fp16-mixed
+    autocast = torch.autocast("cpu", dtype=mixed.autocast_dtype) if mixed and mixed.autocast_dtype else nullcontext()
     if not train:
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             model(*args, **kwargs)
         return
-    output = model(*args, **kwargs)
-    floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
-    torch.stack([t.float().sum() for t in floating]).sum().backward()
-    if opt is not None:
-        opt.step()  # a training loop still holds its output here, as the simulated step does
-    del output, floating
+    with autocast:
+        output = model(*args, **kwargs)
+        floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+        loss = torch.stack([t.float().sum() for t in floating]).sum()
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    del floating, loss
+    if scaler is not None and opt is not None:
+        scaler.step(opt)
+        scaler.update()
+    elif opt is not None:
+        opt.step()
+    del output  # after the step, as in a training loop and in the simulation (docs/memory.md, finding 10)
 
 
 def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, mode: str,
-                     optimizer: str) -> int:
+                     optimizer: str, precision: str = "fp32") -> int:
+    """``precision`` as in ``nncost.memory``: mixed runs forward and loss under
+    ``torch.autocast("cpu", dtype)`` (fp16-mixed with a ``torch.amp.GradScaler("cpu")``), pure
+    ``bf16``/``fp16`` casts the replica's floating parameters, buffers and inputs."""
     if model_device(model).type == "meta":
         raise NeedsWeights("--measure runs a real step: build the model with weights (on CPU)")
     train = mode == "train"
+    setting = resolve_precision(precision)
+    mixed = setting if setting.mixed else None
     with torch.random.fork_rng(devices=[]):
         replica = copy.deepcopy(model).cpu().train(train)
+        if setting.param_dtype is not None:
+            replica = replica.to(setting.param_dtype)
         params = [p for p in replica.parameters() if p.requires_grad]
         factory = OPTIMIZERS[optimizer] if train else None
         opt = factory(params, False) if factory is not None and params else None
-        real_args = inputs_mod.place(args, torch.device("cpu"), None)
-        real_kwargs = inputs_mod.place(kwargs, torch.device("cpu"), None)
-        _step(replica, real_args, real_kwargs, opt, train)  # warm-up: creates the optimizer state
+        # A scale of 1: the default 65536 overflows fp16 on a sum loss, and GradScaler then skips the
+        # optimizer's step (no state): not the steady state.  The scale's value changes no memory.
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if setting.grad_scaler and train else None
+        real_args = inputs_mod.place(args, torch.device("cpu"), setting.param_dtype)
+        real_kwargs = inputs_mod.place(kwargs, torch.device("cpu"), setting.param_dtype)
+        _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)  # warm-up: creates the optimizer state
         if opt is not None:
             opt.zero_grad(set_to_none=True)
         for p in params:
             p.grad = None
         state = [t for s in (opt.state.values() if opt else []) for t in s.values() if isinstance(t, torch.Tensor)]
-        before = _storage_bytes([*replica.parameters(), *replica.buffers(), *state,
+        if scaler is not None and scaler.get_scale() < 1.0:  # the scale backs off when a step is skipped
+            raise RuntimeError("fp16 gradients overflowed in the warm-up step: the GradScaler skipped it")
+        scaler_state = [t for t in (scaler._scale, scaler._growth_tracker) if t is not None] if scaler else []
+        before = _storage_bytes([*replica.parameters(), *replica.buffers(), *state, *scaler_state,
                                  *tensors_in((real_args, real_kwargs))])
         activities = [torch.profiler.ProfilerActivity.CPU]
         with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
-            _step(replica, real_args, real_kwargs, opt, train)
+            _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)
+        if scaler is not None and scaler.get_scale() < 1.0:
+            raise RuntimeError("fp16 gradients overflowed in the measured step: the GradScaler skipped it")
     return before + peak_of_events(prof)
 
 

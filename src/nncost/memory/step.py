@@ -28,6 +28,7 @@ from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
+from nncost.memory.precision import FakeTracer, autocast_or_nothing, mixed_run, needs_values, resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
 from nncost.rules.kernel_memory import kernel_memory
@@ -105,6 +106,7 @@ def capture_step(
     device: str = "cuda",
     dtype: torch.dtype | None = None,
     checkpointing: bool | Sequence[str] = False,
+    precision: str = "fp32",
 ) -> StepTrace:
     if mode not in ("train", "infer"):
         raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
@@ -113,7 +115,16 @@ def capture_step(
     train = mode == "train"
     meta = torch.device("meta")
     scopes = Scopes(model)
-    tracer = Tracer(ATEN, scopes.current, memoise=True, kernels=kernel_memory(device))
+    # -- precision: mixed runs on fake tensors under real autocast (memory/precision.py) --
+    setting = resolve_precision(precision, dtype)
+    dtype = setting.param_dtype
+    mixed = mixed_run(setting, device)
+    kernels = kernel_memory(device)
+    tracer = (FakeTracer(ATEN, scopes.current, memoise=False, kernels=kernels) if mixed
+              else Tracer(ATEN, scopes.current, memoise=True, kernels=kernels))
+    world = mixed.active() if mixed else nullcontext()
+    convert = mixed.convert if mixed else to_meta(dtype)
+    # -- end precision --
     gradients: set[int] = set()
     saved: set[int] = set()
 
@@ -123,7 +134,7 @@ def capture_step(
             saved.add(allocation)
         return t
 
-    with training_flags(model, train), attributes_restored(model), swapped(model, to_meta(dtype)):
+    with training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
@@ -133,20 +144,28 @@ def capture_step(
             opt = factory(params, device == "cuda") if factory is not None and params else None
             if opt is not None:
                 _warm_up(opt, params)
-            placed_args = inputs_mod.place(args, meta, dtype)
-            placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
+            if mixed:
+                mixed.warm_up()
+                placed_args, placed_kwargs = mixed.place(args), mixed.place(kwargs)
+            else:
+                placed_args = inputs_mod.place(args, meta, dtype)
+                placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
             grad_mode = torch.enable_grad() if train else torch.no_grad()
             hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
             with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
-                output = model(*placed_args, **placed_kwargs)
-                forward_end = len(tracer.ops)
-                loss_end = backward_end = forward_end
+                with autocast_or_nothing(mixed):  # forward and loss under autocast when mixed
+                    output = model(*placed_args, **placed_kwargs)
+                    forward_end = len(tracer.ops)
+                    loss_end = backward_end = forward_end
+                    if train:
+                        floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+                        if not floating:
+                            raise BadRequest("the model's output has no floating tensor that requires grad: "
+                                             "nothing to train")
+                        loss = torch.stack([t.float().sum() for t in floating]).sum()
                 if train:
-                    floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
-                    if not floating:
-                        raise BadRequest("the model's output has no floating tensor that requires grad: "
-                                         "nothing to train")
-                    loss = torch.stack([t.float().sum() for t in floating]).sum()
+                    if mixed:
+                        loss = mixed.scale(loss)  # fp16-mixed: GradScaler.scale
                     loss_end = len(tracer.ops)
                     loss.backward()
                     backward_end = len(tracer.ops)
@@ -156,13 +175,15 @@ def capture_step(
                             if allocation is not None:
                                 gradients.add(allocation)
                     del loss, floating
-                    if opt is not None:
+                    if mixed:
+                        mixed.step(opt)  # fp16-mixed: unscale_, step, update
+                    elif opt is not None:
                         opt.step()
                 del output
         except NncostError:
             raise
         except Exception as exc:
-            if meta_limitation(exc):
+            if meta_limitation(exc) or needs_values(exc):
                 raise NeedsWeights(
                     f"the memory simulation runs on meta tensors, and this model's forward needs real values: {exc}"
                 ) from exc
@@ -170,7 +191,7 @@ def capture_step(
         finally:
             tracer.close()
         scopes.finish()
-        state = state_bytes(opt, device=device)
+        state = mixed.state_bytes(opt) if mixed else state_bytes(opt, device=device)
         weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
                                                           (*model.parameters(), *model.buffers())}.values()]
         input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]

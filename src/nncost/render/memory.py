@@ -14,7 +14,8 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
     what = (f"one training step ({report.optimizer}, batch {report.batch_size})" if report.mode == "train"
             else f"one inference pass (no_grad, batch {report.batch_size})")
     lines = [
-        ("Memory of", f"{what}, {report.hardware} allocator semantics"),
+        ("Memory of", f"{what}, {report.hardware} allocator semantics"
+                      + (f", {report.precision}" if report.precision != "fp32" else "")),
         ("Peak", f"{units.nbytes(report.peak_bytes)} ({units.grouped(report.peak_bytes)} B) in the "
                  f"{report.peak_phase}, at {report.peak_at}"),
     ]

@@ -1,0 +1,264 @@
+"""Training precision in the step simulation: fp32, pure 16-bit, and autocast mixed precision.
+
+- ``fp32``: parameters, activations, gradients and optimizer state in float32.
+- ``bf16`` / ``fp16`` ("pure"): the floating parameters, buffers and inputs in that dtype, so the
+  activations, gradients and optimizer state are too (the existing ``dtype`` path).
+- ``bf16-mixed`` / ``fp16-mixed``: ``torch.autocast`` over the forward and the loss, the model
+  left in float32.  The parameters are fp32 master weights, ``param.grad`` is fp32 (autograd casts
+  the 16-bit gradient back through the cast), the optimizer state is fp32; activations are 16-bit
+  except where autocast runs an op in fp32 (softmax, norms, losses...).  ``fp16-mixed`` adds a
+  ``torch.amp.GradScaler``: the loss is scaled before backward, and ``unscale_`` checks and
+  unscales every gradient in place before the optimizer's step.
+
+Mixed precision runs PyTorch's own autocast, not an emulation of its op lists.  Autocast acts
+only on tensors of its device (``cpu`` or ``cuda``); meta tensors are never cast.  So a mixed
+step runs on *fake* tensors instead (``torch._subclasses.FakeTensor``): they carry a device
+(``cpu`` or ``cuda``) and no data, their kernels are the meta
+kernels, and the autocast dispatch keys of their device apply.  Every cast, the choice of dtype
+per op (``aten/src/ATen/autocast_mode.cpp``'s lists for the device, as compiled into the
+installed torch), and autocast's weight-cast cache (a leaf fp32 parameter cast to 16 bits once
+per autocast region and kept until the region exits) are therefore the real ones.
+
+On a machine without a GPU, ``hardware="cuda"`` cannot run that way: CUDA autocast's kernels do
+act on fake CUDA tensors, but autograd's engine asks the CUDA driver about device 0 before any
+backward over CUDA tensors, and fails.  There the step runs on fake CPU tensors under CPU
+autocast, with CUDA's allocator rounding and optimizer implementation; CPU autocast's op lists
+stand in for CUDA's, which differ (docs/memory.md, "Mixed precision").
+
+The GradScaler's ``step()`` reads ``found_inf`` with ``.item()``, which fake tensors cannot
+answer; the simulated step takes the no-overflow branch (the steady state): ``unscale_``, the
+optimizer's step, ``update()``, all real calls.  Its ``scale`` and growth tracker (4 bytes each)
+exist before the step, and are counted with the optimizer state.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+from nncost.capture.tracer import Tracer
+from nncost.errors import BadRequest
+
+PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a precision setting means for the step."""
+
+    name: str
+    param_dtype: torch.dtype | None  # pure 16-bit: the dtype of the floating parameters and inputs
+    autocast_dtype: torch.dtype | None  # mixed: the dtype autocast computes in
+    grad_scaler: bool  # fp16-mixed: a GradScaler scales the loss and unscales the gradients
+
+    @property
+    def mixed(self) -> bool:
+        return self.autocast_dtype is not None
+
+
+def resolve_precision(precision: str, dtype: torch.dtype | None = None) -> Precision:
+    """The :class:`Precision` for a name in :data:`PRECISIONS`; ``dtype`` (the older ``dtype=``
+    argument) may only agree with it."""
+    if precision not in PRECISIONS:
+        raise BadRequest(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    base = precision.removesuffix("-mixed")
+    if precision == "fp32":
+        return Precision(precision, dtype, None, False)
+    if precision.endswith("-mixed"):
+        if dtype is not None and dtype != torch.float32:
+            raise BadRequest(f"precision {precision!r} keeps fp32 master weights: drop dtype={dtype}")
+        return Precision(precision, None, _DTYPES[base], base == "fp16")
+    if dtype is not None and dtype != _DTYPES[base]:
+        raise BadRequest(f"precision {precision!r} and dtype={dtype} disagree")
+    return Precision(precision, _DTYPES[base], None, False)
+
+
+class FakeTracer(Tracer):
+    """The dispatch tracer on fake tensors: ``prim.device`` and other ``prim`` queries, which
+    fake tensors route through dispatch, are answered without being recorded."""
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        if func.namespace == "prim":
+            return func(*args, **(kwargs or {}))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+# Normalisations whose saved statistics (outputs 1 and 2) are fp32 when a 16-bit input meets fp32
+# parameters: the op and the index of its weight argument.
+_MIXED_TYPE_STATISTICS = {"native_batch_norm": 1, "_native_batch_norm_legit": 1,
+                          "_native_batch_norm_legit_no_training": 1, "native_layer_norm": 2, "native_group_norm": 1}
+
+
+class DeviceKernels(TorchDispatchMode):
+    """Where running under a dispatch mode on fake tensors differs from the device's kernels.
+
+    - BatchNorm, LayerNorm and GroupNorm on a 16-bit input with fp32 weights (what CPU autocast
+      gives: they are on none of its lists; CUDA's puts layer and group norm in fp32, not batch
+      norm) return their saved mean and inverse std in fp32 on the CPU and on CUDA (the kernels'
+      "mixed type" branch, the op-math type); the meta kernels return them in the input's dtype.
+    - Autograd adds up the gradients that reach one input from several uses (a residual
+      branch, tied weights) in its input buffer.  Without a dispatch mode that sum is in place,
+      into one of the two (``can_accumulate_inplace`` in ``input_buffer.cpp``); under any
+      dispatch mode ``isTensorSubclassLike`` is true and it allocates a new tensor.  A real
+      training step has no dispatch mode, so those sums are made in place here.  They are told
+      apart from a backward formula's own additions by node hooks: after a node's apply returns
+      (post-hook) and before the next begins (pre-hook), the engine only accumulates.  The real
+      engine sums in place only into a buffer that holds the last reference to its tensor; that
+      is assumed here (a gradient also kept by a hook, or sent down two edges, would be summed out
+      of place in a real step).
+
+    Both checked against real CPU steps (tests/test_precision.py, bench/memory_precision.py).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.accumulating = False
+
+    def watch(self, loss: torch.Tensor) -> None:
+        """Hook every node of ``loss``'s backward graph."""
+
+        def applied(grad_inputs: Any, grad_outputs: Any) -> None:
+            self.accumulating = True
+
+        def starting(grad_outputs: Any) -> None:
+            self.accumulating = False
+
+        seen: set[int] = set()
+        stack = [loss.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            node.register_prehook(starting)
+            node.register_hook(applied)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.accumulating and func is torch.ops.aten.add.Tensor and not kwargs and len(args) == 2:
+            for into, other in (args, args[::-1]):
+                if (isinstance(into, torch.Tensor) and isinstance(other, torch.Tensor) and into.shape == other.shape
+                        and into.dtype == other.dtype and into.is_contiguous()):
+                    return into.add_(other)
+        out = func(*args, **kwargs)
+        param_index = _MIXED_TYPE_STATISTICS.get(func._opname) if func.namespace == "aten" else None
+        if param_index is not None:
+            x = args[0]
+            param = args[param_index] if len(args) > param_index else None
+            if func._opname.startswith(("native_batch_norm", "_native_batch_norm_legit")) and len(args) > 3 \
+                    and isinstance(args[3], torch.Tensor):
+                param = args[3]  # the running mean
+            if (isinstance(x, torch.Tensor) and x.dtype in _DTYPES.values() and isinstance(param, torch.Tensor)
+                    and param.dtype == torch.float32 and out[1].dtype != torch.float32):
+                return (out[0], *(torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in out[1:3]),
+                        *out[3:])
+        return out
+
+
+class MixedRun:
+    """The fake-tensor world of one mixed-precision step on ``device`` (``cpu`` or ``cuda``).
+
+    ``active()`` wraps the whole capture; ``convert`` and ``place`` give parameters and inputs
+    their fake counterparts (same shape, strides, dtype; no data); ``autocast()`` wraps the
+    forward and the loss; ``scale`` and ``step`` are the GradScaler's part.
+    """
+
+    def __init__(self, precision: Precision, device: str) -> None:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        assert precision.autocast_dtype is not None
+        self.precision = precision
+        self.dtype: torch.dtype = precision.autocast_dtype
+        self.hardware = device
+        # Autograd's engine cannot run a backward over fake CUDA tensors on a machine without a GPU
+        # (it asks the CUDA driver about device 0): CPU fake tensors and CPU autocast stand in.
+        self.stand_in = device == "cuda" and not torch.cuda.is_available()
+        self.device = torch.device("cpu" if self.stand_in else device)
+        if self.stand_in:
+            warnings.warn("no GPU here: the bf16/fp16-mixed step for hardware='cuda' runs CPU autocast's op lists, "
+                          "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA "
+                          "autocast runs them in fp32 (docs/memory.md, 'Mixed precision')", stacklevel=4)
+        self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # plain tensor attributes of the model
+        self.scaler = torch.amp.GradScaler("cpu") if precision.grad_scaler else None
+        self.scaler_tensors: list[torch.Tensor] = []
+        self.kernels = DeviceKernels()
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with self.mode, self.kernels:
+            yield
+
+    def convert(self, t: torch.Tensor) -> torch.Tensor:
+        with self.mode:
+            return torch.empty_strided(tuple(t.shape), tuple(t.stride()), dtype=t.dtype, device=self.device)
+
+    def place(self, value: Any) -> Any:
+        return tree_map(lambda t: self.convert(t) if isinstance(t, torch.Tensor) else t, value)
+
+    def warm_up(self) -> None:
+        """The scaler's state as after earlier steps: its scale and growth tracker exist."""
+        if self.scaler is not None:
+            with self.mode:
+                self.scaler.scale(torch.zeros((), device=self.device))
+            self.scaler_tensors = [t for t in (self.scaler._scale, self.scaler._growth_tracker) if t is not None]
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def state_bytes(self, optimizer: torch.optim.Optimizer | None) -> list[int]:
+        """Bytes of each optimizer (and scaler) state tensor in device memory, each storage once.
+
+        As ``optimizers.state_bytes``: on CUDA the scalar ``step`` stays on the host (not capturable,
+        not fused); with CPU tensors standing in for CUDA ones, it is told apart by its key.
+        """
+        seen: dict[int, int] = {}
+        for state in (optimizer.state.values() if optimizer is not None else []):
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                on_device = self.hardware == "cpu" or value.device.type == "cuda" or (self.stand_in and key != "step")
+                if on_device:
+                    seen[id(value.untyped_storage())] = value.untyped_storage().nbytes()
+        for t in self.scaler_tensors:
+            seen[id(t.untyped_storage())] = t.untyped_storage().nbytes()
+        return list(seen.values())
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to call backward on (GradScaler.scale for fp16-mixed), its graph hooked."""
+        scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+        self.kernels.watch(scaled)
+        return scaled
+
+    def step(self, optimizer: torch.optim.Optimizer | None) -> None:
+        if optimizer is None:
+            return
+        if self.scaler is None:
+            optimizer.step()
+            return
+        self.scaler.unscale_(optimizer)  # _amp_foreach_non_finite_check_and_unscale_ on the grads
+        optimizer.step()  # GradScaler.step's branch when no gradient overflowed
+        self.scaler.update()
+
+
+def needs_values(exc: BaseException) -> bool:
+    """Whether an exception from a fake-tensor run means the forward needs real values."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
+    return isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException))
+
+
+def mixed_run(precision: Precision, device: str) -> MixedRun | None:
+    return MixedRun(precision, device) if precision.mixed else None
+
+
+def autocast_or_nothing(run: MixedRun | None) -> Any:
+    return run.autocast() if run is not None else nullcontext()
