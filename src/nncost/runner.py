@@ -100,6 +100,11 @@ def profile_named(name: str, options: RunOptions, progress: Steps | None = None
     run = Run(options, spec, progress or Quiet())
     report = run.profile()
     memory_report = run.memory() if options.memory else None
+    device_name = roofline_hardware(options.hardware)
+    if memory_report is not None and memory_report.budget_bytes is None and device_name not in (None, "cpu"):
+        from nncost.hardware import device
+
+        memory_report.budget_bytes = device(device_name).memory_bytes  # does the step fit on that device?
     if memory_report is not None and report.roofline is not None:
         from nncost.analyses.roofline import add_memory_fit, add_training_step
 

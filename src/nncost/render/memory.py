@@ -32,7 +32,10 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
                                         "the CUDA context (outside the allocator); see docs/memory_cuda.md"))
     if report.budget_bytes is not None:
         verdict = "fits" if report.fits else "does NOT fit"
-        lines.append(("Budget", f"{units.nbytes(report.budget_bytes)}: the peak {verdict}"))
+        per_gpu = " (per GPU)" if report.per_gpu is not None else ""
+        lines.append(("Fits", f"{verdict}: the peak{per_gpu} against a budget of {units.nbytes(report.budget_bytes)}"))
+    else:
+        lines.append(("Fits", "no budget given: --hardware NAME (its memory) or --fit 24GiB"))
     for category, nbytes in report.breakdown.items():
         share = units.percent(nbytes / report.peak_bytes) if report.peak_bytes else "-"
         lines.append((f"  {category.replace('_', ' ')}", f"{units.nbytes(nbytes)} ({share})"))
