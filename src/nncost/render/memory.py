@@ -26,10 +26,9 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
                                        f"estimate error {100 * error:+.2f}%"))
     if report.allocator_reserved_bytes is not None and report.allocator_allocated_bytes is not None:
         lines.append(("CUDA allocator", f"{units.nbytes(report.allocator_allocated_bytes)} allocated, "
-                                        f"{units.nbytes(report.allocator_reserved_bytes)} reserved at most "
-                                        "(its block and segment rules replayed over the step)"))
-        lines.append(("  not included", "cuBLAS/cuDNN workspaces taken during matmul and convolution calls, and "
-                                        "the CUDA context (outside the allocator); see docs/memory_cuda.md"))
+                                        f"{units.nbytes(report.allocator_reserved_bytes)} reserved (its rules, "
+                                        "replayed)"))
+        lines.append(("  not included", "cuBLAS/cuDNN workspaces; the CUDA context (docs/memory_cuda.md)"))
     if report.budget_bytes is not None:
         verdict = "fits" if report.fits else "does NOT fit"
         per_gpu = " (per GPU)" if report.per_gpu is not None else ""
