@@ -346,6 +346,25 @@ def _simulated_live_at_peak(trace: Any) -> dict[str, int]:
     return grouped
 
 
+def live_at_peak(events: list[Any]) -> tuple[int, dict[int, Any], Any]:
+    """The highest running sum of the allocator's events, the allocations alive there (by pointer) and the
+    event that reached it."""
+    alive: dict[int, Any] = {}
+    total = peak = 0
+    at_peak: dict[int, Any] = {}
+    peak_event: Any = None
+    for event in events:
+        size, ptr = event.extra_fields.alloc_size, event.extra_fields.ptr
+        total += size
+        if size > 0:
+            alive[ptr] = event
+        else:
+            alive.pop(ptr, None)
+        if total > peak:
+            peak, at_peak, peak_event = total, dict(alive), event
+    return peak, at_peak, peak_event
+
+
 def diagnose(key: str, top: int) -> None:
     """Print, for one case, what is live at each peak and the allocations the measured kernels make and free
     inside one op call (what a dispatch-level tracer cannot see)."""
@@ -360,20 +379,7 @@ def diagnose(key: str, top: int) -> None:
     report = analyse_step(trace, model=name, hardware="cpu", optimizer=optimizer, batch_size=batch)
     measured, prof = _profiled_measurement(model, args, kwargs, mode, optimizer)
     events = allocations(prof)
-
-    alive: dict[int, Any] = {}
-    total = peak = 0
-    at_peak: dict[int, Any] = {}
-    peak_event: Any = None
-    for event in events:
-        size, ptr = event.extra_fields.alloc_size, event.extra_fields.ptr
-        total += size
-        if size > 0:
-            alive[ptr] = event
-        else:
-            alive.pop(ptr, None)
-        if total > peak:
-            peak, at_peak, peak_event = total, dict(alive), event
+    peak, at_peak, peak_event = live_at_peak(events)
     start = measured - peak
 
     print(f"{key}: measured {_mib(measured)} ({_mib(start)} before the step); simulated {_mib(report.peak_bytes)} "
@@ -515,13 +521,9 @@ def machine() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    cpu = "?"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"nproc {os.cpu_count()} ({cpu}), torch {ver('torch')}, torchvision {ver('torchvision')}, "
+    from nncost.hardware.calibrate import cpu_model
+
+    return (f"nproc {os.cpu_count()} ({cpu_model()}), torch {ver('torch')}, torchvision {ver('torchvision')}, "
             f"transformers {ver('transformers')}, Python {platform.python_version()}, {platform.platform()}")
 
 

@@ -180,19 +180,7 @@ def diagnose(key: str, top: int) -> None:
     report = analyse_step(trace, model=name, hardware="cpu", optimizer=optimizer, batch_size=batch)
     measured, prof = measured_with_profile(model, args, optimizer, precision)
     events = b.allocations(prof)
-    alive: dict[int, Any] = {}
-    total = peak = 0
-    at_peak: dict[int, Any] = {}
-    peak_event: Any = None
-    for event in events:
-        size, ptr = event.extra_fields.alloc_size, event.extra_fields.ptr
-        total += size
-        if size > 0:
-            alive[ptr] = event
-        else:
-            alive.pop(ptr, None)
-        if total > peak:
-            peak, at_peak, peak_event = total, dict(alive), event
+    peak, at_peak, peak_event = b.live_at_peak(events)
     print(f"{key}: measured {b._mib(measured)} ({b._mib(measured - peak)} before the step); simulated "
           f"{b._mib(report.peak_bytes)} ({(report.peak_bytes - measured) / measured * 100:+.2f}%)")
     print(f"  simulated peak: {report.peak_phase}, {report.peak_at}; "

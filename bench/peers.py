@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from _peer_runner import CASES, MARK, TOOLS  # noqa: E402
+from nncost.hardware.calibrate import cpu_model  # noqa: E402
 
 DEFAULT_TOOLS = ["nncost", "thop", "ptflops", "ptflops[aten]", "fvcore", "torchinfo", "calflops", "FlopCounterMode"]
 # nncost's goal: at least this many times faster than the fastest peer
@@ -212,7 +213,7 @@ def machine() -> dict[str, str]:
 
     info = {
         "nproc": str(os.cpu_count()),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
@@ -229,16 +230,6 @@ def machine() -> dict[str, str]:
     ):
         info[dist] = ver(dist)
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def render(

@@ -94,25 +94,23 @@ def _device(figures: dict[str, Any], key: str) -> Device:
     )
 
 
-def _best(fn: Callable[[], object], runs: int = 5) -> float:
-    fn()
+def _times(fn: Callable[[], object], runs: int) -> list[float]:
+    fn()  # warm-up
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def _best(fn: Callable[[], object], runs: int = 5) -> float:
+    return min(_times(fn, runs))
 
 
 def _typical(fn: Callable[[], object], runs: int = 5) -> float:
     """The median time of ``runs`` calls after one warm-up: what a measured median is compared with."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_times(fn, runs))
 
 
 def _memory_bytes() -> int | None:
