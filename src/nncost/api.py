@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -118,6 +119,35 @@ def memory(
 
         report.budget_bytes = budget
         report.max_batch = largest_batch(peak_at, budget)
+    return report
+
+
+def profile_onnx(
+    path: str | os.PathLike[str],
+    inputs: Mapping[str, tuple[int, ...]] | tuple[int, ...] | None = None,
+    batch_size: int | None = None,
+    *,
+    depth: int | None = None,
+    name: str | None = None,
+) -> Report:
+    """Cost one inference of the ONNX model stored in ``path``, layer by layer.
+
+    ``inputs`` maps input names to sizes, with or without the batch dimension (a bare size for a
+    model with one input); ``batch_size`` fixes a symbolic batch dimension (1 when not given).
+    Other symbolic dimensions must be given.  Shapes come from ONNX shape inference, costs from
+    the ONNX rules, which follow the ATen rules' conventions; parameters are the tensors the file
+    stores (``report.file_params`` says which counted).  Layers follow the exporter's module
+    scopes.  Needs the ``onnx`` package (``pip install 'nncost[onnx]'``).
+    """
+    from nncost.capture.onnx import read_onnx
+
+    if batch_size is not None and batch_size < 1:
+        raise BadRequest(f"batch size must be at least 1, got {batch_size}")
+    trace, file_params = read_onnx(path, inputs, batch_size, name=name)
+    report = build_report(trace)
+    report.file_params = file_params
+    if depth is not None:
+        report.layers = [layer for layer in report.layers if layer.depth <= depth]
     return report
 
 

@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
@@ -43,6 +43,23 @@ def parse_size(text: str) -> tuple[int, ...]:
     return size
 
 
+class NamedSize(NamedTuple):
+    """``--input NAME=1x3x224x224``: the size of one named model input (ONNX files)."""
+
+    name: str
+    size: tuple[int, ...]
+
+
+def parse_input(text: str) -> tuple[int, ...] | NamedSize:
+    """``3x224x224``, or ``NAME=1x3x224x224`` for a named input of an ONNX model."""
+    name, equals, size = text.rpartition("=")
+    if not equals:
+        return parse_size(text)
+    if not name:
+        raise argparse.ArgumentTypeError(f"input {text!r} has no name before '='")
+    return NamedSize(name, parse_size(size))
+
+
 def positive(text: str) -> int:
     try:
         value = int(text)
@@ -64,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nncost",
         description="What a neural network costs, layer by layer: shapes, parameters, MACs, FLOPs, memory.",
-        epilog="MODEL: resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable",
+        epilog="MODEL: resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable"
+               " | model.onnx",
     )
     parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("--input", "-i", action="append", type=parse_size, metavar="CxHxW",
-                        help="input size without the batch dimension; repeat for several inputs")
+    parser.add_argument("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
+                        help="input size without the batch dimension; repeat for several inputs; "
+                             "for a .onnx model also NAME=1x3x224x224")
     parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
     parser.add_argument("--seq", type=positive, default=None,
                         help=f"sequence length of token inputs for hf: models (default {DEFAULT_SEQ})")
@@ -156,6 +175,10 @@ def _main(args: argparse.Namespace) -> str:
     from nncost.api import resolve_dtype
     from nncost.models import resolve
 
+    if args.model.lower().endswith(".onnx"):
+        return _render(args, _profile_onnx(args), None)
+    if any(isinstance(size, NamedSize) for size in args.input or ()):
+        raise BadRequest("named inputs (--input NAME=SIZE) are for .onnx models; give sizes as --input CxHxW")
     if args.device == "cuda":
         import torch
 
@@ -173,6 +196,25 @@ def _main(args: argparse.Namespace) -> str:
     report = run.profile()
     memory_report = run.memory() if _wants_memory(args) else None
     return _render(args, report, memory_report)
+
+
+def _profile_onnx(args: argparse.Namespace) -> Report:
+    """An ONNX file: shapes from the file and ``--input``; no PyTorch run, so no memory step."""
+    from nncost.api import profile_onnx
+
+    unsupported = [flag for flag, given in (
+        ("--train and the memory options", _wants_memory(args)), ("--seq", args.seq is not None),
+        ("--dtype", args.dtype is not None), ("--device", args.device != "meta"),
+    ) if given]
+    if unsupported:
+        raise BadRequest(f"{unsupported[0]} cannot be used with an ONNX file; it is read as stored")
+    named = [size for size in args.input or () if isinstance(size, NamedSize)]
+    bare = [size for size in args.input or () if not isinstance(size, NamedSize)]
+    if bare and (named or len(bare) > 1):
+        raise BadRequest("give several ONNX inputs by name: --input NAME=1x3x224x224 (repeatable)")
+    inputs: dict[str, tuple[int, ...]] | tuple[int, ...] | None = bare[0] if bare else (
+        {size.name: size.size for size in named} or None)
+    return profile_onnx(args.model, inputs, batch_size=args.batch if args.batch != 1 else None)
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:

@@ -1,0 +1,115 @@
+"""Reading an ONNX file into a checked ``ModelProto``, without reading external weights.
+
+Costs need only shapes, so tensors stored in external-data files are never loaded: nncost checks
+that each file exists and is long enough for the bytes the model says it holds there.  Every way
+a file can be unreadable becomes a :class:`~nncost.errors.ModelFileError` with one sentence.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nncost.errors import ModelFileError, ModelNotFound
+
+OLDEST_OPSET = 7  # the first opset with today's Conv, Gemm, BatchNormalization and Upsample
+
+
+def onnx_module() -> Any:
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ModelNotFound("reading .onnx files needs the onnx package: pip install 'nncost[onnx]'") from exc
+    return onnx
+
+
+def load_model(path: str | Path) -> Any:
+    """The model in ``path``, parsed and checked; external data is checked, not loaded."""
+    onnx = onnx_module()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFound(f"no such file: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not data:
+        raise ModelFileError(f"{path} is empty, not an ONNX model")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception as exc:  # protobuf's DecodeError, and its C++ backend's RuntimeError
+        raise ModelFileError(f"{path} is not a readable ONNX model (corrupt or truncated protobuf: {exc})") from exc
+    if not model.HasField("graph") or not model.graph.node:
+        raise ModelFileError(f"{path} holds no ONNX graph (a corrupt, truncated or non-ONNX file)")
+    check_opsets(model, path)
+    check_external_data(model, path.parent, path)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # onnx.checker.ValidationError and friends
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path} is not a valid ONNX model: {first}") from exc
+    return model
+
+
+def default_opset(model: Any) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def check_opsets(model: Any, path: Path) -> None:
+    onnx = onnx_module()
+    newest = onnx.defs.onnx_opset_version()
+    version = default_opset(model)
+    if not version:
+        raise ModelFileError(f"{path} imports no ONNX operator set (opset_import is empty or corrupt)")
+    if version > newest:
+        raise ModelFileError(f"{path} uses ONNX opset {version}; the installed onnx {onnx.__version__} knows "
+                             f"opsets up to {newest}: upgrade onnx")
+    if version < OLDEST_OPSET:
+        raise ModelFileError(f"{path} uses ONNX opset {version}; nncost reads opset {OLDEST_OPSET} to {newest} "
+                             "(convert it with onnx.version_converter)")
+
+
+def graph_tensors(graph: Any) -> Any:
+    """Every TensorProto of ``graph``: initializers, Constant values, and those of subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from graph_tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from graph_tensors(subgraph)
+
+
+def external_tensors(model: Any) -> list[Any]:
+    external = 1  # TensorProto.EXTERNAL
+    return [t for t in graph_tensors(model.graph) if t.data_location == external]
+
+
+def check_external_data(model: Any, base: Path, path: Path) -> None:
+    for tensor in external_tensors(model):
+        info = {entry.key: entry.value for entry in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+            raise ModelFileError(f"{path}: tensor {tensor.name!r} points to external data {location!r}, "
+                                 "which is not a file beside the model")
+        if not target.is_file():
+            raise ModelFileError(f"{path}: the external data file {location!r} of tensor {tensor.name!r} "
+                                 f"is missing (looked in {base})")
+        try:
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else None
+        except ValueError:
+            raise ModelFileError(f"{path}: tensor {tensor.name!r} has a corrupt external-data offset or length") \
+                from None
+        size = target.stat().st_size
+        if offset > size or (length is not None and offset + length > size):
+            raise ModelFileError(f"{path}: the external data file {location!r} is shorter than tensor "
+                                 f"{tensor.name!r} needs (truncated?)")
