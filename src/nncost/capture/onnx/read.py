@@ -16,7 +16,7 @@ from nncost.records.trace import Trace
 def read_onnx(path: str | os.PathLike[str], inputs: Mapping[str, tuple[int, ...]] | tuple[int, ...] | None = None,
               batch_size: int | None = None, name: str | None = None) -> tuple[Trace, FileParams]:
     """The trace of one inference of the model in ``path``, and which stored tensors are params."""
-    model = load_model(path)
+    model = load_model(Path(path))
     shapes = resolve_inputs(model, inputs, batch_size)
     inferred = infer(with_input_shapes(model, shapes))
     trace, classes = build_trace(inferred, shapes, name or Path(path).name)
