@@ -123,14 +123,14 @@ def memory(
 
 
 def profile_onnx(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Any,
     inputs: Mapping[str, tuple[int, ...]] | tuple[int, ...] | None = None,
     batch_size: int | None = None,
     *,
     depth: int | None = None,
     name: str | None = None,
 ) -> Report:
-    """Cost one inference of the ONNX model stored in ``path``, layer by layer.
+    """Cost one inference of the ONNX model stored in ``path`` (or an ``onnx.ModelProto``), layer by layer.
 
     ``inputs`` maps input names to sizes, with or without the batch dimension (a bare size for a
     model with one input); ``batch_size`` fixes a symbolic batch dimension (1 when not given).

@@ -228,17 +228,17 @@ def cost_node(graph: Graph, node: Any, layer: int) -> OpCall:
     rule = ONNX.get(key)
     if rule is None:
         return OpCall(key, layer, 0, 0, read, write, False)
-    named_inputs = [name for name in node.input if name]
-    first_out = outputs[0] if outputs else None
-    if (first_out is None or first_out.shape is None
-            or any(name not in graph.values or graph.values[name].shape is None for name in named_inputs)):
+    if any(name not in graph.values or graph.values[name].shape is None for name in node.input if name):
         return OpCall(f"{key} (shapes not inferred)", layer, 0, 0, read, write, False)
+    # Outputs ONNX cannot infer (ONNX Runtime's contrib ops have no shape inference in onnx) are
+    # left out: the rules of those ops read only their inputs' shapes.
     out = tuple(v.shape for v in outputs if v is not None and v.shape is not None)
     try:
         attrs = {a.name: attribute_value(a) for a in node.attribute}
         cost = rule.fn(inputs, attrs, out=out)
     except Exception:  # attributes or shapes that contradict the operator's definition
-        return OpCall(f"{key} (inconsistent shapes or attributes)", layer, 0, 0, read, write, False)
+        why = "inconsistent shapes or attributes" if len(out) == len(outputs) else "shapes not inferred"
+        return OpCall(f"{key} ({why})", layer, 0, 0, read, write, False)
     return OpCall(key, layer, int(cost.macs), int(cost.flops), read, write, True, args=inputs, out_shapes=out)
 
 

@@ -23,10 +23,15 @@ def onnx_module() -> Any:
     return onnx
 
 
-def load_model(path: str | Path) -> Any:
-    """The model in ``path``, parsed and checked; external data is checked, not loaded."""
+def load_model(source: str | Path | Any) -> Any:
+    """The model in the file ``source`` (or a ``ModelProto``), parsed and checked.
+
+    External data is checked, not loaded; for an in-memory model, relative to the working directory.
+    """
     onnx = onnx_module()
-    path = Path(path)
+    if isinstance(source, onnx.ModelProto):
+        return check_model(source, Path("."), Path("<model>"))
+    path = Path(source)
     if not path.is_file():
         raise ModelNotFound(f"no such file: {path}")
     try:
@@ -40,10 +45,15 @@ def load_model(path: str | Path) -> Any:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError, and its C++ backend's RuntimeError
         raise ModelFileError(f"{path} is not a readable ONNX model (corrupt or truncated protobuf: {exc})") from exc
+    return check_model(model, path.parent, path)
+
+
+def check_model(model: Any, base: Path, path: Path) -> Any:
+    onnx = onnx_module()
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFileError(f"{path} holds no ONNX graph (a corrupt, truncated or non-ONNX file)")
     check_opsets(model, path)
-    check_external_data(model, path.parent, path)
+    check_external_data(model, base, path)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # onnx.checker.ValidationError and friends

@@ -25,7 +25,6 @@ ELEMENTWISE = (
     # activations
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid", "HardSigmoid",
     "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu", "Mish", "Swish", "Shrink",
-    "com.microsoft::Gelu", "com.microsoft::QuickGelu",
     # comparisons and logic
     "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
     "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot",
@@ -48,16 +47,16 @@ def elementwise(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]
     return Cost(0, numel(out[0]))
 
 
-@ONNX.rule("com.microsoft::FastGelu", family="onnx elementwise",
-           formula="FLOPs = numel(out), 2·numel(out) with a bias input")
-def fast_gelu(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
+@ONNX.rule("com.microsoft::Gelu", "com.microsoft::QuickGelu", "com.microsoft::FastGelu", family="onnx elementwise",
+           formula="FLOPs = numel(x), 2·numel(x) with a bias input (FastGelu)")
+def fused_gelu(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     biased = len(inputs) > 1 and inputs[1] is not None
-    return Cost(0, (2 if biased else 1) * numel(out[0]))
+    return Cost(0, (2 if biased else 1) * numel(_first(inputs)))
 
 
-@ONNX.rule(*BIASED, family="onnx elementwise", formula="FLOPs = 2·numel(out) (bias add and the function)")
+@ONNX.rule(*BIASED, family="onnx elementwise", formula="FLOPs = 2·numel(x) (bias add and the function)")
 def biased(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
-    return Cost(0, 2 * numel(out[0]))
+    return Cost(0, 2 * numel(_first(inputs)))
 
 
 @ONNX.rule(*REDUCTIONS, family="onnx reduction", formula="FLOPs = numel(input)")
