@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from onnx_helpers import graph_model, one_node, tensor
 
 import nncost
 from nncost.rules.onnx import ONNX
 from nncost.rules.onnx.linear import einsum_sizes
+from onnx_helpers import graph_model, one_node, tensor
 
-pytest.importorskip("onnx")
 SETTINGS: dict[str, Any] = {"deadline": None, "max_examples": 40}
 
 
