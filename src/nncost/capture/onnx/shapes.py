@@ -9,6 +9,7 @@ A symbol fixed by one input is fixed in every input that uses it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -100,11 +101,22 @@ def resolve_inputs(model: Any, given: Mapping[str, Shape] | Shape | None,
     return shapes
 
 
+WEIGHT_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
+
+
 def with_input_shapes(model: Any, shapes: Mapping[str, Shape]) -> Any:
-    """A copy of ``model`` whose graph inputs have the given concrete shapes."""
+    """A copy of ``model`` whose graph inputs have the given concrete shapes, and whose large
+    initializers keep their shapes but not their values (never needed, and shape inference
+    copies the model several times)."""
+    from nncost.capture.onnx.fold import MAX_ELEMENTS
+
     onnx = __import__("onnx")
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
+    for tensor in fixed.graph.initializer:
+        if math.prod(tensor.dims) > MAX_ELEMENTS:
+            for name in WEIGHT_FIELDS:
+                tensor.ClearField(name)
     for value in fixed.graph.input:
         if value.name not in shapes:
             continue
@@ -115,11 +127,147 @@ def with_input_shapes(model: Any, shapes: Mapping[str, Shape]) -> Any:
     return fixed
 
 
-def infer(model: Any) -> Any:
-    """The model with every intermediate shape ONNX shape inference can find."""
+def infer_once(model: Any) -> Any:
     onnx = __import__("onnx")
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # InferenceError, ValidationError, a C++ RuntimeError
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"ONNX shape inference failed on this model: {first}") from exc
+
+
+def known_shapes(model: Any) -> dict[str, Shape]:
+    """Every value whose shape inference found each dimension."""
+    shapes: dict[str, Shape] = {}
+    graph = model.graph
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type
+        if value.type.HasField("tensor_type") and tensor.HasField("shape"):
+            dims = tensor.shape.dim
+            if all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+                shapes[value.name] = tuple(int(d.dim_value) for d in dims)
+    for tensor in graph.initializer:
+        shapes[tensor.name] = tuple(int(d) for d in tensor.dims)
+    return shapes
+
+
+def unknown_outputs(model: Any) -> bool:
+    shapes = known_shapes(model)
+    return any(name and name not in shapes for node in model.graph.node for name in node.output)
+
+
+def constant_values(model: Any) -> dict[str, Any]:
+    """Small stored tensors and Constant node values, as numpy arrays (for folding sizes only)."""
+    from onnx import numpy_helper
+
+    from nncost.capture.onnx.fold import MAX_ELEMENTS
+
+    values: dict[str, Any] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_location != 1 and math.prod(tensor.dims) <= MAX_ELEMENTS:
+            try:
+                values[tensor.name] = numpy_helper.to_array(tensor)
+            except Exception:  # a corrupt or unsupported tensor: it stays unknown
+                continue
+    return values
+
+
+def constant_node_value(node: Any) -> Any:
+    import numpy as np
+    from onnx import numpy_helper
+
+    for attribute in node.attribute:
+        if attribute.name == "value" and attribute.HasField("t"):
+            return numpy_helper.to_array(attribute.t)
+        if attribute.name == "value_int":
+            return np.array(attribute.i, dtype=np.int64)
+        if attribute.name == "value_ints":
+            return np.array(list(attribute.ints), dtype=np.int64)
+        if attribute.name == "value_float":
+            return np.array(attribute.f, dtype=np.float32)
+        if attribute.name == "value_floats":
+            return np.array(list(attribute.floats), dtype=np.float32)
+    return None
+
+
+def fold_round(model: Any, inferred: Any, values: dict[str, Any], folded: dict[str, Any]) -> bool:
+    """Evaluate every node now computable; True when something new was folded."""
+    from nncost.capture.onnx.fold import fold_node
+    from nncost.capture.onnx.params import attribute_value
+
+    shapes = known_shapes(inferred)
+    progress = False
+    for node in model.graph.node:
+        names = [name for name in node.output if name]
+        if not names or all(name in values for name in names):
+            continue
+        outputs: list[Any] | None
+        try:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+                outputs = [constant_node_value(node)]
+            else:
+                attrs = {a.name: attribute_value(a) for a in node.attribute}
+                outputs = fold_node(node, values, shapes, attrs)
+        except Exception:  # values the operator rejects: leave them to shape inference
+            continue
+        if outputs is None or any(x is None for x in outputs) or len(outputs) < len(node.output):
+            continue
+        for name, array in zip(node.output, outputs, strict=False):
+            if name:
+                values[name] = folded[name] = array
+                shapes[name] = tuple(array.shape)  # so that a Shape of it folds in this round
+        progress = True
+    return progress
+
+
+def with_folded(model: Any, folded: dict[str, Any]) -> Any:
+    """A copy of ``model`` where folded values are constants and the nodes that made them are gone."""
+    onnx = __import__("onnx")
+    from onnx import numpy_helper
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    kept = [node for node in copy.graph.node if not all(name in folded for name in node.output if name)]
+    del copy.graph.node[:]
+    copy.graph.node.extend(kept)
+    del copy.graph.value_info[:]
+    copy.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in folded.items())
+    return copy
+
+
+def merged(model: Any, inferred_copy: Any, folded: dict[str, Any]) -> Any:
+    """``model`` with the shapes found on the folded copy."""
+    onnx = __import__("onnx")
+    from onnx import helper
+
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.value_info[:]
+    result.graph.value_info.extend(inferred_copy.graph.value_info)
+    for name, array in folded.items():
+        result.graph.value_info.append(
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
+    outputs = {value.name: value for value in inferred_copy.graph.output}
+    for value in result.graph.output:
+        if value.name in outputs:
+            value.CopyFrom(outputs[value.name])
+    return result
+
+
+def infer(model: Any) -> Any:
+    """The model with every intermediate shape that shape inference finds, helped by folding the
+    graph's own size computations (:mod:`nncost.capture.onnx.fold`)."""
+    from nncost.capture.onnx.fold import MAX_ROUNDS
+
+    inferred = infer_once(model)
+    if not unknown_outputs(inferred):
+        return inferred
+    values = constant_values(model)
+    folded: dict[str, Any] = {}
+    for _ in range(MAX_ROUNDS):
+        if not fold_round(model, inferred, values, folded):
+            break
+        inferred = merged(model, infer_once(with_folded(model, folded)), folded)
+        if not unknown_outputs(inferred):
+            break
+    return inferred
