@@ -30,7 +30,7 @@ def load_model(source: str | Path | Any) -> Any:
     """
     onnx = onnx_module()
     if isinstance(source, onnx.ModelProto):
-        return check_model(source, Path("."), Path("<model>"))
+        return check_model(source, Path("."), Path("<model>"), source)
     path = Path(source)
     if not path.is_file():
         raise ModelNotFound(f"no such file: {path}")
@@ -45,17 +45,18 @@ def load_model(source: str | Path | Any) -> Any:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError, and its C++ backend's RuntimeError
         raise ModelFileError(f"{path} is not a readable ONNX model (corrupt or truncated protobuf: {exc})") from exc
-    return check_model(model, path.parent, path)
+    return check_model(model, path.parent, path, str(path))
 
 
-def check_model(model: Any, base: Path, path: Path) -> Any:
+def check_model(model: Any, base: Path, path: Path, checked: Any) -> Any:
+    """``checked`` goes to onnx's checker: the file's path, so that it finds external data beside it."""
     onnx = onnx_module()
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFileError(f"{path} holds no ONNX graph (a corrupt, truncated or non-ONNX file)")
     check_opsets(model, path)
     check_external_data(model, base, path)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(checked)
     except Exception as exc:  # onnx.checker.ValidationError and friends
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path} is not a valid ONNX model: {first}") from exc
