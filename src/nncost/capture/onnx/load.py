@@ -53,6 +53,8 @@ def check_model(model: Any, base: Path, path: Path, checked: Any) -> Any:
     onnx = onnx_module()
     if not model.HasField("graph") or not model.graph.node:
         raise ModelFileError(f"{path} holds no ONNX graph (a corrupt, truncated or non-ONNX file)")
+    if not text_is_valid(model):
+        raise ModelFileError(f"{path} is corrupt: a name or string in it is not valid UTF-8")
     check_opsets(model, path)
     check_external_data(model, base, path)
     try:
@@ -61,6 +63,28 @@ def check_model(model: Any, base: Path, path: Path, checked: Any) -> Any:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path} is not a valid ONNX model: {first}") from exc
     return model
+
+
+STRING_FIELD = 9  # FieldDescriptor.TYPE_STRING
+MESSAGE_FIELD = 11  # FieldDescriptor.TYPE_MESSAGE
+
+
+def text_is_valid(message: Any) -> bool:
+    """Every string field decoded as text: ONNX is proto2, whose parser hands back invalid UTF-8 as bytes.
+
+    A tensor's own data is not walked (it is bytes by design, and may be large), only its name
+    and external-data entries.
+    """
+    if message.DESCRIPTOR.name == "TensorProto":
+        return isinstance(message.name, str) and all(text_is_valid(e) for e in message.external_data)
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == 3  # LABEL_REPEATED
+        values = value if repeated else [value]
+        if field.type == STRING_FIELD and not all(isinstance(v, str) for v in values):
+            return False
+        if field.type == MESSAGE_FIELD and not all(text_is_valid(v) for v in values):
+            return False
+    return True
 
 
 def default_opset(model: Any) -> int:
