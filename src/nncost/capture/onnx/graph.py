@@ -210,7 +210,7 @@ def name_untyped(calls: list[LayerCall], of_node: list[int], nodes: list[Any]) -
         if call.type:
             continue
         ran = kinds.get(call.index, set())
-        call.type = next(iter(ran)) if len(ran) == 1 and call.index not in parents else "scope"
+        call.type = next(iter(ran)) if len(ran) == 1 and call.index not in parents else "module"
 
 
 def node_inputs(graph: Graph, node: Any) -> tuple[Shape | None, ...]:
