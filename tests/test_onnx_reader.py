@@ -254,3 +254,10 @@ def test_html_and_explain(saved: Path) -> None:
     report = nncost.profile_onnx(saved)
     assert "<table" in report._repr_html_()
     assert "onnx Conv" in report.explain("conv")
+
+
+def test_without_the_onnx_package_the_error_says_what_to_install(saved: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(nncost.ModelNotFound, match=r"pip install 'nncost\[onnx\]'"):
+        nncost.profile_onnx(saved)

@@ -173,9 +173,9 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 
 def _main(args: argparse.Namespace) -> str:
     from nncost.api import resolve_dtype
-    from nncost.models import resolve
+    from nncost.models import is_onnx, resolve
 
-    if args.model.lower().endswith(".onnx"):
+    if is_onnx(args.model):
         return _render(args, _profile_onnx(args), None)
     if any(isinstance(size, NamedSize) for size in args.input or ()):
         raise BadRequest("named inputs (--input NAME=SIZE) are for .onnx models; give sizes as --input CxHxW")

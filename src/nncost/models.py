@@ -8,6 +8,8 @@ Accepted forms:
   ``hf:bert``), random weights, nothing downloaded; its input is token ids;
 * ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory.
 
+``model.onnx`` is not built: :func:`is_onnx` tells the CLI to read it with ``profile_onnx``.
+
 Models are built under a device context, so ``meta`` builds even a 70B model in seconds
 without allocating its weights.
 """
@@ -53,7 +55,14 @@ class ModelSpec:
         return model
 
 
+def is_onnx(name: str) -> bool:
+    """``model.onnx``: a file read by :func:`nncost.profile_onnx`, not a module to build."""
+    return name.lower().endswith(".onnx")
+
+
 def resolve(name: str) -> ModelSpec:
+    if is_onnx(name):
+        raise ModelNotFound(f"{name} is an ONNX file, not a module to build: read it with nncost.profile_onnx")
     if name.startswith("timm:"):
         return _timm(name.removeprefix("timm:"))
     if name.startswith("hf:"):
