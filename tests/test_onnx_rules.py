@@ -277,3 +277,12 @@ def test_contrib_op_without_inferred_output_shape_is_still_counted() -> None:
     model = one_node("FastGelu", {"x": (2, 5)}, [tensor("bias", (5,))], domain="com.microsoft")
     report = nncost.profile_onnx(model)
     assert report.uncounted == [] and report.totals.flops == 2 * 10
+
+
+def test_attention_with_a_kv_cache_attends_to_the_cache_too() -> None:
+    rule = ONNX.get("Attention")
+    assert rule is not None
+    b, heads, length, past, e = 1, 2, 3, 10, 4
+    q, kv, cache = (b, heads, length, e), (b, heads, length, e), (b, heads, past, e)
+    scores = b * heads * length * (past + length)
+    assert rule.fn((q, kv, kv, None, cache, cache), {}, out=()) == (scores * 2 * e, 4 * scores * e + 6 * scores)

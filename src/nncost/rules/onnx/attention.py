@@ -27,16 +27,18 @@ def _heads(shape: Shape, heads: int) -> Shape:
 
 
 @ONNX.rule("Attention", family="onnx attention",
-           formula="Q (B,Hq,L,E) or (B,L,Hq·E), K (B,Hk,S,E), V (B,Hk,S,Ev): MACs = B·Hq·L·S·(E+Ev); "
-                   "FLOPs = 2·MACs + 6·B·Hq·L·S")
+           formula="Q (B,Hq,L,E) or (B,L,Hq·E), K (B,Hk,S,E), V (B,Hk,S,Ev), S including a past_key cache: "
+                   "MACs = B·Hq·L·S·(E+Ev); FLOPs = 2·MACs + 6·B·Hq·L·S")
 def attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     q, k, v = inputs[0], inputs[1], inputs[2]
     assert q is not None and k is not None and v is not None
     q_heads = int(attrs.get("q_num_heads", 0) or 1)
     kv_heads = int(attrs.get("kv_num_heads", 0) or 1)
     q4, k4, v4 = _heads(q, q_heads), _heads(k, kv_heads), _heads(v, kv_heads)
+    past = inputs[4] if len(inputs) > 4 else None  # past_key (B, Hk, P, E): the cache is attended to too
+    source = k4[2] + (past[2] if past is not None else 0)
     # grouped heads broadcast like batch: each query head reads its group's K and V
-    return attention_cost(q4, (*q4[:2], k4[2], k4[3]), (*q4[:2], v4[2], v4[3]))
+    return attention_cost(q4, (*q4[:2], source, k4[3]), (*q4[:2], source, v4[3]))
 
 
 @ONNX.rule("com.microsoft::Attention", family="onnx attention",
