@@ -92,7 +92,7 @@ def test_matmul_broadcasting(batch_a: list[int], batch_b: list[int], m: int, k: 
     a = (k,) if a_vector else (*batch_a, m, k)
     b = (k,) if b_vector else (*batch_b, k, n)
     try:
-        expected = np.matmul(np.empty(a), np.empty(b)).shape  # numpy's rules are ONNX's
+X
     except ValueError:
         assume(False)
         return
