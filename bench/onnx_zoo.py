@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -63,6 +63,8 @@ class Row:
     export_seconds: float = 0.0
     read_seconds: float = 0.0
     error: str = ""
+    layer_names: set[str] = field(default_factory=set)  # the report's rows
+    module_names: set[str] = field(default_factory=set)  # the exported module's named_modules()
 
     @property
     def macs_match(self) -> bool:
@@ -126,6 +128,8 @@ def check(name: str, folder: Path) -> Row:
         row.file_params, row.macs = report.totals.params, report.totals.macs
         assert report.file_params is not None
         row.counted, row.excluded = len(report.file_params.counted), len(report.file_params.excluded)
+        row.layer_names = {layer.name for layer in report.layers if layer.name}
+        row.module_names = {name for name, _ in model.named_modules() if name}
         row.uncounted = ", ".join(f"{u.op}×{u.calls}" for u in report.uncounted)
     except Exception as exc:  # a bench row, not a crash: the table says what failed
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"

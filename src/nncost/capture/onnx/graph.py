@@ -189,7 +189,7 @@ def build_layers(graph: Graph, root_name: str) -> Layers:
         for depth in range(1, len(scope) + 1):
             path = scope[:depth]
             if path not in by_path:
-                name, kind = path[-1]
+                name, kind, _ = path[-1]
                 calls.append(LayerCall(index=len(calls), name=name, type=kind, depth=depth, parent=parent,
                                        own_params=0, params=0))
                 chains.append([*chains[parent], len(calls) - 1])

@@ -1,7 +1,9 @@
 """The module tree of an exported graph, read from its node names or metadata.
 
-* The TorchScript exporter names nodes by module scope: ``/layer1/layer1.0/conv1/Conv``; each
-  segment is a module's qualified name, the last is the node's own.
+* The TorchScript exporter names nodes by module scope: ``/layer1/layer1.0/conv1/Conv``, the
+  last segment the node's own.  A segment is the module's attribute name, except that a child
+  of a container is named after the container's segment (``layer1.0``, and ``downsample.0`` in
+  ``/layer2/layer2.0/downsample/downsample.0/Conv``): the qualified names are rebuilt from that.
 * The ``torch.export``-based exporter stores ``pkg.torch.onnx.name_scopes`` (qualified names, the
   root first and the ATen node last) and ``pkg.torch.onnx.class_hierarchy`` (their classes).
 
@@ -11,9 +13,11 @@ A graph with neither (a hand-built or converted model) gets one flat layer per n
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
-Scope = tuple[tuple[str, str], ...]  # (qualified name, type) from the outermost module inward
+Scope = tuple[tuple[str, str, str], ...]  # (qualified name, type, key) from the outermost module inward
+REPEATED_CALL = re.compile(r"^(.+)_(\d+)$")
 
 
 def _literal_list(text: str) -> list[str] | None:
@@ -39,32 +43,55 @@ def metadata_scope(node: Any) -> tuple[Scope, str] | None:
     types = _literal_list(props.get("pkg.torch.onnx.class_hierarchy", "")) or []
     if len(types) != len(names):
         types = [""] * len(names)
-    scope = tuple((name, _short(kind)) for name, kind in zip(names[1:-1], types[1:-1], strict=True) if name)
+    scope = tuple((name, _short(kind), name) for name, kind in zip(names[1:-1], types[1:-1], strict=True) if name)
     return scope, _short(types[0]) if types else ""
 
 
-def name_scope(node: Any) -> Scope | None:
-    """The scope from a TorchScript exporter node name, or None when the name has none."""
+def name_segments(node: Any) -> list[str] | None:
+    """The scope segments of a TorchScript exporter node name, or None when the name has none."""
     if not node.name.startswith("/"):
         return None
-    segments = [s for s in node.name.split("/")[1:-1] if s]
-    return tuple((segment, "") for segment in segments)
+    return [s for s in node.name.split("/")[1:-1] if s]
+
+
+def qualify(segments: list[str], siblings: dict[tuple[str, ...], set[str]]) -> Scope:
+    """Qualified module names from TorchScript scope segments.
+
+    A second call of a module gets its segment with ``_1`` appended (``relu_1`` beside ``relu``):
+    it keeps its own row, under the module's name, as a second call does on the PyTorch path.
+    """
+    scope: list[tuple[str, str, str]] = []
+    parent_segment = parent_name = ""
+    for depth, raw in enumerate(segments):
+        segment = raw
+        repeated = REPEATED_CALL.match(raw)
+        if repeated and repeated.group(1) in siblings.get(tuple(segments[:depth]), ()):
+            segment = repeated.group(1)
+        if parent_segment and segment.startswith(parent_segment + "."):  # a container's child
+            name = parent_name + segment[len(parent_segment):]
+        else:
+            name = f"{parent_name}.{segment}" if parent_name else segment
+        scope.append((name, "", raw))
+        parent_segment, parent_name = segment, name
+    return tuple(scope)
 
 
 def node_scopes(nodes: list[Any]) -> tuple[list[Scope], str] | None:
     """Each node's scope, and the root module's class; None when the graph carries no scopes."""
+    from_metadata = [metadata_scope(node) for node in nodes]
+    segments = [name_segments(node) for node in nodes]
+    if all(m is None for m in from_metadata) and all(s is None for s in segments):
+        return None
+    siblings: dict[tuple[str, ...], set[str]] = {}
+    for path in segments:
+        for depth, segment in enumerate(path or []):
+            siblings.setdefault(tuple((path or [])[:depth]), set()).add(segment)
     scopes: list[Scope] = []
     root_type = ""
-    found = False
-    for node in nodes:
-        from_metadata = metadata_scope(node)
-        if from_metadata is not None:
-            scope, root = from_metadata
-            root_type = root_type or root
-            found = True
+    for metadata, path in zip(from_metadata, segments, strict=True):
+        if metadata is not None:
+            scopes.append(metadata[0])
+            root_type = root_type or metadata[1]
         else:
-            by_name = name_scope(node)
-            found = found or by_name is not None
-            scope = by_name or ()
-        scopes.append(scope)
-    return (scopes, root_type) if found else None
+            scopes.append(qualify(path, siblings) if path else ())
+    return scopes, root_type
