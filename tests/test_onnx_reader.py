@@ -18,10 +18,10 @@ from nncost.cli import run
 from onnx_helpers import graph_model, one_node, tensor
 
 
-def export(module: nn.Module, example: torch.Tensor, path: Path, **kwargs: object) -> Path:
+def export(module: nn.Module, example: torch.Tensor, path: Path, dynamo: bool = False) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (example,), str(path), dynamo=False, **kwargs)  # type: ignore[arg-type]
+        torch.onnx.export(module.eval(), (example,), str(path), dynamo=dynamo)
     return path
 
 
@@ -261,3 +261,14 @@ def test_without_the_onnx_package_the_error_says_what_to_install(saved: Path,
     monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # import onnx now raises ImportError
     with pytest.raises(nncost.ModelNotFound, match=r"pip install 'nncost\[onnx\]'"):
         nncost.profile_onnx(saved)
+
+
+def test_the_dynamo_exporter_gives_module_classes_and_the_same_costs(tmp_path: Path) -> None:
+    module = Small()
+    path = export(module, torch.randn(1, 3, 16, 16), tmp_path / "dynamo.onnx", dynamo=True)
+    report = nncost.profile_onnx(path)
+    torch_report = nncost.profile(module, (3, 16, 16))
+    assert report.uncounted == []
+    assert (report.totals.macs, report.totals.flops) == (torch_report.totals.macs, torch_report.totals.flops)
+    assert report.layers[0].type == "Small"
+    assert {(layer.name, layer.type) for layer in report.layers} >= {("conv", "Conv2d"), ("head.1", "Linear")}
