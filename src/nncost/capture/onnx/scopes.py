@@ -36,7 +36,7 @@ def _short(type_name: str) -> str:
 
 def metadata_scope(node: Any) -> tuple[Scope, str] | None:
     """The scope and the root's class from the dynamo exporter's metadata, if present."""
-    props = {p.key: p.value for p in node.metadata_props}
+    props = {p.key: p.value for p in getattr(node, "metadata_props", ())}  # onnx >= 1.16
     names = _literal_list(props.get("pkg.torch.onnx.name_scopes", ""))
     if not names:
         return None
