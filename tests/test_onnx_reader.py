@@ -272,3 +272,8 @@ def test_the_dynamo_exporter_gives_module_classes_and_the_same_costs(tmp_path: P
     assert (report.totals.macs, report.totals.flops) == (torch_report.totals.macs, torch_report.totals.flops)
     assert report.layers[0].type == "Small"
     assert {(layer.name, layer.type) for layer in report.layers} >= {("conv", "Conv2d"), ("head.1", "Linear")}
+
+
+def test_profile_points_onnx_files_to_profile_onnx() -> None:
+    with pytest.raises(nncost.BadRequest, match="profile_onnx"):
+        nncost.profile("model.onnx", (3, 224, 224))  # type: ignore[arg-type]

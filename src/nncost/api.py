@@ -48,6 +48,8 @@ def profile(
     parameters are swapped for meta tensors inside the call only; the user's model is left
     exactly as it was.  ``depth`` keeps the rows of that depth and above.
     """
+    if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
+        raise BadRequest(f"profile() takes a torch.nn.Module; read the ONNX file {model} with nncost.profile_onnx")
     if not isinstance(model, nn.Module):
         raise BadRequest(f"profile() needs a torch.nn.Module, got {type(model).__name__}")
     if device.split(":")[0] not in DEVICES:
