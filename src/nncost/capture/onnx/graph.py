@@ -73,9 +73,10 @@ def value_of(info: Any) -> Value:
 
 
 def stored_tensor(name: str, dims: Any, elem_type: int) -> StoredTensor:
-    numel = math.prod(max(int(d), 0) for d in dims)
+    shape = tuple(max(int(d), 0) for d in dims)
+    numel = math.prod(shape)
     size, dtype = element(elem_type)
-    return StoredTensor(name=name, numel=numel, nbytes=numel * size, dtype=dtype, elem_type=elem_type)
+    return StoredTensor(name=name, numel=numel, nbytes=numel * size, dtype=dtype, elem_type=elem_type, shape=shape)
 
 
 CONSTANT_SCALARS: dict[str, tuple[int, tuple[int, ...] | None]] = {
@@ -134,12 +135,8 @@ def read_graph(model: Any, input_shapes: dict[str, Shape]) -> Graph:
             source = alias_of.get(node.input[0], node.input[0])
             if source in stored:
                 alias_of[node.output[0]] = source
-    for tensor in stored.values():
-        size = values.get(tensor.name)
-        if size is None or size.shape is None:
-            values[tensor.name] = Value(None, tensor.elem_type)
-    for tensor in graph.initializer:
-        values[tensor.name] = Value(tuple(max(int(d), 0) for d in tensor.dims), tensor.data_type)
+    for tensor in stored.values():  # a stored tensor's shape is its own, whatever inference says
+        values[tensor.name] = Value(tensor.shape, tensor.elem_type)
     result = Graph(nodes, values, stored, alias_of, inputs, [o.name for o in graph.output])
     record_uses(result, nodes)
     result.classes = classify_all(stored)

@@ -50,6 +50,7 @@ class StoredTensor:
     nbytes: int
     dtype: str
     elem_type: int
+    shape: tuple[int, ...] = ()
     uses: list[tuple[str, int]] = field(default_factory=list)  # (op_type, input position)
 
 
