@@ -56,6 +56,8 @@ class Row:
     file_params: int = 0
     bn_affine: int = 0  # γ and β of the module's BatchNorm layers
     merged: int = 0  # elements of tensors the exporter stored once because their values were equal
+    unexported: int = 0  # params of modules the eval forward never ran (inception_v3's AuxLogits)
+    unexported_modules: str = ""
     counted: int = 0  # stored tensors counted as params
     excluded: int = 0
     macs: int = 0
@@ -79,7 +81,9 @@ class Row:
         parts = []
         if self.bn_affine:
             parts.append(f"−{self.bn_affine:,} BatchNorm γ, β folded into the convs")
-        made = self.file_params - self.num_params + self.bn_affine + self.merged
+        if self.unexported:
+            parts.append(f"−{self.unexported:,} in modules the eval forward never runs ({self.unexported_modules})")
+        made = self.file_params - self.num_params + self.bn_affine + self.merged + self.unexported
         if made:
             parts.append(f"{made:+,} conv biases made by that folding" if self.bn_affine
                          else f"{made:+,} other (constant folding)")
@@ -103,6 +107,22 @@ def merged_elements(path: Path) -> int:
             aliases[node.input[0]] = aliases.get(node.input[0], 0) + 1
     direct = {name for node in graph.node if node.op_type != "Identity" for name in node.input}
     return sum(sizes[name] * (count if name in direct else count - 1) for name, count in aliases.items())
+
+
+def unexported_modules(model: nn.Module, layer_names: set[str]) -> dict[str, int]:
+    """Parameters of modules with no row in the file's report, neither their own nor their parent's.
+
+    BatchNorm is left out (folded away), and so is a module whose parent has a row: the parent may
+    use its weights directly (``MultiheadAttention`` reads ``out_proj.weight`` without calling it).
+    """
+    found = {}
+    for name, module in model.named_modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        parent = name.rpartition(".")[0]
+        if (name and own and name not in layer_names and parent not in layer_names
+                and not isinstance(module, nn.modules.batchnorm._BatchNorm)):
+            found[name] = own
+    return found
 
 
 def check(name: str, folder: Path) -> Row:
@@ -130,6 +150,9 @@ def check(name: str, folder: Path) -> Row:
         row.counted, row.excluded = len(report.file_params.counted), len(report.file_params.excluded)
         row.layer_names = {layer.name for layer in report.layers if layer.name}
         row.module_names = {name for name, _ in model.named_modules() if name}
+        unexported = unexported_modules(model, row.layer_names)
+        row.unexported = sum(unexported.values())
+        row.unexported_modules = ", ".join(sorted({name.split(".")[0] for name in unexported}))
         row.uncounted = ", ".join(f"{u.op}×{u.calls}" for u in report.uncounted)
     except Exception as exc:  # a bench row, not a crash: the table says what failed
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"

@@ -39,6 +39,7 @@ def test_export_macs_and_params(name: str, tmp_path: Path) -> None:
     # gain one bias element per BatchNorm channel), less what the exporter stored once because the
     # values were equal (each extra user reads it through an Identity node).
     bn_channels = row.bn_affine // 2
+    assert row.unexported == 0  # every module ran in the exported forward
     assert row.file_params == row.num_params - row.bn_affine + bn_channels - row.merged
     # rows are named after the modules of the exported model
     assert row.layer_names and row.layer_names <= row.module_names, row.layer_names - row.module_names
