@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 MAX_ELEMENTS = 1 << 16
-MAX_ROUNDS = 16
+MAX_ROUNDS = 64
 
 Evaluate = Callable[[list[Any], dict[str, Any]], list[Any]]
 
