@@ -286,3 +286,24 @@ def test_attention_with_a_kv_cache_attends_to_the_cache_too() -> None:
     q, kv, cache = (b, heads, length, e), (b, heads, length, e), (b, heads, past, e)
     scores = b * heads * length * (past + length)
     assert rule.fn((q, kv, kv, None, cache, cache), {}, out=()) == (scores * 2 * e, 4 * scores * e + 6 * scores)
+
+
+def test_shapes_flow_through_onnx_runtime_fused_ops() -> None:
+    from onnx import helper
+
+    # SkipLayerNormalization and Gelu (com.microsoft) have no shape inference in onnx; the MatMul
+    # after them must still be counted: 2·8·16·4 MACs
+    nodes = [
+        helper.make_node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["n"], domain="com.microsoft"),
+        helper.make_node("Gelu", ["n"], ["g"], domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w"], ["y"]),
+    ]
+    weights = [tensor("gamma", (16,)), tensor("beta", (16,)), tensor("w", (16, 4))]
+    model = graph_model(nodes, {"x": (2, 8, 16), "skip": (2, 8, 16)}, ["y"], weights,
+                        extra_opsets={"com.microsoft": 1})
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", 1, [None] * 3))  # rank 3, sizes unknown
+    report = nncost.profile_onnx(model)
+    elements = 2 * 8 * 16
+    macs = 2 * 8 * 16 * 4
+    # skip add 1 + statistics 5 + gamma 1 + beta 1, then Gelu 1 per element
+    check(report, macs, 2 * macs + 8 * elements + elements)

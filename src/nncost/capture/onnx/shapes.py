@@ -220,7 +220,47 @@ def fold_round(model: Any, inferred: Any, values: dict[str, Any], folded: dict[s
     return progress
 
 
-def with_folded(model: Any, folded: dict[str, Any]) -> Any:
+# ONNX Runtime's fused operators, which onnx's shape inference does not know: their first output
+# has the first input's shape and type.
+CONTRIB_SAME_SHAPE = frozenset({
+    "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization", "LayerNormalization", "SimplifiedLayerNormalization",
+})
+
+
+def contrib_output(node: Any, shapes: dict[str, Shape]) -> Shape | None:
+    """The first output's shape of an ONNX Runtime contrib operator, from its inputs' shapes."""
+    x = shapes.get(node.input[0]) if node.input else None
+    if x is None:
+        return None
+    if node.op_type in CONTRIB_SAME_SHAPE:
+        return x
+    if node.op_type == "Attention" and len(node.input) > 1 and node.input[1] in shapes and len(x) == 3:
+        sizes = next((list(a.ints) for a in node.attribute if a.name == "qkv_hidden_sizes"), None)
+        return (x[0], x[1], sizes[2] if sizes else shapes[node.input[1]][1] // 3)
+    if node.op_type == "MultiHeadAttention" and len(node.input) > 2 and node.input[2] in shapes and len(x) == 3:
+        value = shapes[node.input[2]]
+        return (x[0], x[1], value[-1] if len(value) == 3 else value[1] * value[3])
+    return None
+
+
+def contrib_round(model: Any, inferred: Any, contrib: dict[str, tuple[Shape, int]]) -> bool:
+    """Shapes for the outputs of contrib operators that inference left unknown; True if any is new."""
+    shapes = known_shapes(inferred)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.graph.input, *inferred.graph.value_info]}
+    types.update((t.name, t.data_type) for t in inferred.graph.initializer)
+    progress = False
+    for node in model.graph.node:
+        if node.domain != "com.microsoft" or not node.output or node.output[0] in shapes:
+            continue
+        shape = contrib_output(node, shapes)
+        if shape is not None and node.output[0] not in contrib:
+            contrib[node.output[0]] = (shape, types.get(node.input[0], 1))
+            progress = True
+    return progress
+
+
+def with_folded(model: Any, folded: dict[str, Any], contrib: dict[str, tuple[Shape, int]]) -> Any:
     """A copy of ``model`` where folded values are constants and the nodes that made them are gone."""
     onnx = __import__("onnx")
     from onnx import numpy_helper
@@ -231,11 +271,18 @@ def with_folded(model: Any, folded: dict[str, Any]) -> Any:
     del copy.graph.node[:]
     copy.graph.node.extend(kept)
     del copy.graph.value_info[:]
+    copy.graph.value_info.extend(contrib_infos(contrib))
     copy.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in folded.items())
     return copy
 
 
-def merged(model: Any, inferred_copy: Any, folded: dict[str, Any]) -> Any:
+def contrib_infos(contrib: dict[str, tuple[Shape, int]]) -> list[Any]:
+    from onnx import helper
+
+    return [helper.make_tensor_value_info(name, elem, list(shape)) for name, (shape, elem) in contrib.items()]
+
+
+def merged(model: Any, inferred_copy: Any, folded: dict[str, Any], contrib: dict[str, tuple[Shape, int]]) -> Any:
     """``model`` with the shapes found on the folded copy."""
     onnx = __import__("onnx")
     from onnx import helper
@@ -244,6 +291,8 @@ def merged(model: Any, inferred_copy: Any, folded: dict[str, Any]) -> Any:
     result.CopyFrom(model)
     del result.graph.value_info[:]
     result.graph.value_info.extend(inferred_copy.graph.value_info)
+    known = {v.name for v in inferred_copy.graph.value_info}
+    result.graph.value_info.extend(v for v in contrib_infos(contrib) if v.name not in known)
     for name, array in folded.items():
         result.graph.value_info.append(
             helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(array.dtype), list(array.shape)))
@@ -256,7 +305,8 @@ def merged(model: Any, inferred_copy: Any, folded: dict[str, Any]) -> Any:
 
 def infer(model: Any) -> Any:
     """The model with every intermediate shape that shape inference finds, helped by folding the
-    graph's own size computations (:mod:`nncost.capture.onnx.fold`)."""
+    graph's own size computations (:mod:`nncost.capture.onnx.fold`) and by the output shapes of
+    ONNX Runtime's fused operators."""
     from nncost.capture.onnx.fold import MAX_ROUNDS
 
     inferred = infer_once(model)
@@ -264,10 +314,12 @@ def infer(model: Any) -> Any:
         return inferred
     values = constant_values(model)
     folded: dict[str, Any] = {}
+    contrib: dict[str, tuple[Shape, int]] = {}
     for _ in range(MAX_ROUNDS):
-        if not fold_round(model, inferred, values, folded):
+        folded_now = fold_round(model, inferred, values, folded)
+        if not (contrib_round(model, inferred, contrib) or folded_now):
             break
-        inferred = merged(model, infer_once(with_folded(model, folded)), folded)
+        inferred = merged(model, infer_once(with_folded(model, folded, contrib)), folded, contrib)
         if not unknown_outputs(inferred):
             break
     return inferred
