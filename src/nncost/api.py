@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -67,6 +68,8 @@ def profile(
     layer's median time, throughput, achieved FLOP/s and MFU; it needs real weights.
     ``on_pass`` is called after each timed pass (progress bars).
     """
+    if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
+        raise BadRequest(f"profile() takes a torch.nn.Module; read the ONNX file {model} with nncost.profile_onnx")
     if not isinstance(model, nn.Module):
         raise BadRequest(f"profile() needs a torch.nn.Module, got {type(model).__name__}")
     if device.split(":")[0] not in DEVICES:
@@ -295,6 +298,35 @@ def _local_hardware(measure_on: str) -> str:
     if found is None:
         raise BadRequest(f"{gpu} is not in the hardware catalogue; give --hardware NAME for its roofs")
     return found
+
+
+def profile_onnx(
+    path: str | os.PathLike[str] | Any,
+    inputs: Mapping[str, tuple[int, ...]] | tuple[int, ...] | None = None,
+    batch_size: int | None = None,
+    *,
+    depth: int | None = None,
+    name: str | None = None,
+) -> Report:
+    """Cost one inference of the ONNX model stored in ``path`` (or an ``onnx.ModelProto``), layer by layer.
+
+    ``inputs`` maps input names to sizes, with or without the batch dimension (a bare size for a
+    model with one input); ``batch_size`` fixes a symbolic batch dimension (1 when not given).
+    Other symbolic dimensions must be given.  Shapes come from ONNX shape inference, costs from
+    the ONNX rules, which follow the ATen rules' conventions; parameters are the tensors the file
+    stores (``report.file_params`` says which counted).  Layers follow the exporter's module
+    scopes.  Needs the ``onnx`` package (``pip install 'nncost[onnx]'``).
+    """
+    from nncost.capture.onnx import read_onnx
+
+    if batch_size is not None and batch_size < 1:
+        raise BadRequest(f"batch size must be at least 1, got {batch_size}")
+    trace, file_params = read_onnx(path, inputs, batch_size, name=name)
+    report = build_report(trace)
+    report.file_params = file_params
+    if depth is not None:
+        report.layers = [layer for layer in report.layers if layer.depth <= depth]
+    return report
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:

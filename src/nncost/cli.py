@@ -19,7 +19,7 @@ from nncost.analyses.roofline import PRECISIONS
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
-from nncost.runner import DEFAULT_SEQ, FIT_DEVICE, WARMUP
+from nncost.runner import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize
 
 if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
-MODEL_FORMS = "resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable | x.pt2"
+MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable"
+               " | x.pt2 | x.onnx")
 DEVICES = ("meta", "cpu", "cuda")
 HARDWARE = ("cpu", "cuda")  # allocator semantics (compare's --hardware)
 DEFAULT_REPEATS = 10
@@ -44,6 +45,16 @@ def parse_size(text: str) -> tuple[int, ...]:
     if not size or any(d < 1 for d in size):
         raise argparse.ArgumentTypeError(f"input size {text!r} must be positive integers")
     return size
+
+
+def parse_input(text: str) -> tuple[int, ...] | NamedSize:
+    """``3x224x224``, or ``NAME=1x3x224x224`` for a named input of an ONNX model."""
+    name, equals, size = text.rpartition("=")
+    if not equals:
+        return parse_size(text)
+    if not name:
+        raise argparse.ArgumentTypeError(f"input {text!r} has no name before '='")
+    return NamedSize(name, parse_size(size))
 
 
 def positive(text: str) -> int:
@@ -80,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"MODEL: {MODEL_FORMS}. Several models side by side: nncost compare A B [C ...] (--help there)",
     )
     parser.add_argument("model", metavar="MODEL")
-    parser.add_argument("--input", "-i", action="append", type=parse_size, metavar="CxHxW",
-                        help="input size without the batch dimension; repeat for several inputs")
+    parser.add_argument("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
+                        help="input size without the batch dimension; repeat for several inputs; "
+                             "for a .onnx model also NAME=1x3x224x224")
     parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
     parser.add_argument("--seq", type=positive, default=None,
                         help=f"sequence length of token inputs for hf: models (default {DEFAULT_SEQ})")
@@ -133,7 +145,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
         epilog=f"MODEL: {MODEL_FORMS}",
     )
     parser.add_argument("models", metavar="MODEL", nargs="*", help="two or more models; the first is the reference")
-    parser.add_argument("--input", "-i", action="append", type=parse_size, metavar="CxHxW",
+    parser.add_argument("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
                         help="input size of every model, without the batch dimension (default: each model's own)")
     parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
     parser.add_argument("--seq", type=positive, default=None, help="sequence length of token inputs for hf: models")

@@ -27,3 +27,7 @@ class NeedsWeights(NncostError):
 
 class BadRequest(NncostError):
     """Arguments that cannot describe a valid run (batch 0, an unknown dtype, ...)."""
+
+
+class ModelFileError(NncostError):
+    """A model file nncost cannot read: corrupt, truncated, an unsupported opset, missing external data."""

@@ -10,6 +10,8 @@ Accepted forms:
 * ``path/to/model.pt2``: a program saved by ``torch.export.save``, unflattened into its original
   module tree; its input is the program's example inputs unless sizes are given.
 
+``model.onnx`` is not built: :func:`is_onnx` tells the CLI to read it with ``profile_onnx``.
+
 Models are built under a device context, so ``meta`` builds even a 70B model in seconds
 without allocating its weights.
 """
@@ -57,7 +59,14 @@ class ModelSpec:
         return model
 
 
+def is_onnx(name: str) -> bool:
+    """``model.onnx``: a file read by :func:`nncost.profile_onnx`, not a module to build."""
+    return name.lower().endswith(".onnx")
+
+
 def resolve(name: str) -> ModelSpec:
+    if is_onnx(name):
+        raise ModelNotFound(f"{name} is an ONNX file, not a module to build: read it with nncost.profile_onnx")
     if name.endswith(".pt2"):
         return _exported(name)
     if name.startswith("timm:"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from nncost.errors import BadRequest, NeedsWeights
 
@@ -26,6 +26,13 @@ if TYPE_CHECKING:
 DEFAULT_SEQ = 128
 WARMUP = 2  # untimed passes before --measure-time's timed ones
 FIT_DEVICE = "device"  # fit without a budget: the memory of the hardware device
+
+
+class NamedSize(NamedTuple):
+    """``--input NAME=1x3x224x224``: the size of one named model input (ONNX files)."""
+
+    name: str
+    size: tuple[int, ...]
 
 
 class Steps(Protocol):
@@ -64,7 +71,7 @@ class RunOptions:
     memory simulation (``train`` a training step, otherwise one inference pass).
     """
 
-    input_sizes: list[tuple[int, ...]] | None = None
+    input_sizes: list[Any] | None = None  # tuples of ints; NamedSize for an ONNX file's named inputs
     batch_size: int = 1
     seq: int | None = None
     dtype: torch.dtype | None = None
@@ -89,8 +96,12 @@ def profile_named(name: str, options: RunOptions, progress: Steps | None = None
                   ) -> tuple[Report, MemoryReport | None]:
     """The report of the model called ``name`` (any MODEL the CLI accepts), and its memory report
     when ``options.memory`` is set."""
-    from nncost.models import resolve
+    from nncost.models import is_onnx, resolve
 
+    if is_onnx(name):
+        return _onnx(name, options), None
+    if any(isinstance(size, NamedSize) for size in options.input_sizes or ()):
+        raise BadRequest("named inputs (--input NAME=SIZE) are for .onnx models; give sizes as --input CxHxW")
     if options.device == "cuda":
         import torch
 
@@ -111,6 +122,31 @@ def profile_named(name: str, options: RunOptions, progress: Steps | None = None
         add_training_step(report, memory_report)
         add_memory_fit(report, memory_report)
     return report, memory_report
+
+
+def _onnx(name: str, options: RunOptions) -> Report:
+    """An ONNX file: shapes from the file and the input sizes; nothing runs, so no memory step."""
+    from nncost.api import profile_onnx, roofline
+
+    unsupported = [flag for flag, given in (
+        ("--train and the memory options", options.train or options.fit is not None or options.checkpointing
+         or options.plot is not None or options.measure or options.sharding != "none" or options.gpus > 1),
+        ("--measure-time", options.measure_time), ("--seq", options.seq is not None),
+        ("--dtype", options.dtype is not None), ("--device", options.device != "meta"),
+    ) if given]
+    if unsupported:
+        raise BadRequest(f"{unsupported[0]} cannot be used with an ONNX file; it is read as stored")
+    named = [size for size in options.input_sizes or () if isinstance(size, NamedSize)]
+    bare = [size for size in options.input_sizes or () if not isinstance(size, NamedSize)]
+    if bare and (named or len(bare) > 1):
+        raise BadRequest("give several ONNX inputs by name: --input NAME=1x3x224x224 (repeatable)")
+    inputs: dict[str, tuple[int, ...]] | tuple[int, ...] | None = bare[0] if bare else (
+        {size.name: size.size for size in named} or None)
+    report = profile_onnx(name, inputs, batch_size=options.batch_size if options.batch_size != 1 else None)
+    device = roofline_hardware(options.hardware)
+    if device is not None:
+        roofline(report, device, precision=options.precision, efficiency=options.efficiency)
+    return report
 
 
 def memory_semantics(hardware: str | None) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from nncost.records.report import Layer
 from nncost.records.trace import OpCall
 from nncost.rules import ATEN
+from nncost.rules.onnx import ONNX
 
 
 def _n(value: int) -> str:
@@ -61,6 +62,8 @@ def op_formula(op: OpCall) -> str:
     """One operator call: its rule's formula with the call's shapes, and the result."""
     rule = ATEN.get(op.op)
     head = f"aten.{op.op}"
+    if rule is None and ONNX.get(op.op) is not None:  # ONNX op types are CamelCase: no clash with ATen
+        rule, head = ONNX.get(op.op), f"onnx {op.op}"
     if rule is None:
         return f"{head}: UNCOUNTED (no cost rule); reads {_n(op.read_bytes)} B, writes {_n(op.write_bytes)} B"
     plugged = _plugged(op)
@@ -114,7 +117,7 @@ def explain(layer: Layer) -> str:
             shown += 1
         if len(ops) > 3:
             rest = ops[3:]
-            lines.append(f"  … and {len(rest)} more aten.{rest[0].op} calls: MACs {_n(sum(o.macs for o in rest))},"
+            lines.append(f"  … and {len(rest)} more {rest[0].op} calls: MACs {_n(sum(o.macs for o in rest))},"
                          f" FLOPs {_n(sum(o.flops for o in rest))}")
     if not layer.is_leaf:
         own_macs = sum(op.macs for op in layer.self_ops)

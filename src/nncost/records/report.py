@@ -78,6 +78,29 @@ class Uncounted:
 
 
 @dataclass
+class FileParams:
+    """For a model read from a file (ONNX): which stored tensors counted as parameters.
+
+    ``counted`` and ``buffers`` list tensor names; ``excluded`` maps every other stored tensor to
+    why it is not a parameter (``shape/index constant``, ``scalar constant``, ``unused``).
+    """
+
+    counted: list[str]
+    buffers: list[str]
+    excluded: dict[str, str]
+
+    def summary(self) -> str:
+        kinds: dict[str, int] = {}
+        for why in self.excluded.values():
+            kinds[why] = kinds.get(why, 0) + 1
+        parts = [f"{len(self.counted)} stored tensors counted as params"]
+        if self.buffers:
+            parts.append(f"{len(self.buffers)} as buffers (BatchNorm running statistics)")
+        parts.extend(f"{n} excluded as {why}" for why, n in sorted(kinds.items()))
+        return ", ".join(parts)
+
+
+@dataclass
 class Report:
     model: str
     execution: str
@@ -89,6 +112,7 @@ class Report:
     fallback_reason: str | None = None
     roofline: Roofline | None = None
     schema: str = SCHEMA
+    file_params: FileParams | None = None  # set for models read from a file (ONNX)
 
     def layer(self, name: str) -> Layer:
         """The first call of the layer named ``name`` (its qualified module name)."""

@@ -37,7 +37,7 @@ def layer_dict(layer: Layer) -> dict[str, Any]:
 
 
 def to_dict(report: Report) -> dict[str, Any]:
-    return {
+    data = {
         "schema": report.schema,
         "model": report.model,
         "execution": report.execution,
@@ -51,6 +51,9 @@ def to_dict(report: Report) -> dict[str, Any]:
         "roofline": asdict(report.roofline) if report.roofline is not None else None,
         "conventions": CONVENTIONS,
     }
+    if report.file_params is not None:
+        data["file_params"] = asdict(report.file_params)
+    return data
 
 
 def to_json(report: Report, indent: int | None = 2) -> str:
@@ -88,6 +91,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
     lines = [
         ("Params", f"{units.grouped(t.params)} ({units.count(t.params)}): "
                    f"{units.grouped(t.trainable_params)} trainable, {units.grouped(t.frozen_params)} frozen"),
+        *([("Params from file", report.file_params.summary())] if report.file_params is not None else []),
         ("Param memory", f"{units.nbytes(t.param_bytes)} ({dtypes})"),
         ("Buffers", f"{units.grouped(t.buffers)} ({units.nbytes(t.buffer_bytes)})"),
         ("MACs", f"{units.grouped(t.macs)} ({units.count(t.macs)})"),

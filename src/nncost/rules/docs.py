@@ -8,6 +8,7 @@ from __future__ import annotations
 import inspect
 
 from nncost.rules.aten import ATEN
+from nncost.rules.onnx import ONNX
 from nncost.rules.registry import Registry
 
 HEADER = """# Cost rules
@@ -19,8 +20,22 @@ as *uncounted*, never as zero.
 """
 
 
-def rules_markdown(registry: Registry = ATEN) -> str:
-    parts = [HEADER]
+ONNX_HEADER = """
+# ONNX operators
+
+Rules for the nodes of an ONNX graph (`nncost model.onnx`), with the same conventions.
+Operators outside the default domain are written `domain::OpType`. A node whose shapes ONNX
+shape inference could not find is reported as uncounted, with "(shapes not inferred)".
+"""
+
+
+def rules_markdown() -> str:
+    """The ATen rules, then the ONNX rules."""
+    return registry_markdown(ATEN, HEADER) + registry_markdown(ONNX, ONNX_HEADER)
+
+
+def registry_markdown(registry: Registry, header: str) -> str:
+    parts = [header]
     for family, rules in sorted(registry.families().items()):
         parts.append(f"\n## {family}\n")
         module = inspect.getmodule(rules[0].fn)
