@@ -577,8 +577,7 @@ def write_section(path: Path, section: str) -> None:
     except StopIteration:
         new = old.rstrip() + "\n\n" + section
     else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("### Findings")
-                    or lines[i].startswith("## ")), len(lines))
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "### "))), len(lines))
         before = "\n".join(lines[:start]).rstrip()
         after = "\n".join(lines[end:]).strip()
         new = before + "\n\n" + section + ("\n" + after + "\n" if after else "")
