@@ -58,41 +58,17 @@ def rows() -> list[tuple[str, Any, dict[str, Any], str]]:
     ]
 
 
-OPTIMIZERS = {
-    "adam": lambda p: torch.optim.Adam(p),
-    "adamw": lambda p: torch.optim.AdamW(p),
-    "sgd": lambda p: torch.optim.SGD(p, lr=0.01),
-}
-
-
 def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> tuple[int, int]:
-    model = model.cuda().train()
+    """nncost's own CUDA measurement (``measure_cuda_peak``), and the reserved peak of the same step."""
+    from nncost.memory.measure import measure_cuda_peak
+
     if "kwargs" in spec:
         args: tuple[Any, ...] = ()
-        kwargs = {k: v.cuda() for k, v in spec["kwargs"].items()}
+        kwargs = spec["kwargs"]
     else:
-        args = (torch.randn(spec["batch_size"], *spec["input_size"], device="cuda"),)
-        kwargs = {}
-    opt = OPTIMIZERS[optimizer](model.parameters())
-
-    def step() -> None:
-        out = model(*args, **kwargs)
-        tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out.values() if isinstance(t, torch.Tensor)]
-        torch.stack([t.float().sum() for t in tensors if t.is_floating_point()]).sum().backward()
-        opt.step()
-        del out, tensors
-        opt.zero_grad(set_to_none=True)
-
-    step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    out = model(*args, **kwargs)
-    tensors = [out] if isinstance(out, torch.Tensor) else [t for t in out.values() if isinstance(t, torch.Tensor)]
-    torch.stack([t.float().sum() for t in tensors if t.is_floating_point()]).sum().backward()
-    opt.step()
-    del out, tensors
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+        args, kwargs = (torch.randn(spec["batch_size"], *spec["input_size"]),), {}
+    allocated = measure_cuda_peak(model, args, kwargs, mode="train", optimizer=optimizer)
+    return allocated, torch.cuda.max_memory_reserved()
 
 
 def main() -> int:

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
     memory.add_argument("--plot", metavar="PNG", help="draw the memory timeline of the step into a PNG file")
     memory.add_argument("--measure", action="store_true",
-                        help="also run one real step on the CPU and print the measured peak beside the estimate")
+                        help="also run one real step (on the CPU with --hardware cpu, else on the GPU) and print "
+                             "the measured peak beside the estimate")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"nncost {__version__}")
     return parser

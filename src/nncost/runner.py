@@ -244,7 +244,7 @@ class Run:
     def memory(self) -> MemoryReport:
         from nncost.api import memory
         from nncost.capture.placement import model_device
-        from nncost.memory.measure import measure_cpu_peak
+        from nncost.memory.measure import measure_cpu_peak, measure_cuda_peak
 
         options, label, model = self.options, self.spec.label, self.model
         assert model is not None, "profile() builds the model first"
@@ -266,16 +266,27 @@ class Run:
         if options.plot:
             report.plot(options.plot)
         if options.measure:
+            on_cuda = report.hardware == "cuda"
+            measure = measure_cuda_peak if on_cuda else measure_cpu_peak
+            if on_cuda and not torch_cuda_available():
+                raise BadRequest("--measure with CUDA memory semantics runs a real step on a GPU, and none is "
+                                 "available here; --hardware cpu measures on the CPU")
             if model_device(model).type == "meta":
                 with self.progress.step(f"building {label} with weights on cpu for --measure"):
                     model = self.spec.build("cpu")
-            with self.progress.step("running one real step on the CPU"):
+            with self.progress.step(f"running one real step on {'CUDA' if on_cuda else 'the CPU'}"):
                 inputs = self.inputs("cpu")
-                report.measured_peak_bytes = measure_cpu_peak(
+                report.measured_peak_bytes = measure(
                     model, tuple(_positional(inputs)), inputs.get("kwargs", {}), mode=report.mode,
                     optimizer=options.optimizer, precision=options.precision,
                 )
         return report
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _positional(inputs: dict[str, Any]) -> list[Any]:

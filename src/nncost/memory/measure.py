@@ -1,10 +1,13 @@
-"""Measuring the real peak of one step on the CPU, to set beside the simulated one.
+"""Measuring the real peak of one step, to set beside the simulated one.
 
 The model is deep-copied (a training step changes weights and optimizer state), warmed up with
-one full step so that the optimizer state exists, and the second step runs under
-``torch.profiler`` with ``profile_memory=True``.  The measured peak is the bytes alive before the
-step (parameters, buffers, optimizer state, inputs) plus the highest running sum of the
-allocator's signed ``[memory]`` events during it.
+one full step so that the optimizer state exists, and the second step is measured:
+
+* on the CPU under ``torch.profiler`` with ``profile_memory=True``: the peak is the bytes alive
+  before the step (parameters, buffers, optimizer state, inputs) plus the highest running sum of
+  the allocator's signed ``[memory]`` events during it;
+* on CUDA, ``torch.cuda.max_memory_allocated()`` over the step (peak statistics reset after the
+  warm-up, ``cudnn.benchmark`` off), the optimizers' CUDA default (``foreach``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import model_device
 from nncost.capture.scopes import tensors_in
-from nncost.errors import NeedsWeights
+from nncost.errors import BadRequest, NeedsWeights
 from nncost.memory.optimizers import OPTIMIZERS
 from nncost.memory.precision import Precision, resolve_precision
 
@@ -29,9 +32,11 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
 
 
 def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: torch.optim.Optimizer | None,
-          train: bool, mixed: Precision | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
-    # precision hook: forward and loss under CPU autocast when mixed, a GradScaler for fp16-mixed
-    autocast = torch.autocast("cpu", dtype=mixed.autocast_dtype) if mixed and mixed.autocast_dtype else nullcontext()
+          train: bool, mixed: Precision | None = None, scaler: torch.amp.GradScaler | None = None,
+          device_type: str = "cpu") -> None:
+    # precision hook: forward and loss under autocast when mixed, a GradScaler for fp16-mixed
+    autocast = (torch.autocast(device_type, dtype=mixed.autocast_dtype) if mixed and mixed.autocast_dtype
+                else nullcontext())
     if not train:
         with torch.no_grad(), autocast:
             model(*args, **kwargs)
@@ -100,3 +105,39 @@ def peak_of_events(prof: torch.profiler.profile) -> int:
         live += event.nbytes()  # type: ignore[attr-defined]  # missing from the stubs
         peak = max(peak, live)
     return peak
+
+
+def measure_cuda_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, mode: str,
+                      optimizer: str, precision: str = "fp32") -> int:
+    """``torch.cuda.max_memory_allocated()`` over one steady-state step on the current CUDA device."""
+    if not torch.cuda.is_available():
+        raise BadRequest("measuring on CUDA needs a CUDA device, and none is available")
+    if model_device(model).type == "meta":
+        raise NeedsWeights("--measure runs a real step: build the model with weights")
+    train = mode == "train"
+    setting = resolve_precision(precision)
+    mixed = setting if setting.mixed else None
+    cuda = torch.device("cuda")
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()]):
+            replica = copy.deepcopy(model).to(cuda).train(train)
+            if setting.param_dtype is not None:
+                replica = replica.to(setting.param_dtype)
+            params = [p for p in replica.parameters() if p.requires_grad]
+            factory = OPTIMIZERS[optimizer] if train else None
+            opt = factory(params, True) if factory is not None and params else None
+            scaler = torch.amp.GradScaler("cuda", init_scale=1.0) if setting.grad_scaler and train else None
+            real_args = inputs_mod.place(args, cuda, setting.param_dtype)
+            real_kwargs = inputs_mod.place(kwargs, cuda, setting.param_dtype)
+            _step(replica, real_args, real_kwargs, opt, train, mixed, scaler, "cuda")  # warm-up
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            _step(replica, real_args, real_kwargs, opt, train, mixed, scaler, "cuda")
+            torch.cuda.synchronize()
+            return int(torch.cuda.max_memory_allocated())
+    finally:
+        torch.backends.cudnn.benchmark = benchmark

@@ -22,7 +22,8 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
     if report.measured_peak_bytes:
         error = (report.peak_bytes - report.measured_peak_bytes) / report.measured_peak_bytes
         lines.append(("Measured peak", f"{units.nbytes(report.measured_peak_bytes)} "
-                                       f"({units.grouped(report.measured_peak_bytes)} B, one real CPU step); "
+                                       f"({units.grouped(report.measured_peak_bytes)} B, one real step, "
+                                       f"{report.hardware}); "
                                        f"estimate error {100 * error:+.2f}%"))
     if report.allocator_reserved_bytes is not None and report.allocator_allocated_bytes is not None:
         lines.append(("CUDA allocator", f"{units.nbytes(report.allocator_allocated_bytes)} allocated, "
