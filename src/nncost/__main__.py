@@ -1,0 +1,5 @@
+"""``python -m nncost``: the same as the ``nncost`` command."""
+
+from nncost.cli import main
+
+main()
