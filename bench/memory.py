@@ -66,8 +66,8 @@ On meta tensors no kernel runs, so memory a kernel allocates and frees inside on
 nncost adds it from per-operator kernel memory rules learnt by measuring PyTorch's CPU kernels, and
 sends attention and LSTMs down the kernels the CPU would pick (see "How the CPU is modelled"
 below).  The measured counterpart, `nncost.memory.measure.measure_cpu_peak`
-(`nncost MODEL --train --hardware cpu --measure`), runs the same step for real on the CPU and reads the allocator's events from `torch.profiler`, so it
-sees everything that goes through PyTorch's CPU allocator, workspaces included.
+(`nncost MODEL --train --hardware cpu --measure`), runs the same step for real on the CPU and
+reads the allocator's events from `torch.profiler`, so it sees everything that goes through PyTorch's CPU allocator, workspaces included.
 """
 
 
