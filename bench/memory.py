@@ -64,10 +64,11 @@ byte at the peak is put in a category (gradients, activations saved for backward
 On meta tensors no kernel runs, so memory a kernel allocates and frees inside one operator call
 (workspaces, reordered weights, packed buffers) is invisible to the tracer; for `hardware="cpu"`
 nncost adds it from per-operator kernel memory rules learnt by measuring PyTorch's CPU kernels, and
-sends attention and LSTMs down the kernels the CPU would pick (see "How the CPU is modelled"
-below).  The measured counterpart, `nncost.memory.measure.measure_cpu_peak`
-(`nncost MODEL --train --hardware cpu --measure`), runs the same step for real on the CPU and
-reads the allocator's events from `torch.profiler`, so it sees everything that goes through PyTorch's CPU allocator, workspaces included.
+sends attention and LSTMs down the kernels the CPU would pick (see "How the CPU is modelled" below).
+The measured counterpart, `nncost.memory.measure.measure_cpu_peak` (`nncost MODEL --train --hardware
+cpu --measure`), runs the same step for real on the CPU and reads the allocator's events from
+`torch.profiler`, so it sees everything that goes through PyTorch's CPU allocator, workspaces
+included.
 """
 
 
