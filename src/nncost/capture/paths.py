@@ -32,6 +32,8 @@ LINEAR, SDPA, MHA, LSTM = F.linear, F.scaled_dot_product_attention, F.multi_head
 
 
 class KernelPaths(TorchFunctionMode):
+    """Sends the calls listed in the module docstring down the simulated device's kernels."""
+
     def __init__(self, tracer: Tracer, hardware: str) -> None:
         super().__init__()
         self.tracer = tracer
@@ -53,14 +55,14 @@ class KernelPaths(TorchFunctionMode):
             return onednn_lstm(args)
         return func(*args, **kwargs)
 
-
     def _seeing_inner_calls(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run ``F.multi_head_attention_forward`` with its own calls routed through this handler.
 
         MHA runs under its own torch-function handling, where a mode is off, and re-entering the
-        mode would recurse into MHA's handling.  For the duration of the call (on this capture's
-        thread) the names it looks up in ``torch.nn.functional`` are routed here instead; the
-        routes hand anything that is not a meta tensor to the original function.
+        mode would recurse into MHA's handling.  For the duration of the call the names it looks up
+        in ``torch.nn.functional`` are routed here instead; the routes hand anything that is not a
+        meta tensor straight to the original function, so other code running meanwhile is
+        unaffected, and the originals are put back when the call returns.
         """
         names = ("linear", "scaled_dot_product_attention")
         originals = {name: getattr(F, name) for name in names}

@@ -202,7 +202,7 @@ def lstm_workspace(args: tuple[Any, ...], out: Any) -> Any:
     """oneDNN's workspace, which the meta kernel leaves empty: made for training, and whenever grad mode is
     on (then freed after the call if nothing keeps it); not under ``no_grad`` in eval."""
     x, hidden, train = args[0], int(args[10]), bool(args[15])
-    if not (train or torch.is_grad_enabled()):
+    if x.dtype != torch.float32 or not (train or torch.is_grad_enabled()):  # sized for fp32 only
         return out
     size = lstm_workspace_bytes(x.shape[0], x.shape[1], x.shape[2], hidden)
     return (*out[:3], torch.empty(size, dtype=torch.uint8, device=x.device))
@@ -212,6 +212,8 @@ def lstm_workspace(args: tuple[Any, ...], out: Any) -> Any:
                                    "primitive), and a gates scratchpad")
 def lstm_forward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
     x, w_ih, hidden, train = args[0], args[1], int(args[10]), bool(args[15])
+    if x.dtype != torch.float32:
+        return 0
     seq, batch, inputs = x.shape[0], x.shape[1], w_ih.shape[1]
     gates = _good_ld(4 * hidden)
     training_primitive = train or torch.is_grad_enabled()  # the one that makes a workspace
@@ -223,6 +225,8 @@ def lstm_forward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
                                             "leading dimension differs, and a gates scratchpad")
 def lstm_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
     x, w_ih, hidden = args[0], args[1], int(args[15])
+    if x.dtype != torch.float32:
+        return 0
     seq, batch, inputs = x.shape[0], x.shape[1], w_ih.shape[1]
     gates = _good_ld(4 * hidden)
     weights = (inputs + hidden) * gates * 4
