@@ -135,16 +135,19 @@ def test_batch_norm_backward_allocates_grad_input_twice() -> None:
 
 @onednn
 @settings(max_examples=8, deadline=None)
-@given(seq=st.integers(1, 40), batch=st.integers(1, 9), inputs=st.integers(1, 300), hidden=st.integers(1, 300))
-def test_lstm_workspace_is_the_size_onednn_gives(seq: int, batch: int, inputs: int, hidden: int) -> None:
-    x = torch.randn(seq, batch, inputs)
-    w_ih, w_hh = torch.randn(4 * hidden, inputs), torch.randn(4 * hidden, hidden)
-    b = torch.zeros(4 * hidden)
-    h0, c0 = torch.zeros(batch, hidden), torch.zeros(batch, hidden)
+@given(seq=st.integers(1, 40), batch=st.integers(1, 9), inputs=st.integers(1, 300), hidden=st.integers(1, 300),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_lstm_workspace_is_the_size_onednn_gives(seq: int, batch: int, inputs: int, hidden: int,
+                                                 dtype: torch.dtype) -> None:
+    x = torch.randn(seq, batch, inputs, dtype=dtype)
+    w_ih, w_hh = torch.randn(4 * hidden, inputs, dtype=dtype), torch.randn(4 * hidden, hidden, dtype=dtype)
+    b = torch.zeros(4 * hidden, dtype=dtype)
+    h0, c0 = torch.zeros(batch, hidden, dtype=dtype), torch.zeros(batch, hidden, dtype=dtype)
     out = torch.ops.aten.mkldnn_rnn_layer(x, w_ih, w_hh, b, b, h0, c0, False, [], 2, hidden, 1, True, False,
                                           False, True)
     workspace = out[3]
-    assert workspace.numel() * workspace.element_size() == lstm_workspace_bytes(seq, batch, inputs, hidden)
+    expected = lstm_workspace_bytes(seq, batch, inputs, hidden, x.element_size())
+    assert workspace.numel() * workspace.element_size() == expected
 
 
 LSTMS = [(50, 8, 64, 128), (10, 2, 160, 200), (10, 2, 200, 160), (20, 4, 300, 300)]  # (seq, batch, inputs, hidden)

@@ -170,31 +170,31 @@ def accumulated_product_copies(args: tuple[Any, ...], outputs: Sequence[torch.Te
 
 
 # -- LSTM (oneDNN) ---------------------------------------------------------------------------------
-def _good_ld(n: int) -> int:
-    """oneDNN's rnn_utils::get_good_ld for 4-byte types: 64-byte aligned, never a multiple of 256."""
-    ld = -(-n // 16) * 16
-    return ld + 16 if ld % 256 == 0 else ld
+def _good_ld(n: int, itemsize: int = 4) -> int:
+    """oneDNN's rnn_utils::get_good_ld: 64-byte aligned, never a multiple of 256 elements."""
+    align = 64 // itemsize
+    ld = -(-n // align) * align
+    return ld + align if ld % 256 == 0 else ld
 
 
 def _page(n: int) -> int:
     return -(-n // PAGE) * PAGE
 
 
-def lstm_workspace_bytes(seq: int, batch: int, input_size: int, hidden: int) -> int:
-    """oneDNN's forward-training workspace of one LSTM layer and direction, fp32 (rnn_utils::set_offsets),
-    which autograd keeps for backward."""
-    states_ld = _good_ld(max(input_size, hidden))
+def lstm_workspace_bytes(seq: int, batch: int, input_size: int, hidden: int, itemsize: int = 4) -> int:
+    """oneDNN's forward-training workspace of one LSTM layer and direction (rnn_utils::set_offsets),
+    which autograd keeps for backward.  The forward parts are in the data type (``itemsize``: 4 for
+    fp32, 2 for bf16), the gradient parts in fp32 (checked against bf16 calls on 6 shapes)."""
     rows = 2 * (seq + 1) * batch  # (layers + 1) × (steps + 1) × batch, one layer per call
-    parts = [
-        seq * batch * _good_ld(4 * hidden),  # gates
-        seq * batch * _good_ld(hidden),  # h_t
-        rows * states_ld,  # states (layer and iteration share it)
+    forward = [
+        seq * batch * _good_ld(4 * hidden, itemsize),  # gates
+        seq * batch * _good_ld(hidden, itemsize),  # h_t
+        rows * _good_ld(max(input_size, hidden), itemsize),  # states (layer and iteration share it)
         rows * hidden,  # c states
-        rows * states_ld,  # diff states, layer
-        rows * states_ld,  # diff states, iteration
-        rows * hidden,  # diff c states
     ]
-    return sum(_page(4 * n) for n in parts)
+    states_ld = _good_ld(max(input_size, hidden))
+    gradients = [rows * states_ld, rows * states_ld, rows * hidden]  # diff states: layer, iteration, c
+    return sum(_page(itemsize * n) for n in forward) + sum(_page(4 * n) for n in gradients)
 
 
 @CPU.resizer("mkldnn_rnn_layer")
@@ -202,9 +202,9 @@ def lstm_workspace(args: tuple[Any, ...], out: Any) -> Any:
     """oneDNN's workspace, which the meta kernel leaves empty: made for training, and whenever grad mode is
     on (then freed after the call if nothing keeps it); not under ``no_grad`` in eval."""
     x, hidden, train = args[0], int(args[10]), bool(args[15])
-    if x.dtype != torch.float32 or not (train or torch.is_grad_enabled()):  # sized for fp32 only
+    if x.dtype not in (torch.float32, torch.bfloat16) or not (train or torch.is_grad_enabled()):
         return out
-    size = lstm_workspace_bytes(x.shape[0], x.shape[1], x.shape[2], hidden)
+    size = lstm_workspace_bytes(x.shape[0], x.shape[1], x.shape[2], hidden, x.element_size())
     return (*out[:3], torch.empty(size, dtype=torch.uint8, device=x.device))
 
 
