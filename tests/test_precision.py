@@ -207,6 +207,10 @@ def test_fp16_mixed_scales_the_loss_and_unscales_gradients_in_place() -> None:
     assert "mul" in loss_ops  # GradScaler.scale
     assert step_ops.count("_amp_foreach_non_finite_check_and_unscale_") == 1
     assert step_ops.index("_amp_foreach_non_finite_check_and_unscale_") < step_ops.index("_amp_update_scale_")
+    unscale = next(op for op in trace.ops if op.op == "_amp_foreach_non_finite_check_and_unscale_")
+    grad_elements = sum(p.numel() for p in model.parameters())
+    assert unscale.counted and unscale.flops == 2 * grad_elements  # multiply and check, per gradient element
+    assert all(op.counted for op in trace.ops[trace.backward_end:])
 
 
 def test_mixed_precision_lowers_the_activation_peak() -> None:

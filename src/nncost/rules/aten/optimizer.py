@@ -2,6 +2,8 @@
 
 Each is the elementwise operator applied to every tensor of its first list argument: one FLOP
 per element (two for ``addcmul``, ``addcdiv`` and ``lerp``), as the single-tensor forms cost.
+GradScaler's unscale step multiplies every gradient by the inverse scale and checks it for
+non-finite values: two FLOPs per element; its scale update works on two scalars.
 """
 
 from __future__ import annotations
@@ -33,3 +35,11 @@ ATEN.add(with_inplace(f"_foreach_{name}" for name in TWO), _over_list(2), family
          formula="FLOPs = 2·Σ numel over the first list")
 ATEN.add(with_inplace(("_foreach_copy", "_foreach_zero")), _over_list(0), family="multi-tensor",
          formula="0 FLOPs; bytes counted")
+ATEN.add(with_inplace(("_amp_foreach_non_finite_check_and_unscale",)), _over_list(2), family="multi-tensor",
+         formula="FLOPs = 2·Σ numel over the gradients (multiply, finiteness check)")
+
+
+@ATEN.rule("_amp_update_scale_", "_amp_update_scale", family="multi-tensor",
+           formula="FLOPs = 4: the growth tracker and the scale, two scalars")
+def amp_update_scale(*args: Any, out: tuple[Shape, ...]) -> Cost:
+    return Cost(0, 4)
