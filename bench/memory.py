@@ -366,6 +366,22 @@ def live_at_peak(events: list[Any]) -> tuple[int, dict[int, Any], Any]:
     return peak, at_peak, peak_event
 
 
+def print_live_at_peaks(at_peak: dict[int, Any], trace: Any, top: int) -> None:
+    """What is live at the measured peak (by the op that allocated it) and at the simulated one."""
+    grouped: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for event in at_peak.values():
+        outer = _outer_op(event)
+        label = f"{_site(event)} ({_shapes_of(outer if outer is not None else event.parent)})"
+        grouped[label][0] += event.extra_fields.alloc_size
+        grouped[label][1] += 1
+    print(f"\n  live at the measured peak, above the start (top {top}):")
+    for label, (nbytes, count) in sorted(grouped.items(), key=lambda kv: -kv[1][0])[:top]:
+        print(f"    {_mib(nbytes):>14} ×{count:<3} {label}")
+    print(f"\n  live at the simulated peak, above the start (top {top}):")
+    for label, nbytes in sorted(_simulated_live_at_peak(trace).items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {_mib(nbytes):>14}      {label}")
+
+
 def diagnose(key: str, top: int) -> None:
     """Print, for one case, what is live at each peak and the allocations the measured kernels make and free
     inside one op call (what a dispatch-level tracer cannot see)."""
@@ -395,18 +411,7 @@ def diagnose(key: str, top: int) -> None:
               f"({_shapes_of(outer) if outer is not None else ''}); {_mib(inside)} of the live bytes were "
               "allocated by that op call")
 
-    grouped: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for event in at_peak.values():
-        outer = _outer_op(event)
-        label = f"{_site(event)} ({_shapes_of(outer if outer is not None else event.parent)})"
-        grouped[label][0] += event.extra_fields.alloc_size
-        grouped[label][1] += 1
-    print(f"\n  live at the measured peak, above the start (top {top}):")
-    for label, (nbytes, count) in sorted(grouped.items(), key=lambda kv: -kv[1][0])[:top]:
-        print(f"    {_mib(nbytes):>14} ×{count:<3} {label}")
-    print(f"\n  live at the simulated peak, above the start (top {top}):")
-    for label, nbytes in sorted(_simulated_live_at_peak(trace).items(), key=lambda kv: -kv[1])[:top]:
-        print(f"    {_mib(nbytes):>14}      {label}")
+    print_live_at_peaks(at_peak, trace, top)
 
     # allocations made and freed inside one outermost op call: their highest running sum per call
     open_at: dict[int, tuple[int, Any]] = {}  # ptr -> (index of its allocation event, its op call)

@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -187,18 +186,7 @@ def diagnose(key: str, top: int) -> None:
           + ", ".join(f"{k} {b._mib(v)}" for k, v in report.breakdown.items() if v))
     if peak_event is not None:
         print(f"  measured peak: {b._phase(b._root(peak_event).name)}, {b._site(peak_event)}")
-    grouped: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for event in at_peak.values():
-        outer = b._outer_op(event)
-        label = f"{b._site(event)} ({b._shapes_of(outer if outer is not None else event.parent)})"
-        grouped[label][0] += event.extra_fields.alloc_size
-        grouped[label][1] += 1
-    print(f"\n  live at the measured peak, above the start (top {top}):")
-    for label, (nbytes, count) in sorted(grouped.items(), key=lambda kv: -kv[1][0])[:top]:
-        print(f"    {b._mib(nbytes):>14} ×{count:<3} {label}")
-    print(f"\n  live at the simulated peak, above the start (top {top}):")
-    for label, nbytes in sorted(b._simulated_live_at_peak(trace).items(), key=lambda kv: -kv[1])[:top]:
-        print(f"    {b._mib(nbytes):>14}      {label}")
+    b.print_live_at_peaks(at_peak, trace, top)
 
 
 def autocast_lists() -> list[str]:

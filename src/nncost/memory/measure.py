@@ -55,6 +55,24 @@ def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: 
     del output  # after the step, as in a training loop and in the simulation (docs/memory.md, finding 10)
 
 
+def _prepared(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device, train: bool,
+              optimizer: str, setting: Precision) -> tuple[nn.Module, Any, Any, torch.optim.Optimizer | None,
+                                                          torch.amp.GradScaler | None]:
+    """A replica of the model on ``device`` in the step's precision, its inputs, optimizer and scaler."""
+    replica = copy.deepcopy(model).to(device).train(train)
+    if setting.param_dtype is not None:
+        replica = replica.to(setting.param_dtype)
+    params = [p for p in replica.parameters() if p.requires_grad]
+    factory = OPTIMIZERS[optimizer] if train else None
+    opt = factory(params, device.type == "cuda") if factory is not None and params else None
+    # A scale of 1: the default 65536 overflows fp16 on a sum loss, and GradScaler then skips the
+    # optimizer's step (no state): not the steady state.  The scale's value changes no memory.
+    scaler = torch.amp.GradScaler(device.type, init_scale=1.0) if setting.grad_scaler and train else None
+    real_args = inputs_mod.place(args, device, setting.param_dtype)
+    real_kwargs = inputs_mod.place(kwargs, device, setting.param_dtype)
+    return replica, real_args, real_kwargs, opt, scaler
+
+
 def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, mode: str,
                      optimizer: str, precision: str = "fp32") -> int:
     """``precision`` as in ``nncost.memory``: mixed runs forward and loss under
@@ -66,17 +84,9 @@ def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     setting = resolve_precision(precision)
     mixed = setting if setting.mixed else None
     with torch.random.fork_rng(devices=[]):
-        replica = copy.deepcopy(model).cpu().train(train)
-        if setting.param_dtype is not None:
-            replica = replica.to(setting.param_dtype)
+        replica, real_args, real_kwargs, opt, scaler = _prepared(model, args, kwargs, torch.device("cpu"), train,
+                                                                 optimizer, setting)
         params = [p for p in replica.parameters() if p.requires_grad]
-        factory = OPTIMIZERS[optimizer] if train else None
-        opt = factory(params, False) if factory is not None and params else None
-        # A scale of 1: the default 65536 overflows fp16 on a sum loss, and GradScaler then skips the
-        # optimizer's step (no state): not the steady state.  The scale's value changes no memory.
-        scaler = torch.amp.GradScaler("cpu", init_scale=1.0) if setting.grad_scaler and train else None
-        real_args = inputs_mod.place(args, torch.device("cpu"), setting.param_dtype)
-        real_kwargs = inputs_mod.place(kwargs, torch.device("cpu"), setting.param_dtype)
         _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)  # warm-up: creates the optimizer state
         if opt is not None:
             opt.zero_grad(set_to_none=True)
@@ -122,15 +132,8 @@ def measure_cuda_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
     torch.backends.cudnn.benchmark = False
     try:
         with torch.random.fork_rng(devices=[torch.cuda.current_device()]):
-            replica = copy.deepcopy(model).to(cuda).train(train)
-            if setting.param_dtype is not None:
-                replica = replica.to(setting.param_dtype)
-            params = [p for p in replica.parameters() if p.requires_grad]
-            factory = OPTIMIZERS[optimizer] if train else None
-            opt = factory(params, True) if factory is not None and params else None
-            scaler = torch.amp.GradScaler("cuda", init_scale=1.0) if setting.grad_scaler and train else None
-            real_args = inputs_mod.place(args, cuda, setting.param_dtype)
-            real_kwargs = inputs_mod.place(kwargs, cuda, setting.param_dtype)
+            replica, real_args, real_kwargs, opt, scaler = _prepared(model, args, kwargs, cuda, train, optimizer,
+                                                                     setting)
             _step(replica, real_args, real_kwargs, opt, train, mixed, scaler, "cuda")  # warm-up
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
