@@ -44,6 +44,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _sections import replace_section  # noqa: E402
+
 MARK = "@@RESULT@@"
 SECTION = "## Accuracy on the CPU"
 MIB = 1024 * 1024
@@ -276,16 +280,6 @@ def run_case(key: str) -> dict[str, Any]:
     }
 
 
-def _op_phase(trace: Any, index: int) -> str:
-    if index < trace.forward_end:
-        return "forward"
-    if index < trace.loss_end:
-        return "loss"
-    if index < trace.backward_end:
-        return "backward"
-    return "optimizer"
-
-
 # -- the diagnosis of one case ---------------------------------------------------------------------------------
 
 
@@ -366,6 +360,22 @@ def live_at_peak(events: list[Any]) -> tuple[int, dict[int, Any], Any]:
     return peak, at_peak, peak_event
 
 
+def events_inside_one_call(events: list[Any]) -> set[int]:
+    """Indices of the events (allocation and free) of allocations made and freed inside one outermost ATen
+    op call: kernel workspaces, and the intermediates of composite ops."""
+    open_at: dict[int, tuple[int, Any]] = {}  # ptr -> (index of its allocation event, its op call)
+    paired: set[int] = set()
+    for index, event in enumerate(events):
+        ptr, outer = event.extra_fields.ptr, _outer_op(event)
+        if event.extra_fields.alloc_size > 0:
+            open_at[ptr] = (index, outer)
+            continue
+        made = open_at.pop(ptr, None)
+        if made is not None and outer is not None and made[1] is outer:
+            paired.update((made[0], index))
+    return paired
+
+
 def print_live_at_peaks(at_peak: dict[int, Any], trace: Any, top: int) -> None:
     """What is live at the measured peak (by the op that allocated it) and at the simulated one."""
     grouped: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -414,16 +424,7 @@ def diagnose(key: str, top: int) -> None:
     print_live_at_peaks(at_peak, trace, top)
 
     # allocations made and freed inside one outermost op call: their highest running sum per call
-    open_at: dict[int, tuple[int, Any]] = {}  # ptr -> (index of its allocation event, its op call)
-    paired: set[int] = set()  # indices of the events (allocation and free) of such allocations
-    for index, event in enumerate(events):
-        ptr, outer = event.extra_fields.ptr, _outer_op(event)
-        if event.extra_fields.alloc_size > 0:
-            open_at[ptr] = (index, outer)
-            continue
-        made = open_at.pop(ptr, None)
-        if made is not None and outer is not None and made[1] is outer:
-            paired.update((made[0], index))
+    paired = events_inside_one_call(events)
     running: dict[int, int] = defaultdict(int)
     highest: dict[int, int] = defaultdict(int)
     calls: dict[int, Any] = {}
@@ -574,22 +575,6 @@ def render(rows: list[dict[str, Any]], command: str, started: dt.datetime, elaps
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the section (up to the next heading of its level or above) or create the file."""
-    old = path.read_text() if path.exists() else INTRO
-    lines = old.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
-    except StopIteration:
-        new = old.rstrip() + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "### "))), len(lines))
-        before = "\n".join(lines[:start]).rstrip()
-        after = "\n".join(lines[end:]).strip()
-        new = before + "\n\n" + section + ("\n" + after + "\n" if after else "")
-    path.write_text(new.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="+", choices=list(MODELS), help="these models only")
@@ -632,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         a.json.write_text(json.dumps(rows, indent=1))
     if not a.no_write:
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        write_section(a.out, section)
+        replace_section(a.out, SECTION, section, new_page=INTRO, ends=("## ", "### "))
     return 0
 
 

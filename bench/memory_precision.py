@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
-import importlib.util
 import json
 import os
 import statistics
@@ -38,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 MARK = "@@ROW"
 MIB = 1 << 20
 SEQ = 128
@@ -57,15 +56,11 @@ CASES = [
 ]
 
 
-@functools.cache
 def base() -> Any:
     """bench/memory.py, for its profiler event-tree helpers."""
-    spec = importlib.util.spec_from_file_location("bench_memory", ROOT / "bench" / "memory.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_memory"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    import memory
+
+    return memory
 
 
 def parse_case(key: str) -> tuple[str, int, str, str]:
@@ -113,17 +108,7 @@ def measured_with_profile(model: Any, args: tuple[Any, ...], optimizer: str, pre
 def kernel_internal(events: list[Any]) -> tuple[set[int], int, int]:
     """Indices of the events of allocations made and freed inside one outermost ATen op call; the measured
     running sum's peak without them, and the bytes of such allocations live at the full peak."""
-    b = base()
-    open_at: dict[int, tuple[int, Any]] = {}
-    paired: set[int] = set()
-    for index, event in enumerate(events):
-        ptr, outer = event.extra_fields.ptr, b._outer_op(event)
-        if event.extra_fields.alloc_size > 0:
-            open_at[ptr] = (index, outer)
-            continue
-        made = open_at.pop(ptr, None)
-        if made is not None and outer is not None and made[1] is outer:
-            paired.update((made[0], index))
+    paired = base().events_inside_one_call(events)
     total = peak = visible_total = visible_peak = 0
     internal = internal_at_peak = 0
     for index, event in enumerate(events):

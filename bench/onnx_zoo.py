@@ -14,7 +14,6 @@ tensors it stores; they are set beside the module's ``num_params`` with what exp
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import platform
 import sys
 import tempfile
@@ -23,7 +22,6 @@ import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 
 import torch
 import torchvision
@@ -33,19 +31,9 @@ import nncost
 from nncost.models import resolve, torchvision_input
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def _load_zoo() -> ModuleType:
-    path = ROOT / "bench" / "zoo.py"
-    spec = importlib.util.spec_from_file_location("nncost_bench_zoo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-zoo = _load_zoo()
+import zoo  # noqa: E402  # bench/zoo.py: the torchvision models and their published figures
 
 
 @dataclass

@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from _peer_runner import CASES, MARK, TOOLS  # noqa: E402
+from _sections import replace_section  # noqa: E402
 from nncost.hardware.calibrate import cpu_model  # noqa: E402
 
 DEFAULT_TOOLS = ["nncost", "thop", "ptflops", "ptflops[aten]", "fvcore", "torchinfo", "calflops", "FlopCounterMode"]
@@ -294,22 +295,6 @@ def render(
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == SECTION)
-    except StopIteration:
-        new = old.rstrip() + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        before = "\n".join(lines[:start]).rstrip()
-        after = "\n".join(lines[end:]).strip()
-        new = (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-
-
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -419,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     if not a.no_write:
-        write_section(a.out, section)
+        replace_section(a.out, SECTION, section, new_page="# Benchmarks\n")
         print(f"wrote {a.out}", file=sys.stderr)
     return 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from fractions import Fraction
@@ -18,6 +17,7 @@ from torch import nn
 import nncost
 from nncost.cli import run
 from nncost.errors import BadRequest
+from scripts import load_script
 
 torchvision = pytest.importorskip("torchvision")
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,13 +35,7 @@ def published(name: str) -> dict[str, float]:
 
 def example() -> ModuleType:
     """docs/examples/mobilenet_separable.py, imported from its path."""
-    path = ROOT / "docs" / "examples" / "mobilenet_separable.py"
-    spec = importlib.util.spec_from_file_location("mobilenet_separable", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mobilenet_separable"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/examples/mobilenet_separable.py", "mobilenet_separable")
 
 
 # -- closed forms ----------------------------------------------------------------------------

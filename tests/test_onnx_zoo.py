@@ -5,28 +5,17 @@ A few models by default; every classification model with ``bench/onnx_zoo.py`` (
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from scripts import load_script
 
 pytest.importorskip("torchvision")
 pytest.importorskip("onnx")
 
 
-def _load_bench() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "onnx_zoo.py"
-    spec = importlib.util.spec_from_file_location("nncost_bench_onnx_zoo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_script("bench/onnx_zoo.py", "nncost_bench_onnx_zoo")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_0"])

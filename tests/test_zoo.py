@@ -7,27 +7,14 @@ zoo is marked ``slow`` (``python -m pytest -m slow``).  Models are built and siz
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
+
+from scripts import load_script
 
 pytest.importorskip("torchvision")
 
 
-def _load_zoo() -> ModuleType:
-    path = Path(__file__).resolve().parents[1] / "bench" / "zoo.py"
-    spec = importlib.util.spec_from_file_location("nncost_bench_zoo", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-zoo = _load_zoo()
+zoo = load_script("bench/zoo.py", "nncost_bench_zoo")
 
 FAST = ["resnet18", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "convnext_tiny", "swin_t",
         "regnet_y_400mf", "squeezenet1_0", "googlenet"]
