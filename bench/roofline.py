@@ -56,7 +56,7 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
     import torch
 
     import nncost
-    from nncost.hardware import calibrate, device
+    from nncost.hardware import device
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
@@ -79,10 +79,9 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
         "hooked_root": report.layers[0].measured_seconds,
         "leaves": leaves, "silent_leaves": sorted(set(silent)), "silent_count": len(silent),
         "load_before": load_before, "load_after": os.getloadavg(),
-        "sustained": json.loads((calibrate.cache_dir() / calibrate.CACHE_FILE).read_text())[calibrate.cache_key()]
-        .get("sustained_fraction"),
         "cpu": {"peak_flops": cpu.peak_flops, "bandwidth": cpu.bandwidth, "family_efficiency": cpu.family_efficiency,
-                "op_overhead_seconds": cpu.op_overhead_seconds, "title": cpu.title},
+                "bandwidth_curve": cpu.bandwidth_curve, "family_overhead_seconds": cpu.family_overhead_seconds,
+                "module_call_seconds": cpu.module_call_seconds, "title": cpu.title},
     }
 
 
@@ -126,12 +125,14 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str)
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu['title']}, "
         f"{os.cpu_count()} cores (shared with other jobs), torch threads {args.threads}, "
         f"Python {platform.python_version()}.  ",
-        f"Calibration of the first row's median trial (`nncost.hardware.device('cpu')`, "
-        f"sustained fraction {results[0].get('sustained') or 1:.2f}): "
+        "Calibration of the first row's median trial (`nncost.hardware.device('cpu')`): "
         f"fp32 {cpu['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {cpu['peak_flops']['bf16'] / 1e9:.0f}, fp16 {cpu['peak_flops']['fp16'] / 1e9:.0f}; "
-        f"bandwidth {cpu['bandwidth'] / 1e9:.1f} GB/s; operator overhead {cpu['op_overhead_seconds'] * 1e6:.2f} µs; "
-        "family efficiencies " + ", ".join(f"{k} {v:.2f}" for k, v in cpu["family_efficiency"].items()) + ".",
+        "copy bandwidth by working set " + ", ".join(f"{ws >> 10} KiB {bw / 1e9:.0f}"
+                                                      for ws, bw in cpu["bandwidth_curve"]) + " GB/s; "
+        f"module call {cpu['module_call_seconds'] * 1e6:.1f} µs; family efficiency (fixed cost per call): "
+        + ", ".join(f"{k} {v:.2f} ({cpu['family_overhead_seconds'].get(k, 0) * 1e6:.1f} µs)"
+                    for k, v in cpu["family_efficiency"].items()) + ".",
         "",
         "| model | batch | measured forward | estimated | error | errors of all trials | leaves within 2× | "
         "median est./meas. | MFU | load avg (1 min) before → after |",

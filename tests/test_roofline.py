@@ -12,10 +12,13 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.analyses.roofline import family, op_seconds
+from nncost.analyses.roofline import bandwidth_at, family, make_roofline, op_seconds
 from nncost.cli import run
 from nncost.errors import BadRequest
 from nncost.hardware import catalogue_device
+from nncost.hardware.catalogue import Device
+from nncost.records.roofline import Roofline
+from nncost.records.trace import OpCall
 
 DATASHEET = ("h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "t4", "v100",
              "rtx-4090", "rtx-3090")
@@ -103,6 +106,54 @@ def test_depthwise_and_pooling_are_their_own_families() -> None:
              for i, layer in enumerate(report.layers)}
     assert kinds["Conv2d1"] == {"depthwise"} and kinds["Conv2d2"] == {"conv"}
     assert kinds["MaxPool2d"] == {"pool"} and kinds["Linear"] == {"matmul"}
+
+
+def test_norms_split_into_batch_and_row_families() -> None:
+    model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 8 * 8),
+                          nn.GELU()).eval()
+    report = nncost.profile(model, (4, 8, 8), hardware="h200")
+    kinds = {layer.type: {family(op) for op in layer.self_ops} for layer in report.layers}
+    assert kinds["BatchNorm2d"] == {"norm"} and kinds["LayerNorm"] == {"layer_norm"}
+    assert kinds["GELU"] == {"transcendental"}
+
+
+CURVE = ((1 << 15, 80e9), (1 << 20, 40e9), (1 << 25, 10e9))  # a cache-like memory roof: (working set, bytes/s)
+
+
+def curve_roofline(**efficiency: float) -> Roofline:
+    cpu = Device(name="cpu", title="test", kind="cpu", peak_flops={"fp32": 1e11, "bf16": 1e11, "fp16": 1e11},
+                 bandwidth=CURVE[-1][1], memory_bytes=None, bandwidth_curve=CURVE, family_efficiency=efficiency)
+    return make_roofline(cpu)
+
+
+@pytest.mark.parametrize("working_set, expected", [
+    (1 << 10, 80e9), (1 << 15, 80e9), (1 << 20, 40e9), (1 << 30, 10e9),  # the points, clamped at the ends
+    (1 << 22, 40e9 * (10 / 40) ** (2 / 5)),  # log-log between 1 MiB and 32 MiB: 2 of 5 doublings
+])
+def test_the_memory_roof_follows_the_curve_by_working_set(working_set: int, expected: float) -> None:
+    assert bandwidth_at(curve_roofline(), working_set) == pytest.approx(expected, rel=1e-12)
+    assert bandwidth_at(make_roofline(catalogue_device("h200")), working_set) == catalogue_device("h200").bandwidth
+
+
+def test_in_place_operators_work_on_one_storage() -> None:
+    n = 1 << 17  # 512 KiB of fp32: out of place the working set is 1 MiB, in place 512 KiB
+    out_of_place = OpCall("relu", 0, 0, n, 4 * n, 4 * n, True)
+    in_place = OpCall("relu_", 0, 0, n, 4 * n, 4 * n, True)
+    roofline = curve_roofline()
+    assert op_seconds(out_of_place, roofline)[1] == pytest.approx(8 * n / bandwidth_at(roofline, 8 * n))
+    assert op_seconds(in_place, roofline)[1] == pytest.approx(8 * n / bandwidth_at(roofline, 4 * n))
+    assert op_seconds(in_place, roofline)[1] < op_seconds(out_of_place, roofline)[1]
+
+
+def test_a_transcendental_efficiency_scales_its_compute_roof_only() -> None:
+    n = 1 << 20
+    gelu = OpCall("gelu", 0, 0, n, 4 * n, 4 * n, True)
+    plain, slow = curve_roofline(), curve_roofline(transcendental=0.01)
+    assert op_seconds(gelu, slow)[0] == pytest.approx(100 * op_seconds(gelu, plain)[0])
+    assert op_seconds(gelu, slow)[1] == op_seconds(gelu, plain)[1]
+    relu = OpCall("relu", 0, 0, n, 4 * n, 4 * n, True)
+    halved = curve_roofline(elementwise=0.5)
+    assert op_seconds(relu, halved) == pytest.approx(tuple(2 * t for t in op_seconds(relu, plain)))
 
 
 def test_a_training_step_adds_backward_and_optimizer() -> None:

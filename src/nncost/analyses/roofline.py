@@ -2,27 +2,32 @@
 
 Each operator call is placed under two roofs of the device:
 
-    seconds = max(flops / (peak · e), (read_bytes + write_bytes) / (bandwidth · e)) + overhead
+    seconds = max(flops / (peak · e), (read_bytes + write_bytes) / (bandwidth(W) · e)) + overhead
 
 where ``peak`` is the dense peak of the datasheet column the operator runs on (its *family*),
 ``e`` the efficiency (the user's factor times the family's calibrated efficiency, at most 1),
-and ``overhead`` the fixed cost of one operator call (measured for the ``cpu``; 0 for datasheet
-devices).  The bound is the larger term: ``compute`` or ``memory``.
+``bandwidth(W)`` the memory roof at the operator's working set ``W`` and ``overhead`` the fixed
+cost of one operator call (measured for the ``cpu``; 0 for datasheet devices).  The bound is
+the larger term: ``compute`` or ``memory``.
 
 Families: ``conv`` (convolutions), ``depthwise`` (grouped convolutions with one input channel
 per group), ``matmul`` (every other operator with MACs: mm, addmm, bmm, attention, recurrent
-kernels) run on the matrix units at the run's dtype; ``pool`` (max pooling), ``norm``
-(normalisations), ``reduce`` (means, sums, maxima), ``transcendental`` (GELU, tanh, exp,
-softmax, ...: one counted FLOP per element for a series) and ``elementwise`` (every other
-operator without MACs) run on the vector units, at the fp32 column. Family efficiencies are at
-most 1, except the ``cpu``'s calibrated vector families, which may exceed 1 where small tensors
-stay in the caches: it then raises the memory roof of those operators only (the compute roofs
-are never raised, nor the roofs of the matrix families, which read the weights). On the ``cpu``
-each layer call also costs a calibrated module-call overhead. In fp32 on a CUDA device,
-convolutions use TF32 when ``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix
-products when ``torch.get_float32_matmul_precision()`` is not "highest" (not the default).
-Mixed precisions (``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep
-the bytes of the fp32 profile.
+kernels) run on the matrix units at the run's dtype; ``pool`` (max pooling), ``norm`` (batch
+and instance norms), ``layer_norm`` (layer, group and RMS norms: two passes over each row),
+``reduce`` (means, sums, maxima), ``transcendental`` (GELU, tanh, exp, softmax, ...: one counted
+FLOP per element for a series, so its efficiency scales its compute roof only) and ``elementwise``
+(every other operator without MACs) run on the vector units, at the fp32 column.
+
+The memory roof: a datasheet device has one bandwidth.  The calibrated ``cpu`` has a curve,
+the bandwidth of a copy by its working set (its caches are several times faster than the memory
+behind them); an operator's working set is the bytes it reads and writes (an in-place operator,
+``relu_``, reads and writes one storage: its read bytes), and its roof is read off the curve there
+(log-log interpolation, clamped at the ends).  On the ``cpu`` each layer call also costs a
+calibrated module-call overhead.  In fp32 on a CUDA device, convolutions use TF32 when
+``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix products when
+``torch.get_float32_matmul_precision()`` is not "highest" (not the default).  Mixed precisions
+(``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep the bytes of the
+fp32 profile.
 
 No double counting: a layer's time is the sum of its own operators (``self_ops``: those run
 directly in its forward) and of its children's times, as its FLOPs are; the forward total is the
@@ -37,6 +42,8 @@ twice their output's bytes, not the whole table their rule counts as read.
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -51,7 +58,7 @@ if TYPE_CHECKING:
     from nncost.records.trace import OpCall
 
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
-FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "reduce", "transcendental", "elementwise")
+FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "layer_norm", "reduce", "transcendental", "elementwise")
 MATRIX_FAMILIES = ("matmul", "conv", "depthwise")
 REDUCTIONS = ("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
               "argmax", "argmin", "norm", "linalg_vector_norm", "logsumexp", "cumsum")
@@ -60,6 +67,11 @@ TRANSCENDENTAL = ("gelu", "tanh", "erf", "exp", "sigmoid", "silu", "mish", "soft
                   "softmax", "_softmax", "log_softmax", "_log_softmax", "rsqrt", "sqrt", "sin", "cos")
 # Lookups that read only the rows they gather, not the whole table they are given.
 GATHERS = ("embedding", "index_select", "embedding_bag", "_embedding_bag")
+ROW_NORMS = ("layer_norm", "group_norm", "rms_norm")
+# Families whose efficiency is that of their compute roof alone: a transcendental function's one
+# counted FLOP per element hides a series of instructions, so its time follows its elements, not
+# its bytes; its memory roof stays at the bandwidth (times the user's factor).
+COMPUTE_CALIBRATED = ("transcendental",)
 TORCH_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
               "float8_e5m2": "fp8", "int8": "int8"}
 # Tensors an optimizer step reads and writes per parameter element (param, grad, states):
@@ -80,6 +92,8 @@ def family(op: OpCall) -> str:
             return "pool"
         if op.op in REDUCTIONS:
             return "reduce"
+        if any(name in op.op for name in ROW_NORMS):
+            return "layer_norm"
         if "norm" in op.op:
             return "norm"
         return "transcendental" if op.op.rstrip("_") in TRANSCENDENTAL else "elementwise"
@@ -98,8 +112,7 @@ def family_dtypes(device: Device, dtype: str, precision: str) -> dict[str, str]:
     if key is None:
         raise BadRequest(f"no roofline for dtype {dtype}; use float32, bfloat16 or float16")
     matrix = precision.removesuffix("-mixed") if precision.endswith("-mixed") else key
-    columns = {"matmul": matrix, "conv": matrix, "depthwise": matrix, "pool": "fp32", "norm": "fp32",
-               "reduce": "fp32", "transcendental": "fp32", "elementwise": "fp32"}
+    columns = {f: matrix if f in MATRIX_FAMILIES else "fp32" for f in FAMILIES}
     if matrix == "fp32" and device.kind == "cuda" and "tf32" in device.peak_flops:
         if torch.backends.cudnn.allow_tf32:
             columns["conv"] = columns["depthwise"] = "tf32"
@@ -124,21 +137,37 @@ def make_roofline(device: Device, *, dtype: str = "float32", precision: str = "f
         precision=precision,
         family_peak_flops=peaks,
         family_dtype=columns,
-        family_efficiency={f: min(1.0, device.family_efficiency.get(f, 1.0)) if f in MATRIX_FAMILIES
-                           else device.family_efficiency.get(f, 1.0) for f in FAMILIES},
+        family_efficiency={f: min(1.0, device.family_efficiency.get(f, 1.0)) for f in FAMILIES},
+        bandwidth_curve=list(device.bandwidth_curve),
         module_call_seconds=device.module_call_seconds,
         op_overhead_seconds=device.op_overhead_seconds,
         family_overhead_seconds=dict(device.family_overhead_seconds),
     )
 
 
+def bandwidth_at(roofline: Roofline, working_set: int) -> float:
+    """The memory roof for ``working_set`` bytes: the curve, interpolated log-log, else the one bandwidth."""
+    curve = roofline.bandwidth_curve
+    if not curve:
+        return roofline.bandwidth
+    if working_set <= curve[0][0]:
+        return curve[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
+        if working_set <= x1:
+            t = math.log(working_set / x0) / math.log(x1 / x0)
+            return y0 * (y1 / y0) ** t
+    return curve[-1][1]
+
+
 def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
     """(compute seconds, memory seconds) of one operator call, overhead not included."""
     kind = family(op)
     e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
-    compute = op.flops / (roofline.family_peak_flops[kind] * min(e, roofline.efficiency))
+    compute = op.flops / (roofline.family_peak_flops[kind] * e)
     moved = 2 * op.write_bytes if op.op in GATHERS else op.read_bytes + op.write_bytes
-    memory = moved / (roofline.bandwidth * e)
+    working_set = op.read_bytes if op.op.endswith("_") else moved  # in place: one storage read and written
+    e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
+    memory = moved / (bandwidth_at(roofline, working_set) * e_memory)
     return compute, memory
 
 

@@ -23,6 +23,8 @@ GENERIC = ("cpu", "cuda")  # allocator semantics without a named device ("cpu" i
 class Device:
     """The roofs of one device.
 
+    ``bandwidth_curve`` gives the bandwidth of a copy by its working set (the caches are faster
+    than the memory that sets ``bandwidth``), measured on the ``cpu`` only.
     ``family_efficiency`` is the achieved fraction of the roofs per operator family, measured
     by calibration (only the ``cpu`` has it: a datasheet device is taken at its datasheet
     figures, 1.0); ``family_overhead_seconds`` the fixed cost of one operator call per family,
@@ -37,6 +39,8 @@ class Device:
     bandwidth: float
     memory_bytes: int | None
     sources: dict[str, str] = field(default_factory=dict)  # figure -> "document, url"
+    # (working-set bytes, bytes/s) of copies, ascending (cpu: calibrated; datasheet devices: none)
+    bandwidth_curve: tuple[tuple[int, float], ...] = ()
     family_efficiency: dict[str, float] = field(default_factory=dict)
     family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # fixed cost of one call
     op_overhead_seconds: float = 0.0

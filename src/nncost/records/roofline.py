@@ -20,6 +20,8 @@ class Roofline:
     family_peak_flops: dict[str, float] = field(default_factory=dict)  # matmul, conv, depthwise, elementwise
     family_dtype: dict[str, str] = field(default_factory=dict)  # the datasheet column each family's peak is from
     family_efficiency: dict[str, float] = field(default_factory=dict)  # calibrated (cpu) or 1.0 (datasheet)
+    # (working-set bytes, bytes/s), ascending: the memory roof by working set (cpu); empty: bandwidth alone
+    bandwidth_curve: list[tuple[int, float]] = field(default_factory=list)
     op_overhead_seconds: float = 0.0  # added once per operator call (cpu: calibrated; datasheet devices: 0)
     family_overhead_seconds: dict[str, float] = field(default_factory=dict)  # per family, when calibrated
     module_call_seconds: float = 0.0  # added once per layer call (cpu: calibrated; datasheet devices: 0)
