@@ -306,3 +306,16 @@ def test_cli_refuses_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureF
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "does not exist" in error and str(missing.parent) in error
     assert not missing.parent.exists()
+
+
+def test_a_calibrated_cpu_also_draws_its_fastest_cache_roof() -> None:
+    from nncost.records.roofline import Roofline
+    from nncost.render.svg import roofline_chart
+
+    plain = Roofline(hardware="cpu", dtype="float32", peak_flops=1e11, bandwidth=1e10)
+    cached = Roofline(hardware="cpu", dtype="float32", peak_flops=1e11, bandwidth=1e10,
+                      bandwidth_curve=[(1 << 15, 3e10), (1 << 20, 8e10), (1 << 27, 1e10)])
+    points = [("a", 0.5, 4e9, "memory")]
+    assert "fastest cache" not in roofline_chart(plain, points)
+    svg = roofline_chart(cached, points)
+    assert "<title>the fastest cache's roof: 80.00 GB/s" in svg

@@ -190,8 +190,8 @@ def roofline_chart(roofline: Roofline, points: Sequence[tuple[str, float, float,
     def y_of(y: float) -> float:
         return top + plot_h * (1 - math.log10(y / y_low) / math.log10(y_high / y_low))
 
-    def roof(factor: float) -> str:
-        p, b = roofline.peak_flops * factor, roofline.bandwidth * factor
+    def roof(factor: float, memory: float = roofline.bandwidth) -> str:
+        p, b = roofline.peak_flops * factor, memory * factor
         corner = p / b
         xy = [(x_low, b * x_low), (corner, p), (x_high, p)] if x_low < corner < x_high else \
              [(x_low, min(p, b * x_low)), (x_high, min(p, b * x_high))]
@@ -209,6 +209,11 @@ def roofline_chart(roofline: Roofline, points: Sequence[tuple[str, float, float,
     if roofline.efficiency != 1.0:
         parts.append(f'<polyline class="roof datasheet" points="{roof(1.0)}"><title>datasheet roofs</title>'
                      "</polyline>")
+    cache = max((b for _, b in roofline.bandwidth_curve), default=0.0)
+    if cache > roofline.bandwidth:  # a calibrated cpu: its fastest cache, where small operands stay
+        parts.append(f'<polyline class="roof datasheet" points="{roof(roofline.efficiency, cache)}"><title>'
+                     f"the fastest cache's roof: {escape(units.count(cache * roofline.efficiency))}B/s "
+                     "(operators with small working sets)</title></polyline>")
     parts.append(f'<polyline class="roof" points="{roof(roofline.efficiency)}"><title>roofs × '
                  f"{roofline.efficiency:g}: {escape(units.count(peak))}FLOP/s, "
                  f"{escape(units.count(bandwidth))}B/s; ridge at {ridge:.3g} FLOPs/byte</title></polyline>")
