@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from nncost.hardware.catalogue import Device
+from nncost.records.trace import OpCall
 
 CACHE_FILE = "cpu_calibration.json"
 VERSION = 9
@@ -53,7 +54,6 @@ ROUNDS = 3
 BUDGET_SECONDS = 2.0  # no new round after this (one round takes ~0.5 s on an idle 2-core machine)
 REPEATS = 7  # timed passes of each calibration network per round (medians, as --measure-time reports)
 COPY_KIB = (16, 64, 256, 1024, 4096, 16384, 65536)  # copied tensors: working sets of 32 KiB to 128 MiB
-MATRIX_FAMILIES = ("conv", "depthwise", "matmul")
 
 
 def cache_dir() -> Path:
@@ -137,7 +137,7 @@ def calibration_networks(tiny: bool) -> list[tuple[nn.Module, tuple[int, ...]]]:
     return [(vision.eval(), (c, s, s)), (sequence.eval(), (t, d))]
 
 
-Network = tuple[nn.Module, tuple[int, ...], dict[str, tuple[str, list[Any]]]]
+Network = tuple[nn.Module, tuple[int, ...], dict[str, tuple[str, list[OpCall]]]]
 
 
 def _networks(tiny: bool) -> list[Network]:
@@ -153,7 +153,7 @@ def _networks(tiny: bool) -> list[Network]:
     return networks
 
 
-def _timed(networks: list[Network]) -> list[tuple[float, str, list[Any]]]:
+def _timed(networks: list[Network]) -> list[tuple[float, str, list[OpCall]]]:
     """(median seconds, module type, operator calls) of every leaf call, timed as ``--measure-time`` does."""
     from nncost.capture.timing import measure_times
 
@@ -202,7 +202,8 @@ def _round(tiny: list[Network], full: list[Network]) -> dict[str, Any]:
             name = kinds.pop()
             roof = sum(op_seconds(op, roofs)[0] if name in COMPUTE_CALIBRATED else max(op_seconds(op, roofs))
                        for op in ops)
-            ratios.setdefault(name, []).append(roof / max(seconds - module_call - overheads[name] * len(ops), 1e-9))
+            own = seconds - module_call - overheads.get(name, 0.0) * len(ops)
+            ratios.setdefault(name, []).append(roof / max(own, 1e-9))
     return {
         "peak_flops": peaks,
         "bandwidth_curve": curve,
