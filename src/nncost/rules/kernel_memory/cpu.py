@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from nncost.rules.kernel_memory import KernelMemory
 
@@ -64,6 +65,22 @@ def blocked_operands(x: torch.Tensor, w: torch.Tensor, groups: int, out_spatial:
     weights = padded(cout) * weight_cin * window * itemsize
     dst = n * padded(cout) * out_spatial * itemsize
     return src, weights, dst, src_padded
+
+
+@CPU.resizer("convolution")
+def convolution_layout(args: tuple[Any, ...], out: Any) -> Any:
+    """The CPU convolution's output is channels last when its input or its weight is (oneDNN's and the slow
+    kernels' ``*_conv_use_channels_last``: measured for fp32, bf16 and fp64, transposed or not, 2-d and 3-d);
+    the meta kernel always makes it contiguous, so a channels-last network (ConvNeXt) would reach the next
+    kernels with the wrong layout."""
+    x, w = args[0], args[1]
+    if not isinstance(out, torch.Tensor) or out.dim() not in (4, 5):
+        return out
+    formats = {suggest_memory_format(x), suggest_memory_format(w)}
+    layout = torch.channels_last if out.dim() == 4 else torch.channels_last_3d
+    if layout not in formats or out.is_contiguous(memory_format=layout):
+        return out
+    return torch.empty(out.shape, dtype=out.dtype, device=out.device, memory_format=layout)
 
 
 @CPU.rule("convolution", note="oneDNN copies src, weights and dst into blocked layouts; then reorders the dst "
