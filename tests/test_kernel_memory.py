@@ -91,6 +91,8 @@ def test_convolution_backward_holds_what_onednn_allocates(shape: tuple[int, ...]
 
 CHANNELS_LAST = [  # ConvNeXt's: (batch, cin, cout, kernel, stride, groups, size, padding)
     (4, 768, 768, 7, 1, 768, 7, 3),  # depthwise 7×7
+    (1, 768, 768, 7, 1, 768, 7, 3),  # the buffer is the same at every batch: only dX grows
+    (8, 768, 768, 7, 1, 768, 7, 3),
     (2, 96, 96, 7, 1, 96, 56, 3),
     (4, 384, 768, 2, 2, 1, 14, 0),  # a downsampling layer
     (4, 96, 192, 2, 2, 1, 56, 0),
