@@ -89,6 +89,33 @@ def test_convolution_backward_holds_what_onednn_allocates(shape: tuple[int, ...]
     assert abs(rule_high(op, args, out) - measured) <= 512  # the patch embedding's fitted scratchpad: ±256 B
 
 
+BF16_BACKWARD = [  # (batch, cin, cout, kernel, stride, groups, size, padding): oneDNN's threads split differently
+    (1, 64, 64, 3, 1, 1, 7, 1),  # over input channel blocks
+    (16, 64, 64, 3, 1, 1, 14, 1),  # over the minibatch
+    (16, 64, 128, 3, 2, 1, 14, 1),  # over output channel blocks
+    (2, 128, 128, 3, 1, 1, 28, 1),  # the full-spatial kernel
+    (8, 512, 512, 3, 1, 1, 7, 1),  # ResNet's layer4, where the bf16-mixed step peaks
+    (3, 40, 24, 5, 1, 1, 17, 2),  # padded channels, 5×5
+]
+
+
+@onednn
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on AVX-512")
+@pytest.mark.parametrize("shape", BF16_BACKWARD)
+@pytest.mark.parametrize(("grad_input", "bias"), [(True, False), (True, True), (False, False)])
+def test_bf16_convolution_backward_holds_what_onednn_allocates(shape: tuple[int, ...], grad_input: bool,
+                                                               bias: bool) -> None:
+    """Exact: 2-byte blocked copies and oneDNN's jit_bf16 grad-weight scratchpad (autocast's convolutions)."""
+    x, w, _, *rest = _conv(*shape)
+    x, w = x.bfloat16(), w.bfloat16()
+    with torch.no_grad():
+        dy = torch.randn_like(torch.ops.aten.convolution.default(x, w, None, *rest))
+    args = (dy, x, w, [w.shape[0]] if bias else None, *rest[:5], rest[5], [grad_input, True, bias])
+    op = torch.ops.aten.convolution_backward.default
+    measured, out = allocator_high(op, *args)
+    assert rule_high(op, args, out) == measured
+
+
 CHANNELS_LAST = [  # ConvNeXt's: (batch, cin, cout, kernel, stride, groups, size, padding)
     (4, 768, 768, 7, 1, 768, 7, 3),  # depthwise 7×7
     (1, 768, 768, 7, 1, 768, 7, 3),  # the buffer is the same at every batch: only dX grows
