@@ -145,8 +145,8 @@ def _bf16_jit_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -
 def _bf16_backward(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, padding: list[int], stride: list[int],
                    mask: list[bool], outputs: Sequence[torch.Tensor]) -> int:
     """bf16 convolution backward: the fp32 rule's stages with 2-byte blocked copies, and in grad-weight oneDNN's
-    scratchpad (``_bf16_weight_scratchpad``).  Exact on 12 single calls of ResNet-shaped layers (3×3, stride 1
-    and 2, batch 1 to 16)."""
+    scratchpad (``_bf16_weight_scratchpad``).  Exact on single calls of 13 shapes (3×3 with stride 1 and 2,
+    one 5×5; batch 1 to 16), with and without grad-input and bias."""
     dx = nbytes(x) if mask[0] else 0
     db = produced(outputs) - dx - nbytes(w)
     src, weights, dy_blocked, src_padded = blocked_operands(x, w, 1, math.prod(dy.shape[2:]))
