@@ -89,8 +89,37 @@ def test_convolution_backward_holds_what_onednn_allocates(shape: tuple[int, ...]
     assert abs(rule_high(op, args, out) - measured) <= 512  # the patch embedding's fitted scratchpad: ±256 B
 
 
+BF16_BACKWARD = [  # (batch, cin, cout, kernel, stride, groups, size, padding): oneDNN's threads split differently
+    (1, 64, 64, 3, 1, 1, 7, 1),  # over input channel blocks
+    (16, 64, 64, 3, 1, 1, 14, 1),  # over the minibatch
+    (16, 64, 128, 3, 2, 1, 14, 1),  # over output channel blocks
+    (2, 128, 128, 3, 1, 1, 28, 1),  # the full-spatial kernel
+    (8, 512, 512, 3, 1, 1, 7, 1),  # ResNet's layer4, where the bf16-mixed step peaks
+    (3, 40, 24, 5, 1, 1, 17, 2),  # padded channels, 5×5
+]
+
+
+@onednn
+@pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() != "AVX512", reason="measured on AVX-512")
+@pytest.mark.parametrize("shape", BF16_BACKWARD)
+@pytest.mark.parametrize(("grad_input", "bias"), [(True, False), (True, True), (False, False)])
+def test_bf16_convolution_backward_holds_what_onednn_allocates(shape: tuple[int, ...], grad_input: bool,
+                                                               bias: bool) -> None:
+    """Exact: 2-byte blocked copies and oneDNN's jit_bf16 grad-weight scratchpad (autocast's convolutions)."""
+    x, w, _, *rest = _conv(*shape)
+    x, w = x.bfloat16(), w.bfloat16()
+    with torch.no_grad():
+        dy = torch.randn_like(torch.ops.aten.convolution.default(x, w, None, *rest))
+    args = (dy, x, w, [w.shape[0]] if bias else None, *rest[:5], rest[5], [grad_input, True, bias])
+    op = torch.ops.aten.convolution_backward.default
+    measured, out = allocator_high(op, *args)
+    assert rule_high(op, args, out) == measured
+
+
 CHANNELS_LAST = [  # ConvNeXt's: (batch, cin, cout, kernel, stride, groups, size, padding)
     (4, 768, 768, 7, 1, 768, 7, 3),  # depthwise 7×7
+    (1, 768, 768, 7, 1, 768, 7, 3),  # the buffer is the same at every batch: only dX grows
+    (8, 768, 768, 7, 1, 768, 7, 3),
     (2, 96, 96, 7, 1, 96, 56, 3),
     (4, 384, 768, 2, 2, 1, 14, 0),  # a downsampling layer
     (4, 96, 192, 2, 2, 1, 56, 0),
@@ -111,6 +140,36 @@ def test_channels_last_convolution_holds_what_onednn_allocates(shape: tuple[int,
     op = torch.ops.aten.convolution_backward.default
     measured, out = allocator_high(op, *args)
     assert abs(rule_high(op, args, out) - measured) <= 0.01 * measured
+
+
+LAYOUTS = [  # (dtype, transposed, 3-d, input channels last, weight channels last, size)
+    (torch.float32, False, False, True, False, 7),  # ConvNeXt's: a channels-last input
+    (torch.float32, False, False, False, True, 8),  # a channels-last weight
+    (torch.float32, False, False, False, False, 8),  # neither: contiguous
+    (torch.float32, False, False, True, False, 1),  # 1×1 maps: both layouts at once
+    (torch.bfloat16, False, False, True, False, 8),
+    (torch.float64, False, False, True, False, 8),  # not oneDNN: the slow kernel, which keeps the layout too
+    (torch.float32, True, False, True, False, 8),
+    (torch.float32, False, True, True, False, 4),
+]
+
+
+@pytest.mark.parametrize(("dtype", "transposed", "three_d", "x_last", "w_last", "size"), LAYOUTS)
+def test_convolution_output_has_the_layout_the_cpu_kernel_gives(dtype: torch.dtype, transposed: bool, three_d: bool,
+                                                               x_last: bool, w_last: bool, size: int) -> None:
+    """The meta kernel makes every output contiguous; the CPU one follows a channels-last input or weight."""
+    dims = 3 if three_d else 2
+    x, w = torch.randn(2, 16, *[size] * dims, dtype=dtype), torch.randn(16, 16, *[3] * dims, dtype=dtype)
+    last = torch.channels_last_3d if three_d else torch.channels_last
+    x = x.contiguous(memory_format=last) if x_last else x
+    w = w.contiguous(memory_format=last) if w_last else w
+    args = (x, w, None, [1] * dims, [1] * dims, [1] * dims, transposed, [0] * dims, 1)
+    op = torch.ops.aten.convolution.default
+    real = op(*args)
+    meta_args = tuple(torch.empty_strided(a.shape, a.stride(), dtype=a.dtype, device="meta")
+                      if isinstance(a, torch.Tensor) else a for a in args)
+    out = CPU.resizers["convolution"](_positional(op, meta_args, {}), op(*meta_args))
+    assert (out.shape, out.stride(), out.dtype) == (real.shape, real.stride(), real.dtype)
 
 
 @onednn
@@ -198,12 +257,21 @@ class Recurrent(nn.Module):
         return self.head(self.lstm(x)[0])
 
 
+def channels_last_cnn() -> nn.Module:
+    """``model.to(memory_format=torch.channels_last)``: its step peaks in the depthwise backward's buffer, which
+    the rules give only if the first convolution's output is channels last, as the CPU kernel makes it."""
+    model = nn.Sequential(nn.Conv2d(16, 64, 1), nn.Conv2d(64, 64, 7, padding=3, groups=64), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(64 * 14 * 14, 10))
+    return model.to(memory_format=torch.channels_last)
+
+
 STEPS = {
     "cnn train sgd": (lambda: nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
                                             nn.Conv2d(32, 64, 3, stride=2), nn.ReLU(), nn.Flatten(),
                                             nn.LazyLinear(10)), (8, 3, 64, 64), "train", "sgd"),
     "cnn infer": (lambda: nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, groups=32),
                                         nn.ReLU()), (8, 3, 64, 64), "infer", "none"),
+    "channels-last cnn train sgd": (channels_last_cnn, (2, 16, 14, 14), "train", "sgd"),
     "dropout mlp train adam": (lambda: nn.Sequential(nn.Linear(256, 1024), nn.Dropout(0.1), nn.ReLU(),
                                                      nn.Linear(1024, 256)), (64, 256), "train", "adam"),
     "encoder train sgd": (Encoder, (8, 64, 32), "train", "sgd"),

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from torch._prims_common import suggest_memory_format
 
 from nncost.rules.kernel_memory import KernelMemory
 
@@ -66,6 +68,22 @@ def blocked_operands(x: torch.Tensor, w: torch.Tensor, groups: int, out_spatial:
     return src, weights, dst, src_padded
 
 
+@CPU.resizer("convolution")
+def convolution_layout(args: tuple[Any, ...], out: Any) -> Any:
+    """The CPU convolution's output is channels last when its input or its weight is (oneDNN's and the slow
+    kernels' ``*_conv_use_channels_last``: measured for fp32, bf16 and fp64, transposed or not, 2-d and 3-d);
+    the meta kernel always makes it contiguous, so a channels-last network (ConvNeXt) would reach the next
+    kernels with the wrong layout."""
+    x, w = args[0], args[1]
+    if not isinstance(out, torch.Tensor) or out.dim() not in (4, 5):
+        return out
+    formats = {suggest_memory_format(x), suggest_memory_format(w)}
+    layout = torch.channels_last if out.dim() == 4 else torch.channels_last_3d
+    if layout not in formats or out.is_contiguous(memory_format=layout):
+        return out
+    return torch.empty(out.shape, dtype=out.dtype, device=out.device, memory_format=layout)
+
+
 @CPU.rule("convolution", note="oneDNN copies src, weights and dst into blocked layouts; then reorders the dst "
                               "into the plain output")
 def convolution(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
@@ -80,10 +98,14 @@ def convolution(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
 
 
 @CPU.rule("convolution_backward", note="oneDNN's grad-input then grad-weight stages, each with blocked copies; a "
-                                       "patch embedding's grad-weight takes a per-thread scratchpad instead")
+                                       "patch embedding's grad-weight takes a per-thread scratchpad instead; bf16: "
+                                       "2-byte copies and the jit_bf16 grad-weight scratchpad (fp32 accumulators, "
+                                       "transposed src and dY)")
 def convolution_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int:
     dy, x, w = args[0], args[1], args[2]
     stride, transposed, groups, mask = list(args[4]), bool(args[7]), int(args[9]), list(args[10])
+    if _bf16_jit_backward(args, outputs):
+        return _bf16_backward(dy, x, w, list(args[5]), stride, mask, outputs)
     if not _uses_onednn(x, w, transposed):
         return 0
     dense_dy = dy.is_contiguous() or dy.is_contiguous(memory_format=torch.channels_last)
@@ -107,6 +129,113 @@ def convolution_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor])
     elif mask[1]:
         stages += [dx + dy_blocked + src + weights + db, dx + weights + dw + db]
     return dy_copy + max(stages, default=0)
+
+
+def _bf16_jit_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> bool:
+    """A bf16 NCHW convolution whose grad-weight takes oneDNN's ``jit_bf16`` kernel (the one measured): dense
+    (groups 1), k×k with k > 1 (1×1 takes ``jit_bf16_1x1``), undilated, and not a first layer (fewer than 16
+    input channels take another layout), on a CPU with AVX-512."""
+    x, w, dilation, transposed, groups, mask = args[1], args[2], list(args[6]), bool(args[7]), int(args[9]), args[10]
+    return (x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16 and x.dim() == 4 and not transposed
+            and groups == 1 and bool(mask[1]) and x.is_contiguous() and x.shape[1] >= 16 and min(w.shape[2:]) > 1
+            and dilation == [1, 1] and simd_lanes() == 16 and torch.backends.mkldnn.is_available()
+            and bool(torch.backends.mkldnn.enabled) and all(t.dtype == torch.bfloat16 for t in outputs))
+
+
+def _bf16_backward(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, padding: list[int], stride: list[int],
+                   mask: list[bool], outputs: Sequence[torch.Tensor]) -> int:
+    """bf16 convolution backward: the fp32 rule's stages with 2-byte blocked copies, and in grad-weight oneDNN's
+    scratchpad (``_bf16_weight_scratchpad``).  Exact on single calls of 13 shapes (3×3 with stride 1 and 2,
+    one 5×5; batch 1 to 16), with and without grad-input and bias."""
+    dx = nbytes(x) if mask[0] else 0
+    db = produced(outputs) - dx - nbytes(w)
+    src, weights, dy_blocked, src_padded = blocked_operands(x, w, 1, math.prod(dy.shape[2:]))
+    stages = []
+    if mask[0]:
+        stages += [dy_blocked + weights + src_padded, src_padded + dx]
+        if max(stride) > 1:
+            stages.append(src_padded + dx + nbytes(x))
+    scratch = _bf16_weight_scratchpad(x.shape[0], x.shape[1], w.shape[0], tuple(x.shape[2:]), tuple(w.shape[2:]),
+                                      tuple(dy.shape[2:]), (stride[0], stride[1]), (padding[0], padding[1]),
+                                      bool(mask[2]), torch.get_num_threads())
+    stages += [dx + dy_blocked + src + weights + scratch + db, dx + weights + nbytes(w) + db]
+    return max(stages)
+
+
+def _f32(v: float) -> float:
+    """v rounded to C's float, as oneDNN's balance() computes its costs."""
+    return float(struct.unpack("f", struct.pack("f", v))[0])
+
+
+def _bf16_weight_scratchpad(n: int, cin: int, cout: int, spatial: tuple[int, ...], kernel: tuple[int, ...],
+                            out: tuple[int, ...], stride: tuple[int, int], padding: tuple[int, int], bias: bool,
+                            threads: int) -> int:
+    """The scratchpad of oneDNN's ``jit_bf16`` grad-weight kernel (oneDNN 3.12,
+    ``jit_avx512_core_bf16_conv_bwd_weights_kernel_f32_t::init_conf``/``init_scratchpad``/``balance``):
+    transposed bf16 copies of src and dY per minibatch thread and channel block, one fp32 weight (and bias)
+    accumulator per minibatch thread (the gradients are bf16), and barrier contexts.  oneDNN's registry books
+    every entry with 128 B of alignment slack; a barrier context takes 8192 B (measured with one per entry: 4096
+    B, page-aligned, is assumed).  The split of the threads over minibatch, output and input channel blocks is
+    oneDNN's balance(), its costs in float as there.  Exact on 100 single calls without bias (3×3, stride 1 and
+    2, 64-512 channels, 7-56 maps, batch 1-16, 2 threads; every split that 2 threads allow)."""
+    lanes = 16
+    ic, oc = -(-cin // lanes) * lanes, -(-cout // lanes) * lanes
+    nb_ic, nb_oc = ic // lanes, oc // lanes
+    (ih, iw), (kh, kw), (oh, ow), (sh, sw), (t_pad, l_pad) = spatial, kernel, out, stride, padding
+    r_pad = max(0, (ow - 1) * sw + kw - (iw + l_pad))
+    b_pad = max(0, (oh - 1) * sh + kh - (ih + t_pad))
+    tr_pad = -(-max(l_pad, r_pad + 1) // 2) * 2
+    tr_iw = -(-(-(-iw // sw) + tr_pad) // 2) * 2 * sw
+    tr_ow = -(-ow // 2) * 2
+    working_set = (lanes * tr_iw * 2 + lanes * tr_ow * 2) * max(1, b_pad, t_pad)
+    full_spatial = (ih == oh and iw == ow and sh == sw == 1 and l_pad == kw // 2 and t_pad == kh // 2
+                    and working_set <= 48 * 1024 and ic >= 128)
+    work = n if full_spatial else n * oh  # what the minibatch threads split
+
+    src_size, dst_size = n * ic * ih * tr_iw * 2, n * oc * oh * tr_ow * 2
+    wei_size = oc * ic * kh * kw * 4
+    scale = _f32(_f32(0.5 * (dst_size + src_size)) / wei_size)
+    ratio = _f32(nb_oc / nb_ic)
+    src_coef = float(max(int(_f32(1.0 / ratio)), 1)) * (4.0 if scale < 1.0 else 1.0)
+    dst_coef, wei_coef = float(max(int(ratio), 1)), float(max(int(scale), 1))
+
+    def cost(mb: int, oc_b: int, ic_b: int) -> float:
+        src_v = src_coef
+        for f in (-(-work // mb), 1, -(-nb_ic // ic_b), n, lanes, 1, ih, tr_iw):
+            src_v = _f32(src_v * f)
+        for d in (work, 1, sh, sw):
+            src_v = _f32(src_v / d)
+        wei_v = wei_coef
+        for f in (1, -(-nb_oc // oc_b), -(-nb_ic // ic_b), kh, kw, 1, lanes, lanes):
+            wei_v = _f32(wei_v * f)
+        dst_v = dst_coef
+        for f in (-(-work // mb), 1, -(-nb_oc // oc_b), n, lanes, 1, oh, tr_ow):
+            dst_v = _f32(dst_v * f)
+        dst_v = _f32(dst_v / work)
+        return _f32(_f32(src_v + dst_v) + wei_v)
+
+    best, split = cost(1, 1, 1), (1, 1, 1)
+    for mb in range(1, min(threads, work) + 1):
+        for oc_b in range(1, min(threads // mb, nb_oc) + 1):
+            ic_b = min(threads // mb // oc_b, nb_ic)
+            c = cost(mb, oc_b, ic_b)
+            if c <= best:
+                best, split = c, (mb, oc_b, ic_b)
+    mb, oc_b, ic_b = split
+    if threads // 2 < mb < threads:
+        mb = min(work, threads)
+    used = mb * oc_b * ic_b
+
+    slack, barrier = 128, 4096 + 4096  # a barrier context: 4096 B, booked page-aligned (measured with one per entry)
+    entries = [2 * (mb * nb_ic * lanes * tr_iw * ih + tr_pad) + slack]  # transposed src, with guard elements
+    if oc_b > 1:
+        entries.append(4096 * (used // oc_b) + 4096)
+    entries.append(2 * mb * nb_oc * lanes * tr_ow * oh + slack)  # transposed dY
+    if ic_b > 1:
+        entries.append(4096 * (used // ic_b) + 4096)
+    accumulators = 4 * (oc * ic * kh * kw + (oc if bias else 0)) * mb  # fp32, for the bf16 weight and bias gradients
+    entries += [accumulators + slack, barrier]
+    return sum(entries)
 
 
 def _channels_last_backward(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int, mask: list[bool],
