@@ -107,3 +107,20 @@ def test_the_cache_is_keyed_by_thread_count(cache: Path, monkeypatch: pytest.Mon
     finally:
         torch.set_num_threads(threads)
     assert len(calls) == 2
+
+
+def test_the_cli_says_when_it_calibrates_the_cpu(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from nncost.cli import run
+
+    fake = {"date": "-", "peak_flops": {"fp32": 1e10, "bf16": 1e10, "fp16": 1e10}, "bandwidth": 1e10,
+            "memory_bytes": None, "op_overhead_seconds": 1e-6, "family_efficiency": {}}
+    monkeypatch.setattr(calibrate_mod, "calibrate", lambda: dict(fake))
+    assert not calibrate_mod.is_cached()
+    pytest.importorskip("torchvision")
+    argv = ["resnet18", "--input", "3x32x32", "--hardware", "cpu"]
+    assert run(argv, out=lambda text: None) == 0
+    assert "measuring this cpu's roofs, once" in capsys.readouterr().err
+    assert calibrate_mod.is_cached()
+    assert run(argv, out=lambda text: None) == 0
+    assert "measuring" not in capsys.readouterr().err

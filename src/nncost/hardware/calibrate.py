@@ -74,6 +74,14 @@ def cache_key() -> str:
     return f"{cpu_model()} | threads={torch.get_num_threads()} | torch={torch.__version__} | v{VERSION}"
 
 
+def is_cached() -> bool:
+    """Whether this machine's calibration (for this thread count and torch) is in the cache."""
+    try:
+        return cache_key() in json.loads((cache_dir() / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def cpu_device(*, refresh: bool = False) -> Device:
     path = cache_dir() / CACHE_FILE
     key = cache_key()
