@@ -31,8 +31,10 @@ def plot_memory(report: MemoryReport, path: str) -> None:
         axes.text(end, top * (0.98 - 0.05 * row), f" {name} ends", fontsize=7, va="top", color="grey")
     axes.axvline(report.peak_op, color="red", linewidth=1)
     label = f"peak {units.nbytes(report.peak_bytes)}\n{report.peak_at}"
-    axes.annotate(label, (report.peak_op, report.peak_bytes / scale), xytext=(10, -30), textcoords="offset points",
-                  fontsize=8, color="red")
+    right = bool(xs) and report.peak_op > xs[0] + 0.7 * (xs[-1] - xs[0])  # near the right edge: label on the left
+    axes.annotate(label, (report.peak_op, report.peak_bytes / scale), xytext=(-10 if right else 10, -40),
+                  textcoords="offset points", ha="right" if right else "left", fontsize=8, color="red",
+                  bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85})
     axes.set_xlabel("operator index in the step")
     axes.set_ylabel("live MiB")
     what = f"training step, {report.optimizer}" if report.mode == "train" else "inference pass"
