@@ -72,6 +72,9 @@ def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> tuple[int
 
 
 def main() -> int:
+    if not torch.cuda.is_available():
+        print("bench/memory_cuda.py needs a CUDA GPU", file=sys.stderr)
+        return 2
     torch.backends.cudnn.benchmark = False
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}", flush=True)
     print("| row | optimizer | max allocated | simulated peak | error | allocator replay, allocated | "
