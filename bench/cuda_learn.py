@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nncost
-from memory import _mib, _outer_op, _shapes_of, _short, allocations, events_inside_one_call
+from memory import _mib, _outer_op, _shapes_of, _short, allocations, events_inside_one_call, workspaces_by_op
 from memory_cuda import rows
 from nncost.memory.measure import _prepared, _step
 from nncost.memory.precision import resolve_precision
@@ -71,24 +71,7 @@ def profiled_step(model: torch.nn.Module, spec: dict[str, Any], optimizer: str,
 
 
 def workspaces(events: list[Any], top: int) -> None:
-    paired = events_inside_one_call(events)
-    running: dict[int, int] = defaultdict(int)
-    highest: dict[int, int] = defaultdict(int)
-    calls: dict[int, Any] = {}
-    for index, event in enumerate(events):
-        if index in paired:
-            outer = _outer_op(event)
-            calls[id(outer)] = outer
-            running[id(outer)] += event.extra_fields.alloc_size
-            highest[id(outer)] = max(highest[id(outer)], running[id(outer)])
-    by_op: dict[str, list[Any]] = defaultdict(lambda: [0, 0, ""])  # op -> [calls, largest high point, its shapes]
-    for call, high in highest.items():
-        if high <= 0:
-            continue
-        entry = by_op[_short(calls[call])]
-        entry[0] += 1
-        if high > entry[1]:
-            entry[1], entry[2] = high, _shapes_of(calls[call])
+    by_op = workspaces_by_op(events)
     print("  1. allocated and freed inside one op call (workspaces), by outermost op:")
     for op, (count, high, shapes) in sorted(by_op.items(), key=lambda kv: -kv[1][1])[:top]:
         print(f"     {_mib(high):>14}  {op} ×{count} (largest call: {shapes})")

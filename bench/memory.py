@@ -423,7 +423,14 @@ def diagnose(key: str, top: int) -> None:
 
     print_live_at_peaks(at_peak, trace, top)
 
-    # allocations made and freed inside one outermost op call: their highest running sum per call
+    print("\n  allocated and freed inside one op call of the measured step, by outermost op (largest call):")
+    for op, (count, high, shapes) in sorted(workspaces_by_op(events).items(), key=lambda kv: -kv[1][1])[:top]:
+        print(f"    {_mib(high):>14}  {op} ×{count} (largest: {shapes})")
+
+
+def workspaces_by_op(events: list[Any]) -> dict[str, tuple[int, int, str]]:
+    """Allocations made and freed inside one outermost op call (workspaces), by op: (calls that made
+    some, the largest call's highest running sum, that call's input shapes)."""
     paired = events_inside_one_call(events)
     running: dict[int, int] = defaultdict(int)
     highest: dict[int, int] = defaultdict(int)
@@ -435,15 +442,15 @@ def diagnose(key: str, top: int) -> None:
         calls[id(outer)] = outer
         running[id(outer)] += event.extra_fields.alloc_size
         highest[id(outer)] = max(highest[id(outer)], running[id(outer)])
-    by_op: dict[str, list[Any]] = defaultdict(lambda: [0, 0, ""])  # op -> [calls, largest, its shapes]
+    by_op: dict[str, tuple[int, int, str]] = {}
     for call, high in highest.items():
-        entry = by_op[_short(calls[call])]
-        entry[0] += 1
-        if high > entry[1]:
-            entry[1], entry[2] = high, _shapes_of(calls[call])
-    print("\n  allocated and freed inside one op call of the measured step, by outermost op (largest call):")
-    for op, (count, high, shapes) in sorted(by_op.items(), key=lambda kv: -kv[1][1])[:top]:
-        print(f"    {_mib(high):>14}  {op} ×{count} (largest: {shapes})")
+        if high <= 0:
+            continue
+        count, largest, shapes = by_op.get(_short(calls[call]), (0, 0, ""))
+        if high > largest:
+            largest, shapes = high, _shapes_of(calls[call])
+        by_op[_short(calls[call])] = (count + 1, largest, shapes)
+    return by_op
 
 
 # -- the driver ------------------------------------------------------------------------------------------------
