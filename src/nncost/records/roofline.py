@@ -36,3 +36,10 @@ class Roofline:
     measured_samples_per_second: float | None = None  # batch / median forward time
     achieved_flops: float | None = None  # forward FLOPs / median forward time
     mfu: float | None = None  # achieved_flops / peak_flops
+
+    @property
+    def cache_bandwidth(self) -> float | None:
+        """The fastest point of the bandwidth curve where it beats ``bandwidth`` (a calibrated cpu's
+        caches), else None."""
+        fastest = max((b for _, b in self.bandwidth_curve), default=0.0)
+        return fastest if fastest > self.bandwidth else None

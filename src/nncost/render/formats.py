@@ -120,8 +120,8 @@ def time_lines(report: Report) -> list[tuple[str, str]]:
         return []
     matrix, conv = r.family_dtype.get("matmul", ""), r.family_dtype.get("conv", "")
     columns = f"matrix work {matrix}" + (f", convolutions {conv}" if conv != matrix else "") + ", vector work fp32"
-    cache = max((b for _, b in r.bandwidth_curve), default=0.0)
-    memory = units.bandwidth(r.bandwidth) + (f" (caches up to {units.bandwidth(cache)})" if cache > r.bandwidth else "")
+    cache = r.cache_bandwidth
+    memory = units.bandwidth(r.bandwidth) + (f" (caches up to {units.bandwidth(cache)})" if cache else "")
     lines = [("Hardware", f"{r.hardware}: {units.rate(r.peak_flops)} ({matrix} matrix), {memory}"
                           + (f", {units.nbytes(r.memory_bytes)}" if r.memory_bytes else "")
                           + f"; efficiency {r.efficiency:g}; {columns}")]

@@ -209,8 +209,8 @@ def roofline_chart(roofline: Roofline, points: Sequence[tuple[str, float, float,
     if roofline.efficiency != 1.0:
         parts.append(f'<polyline class="roof datasheet" points="{roof(1.0)}"><title>datasheet roofs</title>'
                      "</polyline>")
-    cache = max((b for _, b in roofline.bandwidth_curve), default=0.0)
-    if cache > roofline.bandwidth:  # a calibrated cpu: its fastest cache, where small operands stay
+    cache = roofline.cache_bandwidth
+    if cache is not None:  # a calibrated cpu: its fastest cache, where small operands stay
         parts.append(f'<polyline class="roof datasheet" points="{roof(roofline.efficiency, cache)}"><title>'
                      f"the fastest cache's roof: {escape(units.count(cache * roofline.efficiency))}B/s "
                      "(operators with small working sets)</title></polyline>")
