@@ -17,7 +17,7 @@ one profiled step (``torch.profiler``, ``profile_memory=True``, ``record_shapes=
 3. the device kernels that ran for attention, recurrent, convolution and matrix ops (CUDA only), by
    name and count;
 4. the measured peak (``max_memory_allocated`` on CUDA, the allocator events' running sum on the CPU)
-   beside ``nncost.memory(..., hardware=device)``.
+   beside ``nncost.memory(..., allocator=device)``.
 
 It runs on the CPU too, which is how it was tested without a GPU (the CPU's answers are already rules in
 ``src/nncost/rules/kernel_memory/cpu.py``).
@@ -38,7 +38,7 @@ import nncost
 from memory import _mib, _outer_op, _shapes_of, _short, allocations, events_inside_one_call, workspaces_by_op
 from memory_cuda import rows
 from nncost.memory.measure import _prepared, _step
-from nncost.memory.precision import resolve_precision
+from nncost.precision import resolve_precision
 
 SAVING_OPS = ("attention", "rnn", "lstm")  # ops whose kept outputs are what fused kernels save for backward
 KERNEL_WORDS = ("attn", "attention", "fmha", "flash", "sdpa", "rnn", "lstm", "conv", "gemm", "cudnn", "cutlass")
@@ -130,7 +130,7 @@ def main() -> int:
     for label, build, spec, optimizer in selected:
         torch.manual_seed(0)
         model = build()
-        simulated = nncost.memory(model, optimizer=optimizer, hardware=device.type, **spec)
+        simulated = nncost.memory(model, optimizer=optimizer, allocator=device.type, **spec)
         prof, measured = profiled_step(model, spec, optimizer, device)
         events = [e for e in allocations(prof) if e.extra_fields.device.type == device.type]
         print(f"\n{label} ({optimizer}): simulated peak {_mib(simulated.peak_bytes)} at {simulated.peak_phase}, "

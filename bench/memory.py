@@ -4,7 +4,7 @@
     /work/venv/bin/python bench/memory.py --only resnet18 gpt2 --no-write
     /work/venv/bin/python bench/memory.py --diagnose "densenet121 b8 train adam"
 
-For each case nncost simulates the step on meta tensors (``nncost.memory(..., hardware="cpu")``)
+For each case nncost simulates the step on meta tensors (``nncost.memory(..., allocator="cpu")``)
 and ``nncost.memory.measure.measure_cpu_peak`` runs the same step for real on the CPU (a deep copy
 of the model with random weights, one warm-up step, then a profiled step whose peak is the bytes
 alive before it plus the highest running sum of the allocator's ``[memory]`` events).  Each case
@@ -244,7 +244,7 @@ def run_case(key: str) -> dict[str, Any]:
     model, args, kwargs = build(name, batch)
     start = time.perf_counter()
     report = nncost.memory(model, inputs=args or None, kwargs=kwargs or None, mode=mode, optimizer=optimizer,
-                           hardware="cpu", name=name)
+                           allocator="cpu", name=name)
     simulate_s = time.perf_counter() - start
     measure = _measure_module()
     captured: dict[str, Any] = {}
@@ -547,7 +547,7 @@ def render(rows: list[dict[str, Any]], command: str, started: dt.datetime, elaps
         SECTION,
         "",
         "Made by `bench/memory.py`: each case in a fresh process, the simulation "
-        "(`nncost.memory(..., hardware=\"cpu\")`) beside `measure_cpu_peak` on the same model and inputs.",
+        "(`nncost.memory(..., allocator=\"cpu\")`) beside `measure_cpu_peak` on the same model and inputs.",
         "",
         f"- Command (from the repository root): `{command}`",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC; the whole run took {elapsed / 60:.1f} min",

@@ -6,7 +6,7 @@ For each row: the model on the GPU with its optimizer (PyTorch's CUDA default, f
 warm-up step, ``zero_grad(set_to_none=True)``, then ``torch.cuda.reset_peak_memory_stats()`` and a
 second step; the measured peaks are ``torch.cuda.max_memory_allocated()`` and
 ``torch.cuda.max_memory_reserved()``.  ``cudnn.benchmark`` is off.  Beside them,
-``nncost.memory(..., hardware="cuda")`` for the same step: its peak of live tensors, and its replay
+``nncost.memory(..., allocator="cuda")`` for the same step: its peak of live tensors, and its replay
 of the caching allocator (allocated and reserved).  Like a training loop (and like the simulation),
 the step keeps its output until the optimizer step is done.
 """
@@ -84,7 +84,7 @@ def main() -> int:
         start = time.perf_counter()
         torch.manual_seed(0)
         model = build()
-        simulated = nncost.memory(model, optimizer=optimizer, hardware="cuda", **spec)
+        simulated = nncost.memory(model, optimizer=optimizer, allocator="cuda", **spec)
         measured, reserved = measure(model, spec, optimizer)
         del model
         torch.cuda.empty_cache()

@@ -5,7 +5,7 @@
     /work/venv/bin/python bench/memory_precision.py --diagnose "gpt2-2l b8 bf16-mixed adam"
     /work/venv/bin/python bench/memory_precision.py --lists     # CPU against CUDA autocast, op by op
 
-Each case runs in a fresh process: ``nncost.memory(..., precision=P, hardware="cpu")`` beside
+Each case runs in a fresh process: ``nncost.memory(..., precision=P, allocator="cpu")`` beside
 ``measure_cpu_peak(..., precision=P)``, which runs forward and loss under
 ``torch.autocast("cpu", dtype)`` (fp16-mixed: with a ``torch.amp.GradScaler("cpu")``) and takes the
 peak from the profiler's allocator events.
@@ -132,7 +132,7 @@ def run_case(key: str) -> dict[str, Any]:
     name, batch, precision, optimizer = parse_case(key)
     model, args = build(name, batch)
     start = time.perf_counter()
-    report = nncost.memory(model, inputs=args, optimizer=optimizer, precision=precision, hardware="cpu", name=name)
+    report = nncost.memory(model, inputs=args, optimizer=optimizer, precision=precision, allocator="cpu", name=name)
     simulate_s = time.perf_counter() - start
     measured, prof = measured_with_profile(model, args, optimizer, precision)
     from nncost.memory.measure import peak_of_events

@@ -6,6 +6,8 @@ report: estimated = max(FLOPs / peak, bytes / bandwidth) with the roofs scaled b
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import nncost
 from nncost.records.roofline import Roofline
 
@@ -14,20 +16,20 @@ H100_SXM_BF16 = {"hardware": "h100-sxm", "dtype": "bfloat16", "peak_flops": 989.
                  "memory_bytes": 80 * 10**9}
 
 
-def fill_roofline(report: nncost.Report, efficiency: float = 0.7, measured_factor: float | None = 1.6) -> Roofline:
-    """Set ``report.roofline`` and every layer's ``estimated_seconds``/``bound`` (and, when
+def fill_roofline(report: nncost.Report, efficiency: float = 0.7, measured_factor: float | None = 1.6
+                  ) -> nncost.Report:
+    """``report`` with a roofline and every layer's ``estimated_seconds``/``bound`` (and, when
     ``measured_factor`` is given, ``measured_seconds`` = that factor × the estimate)."""
     roofline = Roofline(efficiency=efficiency, **H100_SXM_BF16)  # type: ignore[arg-type]
     peak, bandwidth = roofline.peak_flops * efficiency, roofline.bandwidth * efficiency
+    layers = []
     for layer in report.layers:
         compute, memory = layer.flops / peak, (layer.read_bytes + layer.write_bytes) / bandwidth
-        layer.estimated_seconds = max(compute, memory)
-        layer.bound = "compute" if compute >= memory else "memory"
-        if measured_factor is not None:
-            layer.measured_seconds = measured_factor * layer.estimated_seconds
-    root = report.layers[0]
-    report.totals.estimated_seconds = root.estimated_seconds
-    report.totals.measured_seconds = root.measured_seconds
-    roofline.samples_per_second = report.batch_size / root.estimated_seconds if root.estimated_seconds else None
-    report.roofline = roofline
-    return roofline
+        estimated = max(compute, memory)
+        layers.append(replace(layer, estimated_seconds=estimated, bound="compute" if compute >= memory else "memory",
+                              measured_seconds=measured_factor * estimated if measured_factor is not None else None))
+    root = layers[0]
+    roofline = replace(roofline, forward_samples_per_second=report.batch_size / root.estimated_seconds
+                       if root.estimated_seconds else None)
+    totals = replace(report.totals, estimated_seconds=root.estimated_seconds, measured_seconds=root.measured_seconds)
+    return replace(report, layers=layers, totals=totals, roofline=roofline)

@@ -204,8 +204,9 @@ def test_frozen_and_shared_parameters() -> None:
 def test_depth_folds_the_tree() -> None:
     model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), nn.Linear(4, 2))
     report = nncost.profile(model, (4,), depth=1)
-    assert [layer.name for layer in report.layers] == ["", "0", "1"]
-    assert report.layers[1].macs == 16 and report.layers[0].macs == 16 + 8
+    assert [layer.name for layer in report.shown()] == ["", "0", "1"]
+    assert len(report.layers) == 5  # a view: every call is kept
+    assert report.shown()[1].macs == 16 and report.shown()[0].macs == 16 + 8
 
 
 def test_kwargs_and_dict_outputs() -> None:

@@ -32,7 +32,7 @@ def test_json_follows_the_contract() -> None:
     code, text = cli("resnet18", "--format", "json", "--batch", "2")
     data = json.loads(text)
     assert code == 0
-    assert data["schema"] == "nncost.report/1"
+    assert data["schema"] == "nncost.report/2"
     assert data["execution"] == "meta"
     assert data["model"] == "resnet18"
     for key in ("params", "trainable_params", "buffers", "param_bytes", "macs", "flops",

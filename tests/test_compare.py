@@ -153,15 +153,15 @@ def nets(tmp_path: Path) -> str:
 
 def test_train_adds_the_training_step_peak(nets: str) -> None:
     code, text = cli("compare", f"{nets}:narrow", f"{nets}:wide", "--input", "3x8x8", "--train", "--batch", "4",
-                     "--hardware", "cpu", "--format", "json")
+                     "--allocator", "cpu", "--format", "json")
     assert code == 0
     data = json.loads(text)
     expected = nncost.memory(nncost.models.resolve(f"{nets}:wide").build("cpu"), (3, 8, 8), batch_size=4,
-                             hardware="cpu")
+                             allocator="cpu")
     assert data["models"][1]["totals"]["train_peak_bytes"] == expected.peak_bytes
     assert data["ratios"][1]["train_peak_bytes"] == (
         data["models"][1]["totals"]["train_peak_bytes"] / data["models"][0]["totals"]["train_peak_bytes"])
-    assert data["train"] == {"optimizer": "adam", "hardware": "cpu"}
+    assert data["train"] == {"optimizer": "adam", "allocator": "cpu"}
     # conv 3→8 vs 3→16 at 6×6: MACs 6·6·C·27, plus the head's 6·6·C·10: exactly twice
     assert data["ratios"][1]["macs"] == 2.0
     code, text = cli("compare", f"{nets}:narrow", f"{nets}:wide", "--input", "3x8x8", "--train")
@@ -189,7 +189,7 @@ def test_the_single_model_command_still_works() -> None:
 @pytest.mark.parametrize("argv, message", [
     (("compare", "resnet18"), "at least two models, got 1"),
     (("compare",), "at least two models, got 0"),
-    (("compare", "resnet18", "resnt34"), "Did you mean resnet34"),
+    (("compare", "resnet18", "resnt34"), "did you mean 'resnet34'"),
 ])
 def test_errors_are_one_line(argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = cli(*argv)
@@ -222,6 +222,6 @@ def test_api_errors() -> None:
 def test_models_are_left_untouched() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    nncost.compare([model, nn.Conv2d(3, 4, 3)], (3, 8, 8), train=True, hardware="cpu")
+    nncost.compare([model, nn.Conv2d(3, 4, 3)], (3, 8, 8), train=True, allocator="cpu")
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.device.type == "cpu" for p in model.parameters())

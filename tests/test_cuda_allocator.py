@@ -12,6 +12,7 @@ MiB = 1 << 20
 
 def test_requests_round_to_512_bytes_and_pick_their_segment_size() -> None:
     assert round_request(1) == 512 and round_request(513) == 1024
+    assert round_request(0) == 0  # an empty tensor takes no block
     assert segment_size(MiB) == 2 * MiB  # small pool
     assert segment_size(MiB + 512) == 20 * MiB  # large, under 10 MiB
     assert segment_size(10 * MiB + 1) == 12 * MiB  # rounded up to 2 MiB

@@ -93,7 +93,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nncost.Report,
     model = torchvision.models.resnet18()
     report = nncost.profile(model, (3, 224, 224), batch_size=2, name="resnet18")
     memory = nncost.memory(model, (3, 224, 224), batch_size=2, name="resnet18")
-    fill_roofline(report)
+    report = fill_roofline(report)
     path = tmp_path_factory.mktemp("html") / "report.html"
     write_html(path, report, memory, command="nncost resnet18 --batch 2 --train --html report.html")
     return path, report, memory

@@ -291,6 +291,6 @@ def test_simulated_cpu_step_matches_the_measured_one(case: str) -> None:
     if any(isinstance(m, nn.LazyLinear) for m in model.modules()):
         with torch.no_grad():
             model(x)
-    simulated = nncost.memory(model, inputs=(x,), mode=mode, optimizer=optimizer, hardware="cpu").peak_bytes
+    simulated = nncost.memory(model, inputs=(x,), mode=mode, optimizer=optimizer, allocator="cpu").peak_bytes
     measured = measure_cpu_peak(model, (x,), {}, mode=mode, optimizer=optimizer)
     assert abs(simulated - measured) / measured < 0.02, (simulated, measured)

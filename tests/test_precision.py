@@ -20,8 +20,8 @@ import nncost
 from nncost.capture.scopes import tensors_in
 from nncost.capture.tracer import ALLOC, FREE, classify
 from nncost.errors import BadRequest
-from nncost.memory.precision import resolve_precision
 from nncost.memory.step import capture_step
+from nncost.precision import resolve_precision
 from nncost.rules import ATEN
 
 FP32 = 4
@@ -174,7 +174,7 @@ def test_weight_cast_cache_casts_each_weight_once_per_forward() -> None:
 def test_mixed_keeps_fp32_masters_grads_and_state_byte_exact(hardware: str, precision: str) -> None:
     model = nn.Sequential(nn.Linear(64, 256), nn.LayerNorm(256), nn.Linear(256, 64))
     params = sum(p.numel() for p in model.parameters()) * FP32
-    report = nncost.memory(model, (64,), batch_size=1, optimizer="adam", hardware=hardware, precision=precision)
+    report = nncost.memory(model, (64,), batch_size=1, optimizer="adam", allocator=hardware, precision=precision)
     block = (lambda n: -(-n // 512) * 512) if hardware == "cuda" else (lambda n: n)
     exact = sum(block(p.numel() * FP32) for p in model.parameters())
     assert report.peak_phase == "optimizer"  # weights dominate at batch 1: every gradient is live
@@ -193,7 +193,7 @@ def test_mixed_keeps_fp32_masters_grads_and_state_byte_exact(hardware: str, prec
 def test_pure_bf16_puts_everything_in_bf16() -> None:
     model = nn.Sequential(nn.Linear(64, 256), nn.Linear(256, 64))
     elements = sum(p.numel() for p in model.parameters())
-    report = nncost.memory(model, (64,), optimizer="adam", hardware="cpu", precision="bf16")
+    report = nncost.memory(model, (64,), optimizer="adam", allocator="cpu", precision="bf16")
     assert report.breakdown["parameters"] == report.breakdown["gradients"] == 2 * elements
     assert report.breakdown["optimizer_state"] == 2 * 2 * elements + 4 * 4  # states in bf16, fp32 steps
     assert report.breakdown["inputs"] == 64 * 2
@@ -219,8 +219,8 @@ def test_mixed_precision_lowers_the_activation_peak() -> None:
     # a step whose activations outweigh autocast's 16-bit weight copies (saved for backward, so activations too):
     # on 4×3×64×64 they do not, and the bf16 step peaks early in backward with those copies still live
     model = torchvision.models.resnet18()
-    fp32 = nncost.memory(model, (3, 128, 128), batch_size=16, optimizer="sgd", hardware="cpu")
-    bf16 = nncost.memory(model, (3, 128, 128), batch_size=16, optimizer="sgd", hardware="cpu",
+    fp32 = nncost.memory(model, (3, 128, 128), batch_size=16, optimizer="sgd", allocator="cpu")
+    bf16 = nncost.memory(model, (3, 128, 128), batch_size=16, optimizer="sgd", allocator="cpu",
                          precision="bf16-mixed")
     assert bf16.breakdown["activations"] < fp32.breakdown["activations"]
     assert bf16.breakdown["parameters"] == fp32.breakdown["parameters"]
@@ -229,7 +229,7 @@ def test_mixed_precision_lowers_the_activation_peak() -> None:
 def test_model_is_left_untouched() -> None:
     model = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    nncost.memory(model, (8,), optimizer="adam", hardware="cuda", precision="fp16-mixed")
+    nncost.memory(model, (8,), optimizer="adam", allocator="cuda", precision="fp16-mixed")
     assert all(type(v) is torch.Tensor and v.device.type == "cpu" and torch.equal(v, before[k])
                for k, v in model.state_dict().items())
     assert all(type(p) is nn.Parameter and p.grad is None for p in model.parameters())
@@ -252,7 +252,7 @@ def test_simulated_peak_matches_a_measured_cpu_autocast_step(optimizer: str) -> 
 
     layer = nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, dropout=0.0, batch_first=True)
     x = torch.randn(8, 64, 256)
-    report = nncost.memory(layer, inputs=x, optimizer=optimizer, hardware="cpu", precision="bf16-mixed")
+    report = nncost.memory(layer, inputs=x, optimizer=optimizer, allocator="cpu", precision="bf16-mixed")
     measured = measure_cpu_peak(layer, (x,), {}, mode="train", optimizer=optimizer, precision="bf16-mixed")
     assert abs(report.peak_bytes - measured) <= 0.02 * measured
 
@@ -268,4 +268,4 @@ def test_a_forward_that_needs_values_is_a_clear_error() -> None:
             return y * float(y.sum())
 
     with pytest.raises(nncost.NeedsWeights):
-        nncost.memory(ReadsAValue(), (8,), hardware="cpu", precision="bf16-mixed")
+        nncost.memory(ReadsAValue(), (8,), allocator="cpu", precision="bf16-mixed")

@@ -54,7 +54,7 @@ def test_one_matrix_product_follows_the_closed_form(m: int, k: int, n: int, boun
     expected = max(2 * m * k * n / h100.peak("fp32"), 4 * (m * k + k * n + m * n) / h100.bandwidth)
     assert report.totals.estimated_seconds == pytest.approx(expected, rel=1e-9)
     assert report.layers[0].bound == bound
-    assert report.roofline is not None and report.roofline.samples_per_second == pytest.approx(m / expected)
+    assert report.roofline is not None and report.roofline.forward_samples_per_second == pytest.approx(m / expected)
 
 
 def test_parents_sum_their_children_and_their_own_operators() -> None:
@@ -159,15 +159,17 @@ def test_a_transcendental_efficiency_scales_its_compute_roof_only() -> None:
 def test_a_training_step_adds_backward_and_optimizer() -> None:
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
     report = nncost.profile(model, (512,), batch_size=64)
-    memory = nncost.memory(model, (512,), batch_size=64, optimizer="adam", hardware="cuda")
-    r = nncost.roofline(report, "h100-sxm", memory=memory)
-    assert r is report.roofline and r.fits and r.device_peak_bytes == memory.peak_bytes
+    memory = nncost.memory(model, (512,), batch_size=64, optimizer="adam", allocator="cuda")
+    estimated = nncost.roofline(report, "h100-sxm", memory=memory)
+    assert report.roofline is None  # a new report; the one given is not changed
+    r = estimated.roofline
     assert r is not None and r.forward_seconds and r.backward_seconds and r.optimizer_seconds
     assert r.backward_seconds == pytest.approx(r.forward_seconds * memory.backward_flops / memory.forward_flops)
     params = sum(p.numel() for p in model.parameters())
     assert r.optimizer_seconds >= 7 * 4 * params / catalogue_device("h100-sxm").bandwidth  # Adam: 7 fp32 tensors
     assert r.train_step_seconds == pytest.approx(r.forward_seconds + r.backward_seconds + r.optimizer_seconds)
-    assert r.samples_per_second == pytest.approx(64 / r.train_step_seconds)
+    assert r.train_samples_per_second == pytest.approx(64 / r.train_step_seconds)
+    assert r.forward_samples_per_second == pytest.approx(64 / r.forward_seconds)
 
 
 @st.composite
@@ -232,7 +234,9 @@ def test_done_when_resnet50_on_h100_in_bf16_prints_times_and_bounds() -> None:
     conv1 = next(line for line in text.splitlines() if line.strip().startswith("conv1 "))
     assert " µs" in conv1 and ("memory" in conv1 or "compute" in conv1)
     assert "Estimated forward" in text and "samples/s" in text
-    assert "Fits in device memory  yes" in text
+    assert "fits: the peak against a budget of 80.00 GiB" in text  # the H100's memory, from the catalogue
+    assert catalogue_device("h100-sxm").memory_bytes == 80 * 2**30
+    assert "Fits in device memory" not in text and "no budget given" not in text  # one fits line
 
 
 def test_json_carries_the_roofline(tmp_path: Path) -> None:
@@ -247,7 +251,7 @@ def test_json_carries_the_roofline(tmp_path: Path) -> None:
     assert roofline["hardware"] == "l40s" and roofline["peak_flops"] == 91.6e12  # fp32 matmul: the fp32 column
     assert roofline["family_peak_flops"]["conv"] == 183e12  # fp32 convolution: cuDNN's TF32 by default
     assert roofline["train_step_seconds"] > data["totals"]["estimated_seconds"]
-    assert data["memory"]["hardware"] == "cuda"  # a CUDA device: CUDA allocator semantics
+    assert data["memory"]["allocator"] == "cuda"  # a CUDA device: CUDA allocator semantics
 
 
 def test_fit_alone_takes_the_device_memory(tmp_path: Path) -> None:

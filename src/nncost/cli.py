@@ -6,7 +6,6 @@ Every user error is one sentence on stderr and exit status 2; ``--debug`` adds t
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import traceback
@@ -15,24 +14,30 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from nncost import __version__
-from nncost.analyses.roofline import PRECISIONS
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NncostError
 from nncost.memory.optimizers import OPTIMIZERS
-from nncost.runner import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize
+from nncost.pipeline import WARMUP
+from nncost.precision import PRECISIONS, resolve_dtype
+from nncost.request import (
+    ALLOCATORS,
+    DEFAULT_REPEATS,
+    DEFAULT_SEQ,
+    DEVICES,
+    FIT_DEVICE,
+    Inputs,
+    NamedSize,
+    Request,
+    Step,
+)
 
 if TYPE_CHECKING:
-    from nncost.records.memory import MemoryReport
-    from nncost.records.report import Report
-    from nncost.runner import RunOptions
+    from nncost.records.result import Result
 
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
 MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable"
                " | x.pt2 | x.onnx")
-DEVICES = ("meta", "cpu", "cuda")
-HARDWARE = ("cpu", "cuda")  # allocator semantics (compare's --hardware)
-DEFAULT_REPEATS = 10
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -111,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     time = parser.add_argument_group("time", "roofline estimates on a device, and measured latency")
     time.add_argument("--hardware", metavar="NAME", default=None,
                       help="a device: h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l4, l40s, t4, v100, "
-                           "rtx-4090, rtx-3090, or cpu (calibrated here); adds per-layer time estimates. "
-                           "Also the memory semantics (cpu, or cuda for a GPU)")
+                           "rtx-4090, rtx-3090, or cpu (calibrated here); adds per-layer time estimates, and its "
+                           "memory is the budget a simulated step is set against")
     time.add_argument("--efficiency", type=efficiency, default=1.0,
                       help="fraction of the device's roofs reached (default 1.0: the datasheet figures)")
     time.add_argument("--measure-time", action="store_true",
@@ -127,13 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --train: activation checkpointing of the model's repeated blocks")
     memory.add_argument("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
                         help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory")
+    memory.add_argument("--allocator", choices=ALLOCATORS, default=None,
+                        help="allocator semantics of the simulation: cpu (exact bytes) or cuda (512-byte blocks, "
+                             "the caching allocator replayed); default: that of --hardware's device, else cuda")
     memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
     memory.add_argument("--plot", metavar="PNG", help="draw the memory timeline of the step into a PNG file")
     memory.add_argument("--measure", action="store_true",
-                        help="also run one real step (on the CPU with --hardware cpu, else on the GPU) and print "
-                             "the measured peak beside the estimate")
+                        help="also run one real step (on the CPU with cpu allocator semantics, else on the GPU) and "
+                             "print the measured peak beside the estimate")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"nncost {__version__}")
     return parser
@@ -155,7 +163,7 @@ def build_compare_parser() -> argparse.ArgumentParser:
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--train", action="store_true", help="also compare the peak memory of one training step")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
-    parser.add_argument("--hardware", choices=HARDWARE, default="cuda",
+    parser.add_argument("--allocator", choices=ALLOCATORS, default="cuda",
                         help="allocator semantics of the training peak (default cuda)")
     parser.add_argument("--stage-depth", type=positive, default=1,
                         help="depth of the layers matched by name across models (default 1)")
@@ -183,10 +191,11 @@ class Progress:
         return bool(self.console.is_terminal or self.forced)
 
     @contextmanager
-    def bar(self, description: str, total: int | None) -> Iterator[Callable[[], None]]:
+    def bar(self, message: str, total: int | None, *, counts: str) -> Iterator[Callable[[], None]]:
         """A bar that the yielded callable advances by one (``total`` None: a count with no end);
-        nothing where bars are not wanted."""
+        where bars are not wanted, one line for the slow work instead."""
         if not self.shows_bars:
+            print(f"nncost: {message}", file=sys.stderr, flush=True)
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
@@ -194,7 +203,7 @@ class Progress:
 
         with Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=self.console, transient=not self.forced) as bars:
-            task = bars.add_task(description, total=total)
+            task = bars.add_task(f"{message} ({counts})", total=total)
             yield lambda: bars.advance(task)
 
     def __call__(self, message: str) -> None:
@@ -250,19 +259,28 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 
 
 def _main(args: argparse.Namespace) -> str:
-    from nncost.runner import profile_named
+    from nncost.pipeline import run as run_request
 
     if args.html:
         from nncost.render.html import check_target
 
         check_target(args.html)
-    _check_hardware(args)
-    report, memory_report = profile_named(args.model, run_options(args), Progress(forced=args.progress))
+    request = build_request(args)
+    if request.hardware == "cpu":
+        _announce_calibration()
+    result = run_request(request, Progress(forced=args.progress))
+    if args.plot:
+        from nncost.render.plot import plot_memory
+
+        if result.memory is None:
+            raise BadRequest("--plot draws a simulated step: add --train (or another memory option)")
+        plot_memory(result.memory, args.plot)
     if args.html:
         from nncost.render.html import write_html
 
-        write_html(args.html, report, memory_report, command=args.command, open_depth=args.depth)
-    return _render(args, report, memory_report)
+        assert result.report is not None
+        write_html(args.html, result.report, result.memory, command=args.command, open_depth=args.depth)
+    return _render(args, result)
 
 
 def _compare(args: argparse.Namespace) -> str:
@@ -271,7 +289,7 @@ def _compare(args: argparse.Namespace) -> str:
     if len(args.models) < 2:
         raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
     comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
-                         hardware=args.hardware, seq=args.seq, dtype=args.dtype, device=args.device,
+                         allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device,
                          stage_depth=args.stage_depth, progress=Progress())
     if args.format == "json":
         return comparison.to_json()
@@ -282,67 +300,56 @@ def _compare(args: argparse.Namespace) -> str:
     return comparison.table()
 
 
-def run_options(args: argparse.Namespace) -> RunOptions:
-    """The run described by the flags shared by ``nncost MODEL`` and ``nncost compare``."""
-    from nncost.api import resolve_dtype
-    from nncost.runner import RunOptions
+def build_request(args: argparse.Namespace) -> Request:
+    """The request the flags of ``nncost MODEL`` describe."""
+    hardware = args.hardware.strip().lower() if args.hardware else None
+    step = None
+    if _wants_memory(args):
+        step = Step(mode="train" if args.train else "infer", optimizer=args.optimizer,
+                    allocator=args.allocator or _allocator_of(hardware), checkpointing=args.checkpointing,
+                    gpus=args.gpus, sharding=args.sharding, fit=args.fit, measure=args.measure)
+    return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
+                   dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
+                   efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
+                   depth=args.depth)
 
-    extra = {
-        key: getattr(args, key)
-        for key in ("hardware", "checkpointing", "fit", "gpus", "sharding", "plot", "measure", "precision",
-                    "efficiency", "measure_time", "repeats")
-        if hasattr(args, key)
-    }
-    dtype = resolve_dtype(args.dtype)
-    if hasattr(args, "precision"):
-        from nncost.api import _precision_dtype
 
-        dtype = _precision_dtype(dtype, args.precision)
-    return RunOptions(input_sizes=args.input, batch_size=args.batch, seq=args.seq, dtype=dtype,
-                      device=args.device, memory=_wants_memory(args), train=args.train, optimizer=args.optimizer,
-                      **extra)
+def _allocator_of(hardware: str | None) -> str:
+    """The allocator semantics of a device: its kind (cpu or cuda); cuda without a device."""
+    if hardware is None:
+        return "cuda"
+    if hardware == "cpu":
+        return "cpu"
+    from nncost.hardware.catalogue import catalogue_device
+
+    return catalogue_device(hardware).kind
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:
-    return bool(args.train or getattr(args, "hardware", None) or getattr(args, "measure", False)
-                or getattr(args, "fit", None) or getattr(args, "checkpointing", False) or getattr(args, "plot", None)
-                or getattr(args, "sharding", "none") != "none" or getattr(args, "gpus", 1) > 1)
+    return bool(args.train or args.hardware or args.allocator or args.measure or args.fit or args.checkpointing
+                or args.plot or args.sharding != "none" or args.gpus > 1)
 
 
-def _check_hardware(args: argparse.Namespace) -> None:
-    """A named device, ``cpu`` or ``cuda``; a clear error with close names otherwise."""
-    if args.hardware is None:
-        return
-    args.hardware = args.hardware.strip().lower()
-    if args.hardware == "cpu":
-        from nncost.hardware import calibrate
+def _announce_calibration() -> None:
+    from nncost.hardware import calibrate
 
-        if not calibrate.is_cached():
-            print(f"nncost: measuring this cpu's roofs, once (a few seconds; cached in {calibrate.cache_dir()})",
-                  file=sys.stderr)
-    if args.hardware not in ("cpu", "cuda"):
-        from nncost.hardware import catalogue_device
-
-        catalogue_device(args.hardware)
+    if not calibrate.is_cached():
+        print(f"nncost: measuring this cpu's roofs, once (a few seconds; cached in {calibrate.cache_dir()})",
+              file=sys.stderr)
 
 
-def _render(args: argparse.Namespace, report: Report, memory_report: MemoryReport | None) -> str:
+def _render(args: argparse.Namespace, result: Result) -> str:
+    """The one document of the result, in the asked format."""
     if args.explain:
-        return report.explain(args.explain)
+        assert result.report is not None
+        return result.report.explain(args.explain)
     if args.format == "json":
-        data = report.to_dict()
-        if memory_report is not None:
-            data["memory"] = memory_report.to_dict()
-            if memory_report.mode == "train":
-                data["totals"]["backward_macs"] = memory_report.backward_macs
-                data["totals"]["backward_flops"] = memory_report.backward_flops
-        return json.dumps(data, indent=2)
+        return result.to_json()
     if args.format == "csv":
-        return report.to_csv()
+        return result.to_csv()
     if args.format == "markdown":
-        return report.to_markdown(depth=args.depth)
-    text = report.table(depth=args.depth)
-    return text + ("\n" + str(memory_report) if memory_report is not None else "")
+        return result.to_markdown()
+    return str(result)
 
 
 def main() -> None:

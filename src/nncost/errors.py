@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class NncostError(Exception):
     """Base class: the CLI prints the message and exits with status 2."""
@@ -31,3 +34,15 @@ class BadRequest(NncostError):
 
 class ModelFileError(NncostError):
     """A model file nncost cannot read: corrupt, truncated, an unsupported opset, missing external data."""
+
+
+def did_you_mean(name: str, known: Iterable[str], *, prefix: str = "", n: int = 5) -> str:
+    """``"; did you mean 'resnet34', 'resnet18'?"`` for the names in ``known`` close to ``name``
+    (each shown with ``prefix``), or ``""`` when none is close.  Every "unknown X" message ends
+    with it, so a misspelt model, layer or device is answered the same way everywhere."""
+    names = [k for k in dict.fromkeys(known) if k]
+    close = difflib.get_close_matches(name, names, n=n, cutoff=0.5)
+    if not close:
+        lowered = name.lower()
+        close = [k for k in names if lowered and lowered in k.lower()][:n]
+    return f"; did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""

@@ -32,8 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.analyses.lookup import suggestions
-from nncost.errors import ModelNotFound
+from nncost.errors import ModelNotFound, did_you_mean
 
 Builder = Callable[[], nn.Module]
 
@@ -199,11 +198,8 @@ def _torchvision(name: str) -> ModelSpec:
                             "pip install 'nncost[vision]'") from exc
     known = torchvision.models.list_models()
     if name not in known:
-        close = suggestions(name, known)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ModelNotFound(
-            f"unknown model {name!r}.{hint} Other forms: timm:NAME, hf:NAME, path/to/file.py:callable"
-        )
+        raise ModelNotFound(f"unknown model {name!r}{did_you_mean(name, known)}. "
+                            "Other forms: timm:NAME, hf:NAME, path/to/file.py:callable")
     return ModelSpec(
         label=name,
         family="torchvision",
@@ -219,9 +215,7 @@ def _timm(name: str) -> ModelSpec:
     except ImportError as exc:
         raise ModelNotFound("timm models need timm: pip install 'nncost[timm]'") from exc
     if not timm.is_model(name):
-        close = suggestions(name, timm.list_models())
-        hint = f" Did you mean {', '.join('timm:' + c for c in close)}?" if close else ""
-        raise ModelNotFound(f"unknown timm model {name!r}.{hint}")
+        raise ModelNotFound(f"unknown timm model {name!r}{did_you_mean(name, timm.list_models(), prefix='timm:')}")
     config = timm.get_pretrained_cfg(name)
     size = tuple(config.input_size) if config is not None and config.input_size else (3, 224, 224)
     return ModelSpec(
@@ -241,9 +235,7 @@ def _hf(name: str) -> ModelSpec:
         raise ModelNotFound("hf: models need transformers: pip install 'nncost[hf]'") from exc
     known = list(configuration_auto.CONFIG_MAPPING_NAMES)
     if name not in known:
-        close = suggestions(name, known)
-        hint = f" Did you mean {', '.join('hf:' + c for c in close)}?" if close else ""
-        raise ModelNotFound(f"unknown transformers architecture {name!r}.{hint}")
+        raise ModelNotFound(f"unknown transformers architecture {name!r}{did_you_mean(name, known, prefix='hf:')}")
     config = transformers.AutoConfig.for_model(name)
     causal = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     masked = modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -286,9 +278,7 @@ def _python(name: str) -> ModelSpec:
     factory = getattr(module, attr, None)
     if factory is None:
         names = [n for n in vars(module) if not n.startswith("_")]
-        close = suggestions(attr, names)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ModelNotFound(f"{target} has no attribute {attr!r}.{hint}")
+        raise ModelNotFound(f"{target} has no attribute {attr!r}{did_you_mean(attr, names)}")
     if not callable(factory):
         raise ModelNotFound(f"{name} is not a class or a factory function")
     return ModelSpec(label=name, family="python", builder=factory)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from nncost.records.report import Layer, Report, Totals, Uncounted
+from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
 from nncost.records.trace import OpCall, Trace
 
 
-def build_report(trace: Trace) -> Report:
+def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Report:
+    """The report of one captured forward; ``file_params`` says which stored tensors of a model
+    file counted as parameters."""
     n = len(trace.layers)
     macs = [0] * n
     flops = [0] * n
@@ -87,6 +89,7 @@ def build_report(trace: Trace) -> Report:
         totals=totals,
         uncounted=uncounted(trace),
         fallback_reason=trace.fallback_reason,
+        file_params=file_params,
     )
 
 
@@ -102,16 +105,17 @@ def peak_live_bytes(events: list[tuple[int, int, int]]) -> tuple[int, int]:
 
 
 def uncounted(trace: Trace) -> list[Uncounted]:
-    found: dict[str, Uncounted] = {}
+    calls: dict[str, int] = {}
+    layers: dict[str, list[str]] = {}
     for op in trace.ops:
         if op.counted:
             continue
-        entry = found.setdefault(op.op, Uncounted(op.op, 0, []))
-        entry.calls += 1
+        calls[op.op] = calls.get(op.op, 0) + 1
         name = trace.layers[op.layer].name if op.layer >= 0 else "(outside the model)"
-        if name not in entry.layers:
-            entry.layers.append(name)
-    return sorted(found.values(), key=lambda u: -u.calls)
+        names = layers.setdefault(op.op, [])
+        if name not in names:
+            names.append(name)
+    return sorted((Uncounted(op, n, layers[op]) for op, n in calls.items()), key=lambda u: -u.calls)
 
 
 def _layer_at(trace: Trace, op_index: int) -> str:

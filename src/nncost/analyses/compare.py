@@ -81,7 +81,7 @@ def build_comparison(
     *,
     train: bool,
     optimizer: str | None = None,
-    hardware: str | None = None,
+    allocator: str | None = None,
     stage_depth: int = 1,
 ) -> Comparison:
     """Side-by-side totals, each model's ratios to the first, and the stages they share."""
@@ -95,7 +95,7 @@ def build_comparison(
         stage_depth=stage_depth,
         train=train,
         optimizer=optimizer if train else None,
-        hardware=hardware if train else None,
+        allocator=allocator if train else None,
         reports=[report for _, report, _ in labelled],
         memory_reports=[memory for _, _, memory in labelled],
     )

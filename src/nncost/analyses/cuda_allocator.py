@@ -36,7 +36,9 @@ LARGE_ROUND = 2 << 20  # kRoundLarge
 
 
 def round_request(nbytes: int) -> int:
-    return max(BLOCK, -(-nbytes // BLOCK) * BLOCK)
+    """The bytes the caching allocator hands out for a request: a multiple of 512, and nothing
+    for an empty tensor (``allocate(0)`` returns an empty pointer without a block)."""
+    return -(-nbytes // BLOCK) * BLOCK
 
 
 def segment_size(request: int) -> int:

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nncost.analyses.cuda_allocator import replay
+from nncost.analyses.cuda_allocator import replay, round_request
+from nncost.analyses.sharding import per_gpu
 from nncost.memory.step import StepTrace
 from nncost.records.memory import CATEGORIES, MemoryReport
 
-CUDA_BLOCK = 512  # the caching allocator rounds every allocation up to a multiple of this
+
+def allocation_size(allocator: str) -> Callable[[int], int]:
+    """Bytes an allocation of ``n`` bytes takes: exact on CPU, in the caching allocator's blocks on CUDA."""
+    return round_request if allocator == "cuda" else lambda n: n
 
 
-def allocation_size(hardware: str) -> Callable[[int], int]:
-    """Bytes an allocation of ``n`` bytes takes: exact on CPU, rounded to 512-byte blocks on CUDA."""
-    if hardware == "cuda":
-        return lambda n: -(-n // CUDA_BLOCK) * CUDA_BLOCK if n else 0
-    return lambda n: n
-
-
-def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str, batch_size: int) -> MemoryReport:
-    size = allocation_size(hardware)
+def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str, batch_size: int,
+                 precision: str = "fp32", gpus: int = 1, sharding: str = "none") -> MemoryReport:
+    """The memory report of one captured step under ``allocator`` semantics; with ``gpus`` and
+    ``sharding``, also the per-GPU breakdown of data-parallel training."""
+    size = allocation_size(allocator)
     baseline = {
         "parameters": sum(size(n) for n in trace.param_tensor_bytes),
         "optimizer_state": sum(size(n) for n in trace.state_tensor_bytes),
@@ -73,16 +73,22 @@ def analyse_step(trace: StepTrace, *, model: str, hardware: str, optimizer: str,
     for op in trace.ops:
         if not op.counted:
             uncounted[op.op] = uncounted.get(op.op, 0) + 1
-    allocator = None
-    if hardware == "cuda":
-        allocator = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],
-                           trace.memory_events)
+    replayed = None
+    if allocator == "cuda":
+        replayed = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],
+                          trace.memory_events)
+    sharded = sharding != "none" or gpus > 1
     return MemoryReport(
-        allocator_allocated_bytes=allocator.allocated if allocator else None,
-        allocator_reserved_bytes=allocator.reserved if allocator else None,
+        allocator_allocated_bytes=replayed.allocated if replayed else None,
+        allocator_reserved_bytes=replayed.reserved if replayed else None,
         model=model,
         mode=trace.mode,
-        hardware=hardware,
+        allocator=allocator,
+        precision=precision,
+        gpus=gpus,
+        sharding=sharding,
+        per_gpu=per_gpu(peak_live, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes)
+        if sharded else None,
         optimizer=optimizer if trace.mode == "train" else "none",
         batch_size=batch_size,
         peak_bytes=peak_total,

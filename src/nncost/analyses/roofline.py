@@ -25,7 +25,8 @@ behind them); an operator's working set is the bytes it reads and writes (an in-
 (log-log interpolation, clamped at the ends).  On the ``cpu`` each layer call also costs a
 calibrated module-call overhead.  In fp32 on a CUDA device, convolutions use TF32 when
 ``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix products when
-``torch.get_float32_matmul_precision()`` is not "highest" (not the default).  Mixed precisions
+``torch.get_float32_matmul_precision()`` is not "highest" (not the default), as read into the
+request's :class:`~nncost.records.trace.TorchFlags` when it was made.  Mixed precisions
 (``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep the bytes of the
 fp32 profile.
 
@@ -44,20 +45,22 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 
 from nncost.errors import BadRequest
 from nncost.hardware.catalogue import Device
+from nncost.memory.optimizers import tensors_touched
 from nncost.records.roofline import Roofline
+from nncost.records.trace import TorchFlags
 
 if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Report
     from nncost.records.trace import OpCall
 
-PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
 FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "layer_norm", "reduce", "transcendental", "elementwise")
 MATRIX_FAMILIES = ("matmul", "conv", "depthwise")
 REDUCTIONS = ("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
@@ -74,16 +77,6 @@ ROW_NORMS = ("layer_norm", "group_norm", "rms_norm")
 COMPUTE_CALIBRATED = ("transcendental",)
 TORCH_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
               "float8_e5m2": "fp8", "int8": "int8"}
-# Tensors an optimizer step reads and writes per parameter element (param, grad, states):
-# Adam reads param, grad, exp_avg, exp_avg_sq and writes param, exp_avg, exp_avg_sq.
-OPTIMIZER_TENSORS = {"adam": 7, "adamw": 7, "sgd": 3, "sgd-momentum": 5, "adagrad": 5, "rmsprop": 5, "none": 0}
-
-
-def precision_dtype(precision: str) -> torch.dtype | None:
-    """The dtype a pure 16-bit precision profiles the model in; None for fp32 and mixed."""
-    if precision not in PRECISIONS:
-        raise BadRequest(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
 
 def family(op: OpCall) -> str:
@@ -106,26 +99,37 @@ def family(op: OpCall) -> str:
     return "matmul"
 
 
-def family_dtypes(device: Device, dtype: str, precision: str) -> dict[str, str]:
-    """The datasheet column each family's peak is read from."""
+def family_dtypes(device: Device, dtype: str, precision: str, flags: TorchFlags) -> dict[str, str]:
+    """The datasheet column each family's peak is read from; ``flags`` are the torch settings
+    the run was made under (TF32 for fp32 convolutions and matrix products on CUDA)."""
     key = TORCH_KEYS.get(dtype)
     if key is None:
         raise BadRequest(f"no roofline for dtype {dtype}; use float32, bfloat16 or float16")
     matrix = precision.removesuffix("-mixed") if precision.endswith("-mixed") else key
     columns = {f: matrix if f in MATRIX_FAMILIES else "fp32" for f in FAMILIES}
     if matrix == "fp32" and device.kind == "cuda" and "tf32" in device.peak_flops:
-        if torch.backends.cudnn.allow_tf32:
+        if flags.cudnn_allow_tf32:
             columns["conv"] = columns["depthwise"] = "tf32"
-        if torch.get_float32_matmul_precision() != "highest":
+        if flags.matmul_precision != "highest":
             columns["matmul"] = "tf32"
     return columns
 
 
-def make_roofline(device: Device, *, dtype: str = "float32", precision: str = "fp32",
-                  efficiency: float = 1.0) -> Roofline:
+def run_dtype(report: Report, dtype: torch.dtype | None) -> str:
+    """The dtype the run computes in: the one asked for, else that of most parameter bytes."""
+    if dtype is not None:
+        return str(dtype).removeprefix("torch.")
+    by_dtype = report.totals.param_bytes_by_dtype
+    return max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
+
+
+def make_roofline(device: Device, flags: TorchFlags | None = None, *, dtype: str = "float32",
+                  precision: str = "fp32", efficiency: float = 1.0) -> Roofline:
+    """The roofs of ``device`` for a run in ``dtype`` at ``precision`` under ``flags`` (PyTorch's
+    defaults when not given), before any estimate."""
     if not 0 < efficiency <= 1:
         raise BadRequest(f"efficiency must be in (0, 1] (1.0: the datasheet figures), got {efficiency}")
-    columns = family_dtypes(device, dtype, precision)
+    columns = family_dtypes(device, dtype, precision, flags or TorchFlags.defaults())
     peaks = {f: device.peak(column) for f, column in columns.items()}
     return Roofline(
         hardware=device.name,
@@ -176,79 +180,72 @@ def op_overhead(op: OpCall, roofline: Roofline) -> float:
     return roofline.family_overhead_seconds.get(family(op), roofline.op_overhead_seconds)
 
 
-def apply_roofline(report: Report, roofline: Roofline) -> Roofline:
-    """Fill ``estimated_seconds`` and ``bound`` of every layer and the forward total.
-
-    ``report`` must hold every layer call (apply it before folding by depth).
-    """
+def estimate(report: Report, roofline: Roofline) -> Report:
+    """A new report with every layer's ``estimated_seconds`` and ``bound`` and the forward's total
+    estimated on ``roofline``; ``report`` must hold every layer call."""
     by_index = {layer.index: layer for layer in report.layers}
+    seconds: dict[int, float] = {}
     compute_bound: dict[int, float] = {}
     memory_bound: dict[int, float] = {}
     for layer in report.layers:
         if layer.parent is not None and layer.parent not in by_index:
-            raise BadRequest("the roofline needs every layer of the report; apply it before folding by depth")
-        layer.estimated_seconds = roofline.module_call_seconds
+            raise BadRequest("the roofline needs every layer of the report, not a depth-filtered copy")
+        seconds[layer.index] = roofline.module_call_seconds
         compute_bound[layer.index] = memory_bound[layer.index] = 0.0
         for op in layer.self_ops:
             compute, memory = op_seconds(op, roofline)
-            seconds = max(compute, memory) + op_overhead(op, roofline)
-            layer.estimated_seconds += seconds
+            op_time = max(compute, memory) + op_overhead(op, roofline)
+            seconds[layer.index] += op_time
             if compute >= memory:
-                compute_bound[layer.index] += seconds
+                compute_bound[layer.index] += op_time
             else:
-                memory_bound[layer.index] += seconds
+                memory_bound[layer.index] += op_time
     for layer in reversed(report.layers):  # children follow their parent: fold upwards
         if layer.parent is not None:
-            parent = by_index[layer.parent]
-            parent.estimated_seconds = (parent.estimated_seconds or 0.0) + (layer.estimated_seconds or 0.0)
+            seconds[layer.parent] += seconds[layer.index]
             compute_bound[layer.parent] += compute_bound[layer.index]
             memory_bound[layer.parent] += memory_bound[layer.index]
-    for layer in report.layers:
-        if compute_bound[layer.index] or memory_bound[layer.index]:
-            layer.bound = "compute" if compute_bound[layer.index] >= memory_bound[layer.index] else "memory"
-    forward = sum(layer.estimated_seconds or 0.0 for layer in report.layers if layer.parent is None)
-    report.totals.estimated_seconds = forward
-    roofline.forward_seconds = forward
-    roofline.samples_per_second = report.batch_size / forward if forward > 0 else None
-    report.roofline = roofline
-    return roofline
+
+    def bound(index: int) -> str | None:
+        if not (compute_bound[index] or memory_bound[index]):
+            return None
+        return "compute" if compute_bound[index] >= memory_bound[index] else "memory"
+
+    layers = [replace(layer, estimated_seconds=seconds[layer.index], bound=bound(layer.index))
+              for layer in report.layers]
+    forward = sum(seconds[layer.index] for layer in report.layers if layer.parent is None)
+    estimated = replace(roofline, forward_seconds=forward,
+                        forward_samples_per_second=report.batch_size / forward if forward > 0 else None)
+    return replace(report, layers=layers, totals=replace(report.totals, estimated_seconds=forward),
+                   roofline=estimated)
 
 
-def add_training_step(report: Report, memory: MemoryReport) -> None:
-    """Estimate a training step from the simulated one: forward + backward + optimizer.
+def with_training_step(report: Report, memory: MemoryReport) -> Report:
+    """A new report whose roofline also estimates the simulated training step: forward +
+    backward + optimizer.
 
     The backward runs the same kinds of operators as the forward (each matrix product's grad
     input and grad weight, each elementwise operator's backward), so it is estimated at the
     forward's estimated FLOP rate: ``forward_seconds × backward_flops / forward_flops``, both
     FLOP counts from the simulated step (recomputation under checkpointing included).  The
     optimizer is elementwise work over the parameters: the larger of its FLOPs on the vector
-    roof and the bytes of the tensors it reads and writes (``OPTIMIZER_TENSORS`` per parameter
-    element, at the parameters' size) on the memory roof.
+    roof and the bytes of the tensors it reads and writes per parameter element
+    (:func:`nncost.memory.optimizers.tensors_touched`, at the parameters' size) on the memory roof.
     """
     roofline = report.roofline
     if roofline is None or memory.mode != "train" or roofline.forward_seconds is None:
-        return
+        return report
     forward = roofline.forward_seconds
     backward = forward * memory.backward_flops / memory.forward_flops if memory.forward_flops else 0.0
     totals = report.totals
     element_bytes = totals.param_bytes / totals.params if totals.params else 4.0
     if roofline.precision.endswith("-mixed"):
         element_bytes = 4.0  # fp32 master weights, gradients and states
-    state_bytes = OPTIMIZER_TENSORS.get(memory.optimizer, 7) * totals.trainable_params * element_bytes
+    state_bytes = tensors_touched(memory.optimizer) * totals.trainable_params * element_bytes
     e = roofline.efficiency * roofline.family_efficiency.get("elementwise", 1.0)
     optimizer = max(memory.optimizer_flops / (roofline.family_peak_flops["elementwise"] * e),
                     state_bytes / (roofline.bandwidth * e))
-    roofline.backward_seconds = backward
-    roofline.optimizer_seconds = optimizer
-    roofline.train_step_seconds = forward + backward + optimizer
-    roofline.samples_per_second = report.batch_size / roofline.train_step_seconds
-
-
-def add_memory_fit(report: Report, memory: MemoryReport) -> None:
-    """Set the simulated peak against the device's memory."""
-    roofline = report.roofline
-    if roofline is None or roofline.memory_bytes is None:
-        return
-    peak = sum(memory.per_gpu.values()) if memory.per_gpu else memory.peak_bytes
-    roofline.device_peak_bytes = peak
-    roofline.fits = peak <= roofline.memory_bytes
+    step = forward + backward + optimizer
+    trained = replace(roofline, backward_seconds=backward, optimizer_seconds=optimizer, train_step_seconds=step,
+                      train_samples_per_second=report.batch_size / step)
+    return replace(report, roofline=trained)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from nncost.errors import BadRequest
@@ -11,8 +12,8 @@ if TYPE_CHECKING:
     from nncost.records.report import Report
 
 
-def attach_times(report: Report, times: LayerTimes) -> None:
-    """Put each call's median time on its layer, matched by name and call order.
+def with_times(report: Report, times: LayerTimes) -> Report:
+    """A new report with each call's median time on its layer, matched by name and call order.
 
     MFU is the forward's achieved FLOP/s (the report's counted FLOPs over the median forward
     time) over the roofline's peak for the run's matrix dtype.
@@ -24,21 +25,18 @@ def attach_times(report: Report, times: LayerTimes) -> None:
         slots[(key, seen.get(key, 0))] = seconds
         seen[key] = seen.get(key, 0) + 1
     seen.clear()
-    matched = 0
+    layers = []
     for layer in report.layers:
-        key = layer.name
-        occurrence = seen.get(key, 0)
-        seen[key] = occurrence + 1
-        layer.measured_seconds = slots.get((key, occurrence))
-        matched += layer.measured_seconds is not None
-    if report.layers and not matched:
+        occurrence = seen.get(layer.name, 0)
+        seen[layer.name] = occurrence + 1
+        layers.append(replace(layer, measured_seconds=slots.get((layer.name, occurrence))))
+    if layers and all(layer.measured_seconds is None for layer in layers):
         raise BadRequest("the measured run called none of the profiled layers; cannot set times side by side")
     total = times.total_seconds
-    report.totals.measured_seconds = total
     roofline = report.roofline
     if roofline is not None and total > 0:
-        roofline.measured_device = times.device
-        roofline.measured_repeats = times.repeats
-        roofline.measured_samples_per_second = report.batch_size / total
-        roofline.achieved_flops = report.totals.flops / total
-        roofline.mfu = roofline.achieved_flops / roofline.peak_flops
+        achieved = report.totals.flops / total
+        roofline = replace(roofline, measured_device=times.device, measured_repeats=times.repeats,
+                           measured_samples_per_second=report.batch_size / total, achieved_flops=achieved,
+                           mfu=achieved / roofline.peak_flops)
+    return replace(report, layers=layers, totals=replace(report.totals, measured_seconds=total), roofline=roofline)

@@ -12,8 +12,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from nncost.analyses.lookup import suggestions
-from nncost.errors import BadRequest
+from nncost.errors import BadRequest, did_you_mean
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
 GENERIC = ("cpu", "cuda")  # allocator semantics without a named device ("cpu" is also calibrated)
@@ -77,9 +76,7 @@ def catalogue_device(name: str) -> Device:
     key = name.strip().lower()
     raw = _raw()
     if key.startswith("_") or key not in raw:
-        close = suggestions(key, names())
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise BadRequest(f"unknown hardware {name!r}{hint} (known: {', '.join(names())})")
+        raise BadRequest(f"unknown hardware {name!r}{did_you_mean(key, names())} (known: {', '.join(names())})")
     entry = raw[key]
     return Device(
         name=key,

@@ -24,7 +24,7 @@ from nncost.capture.placement import model_device
 from nncost.capture.scopes import tensors_in
 from nncost.errors import BadRequest, NeedsWeights
 from nncost.memory.optimizers import OPTIMIZERS
-from nncost.memory.precision import Precision, resolve_precision
+from nncost.precision import Precision, resolve_precision
 
 
 def _storage_bytes(tensors: list[torch.Tensor]) -> int:
@@ -34,7 +34,7 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
 def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: torch.optim.Optimizer | None,
           train: bool, mixed: Precision | None = None, scaler: torch.amp.GradScaler | None = None,
           device_type: str = "cpu") -> None:
-    # precision hook: forward and loss under autocast when mixed, a GradScaler for fp16-mixed
+    # forward and loss under autocast when mixed; fp16-mixed scales the loss with a GradScaler
     autocast = (torch.autocast(device_type, dtype=mixed.autocast_dtype) if mixed and mixed.autocast_dtype
                 else nullcontext())
     if not train:

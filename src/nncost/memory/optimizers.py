@@ -26,6 +26,19 @@ OPTIMIZERS: dict[str, Factory | None] = {
 }
 
 
+# State tensors each optimizer keeps per parameter element (Adam: exp_avg, exp_avg_sq; SGD with
+# momentum: momentum_buffer; Adagrad: sum; RMSprop: square_avg), as torch.optim creates them.
+STATE_TENSORS = {"adam": 2, "adamw": 2, "sgd": 0, "sgd-momentum": 1, "adagrad": 1, "rmsprop": 1, "none": 0}
+
+
+def tensors_touched(optimizer: str) -> int:
+    """Tensors one step reads or writes per parameter element: the parameter read and written,
+    its gradient read, each state read and written (Adam: 7); none without an optimizer."""
+    if optimizer == "none":
+        return 0
+    return 3 + 2 * STATE_TENSORS[optimizer]
+
+
 def state_bytes(optimizer: torch.optim.Optimizer | None, *, device: str) -> list[int]:
     """Bytes of each tensor of the optimizer's state on the parameters' device, each storage once.
 

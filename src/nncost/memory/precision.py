@@ -1,34 +1,11 @@
-"""Training precision in the step simulation: fp32, pure 16-bit, and autocast mixed precision.
+"""Mixed precision in the step simulation: PyTorch's own autocast, run on fake tensors.
 
-- ``fp32``: parameters, activations, gradients and optimizer state in float32.
-- ``bf16`` / ``fp16`` ("pure"): the floating parameters, buffers and inputs in that dtype, so the
-  activations, gradients and optimizer state are too (the existing ``dtype`` path).
-- ``bf16-mixed`` / ``fp16-mixed``: ``torch.autocast`` over the forward and the loss, the model
-  left in float32.  The parameters are fp32 master weights, ``param.grad`` is fp32 (autograd casts
-  the 16-bit gradient back through the cast), the optimizer state is fp32; activations are 16-bit
-  except where autocast runs an op in fp32 (softmax, norms, losses...).  ``fp16-mixed`` adds a
-  ``torch.amp.GradScaler``: the loss is scaled before backward, and ``unscale_`` checks and
-  unscales every gradient in place before the optimizer's step.
-
-Mixed precision runs PyTorch's own autocast, not an emulation of its op lists.  Autocast acts
-only on tensors of its device (``cpu`` or ``cuda``); meta tensors are never cast.  So a mixed
-step runs on *fake* tensors instead (``torch._subclasses.FakeTensor``): they carry a device
-(``cpu`` or ``cuda``) and no data, their kernels are the meta
-kernels, and the autocast dispatch keys of their device apply.  Every cast, the choice of dtype
-per op (``aten/src/ATen/autocast_mode.cpp``'s lists for the device, as compiled into the
-installed torch), and autocast's weight-cast cache (a leaf fp32 parameter cast to 16 bits once
-per autocast region and kept until the region exits) are therefore the real ones.
-
-On a machine without a GPU, ``hardware="cuda"`` cannot run that way: CUDA autocast's kernels do
-act on fake CUDA tensors, but autograd's engine asks the CUDA driver about device 0 before any
-backward over CUDA tensors, and fails.  There the step runs on fake CPU tensors under CPU
-autocast, with CUDA's allocator rounding and optimizer implementation; CPU autocast's op lists
-stand in for CUDA's, which differ (docs/memory.md, "Mixed precision").
-
-The GradScaler's ``step()`` reads ``found_inf`` with ``.item()``, which fake tensors cannot
-answer; the simulated step takes the no-overflow branch (the steady state): ``unscale_``, the
-optimizer's step, ``update()``, all real calls.  Its ``scale`` and growth tracker (4 bytes each)
-exist before the step, and are counted with the optimizer state.
+Autocast acts only on tensors of its device, never on meta tensors, so a mixed step runs on
+*fake* tensors of the allocator's device (``cpu``, or ``cuda`` where a GPU is present) under the
+real ``torch.autocast``: which op is lowered, every cast and the weight-cast cache are
+PyTorch's own.  :class:`DeviceKernels` corrects the two places where a dispatch mode on fake
+tensors differs from a real step.  docs/memory.md ("Mixed precision") explains the method, the
+GradScaler's no-overflow branch and the CPU stand-in for CUDA autocast on a machine without a GPU.
 """
 
 from __future__ import annotations
@@ -36,7 +13,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,41 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from nncost.capture.tracer import Tracer
-from nncost.errors import BadRequest
-
-PRECISIONS = ("fp32", "bf16-mixed", "fp16-mixed", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class Precision:
-    """What a precision setting means for the step."""
-
-    name: str
-    param_dtype: torch.dtype | None  # pure 16-bit: the dtype of the floating parameters and inputs
-    autocast_dtype: torch.dtype | None  # mixed: the dtype autocast computes in
-    grad_scaler: bool  # fp16-mixed: a GradScaler scales the loss and unscales the gradients
-
-    @property
-    def mixed(self) -> bool:
-        return self.autocast_dtype is not None
-
-
-def resolve_precision(precision: str, dtype: torch.dtype | None = None) -> Precision:
-    """The :class:`Precision` for a name in :data:`PRECISIONS`; ``dtype`` (the older ``dtype=``
-    argument) may only agree with it."""
-    if precision not in PRECISIONS:
-        raise BadRequest(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    base = precision.removesuffix("-mixed")
-    if precision == "fp32":
-        return Precision(precision, dtype, None, False)
-    if precision.endswith("-mixed"):
-        if dtype is not None and dtype != torch.float32:
-            raise BadRequest(f"precision {precision!r} keeps fp32 master weights: drop dtype={dtype}")
-        return Precision(precision, None, _DTYPES[base], base == "fp16")
-    if dtype is not None and dtype != _DTYPES[base]:
-        raise BadRequest(f"precision {precision!r} and dtype={dtype} disagree")
-    return Precision(precision, _DTYPES[base], None, False)
+from nncost.precision import Precision
 
 
 class FakeTracer(Tracer):
@@ -157,8 +99,9 @@ class DeviceKernels(TorchDispatchMode):
             if func._opname.startswith(("native_batch_norm", "_native_batch_norm_legit")) and len(args) > 3 \
                     and isinstance(args[3], torch.Tensor):
                 param = args[3]  # the running mean
-            if (isinstance(x, torch.Tensor) and x.dtype in _DTYPES.values() and isinstance(param, torch.Tensor)
-                    and param.dtype == torch.float32 and out[1].dtype != torch.float32):
+            if (isinstance(x, torch.Tensor) and x.dtype in (torch.bfloat16, torch.float16)
+                    and isinstance(param, torch.Tensor) and param.dtype == torch.float32
+                    and out[1].dtype != torch.float32):
                 return (out[0], *(torch.empty(t.shape, dtype=torch.float32, device=t.device) for t in out[1:3]),
                         *out[3:])
         return out

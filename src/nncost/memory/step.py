@@ -28,7 +28,8 @@ from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
-from nncost.memory.precision import FakeTracer, autocast_or_nothing, mixed_run, needs_values, resolve_precision
+from nncost.memory.precision import FakeTracer, MixedRun, autocast_or_nothing, mixed_run, needs_values
+from nncost.precision import resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
 from nncost.rules.kernel_memory import kernel_memory
@@ -96,6 +97,16 @@ def _warm_up(optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> No
     optimizer.zero_grad(set_to_none=True)
 
 
+@dataclass
+class _Phases:
+    """Where each phase of a captured step ends (operator indices), and the gradients it left."""
+
+    forward_end: int = 0
+    loss_end: int = 0
+    backward_end: int = 0
+    gradients: set[int] = field(default_factory=set)
+
+
 def capture_step(
     model: nn.Module,
     args: tuple[Any, ...],
@@ -108,78 +119,37 @@ def capture_step(
     checkpointing: bool | Sequence[str] = False,
     precision: str = "fp32",
 ) -> StepTrace:
+    """Capture one steady-state step of ``model`` (see the module docstring) on meta tensors, or
+    on fake tensors under autocast for a mixed ``precision``, with ``device``'s kernels and
+    optimizer implementation."""
     if mode not in ("train", "infer"):
         raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
     if optimizer not in OPTIMIZERS:
         raise BadRequest(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     train = mode == "train"
-    meta = torch.device("meta")
     scopes = Scopes(model)
-    # -- precision: mixed runs on fake tensors under real autocast (memory/precision.py) --
     setting = resolve_precision(precision, dtype)
-    dtype = setting.param_dtype
     mixed = mixed_run(setting, device)
     kernels = kernel_memory(device)
     tracer = (FakeTracer(ATEN, scopes.current, memoise=False, kernels=kernels) if mixed
               else Tracer(ATEN, scopes.current, memoise=True, kernels=kernels))
     world = mixed.active() if mixed else nullcontext()
-    convert = mixed.convert if mixed else to_meta(dtype)
-    # -- end precision --
-    gradients: set[int] = set()
-    saved: set[int] = set()
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        allocation = tracer.allocation_id(t)
-        if allocation is not None:
-            saved.add(allocation)
-        return t
-
+    convert = mixed.convert if mixed else to_meta(setting.param_dtype)
     with training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
                 _checkpointed(block)
             params = [p for p in model.parameters() if p.requires_grad]
-            factory = OPTIMIZERS[optimizer] if train else None
-            opt = factory(params, device == "cuda") if factory is not None and params else None
-            if opt is not None:
-                _warm_up(opt, params)
+            opt = _optimizer(optimizer, params, device) if train else None
             if mixed:
                 mixed.warm_up()
-                placed_args, placed_kwargs = mixed.place(args), mixed.place(kwargs)
+                placed = (mixed.place(args), mixed.place(kwargs))
             else:
-                placed_args = inputs_mod.place(args, meta, dtype)
-                placed_kwargs = inputs_mod.place(kwargs, meta, dtype)
-            grad_mode = torch.enable_grad() if train else torch.no_grad()
-            hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
-            with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
-                with autocast_or_nothing(mixed):  # forward and loss under autocast when mixed
-                    output = model(*placed_args, **placed_kwargs)
-                    forward_end = len(tracer.ops)
-                    loss_end = backward_end = forward_end
-                    if train:
-                        floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
-                        if not floating:
-                            raise BadRequest("the model's output has no floating tensor that requires grad: "
-                                             "nothing to train")
-                        loss = torch.stack([t.float().sum() for t in floating]).sum()
-                if train:
-                    if mixed:
-                        loss = mixed.scale(loss)  # fp16-mixed: GradScaler.scale
-                    loss_end = len(tracer.ops)
-                    loss.backward()
-                    backward_end = len(tracer.ops)
-                    for p in params:
-                        if p.grad is not None:
-                            allocation = tracer.allocation_id(p.grad)
-                            if allocation is not None:
-                                gradients.add(allocation)
-                    del loss, floating
-                    if mixed:
-                        mixed.step(opt)  # fp16-mixed: unscale_, step, update
-                    elif opt is not None:
-                        opt.step()
-                del output
+                meta = torch.device("meta")
+                placed = (inputs_mod.place(args, meta, setting.param_dtype),
+                          inputs_mod.place(kwargs, meta, setting.param_dtype))
+            phases, saved = _run(model, placed, tracer, scopes, params, opt, mixed, train, device)
         except NncostError:
             raise
         except Exception as exc:
@@ -194,7 +164,7 @@ def capture_step(
         state = mixed.state_bytes(opt) if mixed else state_bytes(opt, device=device)
         weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
                                                           (*model.parameters(), *model.buffers())}.values()]
-        input_sizes = [t.untyped_storage().nbytes() for t in tensors_in((placed_args, placed_kwargs))]
+        input_sizes = [t.untyped_storage().nbytes() for t in tensors_in(placed)]
         largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
                              for m in model.modules()), default=0)
     return StepTrace(
@@ -207,9 +177,65 @@ def capture_step(
         input_tensor_bytes=input_sizes,
         largest_layer_bytes=largest_layer,
         checkpointed=[name for name, _ in blocks],
-        forward_end=forward_end,
-        loss_end=loss_end,
-        backward_end=backward_end,
-        gradients=gradients,
+        forward_end=phases.forward_end,
+        loss_end=phases.loss_end,
+        backward_end=phases.backward_end,
+        gradients=phases.gradients,
         saved=saved,
     )
+
+
+def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.optim.Optimizer | None:
+    """The optimizer, its state already created by one warm-up step (the loop's steady state)."""
+    factory = OPTIMIZERS[name]
+    if factory is None or not params:
+        return None
+    opt = factory(params, device == "cuda")
+    _warm_up(opt, params)
+    return opt
+
+
+def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], tracer: Tracer, scopes: Scopes,
+         params: list[nn.Parameter], opt: torch.optim.Optimizer | None, mixed: MixedRun | None, train: bool,
+         device: str) -> tuple[_Phases, set[int]]:
+    """Forward, loss, backward and the optimizer's step, traced; the phases' ends, the gradients,
+    and the allocations autograd saved for backward."""
+    phases = _Phases()
+    saved: set[int] = set()
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        allocation = tracer.allocation_id(t)
+        if allocation is not None:
+            saved.add(allocation)
+        return t
+
+    grad_mode = torch.enable_grad() if train else torch.no_grad()
+    hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
+    with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
+        with autocast_or_nothing(mixed):  # forward and loss under autocast when mixed
+            output = model(*placed[0], **placed[1])
+            phases.forward_end = phases.loss_end = phases.backward_end = len(tracer.ops)
+            loss = _loss(output) if train else None
+        if loss is not None:
+            if mixed:
+                loss = mixed.scale(loss)  # fp16-mixed: GradScaler.scale
+            phases.loss_end = len(tracer.ops)
+            loss.backward()
+            phases.backward_end = len(tracer.ops)
+            phases.gradients = {a for p in params if p.grad is not None
+                                if (a := tracer.allocation_id(p.grad)) is not None}
+            del loss
+            if mixed:
+                mixed.step(opt)  # fp16-mixed: unscale_, step, update
+            elif opt is not None:
+                opt.step()
+        del output
+    return phases, saved
+
+
+def _loss(output: Any) -> torch.Tensor:
+    """A scalar loss: the sum of every floating output that requires grad."""
+    floating = [t for t in tensors_in(output) if t.is_floating_point() and t.requires_grad]
+    if not floating:
+        raise BadRequest("the model's output has no floating tensor that requires grad: nothing to train")
+    return torch.stack([t.float().sum() for t in floating]).sum()

@@ -64,7 +64,7 @@ class Comparison:
     stage_depth: int
     train: bool
     optimizer: str | None  # of the simulated training step
-    hardware: str | None  # allocator semantics of the training peak
+    allocator: str | None  # allocator semantics of the training peak
     reports: list[Report] = field(default_factory=list, repr=False)
     memory_reports: list[MemoryReport | None] = field(default_factory=list, repr=False)
     schema: str = COMPARISON_SCHEMA

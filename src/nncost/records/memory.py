@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemoryReport:
     """Live bytes at the peak of the step, by category.
 
@@ -19,7 +19,7 @@ class MemoryReport:
 
     model: str
     mode: str
-    hardware: str
+    allocator: str  # the allocator semantics followed: cpu (exact bytes) or cuda (512-byte blocks, replayed)
     optimizer: str
     batch_size: int
     peak_bytes: int
@@ -64,17 +64,10 @@ class MemoryReport:
         return sum(self.per_gpu.values()) if self.per_gpu is not None else self.peak_bytes
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        for key in ("timeline", "peak_op", "phase_ends"):
-            data.pop(key)
-        data["fits"] = self.fits
-        return data
+        """The memory section of the JSON document (:func:`nncost.render.formats.memory_dict`)."""
+        from nncost.render.formats import memory_dict
 
-    def plot(self, path: str) -> None:
-        """The live bytes over the step, categories stacked, the peak marked (needs matplotlib)."""
-        from nncost.render.plot import plot_memory
-
-        plot_memory(self, path)
+        return memory_dict(self)
 
     def __str__(self) -> str:
         from nncost.render.memory import render_memory

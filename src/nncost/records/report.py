@@ -8,13 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nncost.errors import NncostError, did_you_mean
 from nncost.records.roofline import Roofline
 from nncost.records.trace import OpCall, Shape
 
-SCHEMA = "nncost.report/1"
 
-
-@dataclass
+@dataclass(frozen=True)
 class Layer:
     """One module call.  Costs are inclusive: everything run inside the call, children too."""
 
@@ -47,7 +46,7 @@ class Layer:
         return self.name or "(model)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Totals:
     params: int
     trainable_params: int
@@ -68,7 +67,7 @@ class Totals:
     measured_seconds: float | None = None  # forward pass, --measure-time median
 
 
-@dataclass
+@dataclass(frozen=True)
 class Uncounted:
     """An operator met with no cost rule: its calls are reported, never costed as zero."""
 
@@ -77,7 +76,7 @@ class Uncounted:
     layers: list[str]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FileParams:
     """For a model read from a file (ONNX): which stored tensors counted as parameters.
 
@@ -100,8 +99,15 @@ class FileParams:
         return ", ".join(parts)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
+    """One forward pass, layer by layer, and its totals.
+
+    ``layers`` holds every module call; ``depth`` is the depth of the rows a renderer shows by
+    default (a view: :meth:`shown` filters, nothing is dropped).  The analyses that add time
+    (the roofline, measured latency) return a new report; none changes this one.
+    """
+
     model: str
     execution: str
     device: str
@@ -111,25 +117,29 @@ class Report:
     uncounted: list[Uncounted]
     fallback_reason: str | None = None
     roofline: Roofline | None = None
-    schema: str = SCHEMA
     file_params: FileParams | None = None  # set for models read from a file (ONNX)
+    depth: int | None = None  # the rows shown by default: this depth and above (None: all)
+
+    def shown(self, depth: int | None = None) -> list[Layer]:
+        """The layers of depth ``depth`` and above (default: the report's own ``depth``)."""
+        limit = self.depth if depth is None else depth
+        return [layer for layer in self.layers if limit is None or layer.depth <= limit]
 
     def layer(self, name: str) -> Layer:
         """The first call of the layer named ``name`` (its qualified module name)."""
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        from nncost.analyses.lookup import unknown_layer
+        raise NncostError(f"no layer named {name!r}{did_you_mean(name, [layer.name for layer in self.layers])}")
 
-        raise unknown_layer(name, [layer.name for layer in self.layers])
-
+    # -- renderers: each method calls exactly the render function of its name --------------
     def explain(self, layer: str) -> str:
-        """The formulas behind one layer's figures, with its numbers plugged in."""
-        from nncost.analyses.explain import explain
+        """The formulas behind one layer's figures, with its numbers plugged in
+        (:func:`nncost.render.explain.explain`)."""
+        from nncost.render.explain import explain
 
         return explain(self.layer(layer))
 
-    # -- renderers: each a thin function of this data --------------------------------------
     def to_dict(self) -> dict[str, Any]:
         from nncost.render.formats import to_dict
 

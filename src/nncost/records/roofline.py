@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(frozen=True)
 class Roofline:
+    """The roofs of one device for one run, and the time estimates made on them.
+
+    ``forward_samples_per_second`` is the batch over the estimated forward;
+    ``train_samples_per_second`` the batch over the estimated training step, when a step was
+    simulated.  Built whole by :mod:`nncost.analyses.roofline`; never changed afterwards.
+    """
+
     hardware: str  # catalogue key, e.g. "h100-sxm" or "cpu"
     dtype: str  # e.g. "bfloat16"
     peak_flops: float  # FLOP/s, dense, for dtype
@@ -14,8 +21,8 @@ class Roofline:
     memory_bytes: int | None = None  # device memory size
     efficiency: float = 1.0  # factor applied to both roofs (1.0: the datasheet figures)
     train_step_seconds: float | None = None  # forward + backward + optimizer, when estimated
-    samples_per_second: float | None = None  # batch / forward time (or / train step when training)
-    # -- fields of the roofline helper, beyond the shared contract ----------------------------
+    forward_samples_per_second: float | None = None  # batch / estimated forward
+    train_samples_per_second: float | None = None  # batch / estimated training step
     precision: str = "fp32"  # fp32, bf16, fp16, bf16-mixed, fp16-mixed
     family_peak_flops: dict[str, float] = field(default_factory=dict)  # matmul, conv, depthwise, elementwise
     family_dtype: dict[str, str] = field(default_factory=dict)  # the datasheet column each family's peak is from
@@ -28,8 +35,6 @@ class Roofline:
     forward_seconds: float | None = None  # the estimated forward pass (also Totals.estimated_seconds)
     backward_seconds: float | None = None  # estimated, when the memory simulator ran a training step
     optimizer_seconds: float | None = None
-    device_peak_bytes: int | None = None  # simulated memory peak set against memory_bytes, when simulated
-    fits: bool | None = None  # device_peak_bytes <= memory_bytes
     # --measure-time: the real run
     measured_device: str | None = None
     measured_repeats: int | None = None

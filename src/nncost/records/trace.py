@@ -5,7 +5,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TorchFlags:
+    """The global torch settings that change which kernels run, read once when a request is made.
+
+    In fp32, CUDA convolutions use TF32 when ``cudnn_allow_tf32`` (PyTorch's default) and matrix
+    products when ``matmul_precision`` is not ``"highest"`` (not the default).
+    """
+
+    cudnn_allow_tf32: bool
+    matmul_precision: str
+
+    @classmethod
+    def defaults(cls) -> TorchFlags:
+        """PyTorch's own defaults."""
+        return cls(cudnn_allow_tf32=True, matmul_precision="highest")
+
+    @classmethod
+    def current(cls) -> TorchFlags:
+        return cls(cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32),
+                   matmul_precision=torch.get_float32_matmul_precision())
 
 
 @dataclass(slots=True)

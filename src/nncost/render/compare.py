@@ -30,7 +30,7 @@ def figure_label(comparison: Comparison, figure: str) -> str:
         "flops": "FLOPs",
         "param_bytes": "Param memory",
         "peak_activation_bytes": "Peak activations",
-        "train_peak_bytes": f"Training step peak ({comparison.optimizer}, {comparison.hardware})",
+        "train_peak_bytes": f"Training step peak ({comparison.optimizer}, {comparison.allocator})",
     }
     return labels[figure]
 
@@ -134,7 +134,7 @@ def to_dict(comparison: Comparison) -> dict[str, Any]:
         "ratios": [{"model": e.model, **r} for e, r in zip(comparison.models, comparison.ratios, strict=True)],
         "stage_depth": comparison.stage_depth,
         "stages": [asdict(stage) for stage in comparison.stages],
-        "train": {"optimizer": comparison.optimizer, "hardware": comparison.hardware} if comparison.train else None,
+        "train": {"optimizer": comparison.optimizer, "allocator": comparison.allocator} if comparison.train else None,
     }
 
 

@@ -1,4 +1,10 @@
-"""Machine-readable renderers: dict/JSON (the stable contract), CSV, Markdown, pandas."""
+"""The document of a result: dict/JSON (the stable contract, docs/schema.json), CSV, Markdown,
+text, pandas.
+
+One document per result: the report's figures, and a ``memory`` section when a step was
+simulated.  ``nncost MODEL --format json`` prints exactly :func:`to_json` of the result the
+command line's request gave, and the CSV and Markdown views carry the same sections.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,15 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from nncost.render import units
+from nncost.render.memory import memory_lines
 
 if TYPE_CHECKING:
+    from nncost.records.memory import MemoryReport
     from nncost.records.report import Layer, Report
+
+SCHEMA = "nncost.report/2"
+# MemoryReport fields that are the plot's, not the document's
+_PLOT_ONLY = ("timeline", "peak_op", "phase_ends")
 
 LAYER_KEYS = (
     "index", "name", "type", "depth", "parent", "input_shapes", "output_shapes", "own_params", "params",
@@ -36,16 +48,16 @@ def layer_dict(layer: Layer) -> dict[str, Any]:
     return row
 
 
-def to_dict(report: Report) -> dict[str, Any]:
+def _report_dict(report: Report) -> dict[str, Any]:
+    """The report's part of the document."""
     data = {
-        "schema": report.schema,
         "model": report.model,
         "execution": report.execution,
         "device": report.device,
         "batch_size": report.batch_size,
         "fallback_reason": report.fallback_reason,
         "totals": asdict(report.totals),
-        "layers": [layer_dict(layer) for layer in report.layers],
+        "layers": [layer_dict(layer) for layer in report.shown()],
         "uncounted": {u.op: u.calls for u in report.uncounted},
         "uncounted_layers": {u.op: u.layers for u in report.uncounted},
         "roofline": asdict(report.roofline) if report.roofline is not None else None,
@@ -56,8 +68,24 @@ def to_dict(report: Report) -> dict[str, Any]:
     return data
 
 
-def to_json(report: Report, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(report), indent=indent)
+def memory_dict(memory: MemoryReport) -> dict[str, Any]:
+    """The ``memory`` section: the simulated step, without the plot's timeline."""
+    data = {key: value for key, value in asdict(memory).items() if key not in _PLOT_ONLY}
+    data["fits"] = memory.fits
+    return data
+
+
+def to_dict(report: Report | None, memory: MemoryReport | None = None) -> dict[str, Any]:
+    """The whole document of a result (see docs/schema.json)."""
+    data: dict[str, Any] = {"schema": SCHEMA}
+    if report is not None:
+        data.update(_report_dict(report))
+    data["memory"] = memory_dict(memory) if memory is not None else None
+    return data
+
+
+def to_json(report: Report | None, memory: MemoryReport | None = None, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(report, memory), indent=indent)
 
 
 def _flat_row(layer: Layer) -> dict[str, Any]:
@@ -67,12 +95,27 @@ def _flat_row(layer: Layer) -> dict[str, Any]:
     return row
 
 
-def to_csv(report: Report) -> str:
+def to_csv(report: Report | None, memory: MemoryReport | None = None) -> str:
+    """One row per layer; with a simulated step, a blank line and its figures as ``memory,value``
+    rows after it."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LAYER_KEYS, lineterminator="\n")
-    writer.writeheader()
-    for layer in report.layers:
-        writer.writerow(_flat_row(layer))
+    if report is not None:
+        writer = csv.DictWriter(buffer, fieldnames=LAYER_KEYS, lineterminator="\n")
+        writer.writeheader()
+        for layer in report.shown():
+            writer.writerow(_flat_row(layer))
+    if memory is not None:
+        if report is not None:
+            buffer.write("\n")
+        rows = csv.writer(buffer, lineterminator="\n")
+        rows.writerow(("memory", "value"))
+        for key, value in memory_dict(memory).items():
+            if isinstance(value, dict):
+                rows.writerows((f"{key}.{k}", v) for k, v in value.items())
+            elif isinstance(value, list):
+                rows.writerow((key, ";".join(map(str, value))))
+            else:
+                rows.writerow((key, "" if value is None else value))
     return buffer.getvalue()
 
 
@@ -81,7 +124,7 @@ def to_dataframe(report: Report) -> Any:
         import pandas as pd
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("to_dataframe() needs pandas: pip install 'nncost[pandas]'") from exc
-    return pd.DataFrame([_flat_row(layer) for layer in report.layers], columns=list(LAYER_KEYS))
+    return pd.DataFrame([_flat_row(layer) for layer in report.shown()], columns=list(LAYER_KEYS))
 
 
 def summary_lines(report: Report) -> list[tuple[str, str]]:
@@ -126,18 +169,14 @@ def time_lines(report: Report) -> list[tuple[str, str]]:
                           + (f", {units.nbytes(r.memory_bytes)}" if r.memory_bytes else "")
                           + f"; efficiency {r.efficiency:g}; {columns}")]
     if t.estimated_seconds is not None:
-        rate = f"{report.batch_size / t.estimated_seconds:,.1f} samples/s" if t.estimated_seconds else "-"
+        rate = f"{r.forward_samples_per_second:,.1f} samples/s" if r.forward_samples_per_second else "-"
         lines.append(("Estimated forward", f"{units.seconds(t.estimated_seconds)} (roofline, batch "
                                            f"{report.batch_size}): {rate}"))
     if r.train_step_seconds is not None:
         lines.append(("Estimated train step",
                       f"{units.seconds(r.train_step_seconds)}: forward {units.seconds(r.forward_seconds or 0)}, "
                       f"backward {units.seconds(r.backward_seconds or 0)}, optimizer "
-                      f"{units.seconds(r.optimizer_seconds or 0)}; {r.samples_per_second or 0:,.1f} samples/s"))
-    if r.fits is not None and r.device_peak_bytes is not None and r.memory_bytes:
-        verdict = "yes" if r.fits else "NO"
-        lines.append(("Fits in device memory", f"{verdict}: simulated peak {units.nbytes(r.device_peak_bytes)} "
-                                               f"of {units.nbytes(r.memory_bytes)}"))
+                      f"{units.seconds(r.optimizer_seconds or 0)}; {r.train_samples_per_second or 0:,.1f} samples/s"))
     if t.measured_seconds is not None:
         lines.append(("Measured forward", f"{units.seconds(t.measured_seconds)} (median of {r.measured_repeats} on "
                                           f"{r.measured_device}): {r.measured_samples_per_second or 0:,.1f} samples/s"))
@@ -188,16 +227,21 @@ def layer_cells(layer: Layer) -> tuple[str, ...]:
     )
 
 
-def visible(report: Report, depth: int | None) -> list[Layer]:
-    return [layer for layer in report.layers if depth is None or layer.depth <= depth]
-
-
-def to_markdown(report: Report, depth: int | None = None) -> str:
-    rows = ["| " + " | ".join(header(report)) + " |", "|" + "---|" * 3 + "---:|" * 5]
-    for layer in visible(report, depth):
-        cells = list(row_cells(layer, report))
-        cells[0] = "&nbsp;" * 2 * layer.depth + cells[0]
-        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    rows.append("")
-    rows.extend(f"- **{label}**: {value}" for label, value in summary_lines(report))
+def to_markdown(report: Report | None, memory: MemoryReport | None = None, depth: int | None = None) -> str:
+    """The layer table and the totals as Markdown; with a simulated step, its section after them."""
+    rows: list[str] = []
+    if report is not None:
+        rows += ["| " + " | ".join(header(report)) + " |", "|" + "---|" * 3 + "---:|" * 5]
+        for layer in report.shown(depth):
+            cells = list(row_cells(layer, report))
+            cells[0] = "&nbsp;" * 2 * layer.depth + cells[0]
+            rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        rows.append("")
+        rows.extend(f"- **{label}**: {value}" for label, value in summary_lines(report))
+    if memory is not None:
+        if rows:
+            rows.append("")
+        rows.append("### Memory")
+        rows.append("")
+        rows.extend(f"- **{label.strip()}**: {value}" for label, value in memory_lines(memory))
     return "\n".join(rows) + "\n"

@@ -157,8 +157,10 @@ def _roofline(report: Report) -> str:
         lines.append(("Forward, measured", seconds(report.totals.measured_seconds)))
     if roofline.train_step_seconds is not None:
         lines.append(("Training step, estimated", seconds(roofline.train_step_seconds)))
-    if roofline.samples_per_second is not None:
-        lines.append(("Throughput", f"{roofline.samples_per_second:,.1f} samples/s"))
+    if roofline.forward_samples_per_second is not None:
+        lines.append(("Forward throughput", f"{roofline.forward_samples_per_second:,.1f} samples/s"))
+    if roofline.train_samples_per_second is not None:
+        lines.append(("Training throughput", f"{roofline.train_samples_per_second:,.1f} samples/s"))
     leaves = [la for la in _leaves(report) if la.flops > 0 and la.intensity > 0]
     points = [(la.label, la.intensity, la.flops / la.estimated_seconds, la.bound or "")
               for la in leaves if la.estimated_seconds]

@@ -14,7 +14,7 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
     what = (f"one training step ({report.optimizer}, batch {report.batch_size})" if report.mode == "train"
             else f"one inference pass (no_grad, batch {report.batch_size})")
     lines = [
-        ("Memory of", f"{what}, {report.hardware} allocator semantics"
+        ("Memory of", f"{what}, {report.allocator} allocator semantics"
                       + (f", {report.precision}" if report.precision != "fp32" else "")),
         ("Peak", f"{units.nbytes(report.peak_bytes)} ({units.grouped(report.peak_bytes)} B) in the "
                  f"{report.peak_phase}, at {report.peak_at}"),
@@ -23,7 +23,7 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
         error = (report.peak_bytes - report.measured_peak_bytes) / report.measured_peak_bytes
         lines.append(("Measured peak", f"{units.nbytes(report.measured_peak_bytes)} "
                                        f"({units.grouped(report.measured_peak_bytes)} B, one real step, "
-                                       f"{report.hardware}); "
+                                       f"{report.allocator}); "
                                        f"estimate error {100 * error:+.2f}%"))
     if report.allocator_reserved_bytes is not None and report.allocator_allocated_bytes is not None:
         lines.append(("CUDA allocator", f"{units.nbytes(report.allocator_allocated_bytes)} allocated, "

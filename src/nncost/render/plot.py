@@ -38,7 +38,7 @@ def plot_memory(report: MemoryReport, path: str) -> None:
     axes.set_xlabel("operator index in the step")
     axes.set_ylabel("live MiB")
     what = f"training step, {report.optimizer}" if report.mode == "train" else "inference pass"
-    axes.set_title(f"{report.model}: {what}, batch {report.batch_size} ({report.hardware} semantics)")
+    axes.set_title(f"{report.model}: {what}, batch {report.batch_size} ({report.allocator} allocator semantics)")
     axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
     figure.savefig(path)

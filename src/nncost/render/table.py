@@ -10,9 +10,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nncost.render.formats import MEASURED_HEADER, ROOFLINE_HEADER, header, row_cells, summary_lines, visible
+from nncost.render.formats import MEASURED_HEADER, ROOFLINE_HEADER, header, row_cells, summary_lines
+from nncost.render.memory import render_memory
 
 if TYPE_CHECKING:
+    from nncost.records.memory import MemoryReport
     from nncost.records.report import Report
 
 
@@ -30,7 +32,7 @@ def layer_table(report: Report, depth: int | None = None) -> Table:
             overflow="ellipsis",
             justify="left" if i < 3 else "right",
         )
-    for layer in visible(report, depth):
+    for layer in report.shown(depth):
         cells = list(row_cells(layer, report))
         cells[0] = "  " * layer.depth + cells[0]
         table.add_row(*cells, style="bold" if layer.depth == 0 else None)
@@ -57,3 +59,11 @@ def render_text(report: Report, depth: int | None = None, width: int = 120) -> s
         console.print(item)
     out = console.file.getvalue()  # type: ignore[attr-defined]
     return str(out)
+
+
+def to_text(report: Report | None, memory: MemoryReport | None) -> str:
+    """The terminal view of a result: the layer table and totals, then the memory section."""
+    parts = [render_text(report)] if report is not None else []
+    if memory is not None:
+        parts.append(render_memory(memory))
+    return "\n".join(parts)

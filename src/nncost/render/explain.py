@@ -1,18 +1,20 @@
 """The teaching view: the formulas behind one layer's figures, with its numbers plugged in.
 
-This is the brief's closed-form arithmetic (``Co × (Kw × Kh × Cin + 1)`` parameters,
+The closed forms of the classic tutorials (``Co × (Kw × Kh × Cin + 1)`` parameters,
 ``H × W × M × C × K × K`` multiplications), shown for the layer as nncost counted it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nncost.records.report import Layer
-from nncost.records.trace import OpCall
 from nncost.rules import ATEN
 from nncost.rules.onnx import ONNX
+
+if TYPE_CHECKING:
+    from nncost.records.report import Layer
+    from nncost.records.trace import OpCall
 
 
 def _n(value: int) -> str:

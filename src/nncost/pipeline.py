@@ -1,0 +1,408 @@
+"""The one place that runs things: a :class:`~nncost.request.Request` in, a :class:`Result` out.
+
+:func:`run` takes the request through its stages, each a function below:
+
+1. **source**: the model (an ``nn.Module``, or a MODEL string resolved by :mod:`nncost.models`;
+   an ONNX file is read, not built) and its example inputs;
+2. **forward**: the capture of one forward pass (:mod:`nncost.capture`) and its report
+   (:mod:`nncost.analyses.build`);
+3. **time**: roofline estimates on the request's hardware (the ``cpu`` calibrated by
+   :mod:`nncost.calibration`), and the measured latency of real passes;
+4. **step**: the memory simulation of a training step or inference pass
+   (:mod:`nncost.memory.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
+   and one real step when asked;
+5. the training step's time on the roofline, and the result.
+
+The Python API (:mod:`nncost.api`) and the command line (:mod:`nncost.cli`) only build
+requests and call :func:`run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from nncost.analyses.build import build_report
+from nncost.analyses.fit import largest_batch, parse_bytes
+from nncost.analyses.memory import analyse_step
+from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
+from nncost.analyses.timing import with_times
+from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
+from nncost.capture.placement import model_device
+from nncost.capture.run import capture
+from nncost.errors import BadRequest, NeedsWeights
+from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
+from nncost.memory.step import capture_step
+from nncost.models import ModelSpec, is_onnx, resolve
+from nncost.precision import resolve_precision
+from nncost.records.memory import MemoryReport
+from nncost.records.report import Report
+from nncost.records.result import Result
+from nncost.records.trace import TorchFlags
+from nncost.request import DEFAULT_SEQ, FIT_DEVICE, NamedSize, Request, Step
+
+WARMUP = 2  # untimed passes before measure_time's timed ones
+
+
+class Progress(Protocol):
+    """Where messages about slow stages go: the CLI shows spinners and bars, the API stays quiet."""
+
+    def __call__(self, message: str) -> None: ...
+
+    def step(self, message: str, slow: bool = True) -> AbstractContextManager[Any]: ...
+
+    def bar(self, message: str, total: int | None, *, counts: str) -> AbstractContextManager[Callable[[], None]]:
+        """A bar of ``total`` steps (None: no known end) counting ``passes`` (timed forwards) or
+        ``simulations`` (a batch search); the yielded callable advances it by one."""
+
+
+class Quiet:
+    """Progress that says nothing."""
+
+    def __call__(self, message: str) -> None:
+        pass
+
+    @contextmanager
+    def step(self, message: str, slow: bool = True) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def bar(self, message: str, total: int | None, *, counts: str) -> Iterator[Callable[[], None]]:
+        yield lambda: None
+
+
+def run(request: Request, progress: Progress | None = None) -> Result:
+    """Run ``request``: its report and its memory step, where asked."""
+    say = progress or Quiet()
+    if _is_onnx(request.model):
+        return Result(_onnx(request, say), None)
+    source = _source(request, say)
+    report = _forward(request, source, say) if request.report else None
+    memory = _step(request, source, say) if request.step is not None else None
+    if report is not None and memory is not None:
+        report = with_training_step(report, memory)
+    if report is not None and request.depth is not None:
+        report = replace(report, depth=request.depth)
+    return Result(report, memory)
+
+
+# -- 1. source ---------------------------------------------------------------------------
+class Source:
+    """The model of a request, built where it must be, with its example inputs.
+
+    A module is used as it is.  A named model is built on meta; :meth:`on` builds it again with
+    random weights on a real device when a stage needs values (a data-dependent forward,
+    measured time, a real step).
+    """
+
+    def __init__(self, request: Request, spec: ModelSpec | None, module: nn.Module | None, say: Progress) -> None:
+        self.request, self.spec, self.say = request, spec, say
+        self.label = request.name or (spec.label if spec is not None else type(module).__name__)
+        self._built: dict[str, nn.Module] = {} if module is None else {"given": module}
+
+    @property
+    def given(self) -> nn.Module | None:
+        return self._built.get("given")
+
+    def on(self, device: str) -> nn.Module:
+        """The model with its weights on ``device`` (the user's own module wherever it is)."""
+        if self.given is not None:
+            return self.given
+        assert self.spec is not None
+        if device not in self._built:
+            with self.say.step(f"building {self.label} on {device}", slow=device != "meta"):
+                self._built = {device: self.spec.build(device)}  # one copy of the weights at a time
+        return self._built[device]
+
+    def built_on(self) -> str:
+        """Where the named model was last built (meta when not yet)."""
+        return next(iter(self._built), "meta")
+
+    def inputs(self, device: str, batch_size: int | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword example inputs, at the request's batch or ``batch_size``.
+
+        Sizes become meta tensors and token ids are made on ``device``; example inputs are taken
+        as they are, or rebatched when another batch is asked for (a named model's examples at
+        the request's batch, anything at ``batch_size``).
+        """
+        request, spec = self.request, self.spec
+        given = request.inputs
+        batch = batch_size or given.batch_size
+        if spec is not None and spec.token_input:
+            ids = torch.zeros((batch, given.seq or DEFAULT_SEQ), dtype=torch.long, device=device)
+            return (), ({"input_ids": ids, "decoder_input_ids": ids} if spec.encoder_decoder else {"input_ids": ids})
+        sizes = given.sizes or (spec.default_inputs if spec is not None and spec.example_inputs is None else None)
+        if sizes:
+            dtype = resolve_precision(request.precision, request.dtype).param_dtype
+            return sizes_to_inputs(list(sizes), batch, dtype), dict(given.kwargs or {})
+        if given.args is not None or given.kwargs:
+            args, kwargs = _as_args(given.args), dict(given.kwargs or {})
+            wanted = batch_size
+        elif spec is not None and spec.example_inputs is not None:
+            args, kwargs = spec.example_inputs
+            wanted = batch_size or (given.batch_size if given.batch_size != 1 else None)
+        else:
+            raise BadRequest(f"{self.label} needs inputs: give input_size=(C, H, W) (--input CxHxW), inputs=... "
+                             "or kwargs=...")
+        if wanted is not None:
+            args, kwargs = rebatch(args, wanted), rebatch(kwargs, wanted)
+        return args, kwargs
+
+
+def _as_args(inputs: Any) -> tuple[Any, ...]:
+    if inputs is None:
+        return ()
+    if isinstance(inputs, tuple):
+        return inputs
+    if isinstance(inputs, list) and all(isinstance(t, torch.Tensor) for t in inputs):
+        return tuple(inputs)
+    return (inputs,)
+
+
+def _source(request: Request, say: Progress) -> Source:
+    if any(isinstance(size, NamedSize) for size in request.inputs.sizes or ()):
+        raise BadRequest("named inputs (--input NAME=SIZE) are for .onnx models; give sizes as --input CxHxW")
+    if request.device.startswith("cuda") and not torch.cuda.is_available():
+        raise BadRequest("device 'cuda' was asked for, but no CUDA device is available")
+    if isinstance(request.model, nn.Module):
+        if request.inputs.seq is not None:
+            raise BadRequest("seq is for token models named hf:NAME; give a module its inputs")
+        if not (request.inputs.sizes or request.inputs.args is not None or request.inputs.kwargs):
+            raise BadRequest("no inputs: give input_size=(C, H, W), inputs=... or kwargs=...")
+        return Source(request, None, request.model, say)
+    if not isinstance(request.model, str):
+        raise BadRequest(f"a model is a torch.nn.Module or a model name, got {type(request.model).__name__}")
+    spec = resolve(request.model)
+    inputs = request.inputs
+    if spec.token_input and inputs.sizes:
+        raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")
+    if inputs.seq is not None and not spec.token_input:
+        raise BadRequest(f"--seq is for token models (hf:NAME); {spec.label} takes --input CxHxW")
+    if not spec.token_input and not (inputs.sizes or spec.default_inputs or spec.example_inputs
+                                     or inputs.args is not None):
+        raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
+    return Source(request, spec, None, say)
+
+
+# -- 2. forward --------------------------------------------------------------------------
+def _forward(request: Request, source: Source, say: Progress) -> Report:
+    """The report of one forward pass, with its time estimates and measurements."""
+    report = _capture_forward(request, source, say)
+    measure_on = _measure_device(request) if request.measure_time else None
+    hardware = request.hardware
+    if measure_on is not None and hardware is None:
+        hardware = _local_hardware(measure_on)
+    if hardware is not None:
+        report = with_roofline(report, device_of(hardware, say), request.flags, dtype=_run_dtype(request),
+                               precision=request.precision, efficiency=request.efficiency)
+    if measure_on is not None:
+        report = _measured(request, source, report, measure_on, say)
+    return report
+
+
+def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
+    dtype = _run_dtype(request)
+    label = source.label
+    if source.given is not None:
+        args, kwargs = source.inputs(str(model_device(source.given)))
+        with say.step(f"profiling {label}", slow=request.device != "meta"):
+            trace = capture(source.given, args, kwargs, device=request.device, dtype=dtype, model_name=label,
+                            progress=say)
+        return build_report(trace)
+    build_on = request.device if request.device != "meta" else ("cpu" if request.measure_time else "meta")
+    try:
+        return _capture_built(request, source, build_on, dtype, say)
+    except NeedsWeights as exc:
+        if build_on != "meta":
+            raise
+        say(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
+        return _capture_built(request, source, "cpu", dtype, say)
+
+
+def _capture_built(request: Request, source: Source, build_on: str, dtype: torch.dtype | None,
+                   say: Progress) -> Report:
+    model = source.on(build_on)
+    args, kwargs = source.inputs(build_on)
+    run_on = request.device if request.device != "meta" else "meta"
+    with say.step(f"profiling {source.label}", slow=run_on != "meta"):
+        trace = capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=say)
+    return build_report(trace)
+
+
+def _run_dtype(request: Request) -> torch.dtype | None:
+    return resolve_precision(request.precision, request.dtype).param_dtype
+
+
+def device_of(hardware: str, say: Progress | None = None) -> Device:
+    """The roofs of ``hardware``: a catalogue device, or this machine's cpu, calibrated (once, cached)."""
+    if hardware.strip().lower() == "cpu":
+        from nncost.hardware.calibrate import cpu_device
+
+        return cpu_device()
+    return catalogue_device(hardware)
+
+
+def with_roofline(report: Report, device: Device, flags: TorchFlags, *, dtype: torch.dtype | None,
+                  precision: str, efficiency: float) -> Report:
+    """``report`` with every layer's roofline time on ``device``."""
+    roofline = make_roofline(device, flags, dtype=run_dtype(report, dtype), precision=precision,
+                             efficiency=efficiency)
+    return estimate(report, roofline)
+
+
+def _measure_device(request: Request) -> str:
+    """Where measured time runs: CUDA for a CUDA device or run, else the CPU."""
+    if request.device.startswith("cuda"):
+        return "cuda"
+    if request.hardware is not None and request.hardware != "cpu":
+        if catalogue_device(request.hardware).kind == "cuda":
+            if not torch.cuda.is_available():
+                raise BadRequest(f"measuring time on {request.hardware} needs that CUDA device, and none is "
+                                 "available")
+            return "cuda"
+    return "cpu"
+
+
+def _local_hardware(measure_on: str) -> str:
+    """The catalogue name of the device time is measured on."""
+    if measure_on == "cpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise BadRequest("measuring time on CUDA was asked for, but no CUDA device is available")
+    gpu = torch.cuda.get_device_name()
+    found = match_cuda_name(gpu)
+    if found is None:
+        raise BadRequest(f"{gpu} is not in the hardware catalogue; give --hardware NAME for its roofs")
+    return found
+
+
+def _measured(request: Request, source: Source, report: Report, device: str, say: Progress) -> Report:
+    from nncost.capture.timing import measure_times
+
+    model = source.on("cpu") if source.given is None else source.given
+    args, kwargs = source.inputs(str(model_device(model)))
+    precision = resolve_precision(request.precision, request.dtype)
+    passes = WARMUP + 2 * request.repeats
+    with say.bar(f"timing {source.label} ({passes} passes)", passes, counts="passes") as advance:
+        times = measure_times(model, args, kwargs, device=device, dtype=precision.param_dtype,
+                              repeats=request.repeats, warmup=WARMUP, autocast=precision.autocast_dtype,
+                              on_pass=advance)
+    return with_times(report, times)
+
+
+# -- 4. step -----------------------------------------------------------------------------
+def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
+    """The memory of one step: simulated, the largest batch that fits, one real step."""
+    step = request.step
+    assert step is not None
+    model = source.given if source.given is not None else source.on(source.built_on())
+    label = source.label
+
+    def simulate(batch: int | None) -> MemoryReport:
+        args, kwargs = source.inputs(str(model_device(model)), batch)
+        trace = capture_step(model, args, kwargs, mode=step.mode, optimizer=step.optimizer, device=step.allocator,
+                             dtype=request.dtype, checkpointing=step.checkpointing, precision=request.precision)
+        return analyse_step(trace, model=label, allocator=step.allocator, optimizer=step.optimizer,
+                            batch_size=batch_of((args, kwargs)) or batch or request.inputs.batch_size,
+                            precision=request.precision, gpus=step.gpus, sharding=step.sharding)
+
+    with say.step(f"simulating the memory of {label}", slow=False):
+        report = simulate(None)
+    budget = _budget(request, step, say)
+    if budget is not None:
+        max_batch = None
+        if step.fit is not None:
+            with say.bar(f"searching the largest batch of {label}", None, counts="simulations") as advance:
+                def peak_at(batch: int) -> int:
+                    advance()
+                    return simulate(batch).peak_per_gpu_bytes
+
+                max_batch = largest_batch(peak_at, budget)
+        report = replace(report, budget_bytes=budget, max_batch=max_batch)
+    if step.measure:
+        report = replace(report, measured_peak_bytes=_measure_step(request, source, report, say))
+    return report
+
+
+def _budget(request: Request, step: Step, say: Progress) -> int | None:
+    """The memory budget of the step: ``fit`` as given, or the memory of the request's hardware."""
+    if step.fit is not None and step.fit != FIT_DEVICE:
+        return parse_bytes(step.fit) if isinstance(step.fit, str) else int(step.fit)
+    if request.hardware is None:
+        if step.fit == FIT_DEVICE:
+            raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
+                             "such as --fit 24GiB")
+        return None
+    size = device_of(request.hardware, say).memory_bytes
+    if size is None and step.fit == FIT_DEVICE:
+        raise BadRequest(f"the memory size of {request.hardware} is not known; give a budget such as --fit 24GiB")
+    return size
+
+
+def _measure_step(request: Request, source: Source, report: MemoryReport, say: Progress) -> int:
+    from nncost.memory.measure import measure_cpu_peak, measure_cuda_peak
+
+    step = request.step
+    assert step is not None
+    on_cuda = step.allocator == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        raise BadRequest("measuring a step with CUDA allocator semantics runs a real step on a GPU, and none is "
+                         "available here; the cpu allocator measures on the CPU")
+    model = source.given if source.given is not None else source.on("cpu")
+    if model_device(model).type == "meta":
+        raise BadRequest(f"{source.label} has meta weights: a real step needs a model with weights")
+    args, kwargs = source.inputs("cpu")
+    measure = measure_cuda_peak if on_cuda else measure_cpu_peak
+    with say.step(f"running one real step on {'CUDA' if on_cuda else 'the CPU'}"):
+        return measure(model, args, kwargs, mode=report.mode, optimizer=step.optimizer, precision=request.precision)
+
+
+# -- ONNX files ---------------------------------------------------------------------------
+def _is_onnx(model: object) -> bool:
+    """An ONNX file's path, or an ``onnx.ModelProto`` (it has a graph and an opset)."""
+    if isinstance(model, str):
+        return is_onnx(model)
+    return hasattr(model, "graph") and hasattr(model, "opset_import")
+
+
+@dataclass(frozen=True)
+class _OnnxInputs:
+    sizes: dict[str, tuple[int, ...]] | tuple[int, ...] | None
+    batch_size: int | None
+
+
+def _onnx_inputs(request: Request) -> _OnnxInputs:
+    sizes = request.inputs.sizes or ()
+    named = [size for size in sizes if isinstance(size, NamedSize)]
+    bare = [size for size in sizes if not isinstance(size, NamedSize)]
+    if bare and (named or len(bare) > 1):
+        raise BadRequest("give several ONNX inputs by name: --input NAME=1x3x224x224 (repeatable)")
+    given = bare[0] if bare else ({size.name: size.size for size in named} or None)
+    batch = request.inputs.batch_size
+    return _OnnxInputs(given, batch if batch != 1 else None)
+
+
+def _onnx(request: Request, say: Progress) -> Report:
+    """An ONNX file: shapes from the file and the input sizes; nothing runs, so no memory step."""
+    from nncost.capture.onnx import read_onnx
+
+    unsupported = [flag for flag, given in (
+        ("--train and the memory options", request.step is not None),
+        ("--measure-time", request.measure_time), ("--seq", request.inputs.seq is not None),
+        ("--dtype", request.dtype is not None), ("--device", request.device != "meta"),
+    ) if given]
+    if unsupported:
+        raise BadRequest(f"{unsupported[0]} cannot be used with an ONNX file; it is read as stored")
+    inputs = _onnx_inputs(request)
+    with say.step("reading the ONNX model", slow=False):
+        trace, file_params = read_onnx(request.model, inputs.sizes, inputs.batch_size, name=request.name)
+    report = build_report(trace, file_params=file_params)
+    if request.hardware is not None:
+        report = with_roofline(report, device_of(request.hardware, say), request.flags, dtype=None,
+                               precision=request.precision, efficiency=request.efficiency)
+    return replace(report, depth=request.depth) if request.depth is not None else report

@@ -1,0 +1,48 @@
+"""The result of one request: the forward's report and the memory of a step, where asked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nncost.records.memory import MemoryReport
+from nncost.records.report import Report
+
+
+@dataclass(frozen=True)
+class Result:
+    """What :func:`nncost.pipeline.run` returns: ``report`` (the layer table, totals, roofline
+    and measured times) and ``memory`` (the simulated step), each ``None`` when not asked for.
+
+    The document (JSON, CSV, Markdown) of a result is the report's with the memory section
+    added: the command line prints exactly these.
+    """
+
+    report: Report | None
+    memory: MemoryReport | None
+
+    # -- renderers: each method calls exactly the render function of its name --------------
+    def to_dict(self) -> dict[str, Any]:
+        from nncost.render.formats import to_dict
+
+        return to_dict(self.report, self.memory)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        from nncost.render.formats import to_json
+
+        return to_json(self.report, self.memory, indent=indent)
+
+    def to_csv(self) -> str:
+        from nncost.render.formats import to_csv
+
+        return to_csv(self.report, self.memory)
+
+    def to_markdown(self) -> str:
+        from nncost.render.formats import to_markdown
+
+        return to_markdown(self.report, self.memory)
+
+    def __str__(self) -> str:
+        from nncost.render.table import to_text
+
+        return to_text(self.report, self.memory)

@@ -1,0 +1,140 @@
+"""A request: everything one run of nncost needs, typed and frozen.
+
+The Python API and the command line build a :class:`Request` and hand it to
+:func:`nncost.pipeline.run`; nothing else decides what runs.  Three words that look alike mean
+three things here:
+
+- ``device``: where the capture runs (``meta``: no weights; ``cpu``/``cuda``: a real run);
+- ``hardware``: the device of the roofline's time estimates (a catalogue name, or ``cpu``:
+  calibrated on this machine);
+- ``Step.allocator``: the allocator semantics of the memory simulation (``cpu``: exact bytes;
+  ``cuda``: 512-byte blocks and the caching allocator's replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from nncost.errors import BadRequest
+from nncost.precision import PRECISIONS
+from nncost.records.trace import TorchFlags
+
+DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
+ALLOCATORS = ("cpu", "cuda")  # the allocator semantics a memory simulation can follow
+MODES = ("train", "infer")
+FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
+DEFAULT_SEQ = 128  # token models' sequence length when none is given
+DEFAULT_REPEATS = 10  # timed passes of measure_time
+
+
+class NamedSize(NamedTuple):
+    """``--input NAME=1x3x224x224``: the full size of one named input of an ONNX model."""
+
+    name: str
+    size: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the model is called with.
+
+    ``sizes`` leave out the batch dimension (``(3, 224, 224)``; several for several positional
+    inputs; :class:`NamedSize` for an ONNX file's named inputs); ``None`` takes the model's own
+    default (a torchvision model's crop size, a ``.pt2`` file's example inputs, token ids of
+    ``seq`` for ``hf:`` models).  ``args`` and ``kwargs`` give example inputs instead (a tensor,
+    a tuple of positional inputs, any pytree): their shapes are used, not their values, unless
+    the model must run for real.
+    """
+
+    sizes: tuple[Any, ...] | None = None
+    batch_size: int = 1
+    seq: int | None = None
+    args: Any = field(default=None, compare=False)
+    kwargs: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise BadRequest(f"batch size must be at least 1, got {self.batch_size}")
+        if self.seq is not None and self.seq < 1:
+            raise BadRequest(f"sequence length must be at least 1, got {self.seq}")
+        if self.sizes is not None and self.args is not None:
+            raise BadRequest("give input sizes or example inputs, not both")
+
+
+@dataclass(frozen=True)
+class Step:
+    """The memory simulation of one training step (``mode="train"``) or inference pass.
+
+    ``checkpointing`` runs the model's repeated blocks (``True``) or the named modules under
+    activation checkpointing; ``gpus`` and ``sharding`` give per-GPU figures of data-parallel
+    training; ``fit`` (bytes, ``"24GiB"``, or :data:`FIT_DEVICE` for the memory of the request's
+    hardware) asks for the largest batch whose peak fits; ``measure`` also runs one real step.
+    """
+
+    mode: str = "train"
+    optimizer: str = "adam"
+    allocator: str = "cuda"
+    checkpointing: bool | tuple[str, ...] = False
+    gpus: int = 1
+    sharding: str = "none"
+    fit: int | str | None = None
+    measure: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise BadRequest(f"mode must be 'train' or 'infer', got {self.mode!r}")
+        if self.allocator not in ALLOCATORS:
+            raise BadRequest(f"allocator semantics must be one of {', '.join(ALLOCATORS)}, got {self.allocator!r}")
+        if self.gpus < 1:
+            raise BadRequest(f"gpus must be at least 1, got {self.gpus}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One run: the model, its inputs, and every figure asked for.
+
+    ``model`` is an ``nn.Module``, a MODEL string as the command line takes it
+    (``"resnet18"``, ``"timm:..."``, ``"hf:gpt2"``, ``"net.py:Net"``, ``"model.pt2"``,
+    ``"model.onnx"``), or an ``onnx.ModelProto``.  ``report`` asks for the forward's layer
+    report, ``step`` for the memory simulation; ``hardware`` adds roofline estimates to the
+    report (and, with a step, to the training step), ``measure_time`` the measured latency of
+    ``repeats`` real passes.  ``depth``
+    is the depth of the layers the renderers show (a view: the report keeps every layer).
+    """
+
+    model: str | nn.Module | Any = field(compare=False)
+    inputs: Inputs = Inputs()
+    name: str | None = None
+    dtype: torch.dtype | None = None
+    precision: str = "fp32"
+    device: str = "meta"
+    report: bool = True
+    hardware: str | None = None
+    efficiency: float = 1.0
+    measure_time: bool = False
+    repeats: int = DEFAULT_REPEATS
+    step: Step | None = None
+    depth: int | None = None
+    flags: TorchFlags = field(default_factory=TorchFlags.current)
+
+    def __post_init__(self) -> None:
+        if self.device.split(":")[0] not in DEVICES:
+            raise BadRequest(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise BadRequest(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if not 0 < self.efficiency <= 1:
+            raise BadRequest(f"efficiency must be in (0, 1] (1.0: the datasheet figures), got {self.efficiency}")
+        if self.repeats < 1:
+            raise BadRequest(f"repeats must be at least 1, got {self.repeats}")
+        if self.depth is not None and self.depth < 0:
+            raise BadRequest(f"depth must be 0 or more, got {self.depth}")
+        if self.hardware is not None and self.hardware.strip().lower() == "cuda":
+            raise BadRequest("'cuda' names allocator semantics, not a device: give a device such as h100-sxm "
+                             "for time estimates, and allocator='cuda' for the memory simulation")
+        if not self.report and self.step is None:
+            raise BadRequest("the request asks for nothing: neither the report nor a memory step")
