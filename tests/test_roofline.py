@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.analyses.roofline import bandwidth_at, family, make_roofline, op_seconds
+from nncost.analyses.roofline import bandwidth_at, make_roofline, op_seconds, roof_family
 from nncost.cli import run
 from nncost.errors import BadRequest
 from nncost.hardware import catalogue_device
@@ -102,18 +102,18 @@ def test_depthwise_and_pooling_are_their_own_families() -> None:
     model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 1), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(8 * 7 * 7, 4))
     report = nncost.profile(model, (8, 16, 16), hardware="h200")
-    kinds = {layer.type + (str(i) if layer.type == "Conv2d" else ""): {family(op) for op in layer.self_ops}
+    kinds = {layer.type + (str(i) if layer.type == "Conv2d" else ""): {roof_family(op.unit) for op in layer.self_ops}
              for i, layer in enumerate(report.layers)}
     assert kinds["Conv2d1"] == {"depthwise"} and kinds["Conv2d2"] == {"conv"}
-    assert kinds["MaxPool2d"] == {"pool"} and kinds["Linear"] == {"matmul"}
+    assert kinds["MaxPool2d"] == {"pooling"} and kinds["Linear"] == {"matmul"}
 
 
 def test_norms_split_into_batch_and_row_families() -> None:
     model = nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4), nn.Flatten(), nn.LayerNorm(4 * 8 * 8),
                           nn.GELU()).eval()
     report = nncost.profile(model, (4, 8, 8), hardware="h200")
-    kinds = {layer.type: {family(op) for op in layer.self_ops} for layer in report.layers}
-    assert kinds["BatchNorm2d"] == {"norm"} and kinds["LayerNorm"] == {"layer_norm"}
+    kinds = {layer.type: {roof_family(op.unit) for op in layer.self_ops} for layer in report.layers}
+    assert kinds["BatchNorm2d"] == {"norm"} and kinds["LayerNorm"] == {"row-norm"}
     assert kinds["GELU"] == {"transcendental"}
 
 
@@ -137,8 +137,8 @@ def test_the_memory_roof_follows_the_curve_by_working_set(working_set: int, expe
 
 def test_in_place_operators_work_on_one_storage() -> None:
     n = 1 << 17  # 512 KiB of fp32: out of place the working set is 1 MiB, in place 512 KiB
-    out_of_place = OpCall("relu", 0, 0, n, 4 * n, 4 * n, True)
-    in_place = OpCall("relu_", 0, 0, n, 4 * n, 4 * n, True)
+    out_of_place = OpCall("relu", 0, 0, n, 4 * n, 4 * n, True, unit="elementwise")
+    in_place = OpCall("relu_", 0, 0, n, 4 * n, 4 * n, True, unit="elementwise")
     roofline = curve_roofline()
     assert op_seconds(out_of_place, roofline)[1] == pytest.approx(8 * n / bandwidth_at(roofline, 8 * n))
     assert op_seconds(in_place, roofline)[1] == pytest.approx(8 * n / bandwidth_at(roofline, 4 * n))
@@ -147,11 +147,11 @@ def test_in_place_operators_work_on_one_storage() -> None:
 
 def test_a_transcendental_efficiency_scales_its_compute_roof_only() -> None:
     n = 1 << 20
-    gelu = OpCall("gelu", 0, 0, n, 4 * n, 4 * n, True)
+    gelu = OpCall("gelu", 0, 0, n, 4 * n, 4 * n, True, unit="transcendental")
     plain, slow = curve_roofline(), curve_roofline(transcendental=0.01)
     assert op_seconds(gelu, slow)[0] == pytest.approx(100 * op_seconds(gelu, plain)[0])
     assert op_seconds(gelu, slow)[1] == op_seconds(gelu, plain)[1]
-    relu = OpCall("relu", 0, 0, n, 4 * n, 4 * n, True)
+    relu = OpCall("relu", 0, 0, n, 4 * n, 4 * n, True, unit="elementwise")
     halved = curve_roofline(elementwise=0.5)
     assert op_seconds(relu, halved) == pytest.approx(tuple(2 * t for t in op_seconds(relu, plain)))
 

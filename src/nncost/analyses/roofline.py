@@ -10,13 +10,17 @@ where ``peak`` is the dense peak of the datasheet column the operator runs on (i
 cost of one operator call (measured for the ``cpu``; 0 for datasheet devices).  The bound is
 the larger term: ``compute`` or ``memory``.
 
-Families: ``conv`` (convolutions), ``depthwise`` (grouped convolutions with one input channel
-per group), ``matmul`` (every other operator with MACs: mm, addmm, bmm, attention, recurrent
-kernels) run on the matrix units at the run's dtype; ``pool`` (max pooling), ``norm`` (batch
-and instance norms), ``layer_norm`` (layer, group and RMS norms: two passes over each row),
-``reduce`` (means, sums, maxima), ``transcendental`` (GELU, tanh, exp, softmax, ...: one counted
-FLOP per element for a series, so its efficiency scales its compute roof only) and ``elementwise``
-(every other operator without MACs) run on the vector units, at the fp32 column.
+Families: the roofline groups operator calls by the unit their cost rule gives them
+(``OpCall.unit``, one of ``nncost.rules.registry.UNITS``), never by their names, so an ONNX
+``Conv`` and an ``aten.convolution`` run alike.  ``conv``, ``depthwise`` (grouped convolutions
+with one input channel per group) and ``matmul`` (mm, addmm, bmm, recurrent kernels) run on the
+matrix units at the run's dtype; ``pooling`` (max pooling), ``norm`` (batch and instance norms),
+``row-norm`` (layer, group and RMS norms: two passes over each row), ``reduction`` (means, sums,
+maxima), ``transcendental`` (GELU, tanh, exp, softmax, ...: one counted FLOP per element for a
+series, so its efficiency scales its compute roof only) and ``elementwise`` run on the vector
+units, at the fp32 column.  The other units run under a family's roofs (``RUNS_AS``):
+``attention`` under matmul's; ``gather``, ``copy`` and ``uncounted`` under elementwise's.  A
+``free`` operator (a view) takes no time, not even the fixed cost of a call.
 
 The memory roof: a datasheet device has one bandwidth.  The calibrated ``cpu`` has a curve,
 the bandwidth of a copy by its working set (its caches are several times faster than the memory
@@ -36,9 +40,10 @@ sum over the top-level calls, so every operator is counted once whether it ran i
 parent's own code.  Operators that ran outside any module call (before the model's own hook)
 are not in the report's layers and not in the estimate.
 
-An uncounted operator (no cost rule) has no FLOPs; its bytes are counted, so its estimate is a
-memory-bound lower bound.  Lookups (``embedding``, ``index_select``) move the rows they gather:
-twice their output's bytes, not the whole table their rule counts as read.
+An uncounted operator (no cost rule, unit ``uncounted``) has no FLOPs; its bytes are counted, so
+its estimate is a memory-bound lower bound.  Lookups (unit ``gather``: ``embedding``,
+``index_select``, an ONNX ``Gather``) move the rows they gather: twice their output's bytes, not the
+whole table their rule counts as read.
 """
 
 from __future__ import annotations
@@ -61,16 +66,11 @@ if TYPE_CHECKING:
     from nncost.records.report import Report
     from nncost.records.trace import OpCall
 
-FAMILIES = ("matmul", "conv", "depthwise", "pool", "norm", "layer_norm", "reduce", "transcendental", "elementwise")
+# The units with roofs of their own (each calibrated on the cpu); the others run under one of them.
+FAMILIES = ("matmul", "conv", "depthwise", "pooling", "norm", "row-norm", "reduction", "transcendental", "elementwise")
 MATRIX_FAMILIES = ("matmul", "conv", "depthwise")
-REDUCTIONS = ("mean", "sum", "amax", "amin", "max", "min", "prod", "var", "std", "var_mean", "std_mean",
-              "argmax", "argmin", "norm", "linalg_vector_norm", "logsumexp", "cumsum")
-# Elementwise operators whose one counted FLOP per element hides a polynomial or a series.
-TRANSCENDENTAL = ("gelu", "tanh", "erf", "exp", "sigmoid", "silu", "mish", "softplus", "log", "pow",
-                  "softmax", "_softmax", "log_softmax", "_log_softmax", "rsqrt", "sqrt", "sin", "cos")
-# Lookups that read only the rows they gather, not the whole table they are given.
-GATHERS = ("embedding", "index_select", "embedding_bag", "_embedding_bag")
-ROW_NORMS = ("layer_norm", "group_norm", "rms_norm")
+RUNS_AS = {"attention": "matmul", "gather": "elementwise", "copy": "elementwise", "uncounted": "elementwise",
+           "free": "elementwise"}
 # Families whose efficiency is that of their compute roof alone: a transcendental function's one
 # counted FLOP per element hides a series of instructions, so its time follows its elements, not
 # its bytes; its memory roof stays at the bandwidth (times the user's factor).
@@ -79,24 +79,9 @@ TORCH_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_
               "float8_e5m2": "fp8", "int8": "int8"}
 
 
-def family(op: OpCall) -> str:
-    if op.macs <= 0:
-        if "max_pool" in op.op:
-            return "pool"
-        if op.op in REDUCTIONS:
-            return "reduce"
-        if any(name in op.op for name in ROW_NORMS):
-            return "layer_norm"
-        if "norm" in op.op:
-            return "norm"
-        return "transcendental" if op.op.rstrip("_") in TRANSCENDENTAL else "elementwise"
-    if "conv" in op.op:
-        weight = op.args[1] if len(op.args) > 1 else None
-        groups = op.args[8] if len(op.args) > 8 else 1
-        if isinstance(weight, tuple) and len(weight) > 1 and weight[1] == 1 and isinstance(groups, int) and groups > 1:
-            return "depthwise"
-        return "conv"
-    return "matmul"
+def roof_family(unit: str) -> str:
+    """The family whose roofs a unit runs under: its own, or that of the unit it runs as."""
+    return RUNS_AS.get(unit, unit)
 
 
 def family_dtypes(device: Device, dtype: str, precision: str, flags: TorchFlags) -> dict[str, str]:
@@ -165,10 +150,10 @@ def bandwidth_at(roofline: Roofline, working_set: int) -> float:
 
 def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
     """(compute seconds, memory seconds) of one operator call, overhead not included."""
-    kind = family(op)
+    kind = roof_family(op.unit)
     e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
     compute = op.flops / (roofline.family_peak_flops[kind] * e)
-    moved = 2 * op.write_bytes if op.op in GATHERS else op.read_bytes + op.write_bytes
+    moved = 2 * op.write_bytes if op.unit == "gather" else op.read_bytes + op.write_bytes
     working_set = op.read_bytes if op.op.endswith("_") else moved  # in place: one storage read and written
     e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
     memory = moved / (bandwidth_at(roofline, working_set) * e_memory)
@@ -176,8 +161,10 @@ def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
 
 
 def op_overhead(op: OpCall, roofline: Roofline) -> float:
-    """The fixed cost of one call: the family's calibrated one, else the generic one."""
-    return roofline.family_overhead_seconds.get(family(op), roofline.op_overhead_seconds)
+    """The fixed cost of one call: the family's calibrated one, else the generic one; none for a view."""
+    if op.unit == "free":
+        return 0.0
+    return roofline.family_overhead_seconds.get(roof_family(op.unit), roofline.op_overhead_seconds)
 
 
 def estimate(report: Report, roofline: Roofline) -> Report:

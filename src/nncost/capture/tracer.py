@@ -195,9 +195,11 @@ class Tracer(TorchDispatchMode):
             kernel_bytes = kernel_rule(kernel_args, outputs) if kernel_rule is not None else 0
 
         rule_args: tuple[Any, ...] = ()
+        unit = "uncounted"
         if info.rule is not None:
             rule_args = _shapes(_positional(func, args, kwargs) if kwargs else args)
             macs, flops = info.rule.fn(*rule_args, out=out_shapes)
+            unit = info.rule.unit_of(*rule_args, out=out_shapes)
         else:
             macs = flops = 0
         self.ops.append(
@@ -209,6 +211,7 @@ class Tracer(TorchDispatchMode):
                 read_bytes=sum(_nbytes(t) for t in inputs),
                 write_bytes=sum(_nbytes(t) for t in outputs),
                 counted=info.kind == RULE,
+                unit=unit,
                 args=rule_args,
                 out_shapes=out_shapes,
                 kernel_bytes=kernel_bytes,

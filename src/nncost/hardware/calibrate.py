@@ -48,7 +48,7 @@ from nncost.hardware.catalogue import Device
 from nncost.records.trace import OpCall
 
 CACHE_FILE = "cpu_calibration.json"
-VERSION = 9
+VERSION = 10
 
 ROUNDS = 3
 BUDGET_SECONDS = 2.0  # no new round after this (one round takes ~0.5 s on an idle 2-core machine)
@@ -184,7 +184,7 @@ def _bandwidth_curve() -> list[tuple[int, float]]:
 
 
 def _round(tiny: list[Network], full: list[Network]) -> dict[str, Any]:
-    from nncost.analyses.roofline import COMPUTE_CALIBRATED, family, make_roofline, op_seconds
+    from nncost.analyses.roofline import COMPUTE_CALIBRATED, make_roofline, op_seconds, roof_family
 
     with torch.no_grad():
         peaks: dict[str, float] = {}
@@ -199,13 +199,13 @@ def _round(tiny: list[Network], full: list[Network]) -> dict[str, Any]:
     module_call = statistics.median(seconds for seconds, kind, _ in tiny_times if kind == "Identity")
     fixed: dict[str, list[float]] = {}
     for seconds, _, ops in tiny_times:
-        kinds = {family(op) for op in ops}
+        kinds = {roof_family(op.unit) for op in ops}
         if len(kinds) == 1:
             fixed.setdefault(kinds.pop(), []).append(max(0.0, seconds - module_call) / len(ops))
     overheads = {name: statistics.median(values) for name, values in fixed.items()}
     ratios: dict[str, list[float]] = {}
     for seconds, _, ops in _timed(full):
-        kinds = {family(op) for op in ops}
+        kinds = {roof_family(op.unit) for op in ops}
         if len(kinds) == 1:
             name = kinds.pop()
             roof = sum(op_seconds(op, roofs)[0] if name in COMPUTE_CALIBRATED else max(op_seconds(op, roofs))

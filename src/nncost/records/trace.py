@@ -43,6 +43,7 @@ class OpCall:
     read_bytes: int
     write_bytes: int
     counted: bool
+    unit: str = "uncounted"  # what it executes as (nncost.rules.registry.UNITS): its rule's, free or uncounted
     args: tuple[Any, ...] = ()  # the rule's view of the arguments, in schema order: tensors replaced by shapes
     out_shapes: tuple[Shape, ...] = ()
     kernel_bytes: int = 0  # the kernel's own high point above the bytes live before the call, outputs included

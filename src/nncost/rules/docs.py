@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import inspect
+import sys
 
 from nncost.rules.aten import ATEN
 from nncost.rules.onnx import ONNX
-from nncost.rules.registry import Registry
+from nncost.rules.registry import UNITS, Registry, Rule
 
 HEADER = """# Cost rules
 
@@ -30,31 +31,43 @@ shape inference could not find is reported as uncounted, with "(shapes not infer
 
 
 def rules_markdown() -> str:
-    """The ATen rules, then the ONNX rules."""
-    return registry_markdown(ATEN, HEADER) + registry_markdown(ONNX, ONNX_HEADER)
+    """The units, the ATen rules and their kernel memory, then the ONNX rules."""
+    return (HEADER + units_markdown() + registry_markdown(ATEN) + kernel_memory_markdown() + "\n"
+            + ONNX_HEADER + registry_markdown(ONNX))
 
 
-def registry_markdown(registry: Registry, header: str) -> str:
-    parts = [header]
-    for family, rules in sorted(registry.families().items()):
-        parts.append(f"\n## {family}\n")
-        module = inspect.getmodule(rules[0].fn)
-        doc = inspect.getdoc(module) if module else None
+def units_markdown() -> str:
+    lines = ["\n## units\n",
+             "Each rule names the unit its operator executes as: the roofline ([roofline.md](roofline.md)) reads "
+             "it, never the operator's name.\n", "| unit | what runs as it |", "|---|---|"]
+    lines += [f"| `{unit}` | {what} |" for unit, what in UNITS.items()]
+    return "\n".join(lines) + "\n"
+
+
+def registry_markdown(registry: Registry) -> str:
+    """One section per module that registers rules, its docstring, then each rule with its unit."""
+    parts = []
+    by_module: dict[str, list[Rule]] = {}
+    for rule in registry.entries():
+        by_module.setdefault(rule.module, []).append(rule)
+    for module, rules in sorted(by_module.items()):
+        parts.append(f"\n## {module.removeprefix('nncost.rules.')}\n")
+        doc = inspect.getdoc(sys.modules[module])
         if doc:
             parts.append(doc + "\n")
-        parts.append("\n| operators | rule |\n|---|---|")
+        parts.append("\n| operators | unit | rule |\n|---|---|---|")
         for rule in rules:
             ops = ", ".join(f"`{op}`" for op in rule.ops)
+            units = " or ".join(f"`{unit}`" for unit in rule.units)
             formula = rule.formula.replace("|", "\\|")
-            parts.append(f"| {ops} | {formula} |")
+            parts.append(f"| {ops} | {units} | {formula} |")
         parts.append("")
-    parts.append("\n## free\n\n| operators | why |\n|---|---|")
+    parts.append("\n## free\n\n| operators | unit | why |\n|---|---|---|")
     by_reason: dict[str, list[str]] = {}
     for op, why in registry.free.items():
         by_reason.setdefault(why, []).append(op)
     for why, names in by_reason.items():
-        parts.append(f"| {', '.join(f'`{op}`' for op in names)} | {why} |")
-    parts.append(kernel_memory_markdown())
+        parts.append(f"| {', '.join(f'`{op}`' for op in names)} | `free` | {why} |")
     return "\n".join(parts) + "\n"
 
 

@@ -8,11 +8,18 @@ with made-up shapes.
 Operators are keyed by their overload packet name: ``"convolution"`` for ``aten::convolution``,
 ``"torchvision::nms"`` for operators outside the ``aten`` namespace.  Rules for other sources
 of operators (ONNX) live beside the ATen rules in their own registry instance.
+
+Every rule also names the *unit* its operator executes as, one of :data:`UNITS`: the kind of
+work the hardware does for it (matrix units, a vector pass, a lookup, a copy).  Anything that
+needs to know what kind of operator a call is (the roofline, the docs) reads the unit, never
+the operator's name, so an ONNX ``Conv`` and an ``aten.convolution`` are the same kind of work.
+A unit is a fixed name, or :class:`ByShape` when it depends on the call's shapes.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -35,15 +42,69 @@ ZERO = Cost(0, 0)
 
 RuleFn = Callable[..., Cost]
 
+UNITS = {
+    "conv": "convolutions, on the matrix units",
+    "depthwise": "grouped convolutions with one input channel per group: little reuse of each weight",
+    "matmul": "matrix products (mm, addmm, bmm, linear, einsum) and recurrent kernels, on the matrix units",
+    "attention": "fused attention kernels: two matrix products and a softmax per score",
+    "norm": "batch and instance norms: statistics per channel",
+    "row-norm": "layer, group and RMS norms: two passes over each row",
+    "pooling": "max pooling: a comparison per window element",
+    "reduction": "means, sums, maxima, norms, variances over a dimension",
+    "elementwise": "a few FLOPs per element: arithmetic, activations, comparisons, average pooling (a sum of "
+                   "shifted inputs), interpolation",
+    "transcendental": "elementwise functions whose one counted FLOP hides a series: GELU, tanh, exp, softmax",
+    "gather": "lookups that move only the rows they gather (embedding, index_select), not the whole table",
+    "copy": "data movement without arithmetic: copies, concatenation, padding, selection, sorting, fills",
+    "free": "views and metadata: no bytes, no FLOPs, no time",
+    "uncounted": "an operator without a rule: no FLOPs, its bytes counted (a memory-bound lower bound)",
+}
+
+UnitFn = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class ByShape:
+    """A unit that depends on the call: ``pick`` receives what the cost rule receives and returns
+    one of ``units`` (a grouped convolution with one input channel per group is ``depthwise``)."""
+
+    units: tuple[str, ...]
+    pick: UnitFn
+
+
+Unit = str | ByShape
+
 
 @dataclass(frozen=True)
 class Rule:
-    """A cost rule, with the human-readable formula the docs and ``explain`` print."""
+    """A cost rule, with the unit it executes as and the formula the docs and ``explain`` print."""
 
     ops: tuple[str, ...]
     fn: RuleFn
-    family: str
+    unit: Unit
     formula: str
+    module: str = ""  # the module that registered it: the docs' section
+
+    def unit_of(self, *args: Any, out: tuple[Shape, ...]) -> str:
+        """The unit of one call, from the same arguments as the cost rule."""
+        if isinstance(self.unit, str):
+            return self.unit
+        picked = self.unit.pick(*args, out=out)
+        if picked not in self.unit.units:
+            raise ValueError(f"{self.ops[0]}: unit {picked!r} is not one of {self.unit.units}")
+        return picked
+
+    @property
+    def units(self) -> tuple[str, ...]:
+        """Every unit a call of this rule can have."""
+        return (self.unit,) if isinstance(self.unit, str) else self.unit.units
+
+
+def check_unit(unit: Unit) -> None:
+    names = (unit,) if isinstance(unit, str) else unit.units
+    unknown = [name for name in names if name not in UNITS]
+    if unknown or not names:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unknown or unit!r}")
 
 
 @dataclass
@@ -54,11 +115,13 @@ class Registry:
     free: dict[str, str] = field(default_factory=dict)
     allocating: set[str] = field(default_factory=set)  # free, but the storage they create is memory
 
-    def rule(self, *ops: str, family: str, formula: str) -> Callable[[RuleFn], RuleFn]:
-        """Register ``fn`` as the rule of every operator in ``ops``."""
+    def rule(self, *ops: str, unit: Unit, formula: str, module: str | None = None) -> Callable[[RuleFn], RuleFn]:
+        """Register ``fn`` as the rule of every operator in ``ops``, executing as ``unit``."""
+        check_unit(unit)
+        module = module or sys._getframe(1).f_globals.get("__name__", "")
 
         def register(fn: RuleFn) -> RuleFn:
-            entry = Rule(ops=ops, fn=fn, family=family, formula=formula)
+            entry = Rule(ops=ops, fn=fn, unit=unit, formula=formula, module=module)
             for op in ops:
                 if op in self.rules or op in self.free:
                     raise ValueError(f"operator {op!r} registered twice")
@@ -67,9 +130,9 @@ class Registry:
 
         return register
 
-    def add(self, ops: Iterable[str], fn: RuleFn, *, family: str, formula: str) -> None:
+    def add(self, ops: Iterable[str], fn: RuleFn, *, unit: Unit, formula: str) -> None:
         """Register an already built rule function (used by rule factories)."""
-        self.rule(*ops, family=family, formula=formula)(fn)
+        self.rule(*ops, unit=unit, formula=formula, module=sys._getframe(1).f_globals.get("__name__", ""))(fn)
 
     def mark_free(self, ops: Iterable[str], why: str) -> None:
         """Operators that read and compute nothing: views, metadata queries, bare allocation."""
@@ -93,15 +156,19 @@ class Registry:
     def is_allocating(self, op: str) -> bool:
         return op in self.allocating
 
-    def families(self) -> dict[str, list[Rule]]:
-        """Rules grouped by family, each rule once, for the generated docs table."""
+    def unit(self, op: str) -> Unit:
+        """The unit of ``op``: its rule's, ``free``, or ``uncounted`` when it has no rule."""
+        entry = self.rules.get(op)
+        if entry is not None:
+            return entry.unit
+        return "free" if op in self.free else "uncounted"
+
+    def entries(self) -> list[Rule]:
+        """Every rule once, in registration order."""
         seen: dict[int, Rule] = {}
         for entry in self.rules.values():
             seen.setdefault(id(entry), entry)
-        grouped: dict[str, list[Rule]] = {}
-        for entry in seen.values():
-            grouped.setdefault(entry.family, []).append(entry)
-        return grouped
+        return list(seen.values())
 
 
 def numel(shape: Sequence[int]) -> int:

@@ -217,7 +217,7 @@ def node_inputs(graph: Graph, node: Any) -> tuple[Shape | None, ...]:
 def cost_node(graph: Graph, node: Any, layer: int) -> OpCall:
     key = op_key(node)
     if ONNX.is_free(key):
-        return OpCall(key, layer, 0, 0, 0, 0, True)
+        return OpCall(key, layer, 0, 0, 0, 0, True, unit="free")
     inputs = node_inputs(graph, node)
     outputs = [graph.values.get(name) for name in node.output if name]
     read = sum(graph.values[name].nbytes for name in node.input if name and name in graph.values)
@@ -233,10 +233,12 @@ def cost_node(graph: Graph, node: Any, layer: int) -> OpCall:
     try:
         attrs = {a.name: attribute_value(a) for a in node.attribute}
         cost = rule.fn(inputs, attrs, out=out)
+        unit = rule.unit_of(inputs, attrs, out=out)
     except Exception:  # attributes or shapes that contradict the operator's definition
         why = "inconsistent shapes or attributes" if len(out) == len(outputs) else "shapes not inferred"
         return OpCall(f"{key} ({why})", layer, 0, 0, read, write, False)
-    return OpCall(key, layer, int(cost.macs), int(cost.flops), read, write, True, args=inputs, out_shapes=out)
+    return OpCall(key, layer, int(cost.macs), int(cost.flops), read, write, True, unit=unit, args=inputs,
+                  out_shapes=out)
 
 
 def memory_events(graph: Graph) -> list[tuple[int, int, int]]:

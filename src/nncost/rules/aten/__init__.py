@@ -1,6 +1,6 @@
 """Cost rules for ATen operators, the level at which nncost's dispatch tracer sees a model.
 
-Importing this package fills :data:`ATEN`; each module registers one family of operators.
+Importing this package fills :data:`ATEN`; each module registers one kind of operators.
 """
 
 from nncost.rules.registry import Registry

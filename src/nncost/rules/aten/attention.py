@@ -33,7 +33,7 @@ def attention_cost(q: Shape, k: Shape, v: Shape) -> Cost:
     "_scaled_dot_product_efficient_attention",
     "_scaled_dot_product_cudnn_attention",
     "_scaled_dot_product_fused_attention_overrideable",
-    family="attention",
+    unit="attention",
     formula="q (B,H,L,E), k (B,H,S,E), v (B,H,S,Ev): MACs = B·H·L·S·(E+Ev), dense even when causal; "
     "FLOPs = 2·MACs + 6·B·H·L·S (scale and softmax)",
 )
@@ -43,7 +43,7 @@ def sdpa(q: Shape, k: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> Co
 
 @ATEN.rule(
     "_native_multi_head_attention",
-    family="attention",
+    unit="attention",
     formula="nn.MultiheadAttention's inference fast path, q (B,L,E), k and v (B,S,E): "
     "MACs = B·L·E² (q) + 2·B·S·E² (k, v) + 2·B·L·S·E (attention) + B·L·E² (out); "
     "FLOPs = 2·MACs + biases + 6·B·H·L·S",
@@ -60,7 +60,7 @@ def native_multi_head_attention(q: Shape, k: Shape, v: Shape, embed_dim: int, nu
 
 @ATEN.rule(
     "_transformer_encoder_layer_fwd",
-    family="attention",
+    unit="attention",
     formula="nn.TransformerEncoderLayer's inference fast path, src (B,L,E), FFN width F: self-attention as "
     "_native_multi_head_attention, plus MACs = 2·B·L·E·F; FLOPs add biases, 2 LayerNorms (7/elt), "
     "the activation (1/elt of B·L·F) and 2 residual adds",

@@ -38,7 +38,7 @@ ACTIVATION_BACKWARD_FLOPS = 2
 
 @ATEN.rule(
     "convolution_backward",
-    family="backward",
+    unit="conv",
     formula="MACs = forward MACs × ([grad input] + [grad weight]); FLOPs = 2·MACs + numel(grad_out) if grad bias",
 )
 def convolution_backward(grad_out: Shape, x: Shape, w: Shape, bias_sizes: Any, stride: Any, padding: Any,
@@ -55,7 +55,7 @@ def convolution_backward(grad_out: Shape, x: Shape, w: Shape, bias_sizes: Any, s
     "_scaled_dot_product_efficient_attention_backward",
     "_scaled_dot_product_cudnn_attention_backward",
     "_scaled_dot_product_fused_attention_overrideable_backward",
-    family="backward",
+    unit="attention",
     formula="MACs = 2 × forward MACs (dV, dP, dQ, dK), dense; FLOPs = 2·MACs + 4·B·H·L·S",
 )
 def sdpa_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -64,13 +64,13 @@ def sdpa_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, *rest: Any, out
     return Cost(2 * forward.macs, 4 * forward.macs + SOFTMAX_BACKWARD_FLOPS * scores)
 
 
-@ATEN.rule("mkldnn_rnn_layer_backward", family="backward", formula="MACs = 2 × forward MACs")
+@ATEN.rule("mkldnn_rnn_layer_backward", unit="matmul", formula="MACs = 2 × forward MACs")
 def mkldnn_rnn_layer_backward(x: Shape, w_ih: Shape, w_hh: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     forward = mkldnn_rnn_layer(x, w_ih, w_hh, out=out)
     return Cost(2 * forward.macs, 2 * forward.flops)
 
 
-@ATEN.rule("_cudnn_rnn_backward", "miopen_rnn_backward", family="backward", formula="MACs = 2 × forward MACs")
+@ATEN.rule("_cudnn_rnn_backward", "miopen_rnn_backward", unit="matmul", formula="MACs = 2 × forward MACs")
 def cudnn_rnn_backward(x: Shape, weights: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     forward = cudnn_rnn(x, weights, out=out)
     return Cost(2 * forward.macs, 2 * forward.flops)
@@ -86,7 +86,7 @@ def _norm_backward(x: Shape, training: bool, mask: Any) -> Cost:
 
 @ATEN.rule(
     "native_batch_norm_backward",
-    family="backward",
+    unit="norm",
     formula="FLOPs = (8 + [grad weight] + [grad bias])·numel(x) with batch statistics, 2·numel(x) with running ones",
 )
 def batch_norm_backward(grad_out: Shape, x: Shape, weight: Any, running_mean: Any, running_var: Any,
@@ -95,20 +95,20 @@ def batch_norm_backward(grad_out: Shape, x: Shape, weight: Any, running_mean: An
     return _norm_backward(x, bool(train), mask)
 
 
-@ATEN.rule("cudnn_batch_norm_backward", "miopen_batch_norm_backward", family="backward",
+@ATEN.rule("cudnn_batch_norm_backward", "miopen_batch_norm_backward", unit="norm",
            formula="FLOPs = 10·numel(x) (training statistics, weight and bias gradients)")
 def cudnn_batch_norm_backward(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _norm_backward(x, True, (True, True, True))
 
 
-@ATEN.rule("native_layer_norm_backward", family="backward",
+@ATEN.rule("native_layer_norm_backward", unit="row-norm",
            formula="FLOPs = (8 + [grad weight] + [grad bias])·numel(x)")
 def layer_norm_backward(grad_out: Shape, x: Shape, normalized_shape: Any, mean: Any, rstd: Any, weight: Any,
                         bias: Any, mask: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _norm_backward(x, True, mask)
 
 
-@ATEN.rule("native_group_norm_backward", family="backward",
+@ATEN.rule("native_group_norm_backward", unit="row-norm",
            formula="FLOPs = (8 + [grad weight] + [grad bias])·numel(x)")
 def group_norm_backward(grad_out: Shape, x: Shape, mean: Any, rstd: Any, weight: Any, n: int, c: int, hxw: int,
                         group: int, mask: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -123,13 +123,13 @@ ATEN.add(
         "native_dropout_backward", "rrelu_with_noise_backward", "_prelu_kernel_backward",
     ),
     per_output(ACTIVATION_BACKWARD_FLOPS),
-    family="backward",
+    unit="elementwise",
     formula="FLOPs = 2·numel(grad_input) (derivative, product with the incoming gradient)",
 )
 ATEN.add(
     ("_softmax_backward_data", "_log_softmax_backward_data"),
     per_output(SOFTMAX_BACKWARD_FLOPS),
-    family="backward",
+    unit="elementwise",
     formula="FLOPs = 4·numel(grad_input)",
 )
 
@@ -138,20 +138,21 @@ def _incoming(grad_out: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, numel(grad_out))
 
 
+ATEN.add(("max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward"), _incoming, unit="pooling",
+         formula="FLOPs = numel(grad_output): one accumulate per incoming gradient element")
 ATEN.add(
     (
-        "max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward", "embedding_dense_backward",
-        "upsample_nearest1d_backward", "upsample_nearest2d_backward", "upsample_nearest3d_backward",
-        "_upsample_nearest_exact1d_backward", "_upsample_nearest_exact2d_backward",
+        "embedding_dense_backward", "upsample_nearest1d_backward", "upsample_nearest2d_backward",
+        "upsample_nearest3d_backward", "_upsample_nearest_exact1d_backward", "_upsample_nearest_exact2d_backward",
         "_upsample_nearest_exact3d_backward", "nll_loss_backward", "nll_loss2d_backward",
     ),
     _incoming,
-    family="backward",
+    unit="elementwise",
     formula="FLOPs = numel(grad_output): one accumulate per incoming gradient element",
 )
 
 
-@ATEN.rule("avg_pool1d_backward", "avg_pool2d_backward", "avg_pool3d_backward", family="backward",
+@ATEN.rule("avg_pool1d_backward", "avg_pool2d_backward", "avg_pool3d_backward", unit="elementwise",
            formula="FLOPs = numel(grad_output)·∏kernel, as the forward")
 def avg_pool_backward(grad_out: Shape, x: Shape, kernel: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     sizes = list(kernel)
@@ -162,14 +163,18 @@ def avg_pool_backward(grad_out: Shape, x: Shape, kernel: Any, *rest: Any, out: t
     return Cost(0, numel(grad_out) * window)
 
 
-@ATEN.rule("_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward", "adaptive_max_pool2d_backward",
-           "adaptive_max_pool3d_backward", family="backward", formula="FLOPs as the forward's exact windows")
+@ATEN.rule("_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward", unit="elementwise",
+           formula="FLOPs as the forward's exact windows")
 def adaptive_pool_backward(grad_out: Shape, x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     dims = len(grad_out) - 2
     windows = 1
     for size_in, size_out in zip(x[-dims:], grad_out[-dims:], strict=True):
         windows *= adaptive_window_sum(size_in, size_out)
     return Cost(0, numel(x[:-dims]) * windows)
+
+
+ATEN.add(("adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward"), adaptive_pool_backward, unit="pooling",
+         formula="FLOPs as the forward's exact windows")
 
 
 def _interpolate_backward(taps: int) -> Any:
@@ -185,11 +190,11 @@ for _ops, _taps in (
     (("upsample_trilinear3d_backward",), 8),
     (("upsample_bicubic2d_backward", "_upsample_bicubic2d_aa_backward"), 16),
 ):
-    ATEN.add(_ops, _interpolate_backward(_taps), family="backward",
+    ATEN.add(_ops, _interpolate_backward(_taps), unit="elementwise",
              formula=f"FLOPs = numel(grad_output)·(2·{_taps} − 1), as the forward")
 
 
-@ATEN.rule("nll_loss_forward", "nll_loss2d_forward", family="backward",
+@ATEN.rule("nll_loss_forward", "nll_loss2d_forward", unit="elementwise",
            formula="loss: FLOPs = numel(target) (gather and accumulate)")
 def nll_loss(x: Shape, target: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, numel(target))
@@ -197,6 +202,6 @@ def nll_loss(x: Shape, target: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cos
 
 @ATEN.rule("mse_loss", "mse_loss_backward", "l1_loss", "smooth_l1_loss", "smooth_l1_loss_backward",
            "binary_cross_entropy", "binary_cross_entropy_backward", "binary_cross_entropy_with_logits",
-           family="backward", formula="loss: FLOPs = 3·numel(input) (difference, square or its derivative, sum)")
+           unit="elementwise", formula="loss: FLOPs = 3·numel(input) (difference, square or its derivative, sum)")
 def pointwise_loss(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, 3 * numel(x))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nncost.rules.aten import ATEN
-from nncost.rules.registry import Cost, Shape, numel
+from nncost.rules.registry import ByShape, Cost, Shape, numel
 
 
 def conv_cost(x: Shape, w: Shape, out: Shape, *, transposed: bool, bias: bool) -> Cost:
@@ -21,10 +21,25 @@ def conv_cost(x: Shape, w: Shape, out: Shape, *, transposed: bool, bias: bool) -
     return Cost(macs, 2 * macs + (numel(out) if bias else 0))
 
 
+def conv_unit(w: Shape, groups: Any) -> str:
+    """``depthwise`` for a grouped convolution whose weight has one channel per group, else ``conv``."""
+    return "depthwise" if len(w) > 1 and w[1] == 1 and isinstance(groups, int) and groups > 1 else "conv"
+
+
+def _groups_at(position: int) -> ByShape:
+    """The conv/depthwise unit of an operator that takes ``groups`` at ``position``."""
+
+    def pick(x: Shape, w: Shape, *rest: Any, out: tuple[Shape, ...]) -> str:
+        groups = rest[position - 2] if len(rest) > position - 2 else 1
+        return conv_unit(w, groups)
+
+    return ByShape(("conv", "depthwise"), pick)
+
+
 @ATEN.rule(
     "convolution",
     "_convolution",
-    family="convolution",
+    unit=_groups_at(8),
     formula="MACs = N·Co·∏out·(Ci/g)·∏k (transposed: N·Ci·∏in·(Co/g)·∏k); FLOPs = 2·MACs + N·Co·∏out if bias",
 )
 def convolution(x: Shape, w: Shape, bias: Any, stride: Any, padding: Any, dilation: Any,
@@ -32,16 +47,16 @@ def convolution(x: Shape, w: Shape, bias: Any, stride: Any, padding: Any, dilati
     return conv_cost(x, w, out[0], transposed=bool(transposed), bias=bias is not None)
 
 
-@ATEN.rule("cudnn_convolution", family="convolution", formula="as convolution; cuDNN's op takes no bias")
+@ATEN.rule("cudnn_convolution", unit=_groups_at(5), formula="as convolution; cuDNN's op takes no bias")
 def cudnn_convolution(x: Shape, w: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return conv_cost(x, w, out[0], transposed=False, bias=False)
 
 
-@ATEN.rule("mkldnn_convolution", family="convolution", formula="as convolution")
+@ATEN.rule("mkldnn_convolution", unit=_groups_at(6), formula="as convolution")
 def mkldnn_convolution(x: Shape, w: Shape, bias: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return conv_cost(x, w, out[0], transposed=False, bias=bias is not None)
 
 
-@ATEN.rule("cudnn_convolution_transpose", family="convolution", formula="as transposed convolution; no bias")
+@ATEN.rule("cudnn_convolution_transpose", unit=_groups_at(6), formula="as transposed convolution; no bias")
 def cudnn_convolution_transpose(x: Shape, w: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return conv_cost(x, w, out[0], transposed=True, bias=False)

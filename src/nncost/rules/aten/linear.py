@@ -13,51 +13,51 @@ def _product(batch: int, m: int, k: int, n: int, bias_adds: int = 0) -> Cost:
     return Cost(macs, 2 * macs + bias_adds)
 
 
-@ATEN.rule("mm", "_int_mm", family="matmul", formula="(m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs")
+@ATEN.rule("mm", "_int_mm", unit="matmul", formula="(m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs")
 def mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1])
 
 
-@ATEN.rule("_scaled_mm", family="matmul", formula="(m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs")
+@ATEN.rule("_scaled_mm", unit="matmul", formula="(m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs")
 def scaled_mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1])
 
 
-@ATEN.rule("addmm", family="matmul", formula="bias + (m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs + m·n")
+@ATEN.rule("addmm", unit="matmul", formula="bias + (m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs + m·n")
 def addmm(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1], bias_adds=a[0] * b[1])
 
 
-@ATEN.rule("bmm", family="matmul", formula="(b,m,k)@(b,k,n): MACs = b·m·k·n; FLOPs = 2·MACs")
+@ATEN.rule("bmm", unit="matmul", formula="(b,m,k)@(b,k,n): MACs = b·m·k·n; FLOPs = 2·MACs")
 def bmm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(a[0], a[1], a[2], b[2])
 
 
-@ATEN.rule("baddbmm", family="matmul", formula="bias + (b,m,k)@(b,k,n): MACs = b·m·k·n; FLOPs = 2·MACs + b·m·n")
+@ATEN.rule("baddbmm", unit="matmul", formula="bias + (b,m,k)@(b,k,n): MACs = b·m·k·n; FLOPs = 2·MACs + b·m·n")
 def baddbmm(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(a[0], a[1], a[2], b[2], bias_adds=a[0] * a[1] * b[2])
 
 
-@ATEN.rule("addbmm", family="matmul", formula="bias + Σ_b (m,k)@(k,n): MACs = b·m·k·n; FLOPs = 2·MACs + m·n")
+@ATEN.rule("addbmm", unit="matmul", formula="bias + Σ_b (m,k)@(k,n): MACs = b·m·k·n; FLOPs = 2·MACs + m·n")
 def addbmm(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(a[0], a[1], a[2], b[2], bias_adds=a[1] * b[2])
 
 
-@ATEN.rule("mv", family="matmul", formula="(m,k)@(k): MACs = m·k; FLOPs = 2·MACs")
+@ATEN.rule("mv", unit="matmul", formula="(m,k)@(k): MACs = m·k; FLOPs = 2·MACs")
 def mv(a: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], 1)
 
 
-@ATEN.rule("addmv", family="matmul", formula="bias + (m,k)@(k): MACs = m·k; FLOPs = 2·MACs + m")
+@ATEN.rule("addmv", unit="matmul", formula="bias + (m,k)@(k): MACs = m·k; FLOPs = 2·MACs + m")
 def addmv(bias: Shape, a: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], 1, bias_adds=a[0])
 
 
-@ATEN.rule("dot", "vdot", family="matmul", formula="(k)·(k): MACs = k; FLOPs = 2·MACs")
+@ATEN.rule("dot", "vdot", unit="matmul", formula="(k)·(k): MACs = k; FLOPs = 2·MACs")
 def dot(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, 1, numel(a), 1)
 
 
-@ATEN.rule("addr", family="matmul", formula="bias + outer((m),(n)): MACs = m·n; FLOPs = 2·MACs")
+@ATEN.rule("addr", unit="matmul", formula="bias + outer((m),(n)): MACs = m·n; FLOPs = 2·MACs")
 def addr(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], 1, b[0])

@@ -27,8 +27,10 @@ COPIES = (
     "select_backward", "slice_backward", "index_select_backward", "diagonal_backward", "unfold_backward",
     "as_strided_scatter", "slice_scatter", "select_scatter", "diagonal_scatter",
 )
+# Lookups that read only the rows they gather, not the whole table they are given.
+GATHERS = ("embedding", "index_select")
 SELECTIONS = (
-    "index", "index_select", "gather", "take", "embedding", "masked_select", "nonzero",
+    "index", "gather", "take", "masked_select", "nonzero",
     "nonzero_static", "sort", "argsort", "topk", "kthvalue", "_unique2", "unique_dim",
     "unique_consecutive", "bucketize", "searchsorted", "one_hot", "histc", "bincount",
 )
@@ -49,18 +51,18 @@ def _no_arithmetic(*args: Any, out: tuple[Shape, ...], **kwargs: Any) -> Cost:
 
 
 _writes = sorted(set(with_inplace(WRITES)) - set(COPIES))
-ATEN.add(COPIES, _no_arithmetic, family="data movement", formula="0 FLOPs; bytes read and written are counted")
-ATEN.add(SELECTIONS, _no_arithmetic, family="data movement",
-         formula="0 FLOPs (gather, select, sort); bytes are counted")
-ATEN.add(_writes, _no_arithmetic, family="data movement", formula="0 FLOPs; bytes written are counted")
-ATEN.add(FACTORIES, _no_arithmetic, family="data movement", formula="0 FLOPs; the new tensor's bytes are counted")
+ATEN.add(COPIES, _no_arithmetic, unit="copy", formula="0 FLOPs; bytes read and written are counted")
+ATEN.add(GATHERS, _no_arithmetic, unit="gather", formula="0 FLOPs (a lookup); bytes are counted")
+ATEN.add(SELECTIONS, _no_arithmetic, unit="copy", formula="0 FLOPs (gather, select, sort); bytes are counted")
+ATEN.add(_writes, _no_arithmetic, unit="copy", formula="0 FLOPs; bytes written are counted")
+ATEN.add(FACTORIES, _no_arithmetic, unit="copy", formula="0 FLOPs; the new tensor's bytes are counted")
 
 
 @ATEN.rule(
     "_embedding_bag",
     "_embedding_bag_forward_only",
     "embedding_bag",
-    family="data movement",
+    unit="gather",
     formula="FLOPs = numel(indices)·dim (each bag sums its rows)",
 )
 def embedding_bag(weight: Shape, indices: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:

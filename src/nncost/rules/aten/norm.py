@@ -29,7 +29,7 @@ def normalisation(x: Shape, *, training: bool, weight: bool, bias: bool) -> Cost
 
 @ATEN.rule(
     "_native_batch_norm_legit_no_training",
-    family="normalisation",
+    unit="norm",
     formula="running statistics folded into scale and shift: FLOPs = 2·numel(x)",
 )
 def batch_norm_inference(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -42,7 +42,7 @@ def batch_norm_inference(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     "_native_batch_norm_legit_functional",
     "cudnn_batch_norm",
     "miopen_batch_norm",
-    family="normalisation",
+    unit="norm",
     formula="training: FLOPs = (5 + [weight] + [bias])·numel(x); inference: 2·numel(x)",
 )
 def batch_norm(x: Shape, weight: Any, bias: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -53,7 +53,7 @@ def batch_norm(x: Shape, weight: Any, bias: Any, *rest: Any, out: tuple[Shape, .
 
 @ATEN.rule(
     "native_layer_norm",
-    family="normalisation",
+    unit="row-norm",
     formula="FLOPs = (5 + [weight] + [bias])·numel(x)",
 )
 def layer_norm(x: Shape, normalized_shape: Any, weight: Any, bias: Any, *rest: Any,
@@ -63,7 +63,7 @@ def layer_norm(x: Shape, normalized_shape: Any, weight: Any, bias: Any, *rest: A
 
 @ATEN.rule(
     "native_group_norm",
-    family="normalisation",
+    unit="row-norm",
     formula="FLOPs = (5 + [weight] + [bias])·numel(x)",
 )
 def group_norm(x: Shape, weight: Any, bias: Any, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -72,7 +72,7 @@ def group_norm(x: Shape, weight: Any, bias: Any, *rest: Any, out: tuple[Shape, .
 
 @ATEN.rule(
     "_fused_rms_norm",
-    family="normalisation",
+    unit="row-norm",
     formula="FLOPs = (3 + 1 if weight)·numel(x)",
 )
 def rms_norm(x: Shape, normalized_shape: Any, weight: Any = None, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -82,9 +82,14 @@ def rms_norm(x: Shape, normalized_shape: Any, weight: Any = None, *rest: Any, ou
 @ATEN.rule(
     "_softmax",
     "_log_softmax",
-    "_safe_softmax",
-    family="softmax",
+    unit="transcendental",
     formula="FLOPs = 5·numel(x) (max, subtract, exp, sum, divide)",
 )
 def softmax(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, SOFTMAX_FLOPS * numel(x))
+
+
+# The masked softmax of SDPA's math path (attention on meta tensors) runs as elementwise: the
+# roofline's attention estimates in bench/roofline.py were measured with it there.
+ATEN.add(("_safe_softmax",), softmax, unit="elementwise",
+         formula="FLOPs = 5·numel(x) (max, subtract, exp, sum, divide)")

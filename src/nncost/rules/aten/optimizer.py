@@ -16,7 +16,7 @@ from nncost.rules.registry import Cost, Shape, is_shape, numel
 
 ONE = (
     "add", "sub", "mul", "div", "neg", "abs", "sqrt", "rsqrt", "exp", "log", "reciprocal", "sign",
-    "maximum", "minimum", "clamp_min", "clamp_max", "pow", "sigmoid", "tanh", "norm", "sin", "cos",
+    "maximum", "minimum", "clamp_min", "clamp_max", "pow", "sigmoid", "tanh", "sin", "cos",
 )
 TWO = ("addcmul", "addcdiv", "lerp")
 
@@ -29,17 +29,19 @@ def _over_list(flops_per_element: int) -> Any:
     return rule
 
 
-ATEN.add(with_inplace(f"_foreach_{name}" for name in ONE), _over_list(1), family="multi-tensor",
+ATEN.add(with_inplace(f"_foreach_{name}" for name in ONE), _over_list(1), unit="elementwise",
          formula="FLOPs = Σ numel over the first list")
-ATEN.add(with_inplace(f"_foreach_{name}" for name in TWO), _over_list(2), family="multi-tensor",
+ATEN.add(with_inplace(("_foreach_norm",)), _over_list(1), unit="reduction",
+         formula="FLOPs = Σ numel over the first list")
+ATEN.add(with_inplace(f"_foreach_{name}" for name in TWO), _over_list(2), unit="elementwise",
          formula="FLOPs = 2·Σ numel over the first list")
-ATEN.add(with_inplace(("_foreach_copy", "_foreach_zero")), _over_list(0), family="multi-tensor",
+ATEN.add(with_inplace(("_foreach_copy", "_foreach_zero")), _over_list(0), unit="elementwise",
          formula="0 FLOPs; bytes counted")
-ATEN.add(with_inplace(("_amp_foreach_non_finite_check_and_unscale",)), _over_list(2), family="multi-tensor",
+ATEN.add(with_inplace(("_amp_foreach_non_finite_check_and_unscale",)), _over_list(2), unit="elementwise",
          formula="FLOPs = 2·Σ numel over the gradients (multiply, finiteness check)")
 
 
-@ATEN.rule("_amp_update_scale_", "_amp_update_scale", family="multi-tensor",
+@ATEN.rule("_amp_update_scale_", "_amp_update_scale", unit="elementwise",
            formula="FLOPs = 4: the growth tracker and the scale, two scalars")
 def amp_update_scale(*args: Any, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, 4)

@@ -41,12 +41,14 @@ def _pool(dims: int) -> Any:
     return rule
 
 
-for _dims, _ops in {
-    1: ("max_pool1d", "max_pool1d_with_indices", "avg_pool1d"),
-    2: ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "mkldnn_max_pool2d", "quantized_max_pool2d"),
-    3: ("max_pool3d", "max_pool3d_with_indices", "avg_pool3d", "mkldnn_max_pool3d"),
-}.items():
-    ATEN.add(_ops, _pool(_dims), family="pooling", formula=f"FLOPs = numel(out)·∏kernel ({_dims}-d)")
+# Max pooling compares across each window (the pooling unit); average pooling sums shifted inputs (elementwise).
+for _dims, _max, _avg in (
+    (1, ("max_pool1d", "max_pool1d_with_indices"), ("avg_pool1d",)),
+    (2, ("max_pool2d", "max_pool2d_with_indices", "mkldnn_max_pool2d", "quantized_max_pool2d"), ("avg_pool2d",)),
+    (3, ("max_pool3d", "max_pool3d_with_indices", "mkldnn_max_pool3d"), ("avg_pool3d",)),
+):
+    ATEN.add(_max, _pool(_dims), unit="pooling", formula=f"FLOPs = numel(out)·∏kernel ({_dims}-d)")
+    ATEN.add(_avg, _pool(_dims), unit="elementwise", formula=f"FLOPs = numel(out)·∏kernel ({_dims}-d)")
 
 
 def _adaptive(dims: int) -> Any:
@@ -59,17 +61,15 @@ def _adaptive(dims: int) -> Any:
     return rule
 
 
-for _dims, _ops in {
-    1: ("adaptive_max_pool1d",),
-    2: ("_adaptive_avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "mkldnn_adaptive_avg_pool2d"),
-    3: ("_adaptive_avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"),
-}.items():
-    ATEN.add(
-        _ops,
-        _adaptive(_dims),
-        family="pooling",
-        formula=f"FLOPs = N·C·∏_d Σ_i window_d(i) ({_dims}-d, exact adaptive windows)",
-    )
+for _dims, _ops, _unit in (
+    (1, ("adaptive_max_pool1d",), "pooling"),
+    (2, ("adaptive_max_pool2d",), "pooling"),
+    (2, ("_adaptive_avg_pool2d", "adaptive_avg_pool2d", "mkldnn_adaptive_avg_pool2d"), "elementwise"),
+    (3, ("adaptive_max_pool3d",), "pooling"),
+    (3, ("_adaptive_avg_pool3d", "adaptive_avg_pool3d"), "elementwise"),
+):
+    ATEN.add(_ops, _adaptive(_dims), unit=_unit,
+             formula=f"FLOPs = N·C·∏_d Σ_i window_d(i) ({_dims}-d, exact adaptive windows)")
 
 
 @ATEN.rule(
@@ -79,7 +79,7 @@ for _dims, _ops in {
     "_upsample_nearest_exact1d",
     "_upsample_nearest_exact2d",
     "_upsample_nearest_exact3d",
-    family="interpolation",
+    unit="copy",
     formula="a copy: 0 FLOPs (bytes only)",
 )
 def upsample_nearest(x: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -99,7 +99,7 @@ for _ops, _taps, _what in (
     (("upsample_trilinear3d",), 8, "trilinear, 8 taps"),
     (("upsample_bicubic2d", "_upsample_bicubic2d_aa"), 16, "bicubic, 16 taps"),
 ):
-    ATEN.add(_ops, _interpolate(_taps), family="interpolation", formula=f"FLOPs = numel(out)·(2·{_taps} − 1) ({_what})")
+    ATEN.add(_ops, _interpolate(_taps), unit="elementwise", formula=f"FLOPs = numel(out)·(2·{_taps} − 1) ({_what})")
 
 
 GRID_TAPS = {0: 4, 1: 0, 2: 16}  # grid_sampler_2d's interpolation_mode: bilinear, nearest, bicubic
@@ -116,12 +116,12 @@ def _grid_sample(taps: dict[int, int]) -> Any:
 ATEN.add(
     ("grid_sampler_2d", "_grid_sampler_2d_cpu_fallback", "cudnn_grid_sampler"),
     _grid_sample(GRID_TAPS),
-    family="interpolation",
+    unit="elementwise",
     formula="FLOPs = numel(out)·(2·taps − 1): bilinear 4 taps, bicubic 16, nearest 0 (cuDNN: bilinear)",
 )
 ATEN.add(
     ("grid_sampler_3d",),
     _grid_sample({0: 8, 1: 0}),
-    family="interpolation",
+    unit="elementwise",
     formula="FLOPs = numel(out)·(2·8 − 1) (trilinear, 8 taps); nearest 0",
 )

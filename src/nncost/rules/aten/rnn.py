@@ -27,7 +27,7 @@ def recurrent_cost(x: Shape, matrices: Sequence[Shape], gates_per_step: int) -> 
 
 @ATEN.rule(
     "mkldnn_rnn_layer",
-    family="recurrent",
+    unit="matmul",
     formula="one layer, one direction: MACs = T·B·(numel(W_ih) + numel(W_hh)); FLOPs = 2·MACs + 3·T·B·G",
 )
 def mkldnn_rnn_layer(x: Shape, w_ih: Shape, w_hh: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -37,7 +37,7 @@ def mkldnn_rnn_layer(x: Shape, w_ih: Shape, w_hh: Shape, *rest: Any, out: tuple[
 @ATEN.rule(
     "_cudnn_rnn",
     "miopen_rnn",
-    family="recurrent",
+    unit="matmul",
     formula="all layers and directions: MACs = T·B·Σ numel(W) over 2-d weights; FLOPs = 2·MACs + 3·T·B·ΣG",
 )
 def cudnn_rnn(x: Shape, weights: Sequence[Shape], *rest: Any, out: tuple[Shape, ...]) -> Cost:

@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from nncost.rules.aten import ATEN
-from nncost.rules.aten.conv import conv_cost
-from nncost.rules.registry import ZERO, Cost, Shape, numel
+from nncost.rules.aten.conv import conv_cost, conv_unit
+from nncost.rules.registry import ZERO, ByShape, Cost, Shape, numel
 
 BILINEAR_FLOPS = 7
 ADAPTIVE_SAMPLES = 2
@@ -25,7 +25,7 @@ IOU_FLOPS = 12
 @ATEN.rule(
     "torchvision::roi_align",
     "torchvision::ps_roi_align",
-    family="torchvision",
+    unit="elementwise",
     formula="FLOPs = numel(out)·s²·8, s = sampling_ratio (2 when adaptive)",
 )
 def roi_align(x: Shape, rois: Shape, spatial_scale: float, pooled_h: int, pooled_w: int, sampling_ratio: int,
@@ -37,7 +37,7 @@ def roi_align(x: Shape, rois: Shape, spatial_scale: float, pooled_h: int, pooled
 @ATEN.rule(
     "torchvision::roi_pool",
     "torchvision::ps_roi_pool",
-    family="torchvision",
+    unit="copy",
     formula="a max over each bin: counted as data movement, 0 FLOPs (bin sizes depend on the boxes)",
 )
 def roi_pool(*args: Any, out: tuple[Shape, ...]) -> Cost:
@@ -46,7 +46,7 @@ def roi_pool(*args: Any, out: tuple[Shape, ...]) -> Cost:
 
 @ATEN.rule(
     "torchvision::nms",
-    family="torchvision",
+    unit="elementwise",
     formula="upper bound: FLOPs = 12·N·(N−1)/2 for N boxes",
 )
 def nms(boxes: Shape, scores: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
@@ -54,9 +54,14 @@ def nms(boxes: Shape, scores: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost
     return Cost(0, IOU_FLOPS * n * (n - 1) // 2)
 
 
+def _deform_conv_unit(x: Shape, w: Shape, *rest: Any, out: tuple[Shape, ...]) -> str:
+    groups = rest[9] if len(rest) > 9 else 1  # deform_conv2d(input, weight, offset, mask, bias, 6 ints, groups, ...)
+    return conv_unit(w, groups)
+
+
 @ATEN.rule(
     "torchvision::deform_conv2d",
-    family="torchvision",
+    unit=ByShape(("conv", "depthwise"), _deform_conv_unit),
     formula="MACs as convolution; FLOPs = 2·MACs + 7·N·Ci·∏k·∏out (bilinear sampling) + bias",
 )
 def deform_conv2d(x: Shape, w: Shape, offset: Shape, mask: Any, bias: Any, *rest: Any,

@@ -26,7 +26,7 @@ def _heads(shape: Shape, heads: int) -> Shape:
     return (b, heads, length, width // heads)
 
 
-@ONNX.rule("Attention", family="onnx attention",
+@ONNX.rule("Attention", unit="attention",
            formula="Q (B,Hq,L,E) or (B,L,Hq·E), K (B,Hk,S,E), V (B,Hk,S,Ev), S including a past_key cache: "
                    "MACs = B·Hq·L·S·(E+Ev); FLOPs = 2·MACs + 6·B·Hq·L·S")
 def attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
@@ -41,7 +41,7 @@ def attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) 
     return attention_cost(q4, (*q4[:2], source, k4[3]), (*q4[:2], source, v4[3]))
 
 
-@ONNX.rule("com.microsoft::Attention", family="onnx attention",
+@ONNX.rule("com.microsoft::Attention", unit="attention",
            formula="input (B,L,D), weight (D,3D): MACs = B·L·D·3D + B·L·L·2D; FLOPs = 2·MACs + B·L·3D (bias) "
                    "+ 6·B·H·L·L")
 def ms_attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
@@ -71,7 +71,7 @@ def _projected(inputs: Inputs, heads: int, kv_heads: int) -> tuple[Shape, Shape,
     return _heads(q, heads), _heads(k, kv_heads), _heads(v, kv_heads)
 
 
-@ONNX.rule("com.microsoft::MultiHeadAttention", family="onnx attention",
+@ONNX.rule("com.microsoft::MultiHeadAttention", unit="attention",
            formula="Q (B,L,H·E), K (B,S,H·E) or (B,H,S,E), V likewise: MACs = B·H·L·S·(E+Ev); "
                    "FLOPs = 2·MACs + 6·B·H·L·S + numel(Q, K, V) with a bias")
 def ms_multi_head_attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
@@ -82,7 +82,7 @@ def ms_multi_head_attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple
     return Cost(cost.macs, cost.flops + bias)
 
 
-@ONNX.rule("com.microsoft::GroupQueryAttention", family="onnx attention",
+@ONNX.rule("com.microsoft::GroupQueryAttention", unit="attention",
            formula="Q (B,L,Hq·E), K and V (B,S,Hk·E) or packed: MACs = B·Hq·L·S·(E+Ev); FLOPs = 2·MACs + 6·B·Hq·L·S "
                    "(S: the new tokens; a KV cache given as past_key is not read here)")
 def ms_group_query_attention(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:

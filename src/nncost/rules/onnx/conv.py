@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nncost.rules.aten.conv import conv_cost
+from nncost.rules.aten.conv import conv_cost, conv_unit
 from nncost.rules.onnx import ONNX
-from nncost.rules.registry import Cost, Shape
+from nncost.rules.registry import ByShape, Cost, Shape
 
 Inputs = tuple[Shape | None, ...]
 
@@ -20,7 +20,15 @@ def _has(inputs: Inputs, position: int) -> bool:
     return len(inputs) > position and inputs[position] is not None
 
 
-@ONNX.rule("Conv", "com.microsoft::FusedConv", "com.microsoft::NhwcConv", family="onnx convolution",
+def _unit(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> str:
+    w = inputs[1]
+    return conv_unit(w, int(attrs.get("group", 1))) if w is not None else "conv"
+
+
+UNIT = ByShape(("conv", "depthwise"), _unit)
+
+
+@ONNX.rule("Conv", "com.microsoft::FusedConv", "com.microsoft::NhwcConv", unit=UNIT,
            formula="MACs = N·Co·∏out·(Ci/g)·∏k; FLOPs = 2·MACs + N·Co·∏out if B")
 def conv(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     x, w = inputs[0], inputs[1]
@@ -28,7 +36,7 @@ def conv(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Co
     return conv_cost(x, w, out[0], transposed=False, bias=_has(inputs, 2))
 
 
-@ONNX.rule("ConvTranspose", family="onnx convolution",
+@ONNX.rule("ConvTranspose", unit=UNIT,
            formula="MACs = N·Ci·∏in·(Co/g)·∏k; FLOPs = 2·MACs + N·Co·∏out if B")
 def conv_transpose(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     x, w = inputs[0], inputs[1]

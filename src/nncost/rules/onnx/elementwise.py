@@ -18,18 +18,20 @@ Inputs = tuple[Shape | None, ...]
 
 ELEMENTWISE = (
     # arithmetic
-    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Neg", "Abs", "Reciprocal", "Sqrt", "Exp", "Log",
-    "Floor", "Ceil", "Round", "Sign", "Min", "Max", "Mean", "Sum", "Clip", "Where", "Erf",
-    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    "Add", "Sub", "Mul", "Div", "Mod", "Neg", "Abs", "Reciprocal",
+    "Floor", "Ceil", "Round", "Sign", "Min", "Max", "Mean", "Sum", "Clip", "Where",
+    "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
     "IsNaN", "IsInf", "BitShift",
     # activations
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid", "HardSigmoid",
-    "HardSwish", "Tanh", "Softplus", "Softsign", "Gelu", "Mish", "Swish", "Shrink",
+    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "HardSigmoid",
+    "HardSwish", "Softsign", "Shrink",
     # comparisons and logic
     "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
     "BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot",
 )
-BIASED = ("com.microsoft::BiasGelu", "com.microsoft::BiasAdd")
+# The ATen rules' transcendental unit: functions whose one counted FLOP hides a series.
+TRANSCENDENTAL = ("Pow", "Sqrt", "Exp", "Log", "Erf", "Sin", "Cos", "Sigmoid", "Tanh", "Softplus", "Gelu", "Mish",
+                  "Swish")
 REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceLogSum",
               "ArgMax", "ArgMin", "CumSum")
 SQUARING_REDUCTIONS = ("ReduceSumSquare", "ReduceL2", "ReduceLogSumExp")
@@ -42,28 +44,37 @@ def _first(shapes: tuple[Shape | None, ...]) -> Shape:
     raise ValueError("no tensor shape")
 
 
-@ONNX.rule(*ELEMENTWISE, family="onnx elementwise", formula="FLOPs = numel(out), one per result")
+@ONNX.rule(*ELEMENTWISE, unit="elementwise", formula="FLOPs = numel(out), one per result")
 def elementwise(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, numel(out[0]))
 
 
-@ONNX.rule("com.microsoft::Gelu", "com.microsoft::QuickGelu", "com.microsoft::FastGelu", family="onnx elementwise",
+ONNX.add(TRANSCENDENTAL, elementwise, unit="transcendental",
+         formula="FLOPs = numel(out), one per result: the function's series counts as one")
+
+
+@ONNX.rule("com.microsoft::Gelu", "com.microsoft::QuickGelu", "com.microsoft::FastGelu", unit="transcendental",
            formula="FLOPs = numel(x), 2·numel(x) with a bias input (FastGelu)")
 def fused_gelu(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     biased = len(inputs) > 1 and inputs[1] is not None
     return Cost(0, (2 if biased else 1) * numel(_first(inputs)))
 
 
-@ONNX.rule(*BIASED, family="onnx elementwise", formula="FLOPs = 2·numel(x) (bias add and the function)")
+@ONNX.rule("com.microsoft::BiasGelu", unit="transcendental",
+           formula="FLOPs = 2·numel(x) (bias add and the function)")
 def biased(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, 2 * numel(_first(inputs)))
 
 
-@ONNX.rule(*REDUCTIONS, family="onnx reduction", formula="FLOPs = numel(input)")
+ONNX.add(("com.microsoft::BiasAdd",), biased, unit="elementwise",
+         formula="FLOPs = 2·numel(x) (the bias and the skip added)")
+
+
+@ONNX.rule(*REDUCTIONS, unit="reduction", formula="FLOPs = numel(input)")
 def reduction(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, numel(_first(inputs)))
 
 
-@ONNX.rule(*SQUARING_REDUCTIONS, family="onnx reduction", formula="FLOPs = 2·numel(input) (square or exp, then sum)")
+@ONNX.rule(*SQUARING_REDUCTIONS, unit="reduction", formula="FLOPs = 2·numel(input) (square or exp, then sum)")
 def squaring_reduction(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     return Cost(0, 2 * numel(_first(inputs)))

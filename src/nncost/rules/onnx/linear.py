@@ -13,12 +13,12 @@ import math
 from typing import Any
 
 from nncost.rules.onnx import ONNX
-from nncost.rules.registry import Cost, Shape, numel
+from nncost.rules.registry import ByShape, Cost, Shape, numel
 
 Inputs = tuple[Shape | None, ...]
 
 
-@ONNX.rule("Gemm", family="onnx matmul",
+@ONNX.rule("Gemm", unit="matmul",
            formula="A (M,K), B (K,N) after transA/transB: MACs = M·K·N; FLOPs = 2·MACs + M·N if C "
                    "(+ M·N for alpha ≠ 1, + M·N for beta ≠ 1 with C)")
 def gemm(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
@@ -33,7 +33,7 @@ def gemm(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Co
     return Cost(macs, 2 * macs + extra)
 
 
-@ONNX.rule("MatMul", "com.microsoft::FusedMatMul", family="onnx matmul",
+@ONNX.rule("MatMul", "com.microsoft::FusedMatMul", unit="matmul",
            formula="(…,M,K) @ (…,K,N), broadcast: MACs = numel(out)·K; FLOPs = 2·MACs")
 def matmul(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     a = inputs[0]
@@ -74,7 +74,16 @@ def einsum_sizes(equation: str, shapes: list[Shape]) -> tuple[dict[str, int], li
     return sizes, output, operands
 
 
-@ONNX.rule("Einsum", family="onnx matmul",
+def einsum_unit(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> str:
+    """As the cost: a product (matmul), a reduction of one operand, an elementwise product, a permutation (copy)."""
+    shapes = [s for s in inputs if s is not None]
+    sizes, output, operands = einsum_sizes(str(attrs["equation"]), shapes)
+    if set(sizes) - set(output):
+        return "reduction" if len(operands) == 1 else "matmul"
+    return "copy" if len(operands) == 1 else "elementwise"
+
+
+@ONNX.rule("Einsum", unit=ByShape(("matmul", "reduction", "elementwise", "copy"), einsum_unit),
            formula="with a summed index: MACs = ∏ sizes of all indices, FLOPs = 2·MACs; "
                    "without: FLOPs = numel(out) (a permutation of one operand: 0)")
 def einsum(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:

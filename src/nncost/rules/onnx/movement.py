@@ -16,7 +16,7 @@ from nncost.rules.registry import ZERO, Cost, Shape
 Inputs = tuple[Shape | None, ...]
 
 MOVEMENT = (
-    "Transpose", "Concat", "Split", "Gather", "GatherElements", "GatherND", "Slice", "Pad", "Tile", "Expand",
+    "Transpose", "Concat", "Split", "GatherElements", "GatherND", "Slice", "Pad", "Tile", "Expand",
     "Cast", "CastLike", "ScatterND", "ScatterElements", "Scatter", "DepthToSpace", "SpaceToDepth", "TopK",
     "ConstantOfShape", "Range", "OneHot", "Trilu", "EyeLike", "ReverseSequence", "Compress", "SequenceAt",
     "SplitToSequence", "ConcatFromSequence", "Col2Im", "NonZero", "Unique",
@@ -25,9 +25,13 @@ ALIASES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Dropout")
 METADATA = ("Shape", "Size", "Constant")
 
 
-@ONNX.rule(*MOVEMENT, family="onnx movement", formula="0 FLOPs; bytes read and written are counted")
+@ONNX.rule(*MOVEMENT, unit="copy", formula="0 FLOPs; bytes read and written are counted")
 def movement(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
     return ZERO
+
+
+# Gather with indices is how embeddings and index_select export: it reads only the rows it gathers.
+ONNX.add(("Gather",), movement, unit="gather", formula="0 FLOPs; bytes read and written are counted")
 
 
 ONNX.mark_free(ALIASES, "aliases its input (inference Dropout is the identity)")

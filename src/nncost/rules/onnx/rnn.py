@@ -16,7 +16,7 @@ from nncost.rules.registry import Cost, Shape
 Inputs = tuple[Shape | None, ...]
 
 
-@ONNX.rule("LSTM", "GRU", "RNN", family="onnx recurrent",
+@ONNX.rule("LSTM", "GRU", "RNN", unit="matmul",
            formula="X (T,B,I), W (dirs,G·H,I), R (dirs,G·H,H): MACs = T·B·(numel(W) + numel(R)); "
                    "FLOPs = 2·MACs + 3·T·B·dirs·G·H")
 def recurrent(inputs: Inputs, attrs: dict[str, Any], *, out: tuple[Shape, ...]) -> Cost:
