@@ -87,12 +87,11 @@ def to_dataframe(report: Report) -> Any:
 def summary_lines(report: Report) -> list[tuple[str, str]]:
     """The totals block, as (label, value) pairs shared by the text, Markdown and HTML views."""
     t = report.totals
-    dtypes = ", ".join(f"{units.nbytes(b)} {d}" for d, b in t.param_bytes_by_dtype.items()) or "-"
     lines = [
         ("Params", f"{units.grouped(t.params)} ({units.count(t.params)}): "
                    f"{units.grouped(t.trainable_params)} trainable, {units.grouped(t.frozen_params)} frozen"),
         *([("Params from file", report.file_params.summary())] if report.file_params is not None else []),
-        ("Param memory", f"{units.nbytes(t.param_bytes)} ({dtypes})"),
+        ("Param memory", units.bytes_by_dtype(t.param_bytes, t.param_bytes_by_dtype)),
         ("Buffers", f"{units.grouped(t.buffers)} ({units.nbytes(t.buffer_bytes)})"),
         ("MACs", f"{units.grouped(t.macs)} ({units.count(t.macs)})"),
         ("FLOPs", f"{units.grouped(t.flops)} ({units.count(t.flops)})"),
@@ -171,7 +170,7 @@ def row_cells(layer: Layer, report: Report) -> tuple[str, ...]:
     measured = units.seconds(layer.measured_seconds) if layer.measured_seconds is not None else "-"
     total = report.totals.measured_seconds
     share = units.percent(layer.measured_seconds / total) if layer.measured_seconds is not None and total else "-"
-    return (*cells[:3], cells[5], estimate, bound[:3] + "." if bound != "-" else "-", measured, share)
+    return (*cells[:3], cells[5], estimate, bound, measured, share)
 
 
 def layer_cells(layer: Layer) -> tuple[str, ...]:
