@@ -225,3 +225,15 @@ def test_models_are_left_untouched() -> None:
     nncost.compare([model, nn.Conv2d(3, 4, 3)], (3, 8, 8), train=True, allocator="cpu")
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_none_is_a_dash_as_in_the_layer_table() -> None:
+    """A figure that is zero prints ``-`` in the comparison as in the layer table, with no ratio."""
+    models = [nn.Sequential(nn.ReLU(), nn.Linear(4, 4)), nn.Sequential(nn.ReLU(), nn.Linear(4, 8))]
+    comparison = nncost.compare(models, (4,), stage_depth=1)
+    relu = next(stage for stage in comparison.stages if stage.name == "0")
+    assert relu.params == [0, 0] and relu.macs == [0, 0]
+    line = next(line for line in comparison.table(width=120).splitlines() if line.split()[:1] == ["0"])
+    assert line.split()[1:] == ["-", "-", "-", "-"]
+    layer_table = nncost.profile(models[0], (4,)).table(width=120)
+    assert next(line for line in layer_table.splitlines() if "ReLU" in line).split()[3:5] == ["-", "-"]

@@ -19,7 +19,7 @@ from nncost.cli import run
 from nncost.records.memory import CATEGORIES
 from nncost.render import units
 from nncost.render.formats import layer_cells, summary_lines
-from nncost.render.html import TOP_LAYERS, html_page, seconds, to_html, write_html
+from nncost.render.html import TOP_LAYERS, html_page, to_html, write_html
 from nncost.render.html_assets import STYLE
 from nncost.render.memory import memory_lines
 from nncost.render.svg import _downsample
@@ -115,7 +115,8 @@ def test_every_row_shows_the_layers_figures_as_the_table_formats_them(
         assert row.attrs["data-p"] == ("" if layer.parent is None else str(layer.parent))
         assert tuple(cells[1:9]) == layer_cells(layer)
         assert layer.estimated_seconds is not None and layer.measured_seconds is not None
-        assert cells[9:] == [seconds(layer.estimated_seconds), layer.bound, seconds(layer.measured_seconds)]
+        assert cells[9:] == [units.seconds(layer.estimated_seconds), layer.bound,
+                             units.seconds(layer.measured_seconds)]
         numbers = [float(td.attrs["data-v"]) for td in row.find("td") if "data-v" in td.attrs]
         assert numbers[1:6] == pytest.approx([layer.params, layer.macs, layer.flops, layer.output_bytes,
                                               layer.flops_share], rel=1e-5)
@@ -156,7 +157,9 @@ def test_roofline_puts_each_estimate_on_its_roof(resnet18: tuple[nncost.Report, 
     roof = next(p for p in chart.find("polyline") if p.attrs["class"] == "roof")
     corners = [(float(x), float(y)) for x, y in (pair.split(",") for pair in roof.attrs["points"].split())]
     assert len(chart.find("polyline", class_="datasheet")) == 1  # efficiency 0.7: the datasheet roof too
-    points = chart.find("circle", class_="pt")
+    [group] = chart.find("g", class_="pts")  # one roof: every point in its colour
+    assert group.attrs["fill"] in roof.attrs["style"]
+    points = group.find("circle", class_="pt")
     leaves = [la for la in report.layers if la.is_leaf and la.flops > 0]
     rings = [c for c in chart.find("circle", class_="ring") if c.find("title")]  # not the legend's
     assert len(points) == len(leaves) == len(rings)
@@ -164,8 +167,6 @@ def test_roofline_puts_each_estimate_on_its_roof(resnet18: tuple[nncost.Report, 
         assert circle.find("title")[0].text().startswith(f"{layer.label}: ")
         # estimated = max(flops/peak, bytes/bw), so FLOPs/estimate is the roof at that intensity
         assert float(circle.attrs["cy"]) == pytest.approx(_roof_y(corners, float(circle.attrs["cx"])), abs=0.15)
-        colour = {"compute": "#1f77b4", "memory": "#ff7f0e"}[layer.bound or ""]
-        assert circle.attrs["fill"] == colour
 
 
 def test_memory_timeline_marks_the_peak_at_the_top_of_the_stack(
@@ -310,12 +311,42 @@ def test_cli_refuses_a_missing_directory(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_a_calibrated_cpu_also_draws_its_fastest_cache_roof() -> None:
     from nncost.records.roofline import Roofline
-    from nncost.render.svg import roofline_chart
+    from nncost.render.svg import Point, Roof, roofline_chart
 
     plain = Roofline(hardware="cpu", dtype="float32", peak_flops=1e11, bandwidth=1e10)
     cached = Roofline(hardware="cpu", dtype="float32", peak_flops=1e11, bandwidth=1e10,
                       bandwidth_curve=[(1 << 15, 3e10), (1 << 20, 8e10), (1 << 27, 1e10)])
-    points = [("a", 0.5, 4e9, "memory")]
-    assert "fastest cache" not in roofline_chart(plain, points)
-    svg = roofline_chart(cached, points)
-    assert "<title>the fastest cache's roof: 80.00 GB/s" in svg
+    roof = Roof("fp32", 1e11)
+    points = [Point("a", 0.5, 4e9, "memory", roof)]
+    assert "fastest cache" not in roofline_chart(plain, points, [roof])
+    svg = roofline_chart(cached, points, [roof])
+    assert f"<title>the fastest cache's roof: {units.bandwidth(8e10)}" in svg
+
+
+def test_roofline_draws_every_roof_a_layer_was_costed_against() -> None:
+    """resnet50 in fp32 on an H100: convolutions on the TF32 roof (cuDNN's default), the rest on
+    fp32; two roofs, each point in its roof's colour and on or under it."""
+    model = torchvision.models.resnet50()
+    report = nncost.profile(model, (3, 224, 224), batch_size=8, hardware="h100-sxm")
+    assert report.roofline is not None and report.roofline.family_dtype["conv"] == "tf32"
+    chart = next(svg for svg in parse(to_html(report)).find("svg") if svg.attrs["aria-label"] == "roofline")
+    roofs = {p.attrs["data-roof"]: p for p in chart.find("polyline") if p.attrs["class"] == "roof"}
+    assert sorted(roofs) == ["fp32", "tf32"]
+    peaks = report.roofline.family_peak_flops
+    for column, family in (("tf32", "conv"), ("fp32", "elementwise")):
+        assert units.rate(peaks[family]) in roofs[column].find("title")[0].text()
+    leaves = {la.label: la for la in report.layers if la.is_leaf and la.flops > 0}
+    groups = chart.find("g", class_="pts")
+    assert sorted(g.attrs["data-roof"] for g in groups) == ["fp32", "tf32"]
+    drawn = 0
+    for group in groups:
+        roof = roofs[group.attrs["data-roof"]]
+        assert group.attrs["fill"] in roof.attrs["style"]
+        corners = [(float(x), float(y)) for x, y in (pair.split(",") for pair in roof.attrs["points"].split())]
+        for circle in group.find("circle", class_="pt"):
+            layer = leaves[circle.find("title")[0].text().split(": ")[0]]
+            assert group.attrs["data-roof"] == ("tf32" if layer.type == "Conv2d" else "fp32"), layer.label
+            x, y = float(circle.attrs["cx"]), float(circle.attrs["cy"])
+            assert y >= _roof_y(corners, x) - 0.15, f"{layer.label} lies above its roof"  # SVG y grows downwards
+            drawn += 1
+    assert drawn == sum(1 for la in report.layers if la.is_leaf and la.flops > 0)

@@ -95,7 +95,7 @@ class Comparison:
 
         return to_markdown(self)
 
-    def table(self, width: int = 120) -> str:
+    def table(self, width: int | None = None) -> str:
         from nncost.render.compare import render_text
 
         return render_text(self, width=width)

@@ -165,7 +165,7 @@ class Report:
 
         return to_dataframe(self)
 
-    def table(self, depth: int | None = None, width: int = 120) -> str:
+    def table(self, depth: int | None = None, width: int | None = None) -> str:
         from nncost.render.table import render_text
 
         return render_text(self, depth=depth, width=width)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nncost.render import units
+from nncost.render.table import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.comparison import Comparison, Entry, Stage
@@ -36,14 +37,15 @@ def figure_label(comparison: Comparison, figure: str) -> str:
 
 
 def value(figure: str, amount: int | None) -> str:
-    if amount is None:
-        return "-"
+    """The figure as the layer table shows it: ``-`` when there is none (no layer of that name, or zero)."""
+    if not amount:
+        return units.NONE
     return units.nbytes(amount) if figure in BYTE_FIGURES else units.count(amount)
 
 
 def with_ratio(figure: str, amount: int | None, ratio: float | None, first: bool) -> str:
     text = value(figure, amount)
-    return text if first or ratio is None else f"{text} ({units.ratio(ratio)})"
+    return text if first or ratio is None or text == units.NONE else f"{text} ({units.ratio(ratio)})"
 
 
 def title(comparison: Comparison) -> str:
@@ -112,11 +114,13 @@ def renderables(comparison: Comparison) -> list[Any]:
     return items
 
 
-def render_text(comparison: Comparison, width: int = 120) -> str:
-    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+def render_text(comparison: Comparison, width: int | None = None) -> str:
+    """The comparison as plain text in ``width`` columns (the terminal's when None)."""
+    console = Console(file=io.StringIO(), width=width or terminal_width(), color_system=None, force_terminal=False)
     for item in renderables(comparison):
         console.print(item)
-    return str(console.file.getvalue())  # type: ignore[attr-defined]
+    out: str = console.file.getvalue()  # type: ignore[attr-defined]
+    return "".join(line.rstrip() + "\n" for line in out.splitlines())
 
 
 # -- machine-readable ----------------------------------------------------------------------

@@ -130,12 +130,11 @@ def to_dataframe(report: Report) -> Any:
 def summary_lines(report: Report) -> list[tuple[str, str]]:
     """The totals block, as (label, value) pairs shared by the text, Markdown and HTML views."""
     t = report.totals
-    dtypes = ", ".join(f"{units.nbytes(b)} {d}" for d, b in t.param_bytes_by_dtype.items()) or "-"
     lines = [
         ("Params", f"{units.grouped(t.params)} ({units.count(t.params)}): "
                    f"{units.grouped(t.trainable_params)} trainable, {units.grouped(t.frozen_params)} frozen"),
         *([("Params from file", report.file_params.summary())] if report.file_params is not None else []),
-        ("Param memory", f"{units.nbytes(t.param_bytes)} ({dtypes})"),
+        ("Param memory", units.bytes_by_dtype(t.param_bytes, t.param_bytes_by_dtype)),
         ("Buffers", f"{units.grouped(t.buffers)} ({units.nbytes(t.buffer_bytes)})"),
         ("MACs", f"{units.grouped(t.macs)} ({units.count(t.macs)})"),
         ("FLOPs", f"{units.grouped(t.flops)} ({units.count(t.flops)})"),
@@ -169,17 +168,19 @@ def time_lines(report: Report) -> list[tuple[str, str]]:
                           + (f", {units.nbytes(r.memory_bytes)}" if r.memory_bytes else "")
                           + f"; efficiency {r.efficiency:g}; {columns}")]
     if t.estimated_seconds is not None:
-        rate = f"{r.forward_samples_per_second:,.1f} samples/s" if r.forward_samples_per_second else "-"
+        rate = units.samples_per_second(r.forward_samples_per_second) if r.forward_samples_per_second else "-"
         lines.append(("Estimated forward", f"{units.seconds(t.estimated_seconds)} (roofline, batch "
                                            f"{report.batch_size}): {rate}"))
     if r.train_step_seconds is not None:
         lines.append(("Estimated train step",
                       f"{units.seconds(r.train_step_seconds)}: forward {units.seconds(r.forward_seconds or 0)}, "
                       f"backward {units.seconds(r.backward_seconds or 0)}, optimizer "
-                      f"{units.seconds(r.optimizer_seconds or 0)}; {r.train_samples_per_second or 0:,.1f} samples/s"))
+                      f"{units.seconds(r.optimizer_seconds or 0)}; "
+                      f"{units.samples_per_second(r.train_samples_per_second or 0)}"))
     if t.measured_seconds is not None:
         lines.append(("Measured forward", f"{units.seconds(t.measured_seconds)} (median of {r.measured_repeats} on "
-                                          f"{r.measured_device}): {r.measured_samples_per_second or 0:,.1f} samples/s"))
+                                          f"{r.measured_device}): "
+                                          f"{units.samples_per_second(r.measured_samples_per_second or 0)}"))
         if r.achieved_flops is not None and r.mfu is not None:
             lines.append(("Achieved", f"{units.rate(r.achieved_flops)}, MFU {units.percent(r.mfu)} of "
                                       f"{units.rate(r.peak_flops)}"))
@@ -210,7 +211,7 @@ def row_cells(layer: Layer, report: Report) -> tuple[str, ...]:
     measured = units.seconds(layer.measured_seconds) if layer.measured_seconds is not None else "-"
     total = report.totals.measured_seconds
     share = units.percent(layer.measured_seconds / total) if layer.measured_seconds is not None and total else "-"
-    return (*cells[:3], cells[5], estimate, bound[:3] + "." if bound != "-" else "-", measured, share)
+    return (*cells[:3], cells[5], estimate, bound, measured, share)
 
 
 def layer_cells(layer: Layer) -> tuple[str, ...]:

@@ -22,26 +22,19 @@ from nncost.render import units
 from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines
 from nncost.render.html_assets import SCRIPT, STYLE
 from nncost.render.memory import memory_lines
-from nncost.render.svg import bar_chart, memory_timeline, roofline_chart
+from nncost.render.svg import Point, Roof, bar_chart, memory_timeline, roofline_chart
 
 if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Layer, Report
+    from nncost.records.roofline import Roofline
 
 TOP_LAYERS = 15  # bars per chart
 OPEN_ALL_UP_TO = 150  # layers; bigger trees open folded below depth 2 (the script unfolds on click)
 
 
-def seconds(value: float) -> str:
-    """0.00123 -> '1.23 ms'."""
-    for threshold, scale, suffix in ((1.0, 1.0, "s"), (1e-3, 1e3, "ms"), (1e-6, 1e6, "µs")):
-        if abs(value) >= threshold:
-            return f"{value * scale:.2f} {suffix}"
-    return f"{value * 1e9:.2f} ns"
-
-
 def _optional_seconds(value: float | None) -> str:
-    return "-" if value is None else seconds(value)
+    return units.NONE if value is None else units.seconds(value)
 
 
 @dataclass(frozen=True)
@@ -69,7 +62,7 @@ def columns(report: Report) -> list[Column]:
     if any(layer.estimated_seconds is not None for layer in report.layers):
         result.append(Column("Est. time", True, lambda la: _optional_seconds(la.estimated_seconds),
                              lambda la: la.estimated_seconds or 0.0))
-        result.append(Column("Bound", False, lambda la: la.bound or "-", None))
+        result.append(Column("Bound", False, lambda la: la.bound or units.NONE, None))
     if any(layer.measured_seconds is not None for layer in report.layers):
         result.append(Column("Measured", True, lambda la: _optional_seconds(la.measured_seconds),
                              lambda la: la.measured_seconds or 0.0))
@@ -130,8 +123,8 @@ def _charts(report: Report) -> str:
         _top_chart(leaves, "MACs", lambda la: la.macs, units.count, "#dd8452"),
         _top_chart(leaves, "FLOPs", lambda la: la.flops, units.count, "#c44e52"),
         _top_chart(leaves, "Output memory", lambda la: la.output_bytes, units.nbytes, "#55a868"),
-        _top_chart(leaves, "Estimated time", lambda la: la.estimated_seconds, seconds, "#8172b3"),
-        _top_chart(leaves, "Measured time", lambda la: la.measured_seconds, seconds, "#937860"),
+        _top_chart(leaves, "Estimated time", lambda la: la.estimated_seconds, units.seconds, "#8172b3"),
+        _top_chart(leaves, "Measured time", lambda la: la.measured_seconds, units.seconds, "#937860"),
     ]
     return f'<h3>Layers at a glance</h3><div class="charts">{"".join(charts)}</div>'
 
@@ -142,33 +135,74 @@ def _memory(memory: MemoryReport) -> str:
             f"<figure>{memory_timeline(memory)}</figure>")
 
 
+def _descendants(report: Report) -> dict[int, list[Layer]]:
+    """Each layer's calls in this report: itself, then every layer below it."""
+    below: dict[int, list[Layer]] = {layer.index: [layer] for layer in report.layers}
+    by_index = {layer.index: layer for layer in report.layers}
+    for layer in reversed(report.layers):  # children follow their parent
+        parent = by_index.get(layer.parent) if layer.parent is not None else None
+        if parent is not None:
+            below[parent.index].extend(below[layer.index])
+    return below
+
+
+def layer_roofs(report: Report, roofline: Roofline) -> dict[int, Roof]:
+    """The compute roof each layer was costed against, by layer index.
+
+    An operator runs under its family's peak (``Roofline.family_peak_flops``, from the datasheet
+    column ``family_dtype`` names).  A layer whose operators ran under several peaks is put
+    under the highest, the only roof its FLOPs / time cannot exceed.  Roofs of equal peak are one
+    roof, named by all their columns.
+    """
+    from nncost.analyses.roofline import TORCH_KEYS, roof_family
+
+    peaks, columns = roofline.family_peak_flops, roofline.family_dtype
+    main = Roof(columns.get("matmul", TORCH_KEYS.get(roofline.dtype, roofline.dtype)), roofline.peak_flops)
+    if not peaks:
+        return {layer.index: main for layer in report.layers}
+    below = _descendants(report)
+    used = {roof_family(op.unit) for layer in report.layers for op in layer.self_ops if op.flops > 0}
+    names = {peak: "/".join(sorted({columns.get(f, f) for f in used if peaks.get(f) == peak}))
+             for peak in {peaks[f] for f in used if f in peaks}}
+    roofs: dict[int, Roof] = {}
+    for layer in report.layers:
+        ran = [f for la in below[layer.index] for op in la.self_ops
+               if op.flops > 0 and (f := roof_family(op.unit)) in peaks]
+        peak = max((peaks[f] for f in ran), default=None)
+        roofs[layer.index] = main if peak is None else Roof(names[peak], peak)
+    return roofs
+
+
 def _roofline(report: Report) -> str:
     roofline = report.roofline
     if roofline is None:
         return ""
+    leaves = [la for la in _leaves(report) if la.flops > 0 and la.intensity > 0]
+    roof_of = layer_roofs(report, roofline)
+    points = [Point(la.label, la.intensity, la.flops / la.estimated_seconds, la.bound or "", roof_of[la.index])
+              for la in leaves if la.estimated_seconds]
+    roofs = sorted({p.roof for p in points} or {roof_of[report.layers[0].index]}, key=lambda r: -r.peak_flops)
+    peaks = ", ".join(f"{units.rate(r.peak_flops)} {r.columns}" for r in roofs)
     lines = [
         ("Hardware", f"{roofline.hardware}, {roofline.dtype}"),
-        ("Peak", f"{units.count(roofline.peak_flops)}FLOP/s dense, {units.count(roofline.bandwidth)}B/s memory"
+        ("Peak", f"{peaks} dense, {units.bandwidth(roofline.bandwidth)} memory"
                  + (f", {units.nbytes(roofline.memory_bytes)}" if roofline.memory_bytes else "")),
         ("Efficiency", f"{roofline.efficiency:g} × both roofs"),
         ("Forward, estimated", _optional_seconds(report.totals.estimated_seconds)),
     ]
     if report.totals.measured_seconds is not None:
-        lines.append(("Forward, measured", seconds(report.totals.measured_seconds)))
+        lines.append(("Forward, measured", units.seconds(report.totals.measured_seconds)))
     if roofline.train_step_seconds is not None:
-        lines.append(("Training step, estimated", seconds(roofline.train_step_seconds)))
+        lines.append(("Training step, estimated", units.seconds(roofline.train_step_seconds)))
     if roofline.forward_samples_per_second is not None:
-        lines.append(("Forward throughput", f"{roofline.forward_samples_per_second:,.1f} samples/s"))
+        lines.append(("Forward throughput", units.samples_per_second(roofline.forward_samples_per_second)))
     if roofline.train_samples_per_second is not None:
-        lines.append(("Training throughput", f"{roofline.train_samples_per_second:,.1f} samples/s"))
-    leaves = [la for la in _leaves(report) if la.flops > 0 and la.intensity > 0]
-    points = [(la.label, la.intensity, la.flops / la.estimated_seconds, la.bound or "")
-              for la in leaves if la.estimated_seconds]
+        lines.append(("Training throughput", units.samples_per_second(roofline.train_samples_per_second)))
     measured = [(la.label, la.intensity, la.flops / la.measured_seconds) for la in leaves if la.measured_seconds]
     caption = (f"Roofline: {len(points)} leaf layers at FLOPs / estimated time"
                + (f", {len(measured)} at FLOPs / measured time" if measured else ""))
-    drawable = min(roofline.peak_flops, roofline.bandwidth, roofline.efficiency) > 0  # else no log axes
-    chart = (f"<figure><figcaption>{escape(caption)}</figcaption>{roofline_chart(roofline, points, measured)}"
+    drawable = min(roofline.bandwidth, roofline.efficiency, *(r.peak_flops for r in roofs)) > 0  # else no log axes
+    chart = (f"<figure><figcaption>{escape(caption)}</figcaption>{roofline_chart(roofline, points, roofs, measured)}"
              "</figure>") if drawable else ""
     return f"<h3>Time on {escape(roofline.hardware)}</h3><div class='side'>{_kv_table(lines)}</div>{chart}"
 

@@ -8,7 +8,8 @@ escaped; no element carries an id, so two reports on one page cannot clash.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -21,13 +22,7 @@ if TYPE_CHECKING:
 
 # matplotlib's default cycle (C0..C5), so the timeline has the colours of ``--plot``.
 CATEGORY_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
-BOUND_COLOURS = {"compute": "#1f77b4", "memory": "#ff7f0e"}
-OTHER_COLOUR = "#7f7f7f"
-
-
-def short(name: str, limit: int = 28) -> str:
-    """The tail of a long qualified name: ``…h.11.mlp.c_fc`` says more than its head."""
-    return name if len(name) <= limit else "…" + name[-(limit - 1):]
+ROOF_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2")  # highest roof first
 
 
 def _svg(width: float, height: float, body: str, label: str) -> str:
@@ -57,7 +52,7 @@ def bar_chart(rows: Sequence[tuple[str, float, str]], label: str, colour: str = 
         length = max(bar_width * value / top, 0.5)
         parts.append(
             f"<g><title>{escape(name)}: {escape(text)}</title>"
-            f'<text x="{name_width - 6}" y="{y + 13}" text-anchor="end">{escape(short(name))}</text>'
+            f'<text x="{name_width - 6}" y="{y + 13}" text-anchor="end">{escape(units.path(name, 28))}</text>'
             f'<rect x="{name_width}" y="{y + 3}" width="{length:.1f}" height="{row_height - 6}" fill="{colour}"/>'
             f'<text x="{name_width + length + 4:.1f}" y="{y + 13}">{escape(text)}</text></g>'
         )
@@ -167,22 +162,44 @@ def _decade_range(values: Sequence[float]) -> tuple[float, float]:
     return low, max(high, low * 10)
 
 
-def roofline_chart(roofline: Roofline, points: Sequence[tuple[str, float, float, str]],
-                   measured: Sequence[tuple[str, float, float]] = ()) -> str:
-    """Log-log roofline: the roofs, then one point per ``(layer, intensity, FLOP/s, bound)``.
+@dataclass(frozen=True)
+class Roof:
+    """One compute roof: the datasheet column(s) its peak is read from, and that peak in FLOP/s."""
 
+    columns: str  # "tf32", "fp32"; "bf16/fp32" when two columns share one peak
+    peak_flops: float
+
+
+@dataclass(frozen=True)
+class Point:
+    """One layer on the chart: its intensity, its FLOP/s, which roof bounds it, and on which roof it ran."""
+
+    name: str
+    intensity: float  # FLOPs per byte read or written
+    flops_per_second: float
+    bound: str  # "compute", "memory" or ""
+    roof: Roof
+
+
+def roofline_chart(roofline: Roofline, points: Sequence[Point], roofs: Sequence[Roof],
+                   measured: Sequence[tuple[str, float, float]] = ()) -> str:
+    """Log-log roofline: every compute roof (each with the memory roof), one point per layer,
+    coloured by the roof its operators were costed against.
+
+    ``roofs`` are drawn highest first, each at its peak and the bandwidth, times the efficiency;
     ``measured`` points (``(layer, intensity, FLOP/s achieved in the measured time)``) are drawn
     as rings beside the estimates.
     """
     width, height, left, right, top, bottom = 680, 380, 64, 20, 30, 42
     plot_w, plot_h = width - left - right, height - top - bottom
-    peak = roofline.peak_flops * roofline.efficiency
-    bandwidth = roofline.bandwidth * roofline.efficiency
-    ridge = peak / bandwidth
-    xs = [x for _, x, _, _ in points] + [x for _, x, _ in measured]
-    ys = [y for _, _, y, _ in points] + [y for _, _, y in measured]
-    x_low, x_high = _decade_range([*xs, ridge / 10, ridge * 10])
-    y_low, y_high = _decade_range([*ys, roofline.peak_flops, bandwidth * x_low])
+    roofs = sorted(set(roofs), key=lambda r: -r.peak_flops)
+    colour = {roof: ROOF_COLOURS[i % len(ROOF_COLOURS)] for i, roof in enumerate(roofs)}
+    e, bandwidth = roofline.efficiency, roofline.bandwidth * roofline.efficiency
+    ridges = [roof.peak_flops * e / bandwidth for roof in roofs]
+    xs = [p.intensity for p in points] + [x for _, x, _ in measured]
+    ys = [p.flops_per_second for p in points] + [y for _, _, y in measured]
+    x_low, x_high = _decade_range([*xs, min(ridges) / 10, max(ridges) * 10])
+    y_low, y_high = _decade_range([*ys, *(roof.peak_flops for roof in roofs), bandwidth * x_low])
 
     def x_of(x: float) -> float:
         return left + plot_w * math.log10(x / x_low) / math.log10(x_high / x_low)
@@ -190,8 +207,8 @@ def roofline_chart(roofline: Roofline, points: Sequence[tuple[str, float, float,
     def y_of(y: float) -> float:
         return top + plot_h * (1 - math.log10(y / y_low) / math.log10(y_high / y_low))
 
-    def roof(factor: float, memory: float = roofline.bandwidth) -> str:
-        p, b = roofline.peak_flops * factor, memory * factor
+    def polyline(peak: float, factor: float, memory: float = roofline.bandwidth) -> str:
+        p, b = peak * factor, memory * factor
         corner = p / b
         xy = [(x_low, b * x_low), (corner, p), (x_high, p)] if x_low < corner < x_high else \
              [(x_low, min(p, b * x_low)), (x_high, min(p, b * x_high))]
@@ -206,38 +223,40 @@ def roofline_chart(roofline: Roofline, points: Sequence[tuple[str, float, float,
         y = y_of(tick)
         parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_log_tick(tick)}</text>')
-    if roofline.efficiency != 1.0:
-        parts.append(f'<polyline class="roof datasheet" points="{roof(1.0)}"><title>datasheet roofs</title>'
-                     "</polyline>")
+    for roof in roofs if e != 1.0 else ():
+        parts.append(f'<polyline class="roof datasheet" points="{polyline(roof.peak_flops, 1.0)}"><title>'
+                     f"{escape(roof.columns)} datasheet roofs</title></polyline>")
     cache = roofline.cache_bandwidth
-    if cache is not None:  # a calibrated cpu: its fastest cache, where small operands stay
-        parts.append(f'<polyline class="roof datasheet" points="{roof(roofline.efficiency, cache)}"><title>'
-                     f"the fastest cache's roof: {escape(units.count(cache * roofline.efficiency))}B/s "
+    if cache is not None and roofs:  # a calibrated cpu: its fastest cache, where small operands stay
+        parts.append(f'<polyline class="roof datasheet" points="{polyline(roofs[0].peak_flops, e, cache)}"><title>'
+                     f"the fastest cache's roof: {escape(units.bandwidth(cache * e))} "
                      "(operators with small working sets)</title></polyline>")
-    parts.append(f'<polyline class="roof" points="{roof(roofline.efficiency)}"><title>roofs × '
-                 f"{roofline.efficiency:g}: {escape(units.count(peak))}FLOP/s, "
-                 f"{escape(units.count(bandwidth))}B/s; ridge at {ridge:.3g} FLOPs/byte</title></polyline>")
-    for name, x, y, bound in points:
-        parts.append(f'<circle class="pt" cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3.5" '
-                     f'fill="{BOUND_COLOURS.get(bound, OTHER_COLOUR)}"><title>{escape(name)}: {x:.3g} FLOPs/byte, '
-                     f"{escape(units.count(y))}FLOP/s estimated, {escape(bound or '-')} bound</title></circle>")
+    for roof, ridge in zip(roofs, ridges, strict=True):
+        parts.append(f'<polyline class="roof" data-roof="{escape(roof.columns)}" style="stroke:{colour[roof]}" '
+                     f'points="{polyline(roof.peak_flops, e)}"><title>{escape(roof.columns)} roofs × {e:g}: '
+                     f"{escape(units.rate(roof.peak_flops * e))}, {escape(units.bandwidth(bandwidth))}; "
+                     f"ridge at {ridge:.3g} FLOPs/byte</title></polyline>")
+    for roof in roofs:  # one group of points per roof, in its colour
+        parts.append(f'<g class="pts" data-roof="{escape(roof.columns)}" fill="{colour[roof]}">')
+        parts.extend(f'<circle class="pt" cx="{x_of(p.intensity):.1f}" cy="{y_of(p.flops_per_second):.1f}" r="3.5">'
+                     f"<title>{escape(p.name)}: {p.intensity:.3g} FLOPs/byte, {escape(units.rate(p.flops_per_second))} "
+                     f"estimated, {escape(p.bound or units.NONE)} bound</title></circle>"
+                     for p in points if p.roof == roof)
+        parts.append("</g>")
     for name, x, y in measured:
         parts.append(f'<circle class="ring" cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3.5"><title>{escape(name)}: '
-                     f"{x:.3g} FLOPs/byte, {escape(units.count(y))}FLOP/s measured</title></circle>")
+                     f"{x:.3g} FLOPs/byte, {escape(units.rate(y))} measured</title></circle>")
     parts.append(f'<line class="axis" x1="{left}" x2="{left + plot_w}" y1="{top + plot_h}" y2="{top + plot_h}"/>'
                  f'<line class="axis" x1="{left}" x2="{left}" y1="{top}" y2="{top + plot_h}"/>'
                  f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">'
                  "arithmetic intensity (FLOPs per byte read or written)</text>"
                  f'<text x="14" y="{top + plot_h / 2:.1f}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {top + plot_h / 2:.1f})">FLOP/s</text>')
-    legend: list[tuple[str, Callable[[float], str]]] = [
-        ("compute bound", lambda x: f'<circle cx="{x}" cy="13" r="4" fill="{BOUND_COLOURS["compute"]}"/>'),
-        ("memory bound", lambda x: f'<circle cx="{x}" cy="13" r="4" fill="{BOUND_COLOURS["memory"]}"/>'),
-    ]
+    legend = [(f"{roof.columns} {units.rate(roof.peak_flops)}", f'fill="{colour[roof]}"') for roof in roofs]
     if measured:
-        legend.append(("measured", lambda x: f'<circle class="ring" cx="{x}" cy="13" r="4"/>'))
+        legend.append(("measured", 'class="ring"'))
     x = float(left + 6)
-    for name, mark in legend:
-        parts.append(mark(x) + f'<text x="{x + 8:.1f}" y="17">{name}</text>')
+    for name, look in legend:
+        parts.append(f'<circle cx="{x}" cy="13" r="4" {look}/><text x="{x + 8:.1f}" y="17">{escape(name)}</text>')
         x += 22 + 6.5 * len(name)
     return _svg(width, height, "".join(parts), "roofline")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+NONE = "-"  # a figure that is zero or does not apply, in every view
+ELLIPSIS = "…"
 
 
 def count(n: float) -> str:
@@ -21,13 +24,25 @@ def nbytes(n: float) -> str:
     return f"{int(n)} B"
 
 
+def count_or_none(n: float) -> str:
+    """:func:`count`, or ``-`` for zero, as the layer table shows a layer without parameters."""
+    return count(n) if n else NONE
+
+
+def bytes_by_dtype(total: int, by_dtype: Mapping[str, int]) -> str:
+    """'97.49 MiB, float32'; with several dtypes, each one's share: '1.2 GiB (1.0 GiB bfloat16, ...)'."""
+    if len(by_dtype) <= 1:
+        return nbytes(total) + "".join(f", {dtype}" for dtype in by_dtype)
+    return f"{nbytes(total)} ({', '.join(f'{nbytes(b)} {dtype}' for dtype, b in by_dtype.items())})"
+
+
 def shape(s: Sequence[int]) -> str:
     return "×".join(str(d) for d in s) if s else "scalar"
 
 
 def shapes(items: Sequence[Sequence[int]], limit: int = 2) -> str:
     if not items:
-        return "-"
+        return NONE
     text = ", ".join(shape(s) for s in items[:limit])
     return text + (f" (+{len(items) - limit})" if len(items) > limit else "")
 
@@ -45,12 +60,19 @@ def ratio(r: float) -> str:
     return f"{r:.2f}×" if r >= 1 else f"{r:#.3g}×"
 
 
+def _figures(x: float) -> str:
+    """Three significant figures, trailing zeros kept so a column lines up: 5.1 -> '5.10', 614 -> '614'."""
+    if abs(x) >= 999.5:
+        return f"{x:,.0f}"
+    return f"{x:#.3g}".rstrip(".")
+
+
 def seconds(s: float) -> str:
-    """0.00123 -> '1.23 ms'."""
+    """0.00123 -> '1.23 ms', 5.1e-6 -> '5.10 µs' (every view's times: the table, totals and HTML)."""
     for threshold, suffix, scale in ((1.0, "s", 1.0), (1e-3, "ms", 1e3), (1e-6, "µs", 1e6)):
-        if abs(s) >= threshold:
-            return f"{s * scale:.3g} {suffix}"
-    return f"{s * 1e9:.3g} ns"
+        if abs(s) >= threshold * 0.9995:  # what rounds up to 1,000 of a unit is 1.00 of the next
+            return f"{_figures(s * scale)} {suffix}"
+    return f"{_figures(s * 1e9)} ns"
 
 
 def rate(flops_per_second: float) -> str:
@@ -67,3 +89,68 @@ def bandwidth(bytes_per_second: float) -> str:
         if abs(bytes_per_second) >= threshold:
             return f"{bytes_per_second / threshold:.3g} {suffix}"
     return f"{bytes_per_second:.3g} B/s"
+
+
+def samples_per_second(rate: float) -> str:
+    """1234.56 -> '1,234.6 samples/s'."""
+    return f"{rate:,.1f} samples/s"
+
+
+def _has_digit(component: str) -> bool:
+    return any(c.isdigit() for c in component)
+
+
+def _cut(name: str, cuts: list[tuple[int, int]]) -> str:
+    """``name`` with each (start, end) span replaced by one ellipsis."""
+    pieces, at = [], 0
+    for start, end in cuts:
+        pieces.append(name[at:start])
+        at = end
+    return ELLIPSIS.join([*pieces, name[at:]])
+
+
+def _merge(cuts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(cuts):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+MIN_KEPT = 6  # characters of a component cut in its middle; shorter, it goes whole
+
+
+def path(name: str, limit: int) -> str:
+    """A dotted module path in at most ``limit`` characters, shortened in its middle.
+
+    The last component, the layer's own name, stays whole; so do the components with digits
+    (``layer2``, ``0``, ``h.11``), which tell one block of a stack from the next.  The words
+    between them go first, from the left, each replaced by ``…`` (``…0.blocks.0.attn.qkv``), and
+    the last one to go keeps its two ends when enough of it is left (``layer1.0.down…mple.0``);
+    the numbers go only when the words are not enough.  Two paths can still shorten alike:
+    callers that need distinct labels check, and give the names more room.
+    """
+    if len(name) <= limit:
+        return name
+    if limit <= 1:
+        return ELLIPSIS[:limit]
+    parts = name.split(".")
+    starts = [sum(len(p) + 1 for p in parts[:i]) for i in range(len(parts))]
+    words = [i for i in range(len(parts) - 1) if not _has_digit(parts[i])]
+    numbers = [i for i in range(len(parts) - 1) if _has_digit(parts[i])]
+    cuts: list[tuple[int, int]] = []
+    for i in words + numbers:
+        start, end = starts[i], starts[i] + len(parts[i])
+        whole = _merge([*cuts, (max(start - 1, 0), end + 1)])  # the component and the dots around it
+        if len(_cut(name, whole)) > limit:
+            cuts = whole
+            continue
+        excess = len(_cut(name, cuts)) - limit
+        kept = len(parts[i]) - (excess + 1)  # replacing n characters by one ellipsis saves n - 1
+        if kept >= MIN_KEPT:
+            middle = start + (kept + 1) // 2
+            return _cut(name, _merge([*cuts, (middle, middle + excess + 1)]))
+        return _cut(name, whole)
+    return ELLIPSIS + name[-(limit - 1):]
