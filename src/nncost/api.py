@@ -86,7 +86,7 @@ def profile(
         measure_on = _measure_device(device, hardware)
         hardware = hardware if hardware not in (None, "cuda") else _local_hardware(measure_on)
     if hardware is not None:
-        roofline(report, hardware, precision=precision, efficiency=efficiency, dtype=torch_dtype)
+        roofline(report, hardware, precision=precision, efficiency=efficiency, dtype=torch_dtype, say=progress)
     if measure_time:
         from nncost.analyses.timing import attach_times
 
@@ -240,18 +240,20 @@ def roofline(
     efficiency: float = 1.0,
     dtype: torch.dtype | None = None,
     memory: MemoryReport | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Roofline:
     """Add roofline estimates on ``hardware`` to ``report`` (which must hold every layer).
 
     With ``memory`` (a simulated step of the same model), a training step is also estimated
     when it ran in train mode, and the simulated peak is set against the device's memory.
+    ``say`` hears when the ``cpu`` is calibrated, and its warnings.
     """
     from nncost.analyses.roofline import add_memory_fit, add_training_step, apply_roofline, make_roofline
-    from nncost.hardware import device as find_device
+    from nncost.calibration import device as find_device
 
     if hardware == "cuda":
         raise BadRequest("'cuda' names allocator semantics, not a device; give a catalogue name such as h100-sxm")
-    found = find_device(hardware)
+    found = find_device(hardware, say=say)
     by_dtype = report.totals.param_bytes_by_dtype
     run_dtype = str(dtype).removeprefix("torch.") if dtype is not None else (
         max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32")

@@ -314,12 +314,6 @@ def _check_hardware(args: argparse.Namespace) -> None:
     if args.hardware is None:
         return
     args.hardware = args.hardware.strip().lower()
-    if args.hardware == "cpu":
-        from nncost.hardware import calibrate
-
-        if not calibrate.is_cached():
-            print(f"nncost: measuring this cpu's roofs, once (a few seconds; cached in {calibrate.cache_dir()})",
-                  file=sys.stderr)
     if args.hardware not in ("cpu", "cuda"):
         from nncost.hardware import catalogue_device
 

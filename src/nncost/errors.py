@@ -31,3 +31,7 @@ class BadRequest(NncostError):
 
 class ModelFileError(NncostError):
     """A model file nncost cannot read: corrupt, truncated, an unsupported opset, missing external data."""
+
+
+class CalibrationError(NncostError):
+    """The ``cpu`` could not be calibrated plausibly: its figures broke physical bounds on every attempt."""

@@ -113,9 +113,9 @@ def profile_named(name: str, options: RunOptions, progress: Steps | None = None
     memory_report = run.memory() if options.memory else None
     device_name = roofline_hardware(options.hardware)
     if memory_report is not None and memory_report.budget_bytes is None and device_name not in (None, "cpu"):
-        from nncost.hardware import device
+        from nncost.hardware import catalogue_device
 
-        memory_report.budget_bytes = device(device_name).memory_bytes  # does the step fit on that device?
+        memory_report.budget_bytes = catalogue_device(device_name).memory_bytes  # does the step fit on that device?
     if memory_report is not None and report.roofline is not None:
         from nncost.analyses.roofline import add_memory_fit, add_training_step
 
@@ -173,9 +173,10 @@ def fit_budget(fit: str | int | None, hardware: str | None) -> str | int | None:
     if name is None:
         raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
                          "such as --fit 24GiB")
-    from nncost.hardware import device
+    from nncost.calibration import memory_bytes
+    from nncost.hardware import catalogue_device
 
-    size = device(name).memory_bytes
+    size = memory_bytes() if name == "cpu" else catalogue_device(name).memory_bytes
     if size is None:
         raise BadRequest(f"the memory size of {name} is not known; give a budget such as --fit 24GiB")
     return size
