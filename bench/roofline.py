@@ -1,7 +1,8 @@
 """Roofline estimates against measured CPU latency, per leaf layer and in total.
 
-    PYTHONPATH=src /work/venv/bin/python bench/roofline.py                 # writes docs/roofline.md's table
-    PYTHONPATH=src /work/venv/bin/python bench/roofline.py --no-write --only resnet50
+    PYTHONPATH=src /work/venv/bin/python bench/roofline.py                 # prints the table
+    PYTHONPATH=src /work/venv/bin/python bench/roofline.py --write-docs    # and writes it into docs/roofline.md
+    PYTHONPATH=src /work/venv/bin/python bench/roofline.py --only resnet50
     PYTHONPATH=src /work/venv/bin/python bench/roofline.py --held-out --trials 3  # models not looked at
 
 For each model nncost profiles the forward on meta tensors with ``hardware="cpu"`` (the roofs
@@ -180,7 +181,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trials", type=int, default=1, help="runs per model; the table shows the median one")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="also write the table into docs/roofline.md")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
     if args.worker:
@@ -199,12 +200,12 @@ def main() -> None:
         middle = dict(trials[len(trials) // 2])  # the trial with the median total error
         middle["errors"] = [(r["estimated"] - r["measured"]) / r["measured"] for r in trials]
         results.append(middle)
-    command = "PYTHONPATH=src python bench/roofline.py " + " ".join(sys.argv[1:])
+    command = "PYTHONPATH=src python bench/roofline.py " + " ".join(a for a in sys.argv[1:] if a != "--write-docs")
     text = table(results, args, command.strip())
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.no_write:
+    if args.write_docs:
         doc = ROOT / "docs" / "roofline.md"
         current = doc.read_text() if doc.exists() else ""
         start, end = markers(args.held_out)
