@@ -8,7 +8,7 @@
 #   1. bench/cuda_check.py     core report on CUDA: MACs equal meta's, the model left untouched
 #   2. bench/memory_cuda.py    issue 3: simulated step peak against max_memory_allocated/reserved
 #   3. bench/cuda_learn.py     issue 3: the workspaces, attention and LSTM buffers the simulator lacks
-#   4. bench/roofline_cuda.py  issue 5: roofline against CUDA-event latency (writes docs/roofline_cuda.md)
+#   4. bench/roofline_cuda.py  issue 5: roofline against CUDA-event latency (--write-docs: docs/roofline_cuda.md)
 set -u
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/nncost-gpu}"
@@ -25,5 +25,5 @@ run() {
 run 90 cuda_check python3 bench/cuda_check.py
 run 120 memory_cuda python3 bench/memory_cuda.py
 run 150 cuda_learn python3 bench/cuda_learn.py --top 10
-run 180 roofline_cuda python3 bench/roofline_cuda.py
+run 180 roofline_cuda python3 bench/roofline_cuda.py --write-docs
 cp docs/roofline_cuda.md "$out/" 2>/dev/null || true

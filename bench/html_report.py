@@ -6,6 +6,7 @@ For each model the CLI writes the report (with the memory timeline of a training
 is then opened in ``chromium --headless --dump-dom`` with a probe appended that records, after
 the report's own script ran, ``performance.now()`` and the load event's start (milliseconds from
 navigation start), the median of five openings (the machine is shared: single runs vary 2x).
+Without ``chromium`` on PATH the pages are only written, and the output says why those columns are nan.
 Also used as a model source: ``bench/html_report.py:deep_mlp`` (250 blocks of Linear + GELU: 500
 leaf layers, 751 module calls).
 """
@@ -57,6 +58,9 @@ def main() -> None:
     from nncost.cli import run
 
     browser = shutil.which("chromium")
+    if browser is None:
+        print("no chromium on PATH: the pages are written but not opened (their opening times will be nan)",
+              file=sys.stderr)
     rows = ["| model | module calls | HTML size | write (CLI, s) | script done (ms) | load event (ms) |"
             " chromium wall (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +77,9 @@ def main() -> None:
             script, load, wall = open_in_chromium(browser, page, work) if browser else (nan, nan, nan)
             rows.append(f"| {label} | {calls} | {page.stat().st_size / 1024:.0f} KiB | {elapsed:.1f} | {script:.0f} | "
                         f"{load:.0f} | {wall:.2f} |")
+    if browser is None:
+        rows.append("\nThe columns of the opening times (script done, load event, chromium wall) are nan: no "
+                    "`chromium` on PATH, so the pages were written but not opened.")
     print("\n".join(rows))
 
 

@@ -1,7 +1,8 @@
 """nncost's simulated memory peak against the peak measured on a real CPU step.
 
-    /work/venv/bin/python bench/memory.py                         # every case, writes docs/memory.md
-    /work/venv/bin/python bench/memory.py --only resnet18 gpt2 --no-write
+    /work/venv/bin/python bench/memory.py                         # every case, prints the table
+    /work/venv/bin/python bench/memory.py --write-docs            # and writes it into docs/memory.md
+    /work/venv/bin/python bench/memory.py --only resnet18 gpt2
     /work/venv/bin/python bench/memory.py --diagnose "densenet121 b8 train adam"
 
 For each case nncost simulates the step on meta tensors (``nncost.memory(..., allocator="cpu")``)
@@ -535,7 +536,7 @@ def machine() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    from nncost.hardware.calibrate import cpu_model
+    from nncost.calibration import cpu_model
 
     return (f"nproc {os.cpu_count()} ({cpu_model()}), torch {ver('torch')}, torchvision {ver('torchvision')}, "
             f"transformers {ver('transformers')}, Python {platform.python_version()}, {platform.platform()}")
@@ -587,7 +588,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", choices=list(MODELS), help="these models only")
     ap.add_argument("--cases", nargs="+", metavar="CASE", help='exact case keys, e.g. "resnet18 b2 train adam"')
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "memory.md")
-    ap.add_argument("--no-write", action="store_true", help="print the table, leave docs/memory.md alone")
+    ap.add_argument("--write-docs", action="store_true", help="also write the table into --out (docs/memory.md)")
     ap.add_argument("--json", type=Path, help="also write every row as JSON here")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per case")
     ap.add_argument("--worker", metavar="CASE", help=argparse.SUPPRESS)
@@ -603,8 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     keys = a.cases or cases(a.only)
     for key in keys:
         parse_case(key)
+    given = [arg for arg in (argv or sys.argv[1:]) if arg != "--write-docs"]
     command = "/work/venv/bin/python bench/memory.py" + "".join(
-        f" {arg}" if not any(c in arg for c in " \"'") else f" {json.dumps(arg)}" for arg in (argv or sys.argv[1:]))
+        f" {arg}" if not any(c in arg for c in " \"'") else f" {json.dumps(arg)}" for arg in given)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     rows = []
@@ -622,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
-    if not a.no_write:
+    if a.write_docs:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         replace_section(a.out, SECTION, section, new_page=INTRO, ends=("## ", "### "))
     return 0

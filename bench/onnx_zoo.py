@@ -1,7 +1,8 @@
 """nncost on the ONNX exports of torchvision's classification models.
 
-    python bench/onnx_zoo.py                       # every classification model; writes docs/onnx_zoo.md
-    python bench/onnx_zoo.py --only resnet18 vit_b_16 --no-write
+    python bench/onnx_zoo.py                       # every classification model; prints the table
+    python bench/onnx_zoo.py --write-docs          # the same, written to docs/onnx_zoo.md
+    python bench/onnx_zoo.py --only resnet18 vit_b_16
 
 Each model is built with random weights (nothing is downloaded) as ``nncost NAME`` builds it,
 exported with ``torch.onnx.export(..., dynamo=False)`` (the TorchScript exporter; constant folding
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--only", nargs="+", help="these models only")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "onnx_zoo.md")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="write the table to --out instead of printing it")
     parser.add_argument("--max-params", type=float, default=200e6,
                         help="skip larger models (an export over 2 GB needs external data; default 200e6)")
     args = parser.parse_args(argv)
@@ -205,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row.macs / 1e9:.3f} G MACs vs {row.ops}, {'ok' if row.macs_match else 'MISMATCH'} "
                   f"{row.error or row.uncounted}", file=sys.stderr, flush=True)
             rows.append(row)
-            if not args.no_write:
+            if args.write_docs:
                 args.out.write_text(text())  # after every model: an interrupted run keeps its rows
-    if args.no_write:
+    if not args.write_docs:
         print(text())
     return 0 if all(r.macs_match for r in rows) else 1
 

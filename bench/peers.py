@@ -1,7 +1,8 @@
 """nncost against its peers: thop, ptflops, fvcore, torchinfo, calflops and torch's FlopCounterMode.
 
-    /work/venv/bin/python bench/peers.py                      # all tools, all cases, writes docs/benchmarks.md
-    /work/venv/bin/python bench/peers.py --cases "resnet50@224 b1" --tools nncost,thop --no-write
+    /work/venv/bin/python bench/peers.py                      # all tools, all cases, prints the section
+    /work/venv/bin/python bench/peers.py --write-docs         # and writes it into docs/benchmarks.md
+    /work/venv/bin/python bench/peers.py --cases "resnet50@224 b1" --tools nncost,thop
 
 Each (tool, case) runs in its own process (``bench/_peer_runner.py``), so its peak RSS is its own
 and a tool that crashes, hangs or is missing shows up as an error in the table.  Per case and
@@ -36,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from _peer_runner import CASES, MARK, TOOLS  # noqa: E402
 from _sections import replace_section  # noqa: E402
-from nncost.hardware.calibrate import cpu_model  # noqa: E402
+from nncost.calibration import cpu_model  # noqa: E402
 
 DEFAULT_TOOLS = ["nncost", "thop", "ptflops", "ptflops[aten]", "fvcore", "torchinfo", "calflops", "FlopCounterMode"]
 # nncost's goal: at least this many times faster than the fastest peer
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds before a (tool, case) process is killed")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     ap.add_argument("--json", type=Path, help="also dump the raw results here")
-    ap.add_argument("--no-write", action="store_true", help="print the section, leave docs/ alone")
+    ap.add_argument("--write-docs", action="store_true", help="also write the section into --out (docs/benchmarks.md)")
     a = ap.parse_args(argv)
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
@@ -348,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     if "nncost" in tools:  # first, so its time is there to divide by
         tools = ["nncost", *[t for t in tools if t != "nncost"]]
     script = os.path.relpath(Path(__file__).resolve(), ROOT)
-    a.command = shlex.join([sys.executable, script, *(sys.argv[1:] if argv is None else argv)])
+    given = sys.argv[1:] if argv is None else argv
+    a.command = shlex.join([sys.executable, script, *(arg for arg in given if arg != "--write-docs")])
 
     started = dt.datetime.now(dt.timezone.utc)
     load_start = loadavg()
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
-    if not a.no_write:
+    if a.write_docs:
         replace_section(a.out, SECTION, section, new_page="# Benchmarks\n")
         print(f"wrote {a.out}", file=sys.stderr)
     return 0

@@ -1,11 +1,12 @@
 """Roofline estimates against measured CPU latency, per leaf layer and in total.
 
-    PYTHONPATH=src /work/venv/bin/python bench/roofline.py                 # writes docs/roofline.md's table
-    PYTHONPATH=src /work/venv/bin/python bench/roofline.py --no-write --only resnet50
+    PYTHONPATH=src /work/venv/bin/python bench/roofline.py                 # prints the table
+    PYTHONPATH=src /work/venv/bin/python bench/roofline.py --write-docs    # and writes it into docs/roofline.md
+    PYTHONPATH=src /work/venv/bin/python bench/roofline.py --only resnet50
     PYTHONPATH=src /work/venv/bin/python bench/roofline.py --held-out --trials 3  # models not looked at
 
 For each model nncost profiles the forward on meta tensors with ``hardware="cpu"`` (the roofs
-and per-family efficiencies calibrated on this machine by ``nncost.hardware.calibrate``, at the
+and per-family efficiencies calibrated on this machine by ``nncost.calibration``, at the
 same thread count) and ``measure_time=True`` (the same model, random init, run for real: warm-up,
 then the median of ``--repeats`` passes, whole and per module call).  Goals (issue 5): the estimated
 forward within 30% of the measured one, and the estimate within 2× of the measurement for at least
@@ -16,8 +17,8 @@ Each model runs in its own process, ``--trials`` times (calibration and measurem
 the table shows the trial with the median total error, and the errors of all trials. The machine
 may be shared: the load average is recorded before and after every model, and ``--threads``
 (default 1) pins torch's intra-op threads, as OpenMP threads that wait on each other are what a
-busy machine hurts most. The ``cpu`` is calibrated again just before each model (``device("cpu",
-refresh=True)``), so that its roofs and the measurement see the same machine.
+busy machine hurts most. The ``cpu`` is calibrated again just before each model
+(``cpu_device(refresh=True)``), so that its roofs and the measurement see the same machine.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
     import torch
 
     import nncost
-    from nncost.hardware import device
+    from nncost.calibration import cpu_device
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
-    cpu = device("cpu", refresh=True)  # calibrated just before this model, under the same load
+    # calibrated just before this model, under the same load
+    cpu = cpu_device(refresh=True, say=lambda message: print(message, file=sys.stderr, flush=True))
     model, inputs = build(name, batch, seq)
     report = nncost.profile(model, name=name, hardware="cpu", measure_time=True, repeats=repeats, **inputs)
     leaves, silent = [], []
@@ -97,6 +99,7 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", name, "--batch", str(args.batch), "--seq", str(args.seq),
            "--repeats", str(args.repeats), "--threads", str(args.threads)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    sys.stderr.write(out.stderr)  # the calibration's messages and warnings
     for line in out.stdout.splitlines():
         if line.startswith(MARK):
             result: dict[str, Any] = json.loads(line[len(MARK):])
@@ -133,7 +136,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str)
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu['title']}, "
         f"{os.cpu_count()} cores (shared with other jobs), torch threads {args.threads}, "
         f"Python {platform.python_version()}.  ",
-        "Calibration of the first row's median trial (`nncost.hardware.device('cpu')`): "
+        "Calibration of the first row's median trial (`nncost.calibration.cpu_device()`): "
         f"fp32 {cpu['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {cpu['peak_flops']['bf16'] / 1e9:.0f}, fp16 {cpu['peak_flops']['fp16'] / 1e9:.0f}; "
         "copy bandwidth by working set " + ", ".join(f"{ws >> 10} KiB {bw / 1e9:.0f}"
@@ -178,7 +181,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--trials", type=int, default=1, help="runs per model; the table shows the median one")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="also write the table into docs/roofline.md")
     parser.add_argument("--json", help="also write the raw results here")
     args = parser.parse_args()
     if args.worker:
@@ -197,12 +200,12 @@ def main() -> None:
         middle = dict(trials[len(trials) // 2])  # the trial with the median total error
         middle["errors"] = [(r["estimated"] - r["measured"]) / r["measured"] for r in trials]
         results.append(middle)
-    command = "PYTHONPATH=src python bench/roofline.py " + " ".join(sys.argv[1:])
+    command = "PYTHONPATH=src python bench/roofline.py " + " ".join(a for a in sys.argv[1:] if a != "--write-docs")
     text = table(results, args, command.strip())
     print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
-    if not args.no_write:
+    if args.write_docs:
         doc = ROOT / "docs" / "roofline.md"
         current = doc.read_text() if doc.exists() else ""
         start, end = markers(args.held_out)

@@ -1,7 +1,8 @@
 """Roofline estimates against measured CUDA latency: every GPU row in one invocation.
 
-    PYTHONPATH=src python bench/roofline_cuda.py            # writes docs/roofline_cuda.md
-    PYTHONPATH=src python bench/roofline_cuda.py --no-write --only resnet50
+    PYTHONPATH=src python bench/roofline_cuda.py            # prints the table
+    PYTHONPATH=src python bench/roofline_cuda.py --write-docs  # and writes docs/roofline_cuda.md
+    PYTHONPATH=src python bench/roofline_cuda.py --only resnet50
 
 Rows (issue 5): resnet50 in bf16 at batch 128, vit_b_16 in bf16 at batch 128, gpt2
 (``GPT2LMHeadModel(GPT2Config())``) in bf16 at batch 16 × 512 tokens.  Each model is built on the
@@ -121,7 +122,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[row[0] for row in ROWS])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--hardware", help="catalogue name (default: matched from the GPU's name)")
-    parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--write-docs", action="store_true", help="also write the table to docs/roofline_cuda.md")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/roofline_cuda.py needs a CUDA GPU")
@@ -137,10 +138,10 @@ def main() -> None:
         print(f"{name}: measured {result['measured'] * 1e3:.2f} ms, estimated {result['estimated'] * 1e3:.2f} ms "
               f"({result['seconds']:.0f} s)", flush=True)
         results.append(result)
-    command = "PYTHONPATH=src python bench/roofline_cuda.py " + " ".join(sys.argv[1:])
+    command = "PYTHONPATH=src python bench/roofline_cuda.py " + " ".join(a for a in sys.argv[1:] if a != "--write-docs")
     text = table(results, gpu, hardware, command.strip())
     print(text)
-    if not args.no_write:
+    if args.write_docs:
         (ROOT / "docs" / "roofline_cuda.md").write_text(text)
 
 

@@ -1,8 +1,9 @@
 """nncost against torchvision's published figures, for every torchvision model.
 
-    python bench/zoo.py                            # the whole zoo, writes docs/zoo.md
+    python bench/zoo.py                            # the whole zoo, prints the report
+    python bench/zoo.py --write-docs               # the whole zoo, writes docs/zoo.md
     python bench/zoo.py --family classification    # one family (several may be given)
-    python bench/zoo.py --only resnet50 ssd300_vgg16 --no-write
+    python bench/zoo.py --only resnet50 ssd300_vgg16
 
 Each model is built with random weights (nothing is downloaded) as torchvision builds the
 architecture of its ``DEFAULT`` weights, profiled at the size torchvision evaluated it at, batch 1,
@@ -12,7 +13,8 @@ must agree with nncost's MACs within 0.5%, or to the three decimals it is publis
 
 Quantized models are left out.  Detection models run on CPU (their forward needs real values, so
 nncost falls back to a real run); every other model is built and profiled on the meta device.
-Progress goes to stderr; the markdown report to ``--out`` (default ``docs/zoo.md``).
+Progress goes to stderr; the markdown report to stdout, or with ``--write-docs`` to ``--out`` (default
+``docs/zoo.md``).
 """
 
 from __future__ import annotations
@@ -367,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", nargs="+", choices=list(FAMILIES), help="only these families")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these models")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "zoo.md", help="markdown report")
-    parser.add_argument("--no-write", action="store_true", help="print the report instead of writing it")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "zoo.md", help="markdown report (--write-docs)")
+    parser.add_argument("--write-docs", action="store_true", help="write the report to --out instead of printing it")
     args = parser.parse_args(argv)
     todo = [(family_of(name), name) for name in args.only] if args.only else models(args.family)
     rows: list[Row] = []
@@ -381,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
         detail = "" if row.error else f" {row.macs / 1e9:.4f} vs {row.ops:.3f} GMACs ({row.rel_error:+.3%})"
         print(f"{verdict}{detail}, {row.seconds:.1f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - start
-    command = "python bench/zoo.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python bench/zoo.py" + (" " + " ".join(a for a in given if a != "--write-docs")).rstrip()
     text = markdown(rows, command.strip(), elapsed)
-    if args.no_write:
-        print(text)
-    else:
+    if args.write_docs:
         args.out.write_text(text)
         print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
     matched = sum(row.match for row in rows)
     print(f"{matched} of {len(rows)} models match; {elapsed:.0f} s", file=sys.stderr)
     return 0

@@ -15,11 +15,6 @@ from nncost.cli import run
 from nncost.errors import BadRequest, NeedsWeights
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NNCOST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "nncost-cache"))
-
-
 def small_cnn() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                          nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Dropout()), nn.Flatten(),

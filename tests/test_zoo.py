@@ -2,7 +2,7 @@
 
 The default run checks a handful of classification models built on the meta device; the whole
 zoo is marked ``slow`` (``python -m pytest -m slow``).  Models are built and sized by
-``bench/zoo.py``, which also writes the full comparison to docs/zoo.md.
+``bench/zoo.py``, which also writes the full comparison to docs/zoo.md (``--write-docs``).
 """
 
 from __future__ import annotations

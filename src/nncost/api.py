@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost import pipeline
+from nncost import calibration, pipeline
 from nncost.analyses.compare import build_comparison
 from nncost.capture.inputs import SizeSpec
 from nncost.errors import BadRequest
@@ -190,7 +190,7 @@ def roofline(
 
     if hardware.strip().lower() == "cuda":
         raise BadRequest("'cuda' names allocator semantics, not a device; give a catalogue name such as h100-sxm")
-    estimated = pipeline.with_roofline(report, pipeline.device_of(hardware), TorchFlags.current(), dtype=dtype,
+    estimated = pipeline.with_roofline(report, calibration.device(hardware), TorchFlags.current(), dtype=dtype,
                                        precision=precision, efficiency=efficiency)
     return with_training_step(estimated, memory) if memory is not None else estimated
 

@@ -265,10 +265,7 @@ def _main(args: argparse.Namespace) -> str:
         from nncost.render.html import check_target
 
         check_target(args.html)
-    request = build_request(args)
-    if request.hardware == "cpu":
-        _announce_calibration()
-    result = run_request(request, Progress(forced=args.progress))
+    result = run_request(build_request(args), Progress(forced=args.progress))
     if args.plot:
         from nncost.render.plot import plot_memory
 
@@ -328,14 +325,6 @@ def _allocator_of(hardware: str | None) -> str:
 def _wants_memory(args: argparse.Namespace) -> bool:
     return bool(args.train or args.hardware or args.allocator or args.measure or args.fit or args.checkpointing
                 or args.plot or args.sharding != "none" or args.gpus > 1)
-
-
-def _announce_calibration() -> None:
-    from nncost.hardware import calibrate
-
-    if not calibrate.is_cached():
-        print(f"nncost: measuring this cpu's roofs, once (a few seconds; cached in {calibrate.cache_dir()})",
-              file=sys.stderr)
 
 
 def _render(args: argparse.Namespace, result: Result) -> str:

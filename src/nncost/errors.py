@@ -36,6 +36,10 @@ class ModelFileError(NncostError):
     """A model file nncost cannot read: corrupt, truncated, an unsupported opset, missing external data."""
 
 
+class CalibrationError(NncostError):
+    """The ``cpu`` could not be calibrated plausibly: its figures broke physical bounds on every attempt."""
+
+
 def did_you_mean(name: str, known: Iterable[str], *, prefix: str = "", n: int = 5) -> str:
     """``"; did you mean 'resnet34', 'resnet18'?"`` for the names in ``known`` close to ``name``
     (each shown with ``prefix``), or ``""`` when none is close.  Every "unknown X" message ends

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from nncost import calibration
 from nncost.analyses.build import build_report
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.memory import analyse_step
@@ -198,7 +199,7 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
     if measure_on is not None and hardware is None:
         hardware = _local_hardware(measure_on)
     if hardware is not None:
-        report = with_roofline(report, device_of(hardware, say), request.flags, dtype=_run_dtype(request),
+        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=_run_dtype(request),
                                precision=request.precision, efficiency=request.efficiency)
     if measure_on is not None:
         report = _measured(request, source, report, measure_on, say)
@@ -236,15 +237,6 @@ def _capture_built(request: Request, source: Source, build_on: str, dtype: torch
 
 def _run_dtype(request: Request) -> torch.dtype | None:
     return resolve_precision(request.precision, request.dtype).param_dtype
-
-
-def device_of(hardware: str, say: Progress | None = None) -> Device:
-    """The roofs of ``hardware``: a catalogue device, or this machine's cpu, calibrated (once, cached)."""
-    if hardware.strip().lower() == "cpu":
-        from nncost.hardware.calibrate import cpu_device
-
-        return cpu_device()
-    return catalogue_device(hardware)
 
 
 def with_roofline(report: Report, device: Device, flags: TorchFlags, *, dtype: torch.dtype | None,
@@ -338,7 +330,8 @@ def _budget(request: Request, step: Step, say: Progress) -> int | None:
             raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
                              "such as --fit 24GiB")
         return None
-    size = device_of(request.hardware, say).memory_bytes
+    size = (calibration.memory_bytes() if request.hardware == "cpu"
+            else catalogue_device(request.hardware).memory_bytes)
     if size is None and step.fit == FIT_DEVICE:
         raise BadRequest(f"the memory size of {request.hardware} is not known; give a budget such as --fit 24GiB")
     return size
@@ -403,6 +396,6 @@ def _onnx(request: Request, say: Progress) -> Report:
         trace, file_params = read_onnx(request.model, inputs.sizes, inputs.batch_size, name=request.name)
     report = build_report(trace, file_params=file_params)
     if request.hardware is not None:
-        report = with_roofline(report, device_of(request.hardware, say), request.flags, dtype=None,
+        report = with_roofline(report, calibration.device(request.hardware, say=say), request.flags, dtype=None,
                                precision=request.precision, efficiency=request.efficiency)
     return replace(report, depth=request.depth) if request.depth is not None else report

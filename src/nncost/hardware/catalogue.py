@@ -1,5 +1,6 @@
-"""The device catalogue: datasheet roofs of named accelerators, and the calibrated ``cpu``.
+"""The device catalogue: datasheet roofs of named accelerators, as data.
 
+The ``cpu`` is not in it: it is measured on the machine that runs nncost (``nncost.calibration``).
 Every figure in ``catalogue.json`` carries the key of the document it was read from.  Peaks
 are dense (no 2:4 sparsity), in FLOP/s per dtype; bandwidth in bytes/s; memory in bytes.
 """
@@ -62,7 +63,7 @@ def _raw() -> dict[str, Any]:
 
 
 def names() -> list[str]:
-    """The catalogue's device names, ``cpu`` included."""
+    """The device names ``--hardware`` takes: the catalogue's, and ``cpu`` (calibrated by ``nncost.calibration``)."""
     return [k for k in _raw() if not k.startswith("_")] + ["cpu"]
 
 
@@ -74,6 +75,8 @@ def _citation(key: str) -> str:
 def catalogue_device(name: str) -> Device:
     """A named datasheet device; a clear error with close names for anything else."""
     key = name.strip().lower()
+    if key == "cpu":
+        raise BadRequest("'cpu' is measured on this machine, not read from the catalogue (nncost.calibration)")
     raw = _raw()
     if key.startswith("_") or key not in raw:
         raise BadRequest(f"unknown hardware {name!r}{did_you_mean(key, names())} (known: {', '.join(names())})")
@@ -88,15 +91,6 @@ def catalogue_device(name: str) -> Device:
         sources={figure: _citation(ref) for figure, ref in entry["sources"].items()},
         notes=entry.get("notes", ""),
     )
-
-
-def device(name: str, *, refresh: bool = False) -> Device:
-    """``cpu`` (calibrated on this machine, cached) or a catalogue device."""
-    if name.strip().lower() == "cpu":
-        from nncost.hardware.calibrate import cpu_device
-
-        return cpu_device(refresh=refresh)
-    return catalogue_device(name)
 
 
 def match_cuda_name(gpu_name: str) -> str | None:
