@@ -188,7 +188,7 @@ def test_bound_is_spelled_out_with_measured_times() -> None:
     from html_fixtures import fill_roofline
 
     report = nncost.profile(nn.Sequential(nn.Linear(64, 64), nn.ReLU()), (64,), batch_size=4)
-    fill_roofline(report)  # estimates and measured times: the table's Bound and Measured columns
+    report = fill_roofline(report)  # estimates and measured times: the table's Bound and Measured columns
     assert header(report)[5:7] == ("Bound", "Measured")
     assert {row_cells(layer, report)[5] for layer in report.layers} <= {"memory", "compute"}
     text = report.table(width=120)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.analyses.roofline import FAMILIES, RUNS_AS, apply_roofline, make_roofline, op_overhead, op_seconds
+from nncost.analyses.roofline import FAMILIES, RUNS_AS, make_roofline, op_overhead, op_seconds
 from nncost.hardware import catalogue_device
 from nncost.hardware.catalogue import Device
 from nncost.records.report import Report
@@ -42,8 +42,7 @@ def resnet50_both_ways(tmp_path_factory: pytest.TempPathFactory) -> tuple[Report
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), dynamo=False)
-    exported = nncost.profile_onnx(path)
-    apply_roofline(exported, make_roofline(catalogue_device("h100-sxm")))
+    exported = nncost.roofline(nncost.profile_onnx(path), "h100-sxm")
     return pytorch, exported
 
 
@@ -176,6 +175,6 @@ def test_the_onnx_gather_of_an_embedding_reads_only_its_rows() -> None:
     (gather,) = (op for op in ops_of(report) if op.op == "Gather")
     assert gather.unit == "gather"
     h100 = catalogue_device("h100-sxm")
-    apply_roofline(report, make_roofline(h100))
+    report = nncost.roofline(report, "h100-sxm")
     assert report.totals.estimated_seconds == pytest.approx(2 * 8 * 64 * 4 / h100.bandwidth)
 

@@ -1,45 +1,16 @@
 """The ``cpu`` device: its roofs measured on the machine it runs on, checked, and cached.
 
-A short calibration (rounds for at most ``BUDGET_SECONDS``) measures:
-
-* the peak FLOP/s of a large matrix product per dtype (fp32: 1024³; bf16/fp16: 512³, as
-  16-bit products are slow on CPUs without matrix units): the best of a few runs;
-* the **bandwidth curve**: the bytes read plus written per second by a copy, at working sets
-  from 32 KiB to 128 MiB (the best of a few runs each).  Small working sets stay in the caches
-  and move several times faster than the largest, which sets ``bandwidth``; an operator's memory
-  roof is read off the curve at its own working set (a cache-aware roofline);
-* per operator family, its **fixed cost per call** and its **efficiency**, measured where
-  operators run in a network: in two small calibration networks fixed in advance, not fitted
-  to any model (``calibration_networks``), timed by the same hooks as ``--measure-time``.  A
-  vision stack (3×3 convolution, batch norm, ReLU in place, 3×3 depthwise convolution,
-  Hardswish, ReLU, 3×3/2 max pooling, global average pooling; 64 channels) and a sequence stack
-  (linear, layer norm, GELU, linear).  Each operator runs after the others have had the
-  caches and the interpreter, as in a model, so what it finds there is what a layer finds in a
-  model.  At their tiny size (1×1 maps, one 64-wide token) a layer's time less that of an
-  ``nn.Identity`` call is the fixed cost of its operators; at their full size (56×56 maps, 128
-  tokens of 768) the roofline time over the measured time less the fixed costs is the
-  family's efficiency, at most 1: no family beats its roofs (for transcendental functions, whose
-  one counted FLOP per element hides a series, the compute roof alone: their time follows their
-  elements).
-* the fixed cost of one module call: the ``nn.Identity`` at the head of the networks, hooks
-  included, added once per layer call.
-
-The roofs keep the best round (highest peak and bandwidth); fixed costs and efficiencies the
-median of the rounds.
-
-A calibration is only as good as the machine's quiet while it ran, so its figures are checked
-against physical sense (``problems``: floors and ceilings on the roofs, a bandwidth curve that a
-memory hierarchy can produce, efficiencies in [``MIN_EFFICIENCY``, 1], bounded fixed costs)
-before it is stored, and again each time it is read from the cache.  An implausible one is
+A short calibration measures the peak FLOP/s of a matrix product per dtype, the bandwidth of a
+copy by working set (a cache-aware memory roof), and per operator family its fixed cost per call
+and its efficiency, timed inside two small networks fixed in advance
+(:func:`calibration_networks`).  Its figures are checked against physical sense
+(:func:`problems`) before they are stored and each time they are read; an implausible one is
 measured again, at most ``ATTEMPTS`` times, then refused with ``CalibrationError``.  The cache
-(``$NNCOST_CACHE_DIR``, default ``~/.cache/nncost``) holds one record per host, CPU model, thread
-count and torch version, with the host it was measured on, when, and the load average around
-it; a record is measured again when it is older than ``MAX_AGE_DAYS``, from another host or
-version, implausible, or measured under heavy load (load average above the core count) while
-the machine is quieter now.  docs/roofline.md gives the thresholds and the reasons for them.
-
-Whatever calibrates says so through ``say`` (the CLI passes its progress printer); warnings (a
-busy machine, an implausible attempt) go to ``say`` when one is given, else to ``warnings.warn``.
+(``$NNCOST_CACHE_DIR``, default ``~/.cache/nncost``) keeps one record per host, CPU, thread count
+and torch version, with when and under what load it was measured, and is measured again when
+stale, foreign, implausible or busy.  Whatever calibrates says so through ``say``.
+docs/roofline.md ("The cpu", "A calibration you can trust") gives the method, the thresholds and
+the reasons for them.
 """
 
 from __future__ import annotations

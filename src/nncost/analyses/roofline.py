@@ -1,49 +1,12 @@
 """Roofline time estimates: per operator, per layer, for the forward pass and a training step.
 
-Each operator call is placed under two roofs of the device:
-
-    seconds = max(flops / (peak · e), (read_bytes + write_bytes) / (bandwidth(W) · e)) + overhead
-
-where ``peak`` is the dense peak of the datasheet column the operator runs on (its *family*),
-``e`` the efficiency (the user's factor times the family's calibrated efficiency, at most 1),
-``bandwidth(W)`` the memory roof at the operator's working set ``W`` and ``overhead`` the fixed
-cost of one operator call (measured for the ``cpu``; 0 for datasheet devices).  The bound is
-the larger term: ``compute`` or ``memory``.
-
-Families: the roofline groups operator calls by the unit their cost rule gives them
-(``OpCall.unit``, one of ``nncost.rules.registry.UNITS``), never by their names, so an ONNX
-``Conv`` and an ``aten.convolution`` run alike.  ``conv``, ``depthwise`` (grouped convolutions
-with one input channel per group) and ``matmul`` (mm, addmm, bmm, recurrent kernels) run on the
-matrix units at the run's dtype; ``pooling`` (max pooling), ``norm`` (batch and instance norms),
-``row-norm`` (layer, group and RMS norms: two passes over each row), ``reduction`` (means, sums,
-maxima), ``transcendental`` (GELU, tanh, exp, softmax, ...: one counted FLOP per element for a
-series, so its efficiency scales its compute roof only) and ``elementwise`` run on the vector
-units, at the fp32 column.  The other units run under a family's roofs (``RUNS_AS``):
-``attention`` under matmul's; ``gather``, ``copy`` and ``uncounted`` under elementwise's.  A
-``free`` operator (a view) takes no time, not even the fixed cost of a call.
-
-The memory roof: a datasheet device has one bandwidth.  The calibrated ``cpu`` has a curve,
-the bandwidth of a copy by its working set (its caches are several times faster than the memory
-behind them); an operator's working set is the bytes it reads and writes (an in-place operator,
-``relu_``, reads and writes one storage: its read bytes), and its roof is read off the curve there
-(log-log interpolation, clamped at the ends).  On the ``cpu`` each layer call also costs a
-calibrated module-call overhead.  In fp32 on a CUDA device, convolutions use TF32 when
-``torch.backends.cudnn.allow_tf32`` (PyTorch's default) and matrix products when
-``torch.get_float32_matmul_precision()`` is not "highest" (not the default), as read into the
-request's :class:`~nncost.records.trace.TorchFlags` when it was made.  Mixed precisions
-(``bf16-mixed``, ``fp16-mixed``) put matrix work on the 16-bit column and keep the bytes of the
-fp32 profile.
-
-No double counting: a layer's time is the sum of its own operators (``self_ops``: those run
-directly in its forward) and of its children's times, as its FLOPs are; the forward total is the
-sum over the top-level calls, so every operator is counted once whether it ran in a leaf or in a
-parent's own code.  Operators that ran outside any module call (before the model's own hook)
-are not in the report's layers and not in the estimate.
-
-An uncounted operator (no cost rule, unit ``uncounted``) has no FLOPs; its bytes are counted, so
-its estimate is a memory-bound lower bound.  Lookups (unit ``gather``: ``embedding``,
-``index_select``, an ONNX ``Gather``) move the rows they gather: twice their output's bytes, not the
-whole table their rule counts as read.
+Each operator call runs under two roofs of the device, ``max(flops / peak, bytes / bandwidth(W))``
+scaled by the efficiency, plus the fixed cost of a call; its peak is that of the *family* its
+cost rule's execution unit runs under (``OpCall.unit``, never the operator's name), its memory
+roof the bandwidth at its working set ``W``.  A layer's time is its own operators' plus its
+children's.  docs/roofline.md ("The model") states every convention: families and units, the
+cache-aware memory roof, TF32 from the request's :class:`~nncost.records.trace.TorchFlags`,
+mixed precision, lookups, uncounted operators and the training step.
 """
 
 from __future__ import annotations
