@@ -11,9 +11,9 @@ pack the sequences of every batch element into one dimension, ``(ΣL, H, E)`` fo
 ``(1, ΣL, H, E)`` for the memory-efficient kernel, and give the cumulative offsets
 (``cum_seq_q``/``cum_seq_k``, ``cu_seqlens_q``/``cu_seqlens_k``, B + 1 entries each) and the
 longest lengths.  A rule sees shapes, not the offsets' values, so each of the B sequences is
-counted at the longest lengths ``max_q × max_k``: PyTorch's ``FlopCounterMode`` counts the same
-under fake or meta tensors, and an upper bound of the exact per-sequence sum it gives on real
-offsets.  A missing longest length counts the whole packed dimension.
+counted at the longest lengths ``max_q × max_k``.  That is PyTorch's ``FlopCounterMode`` figure
+under fake or meta tensors; on real offsets ``FlopCounterMode`` sums the exact lengths, and this
+count is an upper bound of that sum.  A missing longest length counts the whole packed dimension.
 """
 
 from __future__ import annotations
