@@ -67,7 +67,7 @@ sum of live bytes, on top of the parameters, buffers, optimizer state and inputs
 byte at the peak is put in a category (gradients, activations saved for backward, temporaries).
 
 On meta tensors no kernel runs, so memory a kernel allocates and frees inside one operator call
-(workspaces, reordered weights, packed buffers) is invisible to the tracer; for `hardware="cpu"`
+(workspaces, reordered weights, packed buffers) is invisible to the tracer; for `allocator="cpu"`
 nncost adds it from per-operator kernel memory rules learnt by measuring PyTorch's CPU kernels, and
 sends attention and LSTMs down the kernels the CPU would pick (see "How the CPU is modelled" below).
 The measured counterpart, `nncost.memory.measure.measure_cpu_peak` (`nncost MODEL --train --hardware
@@ -404,7 +404,7 @@ def diagnose(key: str, top: int) -> None:
     # what nncost.memory() does, keeping the trace; first, as in a fresh process (the meta-output cache is
     # process-wide, and a second capture of the same model can differ: see docs/memory.md)
     trace = capture_step(model, args, kwargs, mode=mode, optimizer=optimizer, device="cpu")
-    report = analyse_step(trace, model=name, hardware="cpu", optimizer=optimizer, batch_size=batch)
+    report = analyse_step(trace, model=name, allocator="cpu", optimizer=optimizer, batch_size=batch)
     measured, prof = _profiled_measurement(model, args, kwargs, mode, optimizer)
     events = allocations(prof)
     peak, at_peak, peak_event = live_at_peak(events)

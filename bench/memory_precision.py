@@ -161,7 +161,7 @@ def diagnose(key: str, top: int) -> None:
     name, batch, precision, optimizer = parse_case(key)
     model, args = build(name, batch)
     trace = capture_step(model, args, {}, optimizer=optimizer, device="cpu", precision=precision)
-    report = analyse_step(trace, model=name, hardware="cpu", optimizer=optimizer, batch_size=batch)
+    report = analyse_step(trace, model=name, allocator="cpu", optimizer=optimizer, batch_size=batch)
     measured, prof = measured_with_profile(model, args, optimizer, precision)
     events = b.allocations(prof)
     peak, at_peak, peak_event = b.live_at_peak(events)

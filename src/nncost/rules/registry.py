@@ -54,6 +54,7 @@ UNITS = {
     "elementwise": "a few FLOPs per element: arithmetic, activations, comparisons, average pooling (a sum of "
                    "shifted inputs), interpolation",
     "transcendental": "elementwise functions whose one counted FLOP hides a series: GELU, tanh, exp, softmax",
+    "spectral": "fast Fourier transforms: 5·N·log2 N FLOPs per complex transform, on the vector units",
     "gather": "lookups that move only the rows they gather (embedding, index_select), not the whole table",
     "copy": "data movement without arithmetic: copies, concatenation, padding, selection, sorting, fills",
     "free": "views and metadata: no bytes, no FLOPs, no time",

@@ -13,16 +13,20 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
     conv,
     elementwise,
     free,
+    fused_attention,
+    linalg,
     linear,
     movement,
     norm,
     optimizer,
     pool,
     rnn,
+    small_fused,
+    spectral,
     vision,
 )
 
 __all__ = [
-    "ATEN", "attention", "backward", "conv", "elementwise", "free", "linear", "movement", "norm", "optimizer",
-    "pool", "rnn", "vision",
+    "ATEN", "attention", "backward", "conv", "elementwise", "free", "fused_attention", "linalg", "linear",
+    "movement", "norm", "optimizer", "pool", "rnn", "small_fused", "spectral", "vision",
 ]
