@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 # The units with roofs of their own (each calibrated on the cpu); the others run under one of them.
 FAMILIES = ("matmul", "conv", "depthwise", "pooling", "norm", "row-norm", "reduction", "transcendental", "elementwise")
 MATRIX_FAMILIES = ("matmul", "conv", "depthwise")
-RUNS_AS = {"attention": "matmul", "spectral": "elementwise", "gather": "elementwise", "copy": "elementwise", "uncounted": "elementwise",
-           "free": "elementwise"}
+RUNS_AS = {"attention": "matmul", "spectral": "elementwise", "gather": "elementwise", "copy": "elementwise",
+           "uncounted": "elementwise", "free": "elementwise"}
 # Families whose efficiency is that of their compute roof alone: a transcendental function's one
 # counted FLOP per element hides a series of instructions, so its time follows its elements, not
 # its bytes; its memory roof stays at the bandwidth (times the user's factor).
