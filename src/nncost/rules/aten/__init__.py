@@ -13,8 +13,10 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
     conv,
     elementwise,
     free,
+    grouped_mm,
     linear,
     movement,
+    nested,
     norm,
     optimizer,
     pool,
@@ -23,6 +25,6 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
 )
 
 __all__ = [
-    "ATEN", "attention", "backward", "conv", "elementwise", "free", "linear", "movement", "norm", "optimizer",
-    "pool", "rnn", "vision",
+    "ATEN", "attention", "backward", "conv", "elementwise", "free", "grouped_mm", "linear", "movement", "nested",
+    "norm", "optimizer", "pool", "rnn", "vision",
 ]
