@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from nncost.capture.tracer import op_label
 from nncost.records.report import Layer
 from nncost.records.trace import OpCall
 from nncost.rules import ATEN
@@ -61,7 +62,7 @@ def params_formula(layer: Layer) -> str | None:
 def op_formula(op: OpCall) -> str:
     """One operator call: its rule's formula with the call's shapes, and the result."""
     rule = ATEN.get(op.op)
-    head = f"aten.{op.op}"
+    head = op_label(op.op)
     if rule is None and ONNX.get(op.op) is not None:  # ONNX op types are CamelCase: no clash with ATen
         rule, head = ONNX.get(op.op), f"onnx {op.op}"
     if rule is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nncost.analyses.cuda_allocator import replay
+from nncost.capture.tracer import op_label
 from nncost.memory.step import StepTrace
 from nncost.records.memory import CATEGORIES, MemoryReport
 
@@ -121,4 +122,4 @@ def _where(trace: StepTrace, op_index: int) -> str:
         return "-"
     op = trace.ops[op_index]
     layer = trace.layers[op.layer].name if 0 <= op.layer < len(trace.layers) else ""
-    return f"aten.{op.op}" + (f" in {layer}" if layer else "")
+    return op_label(op.op) + (f" in {layer}" if layer else "")

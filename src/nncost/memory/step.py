@@ -21,10 +21,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nncost.capture import inputs as inputs_mod
+from nncost.capture.limits import meta_limitation
 from nncost.capture.paths import KernelPaths
 from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
-from nncost.capture.run import meta_limitation, mismatch
+from nncost.capture.run import mismatch
 from nncost.capture.scopes import Scopes, tensors_in
+from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
@@ -134,7 +136,7 @@ def capture_step(
             saved.add(allocation)
         return t
 
-    with training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
+    with run_state(meta), training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
@@ -183,7 +185,7 @@ def capture_step(
         except NncostError:
             raise
         except Exception as exc:
-            if meta_limitation(exc) or needs_values(exc):
+            if meta_limitation(exc, tracer.failed_call, torch.device("cpu")) or needs_values(exc):
                 raise NeedsWeights(
                     f"the memory simulation runs on meta tensors, and this model's forward needs real values: {exc}"
                 ) from exc
