@@ -8,6 +8,7 @@ from nncost.analyses.cuda_allocator import replay, round_request
 from nncost.analyses.sharding import per_gpu
 from nncost.memory.step import StepTrace
 from nncost.records.memory import CATEGORIES, MemoryReport
+from nncost.rules.registry import op_label
 
 
 def allocation_size(allocator: str) -> Callable[[int], int]:
@@ -127,4 +128,4 @@ def _where(trace: StepTrace, op_index: int) -> str:
         return "-"
     op = trace.ops[op_index]
     layer = trace.layers[op.layer].name if 0 <= op.layer < len(trace.layers) else ""
-    return f"aten.{op.op}" + (f" in {layer}" if layer else "")
+    return op_label(op.op) + (f" in {layer}" if layer else "")

@@ -33,7 +33,8 @@ def place(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
     """Every tensor leaf of ``value`` on ``device``; floating tensors cast to ``dtype`` if given.
 
     Meta tensors headed for a real device are filled: normal noise for floating point,
-    zeros (valid token ids and indices) for integers.
+    zeros (valid token ids and indices) for integers.  Inference tensors are copied: the
+    capture runs outside inference mode (capture.state), where they cannot be written.
     """
 
     def move(t: Any) -> Any:
@@ -46,7 +47,9 @@ def place(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
             if target.is_floating_point:
                 return torch.randn(t.shape, dtype=target, device=device)
             return torch.zeros(t.shape, dtype=target, device=device)
-        return t.to(device=device, dtype=target)
+        placed = t.to(device=device, dtype=target)
+        # made under torch.inference_mode(): a capture runs outside it, where such a tensor is read-only
+        return placed.clone() if placed.is_inference() else placed
 
     return tree_map(move, value)
 

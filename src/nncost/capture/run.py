@@ -2,13 +2,18 @@
 
 Meta execution is the default: no weights, no activation memory, the same shapes and the same
 operators as a real run.  A model that needs data to decide what to do (``nonzero``, NMS,
-``.item()``) cannot go on without values; it is run again for real on the device that holds
-its weights, and the trace says so.
+``.item()``), or an operator whose meta kernel is missing or stricter than the real one, cannot
+go on without values; it is run again for real on the device that holds its weights, and the
+trace says so.  Which failures those are is decided by capture.limits, without reading
+messages; any other failure is the model rejecting its input (InputMismatch).
+
+Each attempt runs outside inference mode and on a fork of the random generators
+(capture.state): the real run starts from the caller's random state, as a direct run on that
+device would, and the caller's state is left as it was.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -17,6 +22,7 @@ import torch
 from torch import nn
 
 from nncost.capture import inputs as inputs_mod
+from nncost.capture.limits import meta_limitation
 from nncost.capture.placement import (
     attributes_restored,
     model_device,
@@ -28,22 +34,22 @@ from nncost.capture.placement import (
     training_flags,
 )
 from nncost.capture.scopes import Scopes
+from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import InputMismatch, NeedsWeights
 from nncost.records.trace import Trace
 from nncost.rules import ATEN
+from nncost.rules.registry import op_label
 
 Progress = Callable[[str], None]
 
-_META_LIMIT = re.compile(
-    r"meta|data.dependent|same device|two devices|cannot be called on|item\(\)|nonzero",
-    re.IGNORECASE,
-)
 
+class MetaStopped(Exception):
+    """A meta run stopped where a real run would go on (capture.limits decides which is which)."""
 
-def meta_limitation(exc: BaseException) -> bool:
-    """Whether an exception from a meta run means 'needs real values', not 'wrong input'."""
-    return isinstance(exc, NotImplementedError) or bool(_META_LIMIT.search(str(exc)))
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def capture(
@@ -64,13 +70,11 @@ def capture(
                 "build the model with weights (on CPU) or use device='meta'"
             )
         return _run(model, args, kwargs, target, dtype, model_name, memoise=False)
-    try:
-        return _run(model, args, kwargs, target, dtype, model_name, memoise=True)
-    except InputMismatch as exc:
-        if not meta_limitation(exc.__cause__ or exc):
-            raise
-        reason = f"{exc.layer or 'the model'} ({exc.layer_type}): {exc.__cause__}"
     home = model_device(model)
+    try:
+        return _run(model, args, kwargs, target, dtype, model_name, memoise=True, real_device=_real_device(home))
+    except MetaStopped as stopped:
+        reason = stopped.reason
     if home.type == "meta":
         raise NeedsWeights(
             f"meta execution cannot go on at {reason}. This model needs real values; "
@@ -83,6 +87,11 @@ def capture(
     return trace
 
 
+def _real_device(home: torch.device) -> torch.device:
+    """Where a real run of a model whose weights are on ``home`` goes: there, or the CPU for none."""
+    return home if home.type != "meta" else torch.device("cpu")
+
+
 def _run(
     model: nn.Module,
     args: tuple[Any, ...],
@@ -92,7 +101,10 @@ def _run(
     model_name: str,
     *,
     memoise: bool,
+    real_device: torch.device | None = None,
 ) -> Trace:
+    """One attempt.  On the meta device, ``real_device`` is where a real run would go: a failure that
+    is meta execution stopping raises MetaStopped, any other InputMismatch."""
     scopes = Scopes(model)
     tracer = Tracer(ATEN, scopes.current, memoise=memoise)
     swap = (
@@ -100,8 +112,8 @@ def _run(
         if needs_swap(model, device, dtype)
         else nullcontext()
     )
-    rng = torch.random.fork_rng(devices=[]) if device.type != "meta" else nullcontext()
-    with rng, attributes_restored(model), training_flags(model, False), swap, scopes.hooked(model), torch.no_grad():
+    with (run_state(device), attributes_restored(model), training_flags(model, False), swap, scopes.hooked(model),
+          torch.no_grad()):
         placed_args = inputs_mod.place(args, device, dtype)
         placed_kwargs = inputs_mod.place(kwargs, device, dtype)
         input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
@@ -110,7 +122,10 @@ def _run(
             with tracer:
                 output = model(*placed_args, **placed_kwargs)
         except Exception as exc:
-            raise mismatch(exc, scopes, tracer, model_name) from exc
+            error = mismatch(exc, scopes, tracer, model_name)
+            if real_device is not None and meta_limitation(exc, tracer.failed_call, real_device):
+                raise MetaStopped(f"{error.layer or 'the model'} ({error.layer_type}): {_first_line(exc)}") from exc
+            raise error from exc
         finally:
             tracer.close()
         del output
@@ -135,12 +150,16 @@ def mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) ->
     name = layer.name if layer and layer.name else (model_name or "the model")
     layer_type = layer.type if layer else "?"
     shapes = layer.input_shapes if layer else []
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     where = f"layer '{name}' ({layer_type}) failed on input shapes {_fmt(shapes)}"
     if tracer.failed_op is not None:
         op, op_shapes = tracer.failed_op
-        where += f", in aten.{op} with {_fmt(op_shapes)}"
-    return InputMismatch(f"{where}: {message}", layer=name, layer_type=layer_type, input_shapes=shapes)
+        where += f", in {op_label(op)} with {_fmt(op_shapes)}"
+    return InputMismatch(f"{where}: {_first_line(exc)}", layer=name, layer_type=layer_type, input_shapes=shapes)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _fmt(shapes: list[Any]) -> str:

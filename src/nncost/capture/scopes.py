@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncost.capture.tracer import shape_of
 from nncost.records.trace import LayerCall, Shape
 
 # Module attributes worth showing in ``explain``: what the formulas are made of.
@@ -44,7 +45,7 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
 
 
 def _shapes(tensors: list[torch.Tensor]) -> list[Shape]:
-    return [tuple(t.shape) for t in tensors]
+    return [shape_of(t) for t in tensors]
 
 
 def module_config(module: nn.Module) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from torch import nn
 
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import attributes_restored, model_device, needs_swap, swapped, to_device, training_flags
+from nncost.capture.state import run_state
 from nncost.errors import BadRequest, NeedsWeights
 
 
@@ -124,7 +125,7 @@ def measure_times(
     totals: list[float] = []
     order: list[nn.Module] = []
     mixed = torch.autocast(target.type, dtype=autocast) if autocast is not None else nullcontext()
-    with attributes_restored(model), training_flags(model, False), swap, torch.no_grad(), mixed:
+    with run_state(target), attributes_restored(model), training_flags(model, False), swap, torch.no_grad(), mixed:
         placed_args = inputs_mod.place(args, target, dtype)
         placed_kwargs = inputs_mod.place(kwargs, target, dtype)
         for _ in range(warmup):

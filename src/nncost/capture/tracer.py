@@ -24,14 +24,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _disable_current_modes,
+    is_traceable_wrapper_subclass_type,
+)
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from nncost.capture.fast_meta import SHAPE_FUNCTIONS
+from nncost.capture.limits import FailedCall
 from nncost.records.trace import OpCall
 from nncost.rules.kernel_memory import KernelMemory
 from nncost.rules.registry import Registry, Rule
 
-FREE, RULE, UNCOUNTED, ALLOC = 0, 1, 2, 3
+FREE, RULE, UNCOUNTED, ALLOC, DECOMPOSE = 0, 1, 2, 3, 4
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,13 +74,43 @@ def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
     if func.is_view or registry.is_free(name) or _inplace_view(func):
         return OpInfo(name, FREE, None, fresh)
     rule = registry.get(name)
+    if rule is None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"):
+        return OpInfo(name, DECOMPOSE, None, fresh)
     return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh)
+
+
+def shape_of(t: torch.Tensor) -> tuple[Any, ...]:
+    """A tensor's shape; a nested tensor's ragged dimensions by name (``3×j1×16``).
+
+    A jagged nested tensor names its ragged dimension itself (a nested int, ``j1``); a strided
+    nested tensor has no sizes, only its components', and a dimension that differs between them
+    is shown as ``j``.
+    """
+    if not t.is_nested:
+        return tuple(t.shape)
+    if type(t) is not torch.Tensor:  # the jagged layout: its ragged dimension is a nested int
+        return tuple(d if isinstance(d, int) else str(d) for d in t.shape)
+    sizes = _component_sizes(t)
+    dims = [set(column) for column in zip(*sizes, strict=True)] if sizes else []
+    return (len(sizes), *(column.pop() if len(column) == 1 else "j" for column in dims))
+
+
+def _component_sizes(t: torch.Tensor) -> list[list[int]]:
+    """The sizes of each component of a strided nested tensor (read outside every mode: reading
+    them is an operator call, not part of the model)."""
+    with _disable_current_modes():
+        sizes: list[list[int]] = t._nested_tensor_size().tolist()
+    return sizes
+
+
+def _strided_nested(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_nested and type(value) is torch.Tensor
 
 
 def _shapes(value: Any) -> Any:
     """The rule's view of an argument: tensors become shapes, containers are walked."""
     if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
+        return tuple(value.shape) if not value.is_nested else shape_of(value)
     if isinstance(value, (list, tuple)):
         return [_shapes(v) for v in value] if isinstance(value, list) else tuple(_shapes(v) for v in value)
     return value
@@ -104,6 +141,27 @@ def _tensors(value: Any, found: list[torch.Tensor]) -> None:
     elif isinstance(value, dict):
         for v in value.values():
             _tensors(v, found)
+
+
+def _components(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[tuple[Any, Any]] | None:
+    """The arguments of one call per component of its strided nested tensors, as meta tensors;
+    None when the nested tensors do not have the same number of components."""
+    leaves, spec = tree_flatten((args, kwargs))
+    sizes = {i: _component_sizes(leaf) for i, leaf in enumerate(leaves) if _strided_nested(leaf)}
+    counts = {len(s) for s in sizes.values()}
+    if len(counts) != 1:
+        return None
+    parts = []
+    for component in range(counts.pop()):
+        values = []
+        for i, leaf in enumerate(leaves):
+            if i in sizes:
+                leaf = torch.empty((1, *sizes[i][component]), dtype=leaf.dtype, device="meta")
+            elif isinstance(leaf, torch.Tensor):
+                leaf = torch.empty_strided(leaf.shape, leaf.stride(), dtype=leaf.dtype, device="meta")
+            values.append(leaf)
+        parts.append(tree_unflatten(values, spec))
+    return parts
 
 
 def _nbytes(t: torch.Tensor) -> int:
@@ -144,6 +202,8 @@ class Tracer(TorchDispatchMode):
         self.memory_events: list[tuple[int, int, int]] = []
         self.allocation_bytes: list[int] = []  # by allocation id
         self.failed_op: tuple[str, list[Any]] | None = None
+        # the operator call that raised, with its exception: what capture.limits checks for real
+        self.failed_call: FailedCall | None = None
         self._info: dict[Any, OpInfo] = {}
         self._live: dict[int, tuple[weakref.ref[Any], int]] = {}
         self.closed = False
@@ -155,6 +215,10 @@ class Tracer(TorchDispatchMode):
     # -- the hot path -------------------------------------------------------------------
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        if types and any(t not in _PLAIN_TYPES and is_traceable_wrapper_subclass_type(t) for t in types):
+            # A wrapper subclass (a jagged nested tensor, DTensor) runs the operator as operators on the
+            # dense tensors it holds; those come back through this mode and are counted there.
+            return NotImplemented
         info = self._info.get(func)
         if info is None:
             info = self._info[func] = classify(func, self.registry)
@@ -164,6 +228,20 @@ class Tracer(TorchDispatchMode):
             out = self._run(func, info, args, kwargs)
             self._track([out], len(self.ops))
             return out
+        inputs: list[torch.Tensor] = []
+        _tensors(args, inputs)
+        _tensors(kwargs, inputs)
+        if any(t.is_nested for t in inputs):
+            return self._nested_call(func, info, args, kwargs, inputs)
+        if info.kind == DECOMPOSE:
+            # A composite operator without a rule reaches a dispatch mode whole where autograd's keys are
+            # off (inside a wrapper subclass's dispatch, in inference mode): it is counted as the operators
+            # it is made of, as it is everywhere else.
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
+            info = self._info[func] = OpInfo(info.name, UNCOUNTED, None, info.fresh_outputs)
 
         fresh = info.fresh_outputs
         if self.inside_linear and self._linear_bias(func, args, kwargs):
@@ -180,12 +258,9 @@ class Tracer(TorchDispatchMode):
             resize = kernels.resizers.get(info.name)
             if resize is not None:
                 out = resize(kernel_args, out)
-        inputs: list[torch.Tensor] = []
-        _tensors(args, inputs)
-        _tensors(kwargs, inputs)
         outputs: list[torch.Tensor] = []
         _tensors(out, outputs)
-        out_shapes = tuple(tuple(t.shape) for t in outputs)
+        out_shapes = tuple(shape_of(t) for t in outputs)
         index = len(self.ops)
         if fresh:
             self._track(outputs, index)
@@ -219,6 +294,50 @@ class Tracer(TorchDispatchMode):
         )
         return out
 
+    def _nested_call(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     inputs: list[torch.Tensor]) -> Any:
+        """An operator on strided nested tensors costs what it costs on each component: the call is
+        repeated on meta tensors shaped like each component (with a leading dimension of one, so
+        that dimension arguments mean the same), under a tracer of its own whose calls are kept.
+        An operator that has no meaning on one component (a conversion to a padded tensor) is
+        recorded once, by its rule if that takes the nested shapes, else as uncounted."""
+        out = self._run(func, info, args, kwargs)
+        index = len(self.ops)
+        outputs: list[torch.Tensor] = []
+        _tensors(out, outputs)
+        if info.fresh_outputs:
+            self._track(outputs, index)
+        parts = _components(args, kwargs)
+        per_component: list[OpCall] | None = None
+        if parts is not None:
+            sub = Tracer(self.registry, self.current_layer, memoise=True)
+            try:
+                with sub:
+                    for part_args, part_kwargs in parts:
+                        func(*part_args, **part_kwargs)
+                per_component = sub.ops
+            except Exception:  # an operator that means something else on one component (to_padded_tensor)
+                per_component = None
+            finally:
+                sub.close()
+        if per_component is not None:
+            self.ops.extend(per_component)
+            return out
+        out_shapes = tuple(shape_of(t) for t in outputs)
+        macs = flops = 0
+        counted = False
+        if info.rule is not None:
+            try:
+                macs, flops = info.rule.fn(*_shapes(args), out=out_shapes)
+                counted = True
+            except Exception:  # a rule that needs every size, given a ragged one
+                macs = flops = 0
+        self.ops.append(OpCall(op=info.name, layer=self.current_layer(), macs=macs, flops=flops,
+                               read_bytes=sum(_nbytes(t) for t in inputs),
+                               write_bytes=sum(_nbytes(t) for t in outputs), counted=counted,
+                               out_shapes=out_shapes))
+        return out
+
     @staticmethod
     def _linear_bias(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
         """Is this F.linear's bias add, after the matmul of a batched input?"""
@@ -246,8 +365,9 @@ class Tracer(TorchDispatchMode):
                     return _materialise(cached)
         try:
             out = func(*args, **kwargs)
-        except Exception:
+        except Exception as exc:
             self.failed_op = (_op_name(func), [_shapes(a) for a in args])
+            self.failed_call = (func, args, kwargs, exc)
             raise
         if key is not None:
             template = _template(out)

@@ -21,10 +21,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nncost.capture import inputs as inputs_mod
+from nncost.capture.limits import meta_limitation
 from nncost.capture.paths import KernelPaths
 from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
-from nncost.capture.run import meta_limitation, mismatch
+from nncost.capture.run import mismatch
 from nncost.capture.scopes import Scopes, tensors_in
+from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.memory.optimizers import OPTIMIZERS, state_bytes
@@ -135,7 +137,8 @@ def capture_step(
               else Tracer(ATEN, scopes.current, memoise=True, kernels=kernels))
     world = mixed.active() if mixed else nullcontext()
     convert = mixed.convert if mixed else to_meta(setting.param_dtype)
-    with training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
+    meta = torch.device("meta")
+    with run_state(meta), training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
@@ -146,14 +149,13 @@ def capture_step(
                 mixed.warm_up()
                 placed = (mixed.place(args), mixed.place(kwargs))
             else:
-                meta = torch.device("meta")
                 placed = (inputs_mod.place(args, meta, setting.param_dtype),
                           inputs_mod.place(kwargs, meta, setting.param_dtype))
             phases, saved = _run(model, placed, tracer, scopes, params, opt, mixed, train, device)
         except NncostError:
             raise
         except Exception as exc:
-            if meta_limitation(exc) or needs_values(exc):
+            if meta_limitation(exc, tracer.failed_call, torch.device("cpu")) or needs_values(exc):
                 raise NeedsWeights(
                     f"the memory simulation runs on meta tensors, and this model's forward needs real values: {exc}"
                 ) from exc

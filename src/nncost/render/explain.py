@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from nncost.rules import ATEN
 from nncost.rules.onnx import ONNX
+from nncost.rules.registry import op_label
 
 if TYPE_CHECKING:
     from nncost.records.report import Layer
@@ -63,7 +64,7 @@ def params_formula(layer: Layer) -> str | None:
 def op_formula(op: OpCall) -> str:
     """One operator call: its rule's formula with the call's shapes, and the result."""
     rule = ATEN.get(op.op)
-    head = f"aten.{op.op}"
+    head = op_label(op.op)
     if rule is None and ONNX.get(op.op) is not None:  # ONNX op types are CamelCase: no clash with ATen
         rule, head = ONNX.get(op.op), f"onnx {op.op}"
     if rule is None:

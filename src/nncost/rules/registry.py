@@ -172,6 +172,12 @@ class Registry:
         return list(seen.values())
 
 
+def op_label(name: str) -> str:
+    """How a message names an operator: ``aten.convolution``, but ``torchvision::nms`` for one
+    outside ``aten`` (operators are keyed by name, with the namespace of those outside aten only)."""
+    return name if "::" in name else f"aten.{name}"
+
+
 def numel(shape: Sequence[int]) -> int:
     """Number of elements of a shape; ``()`` is a scalar with one element."""
     return math.prod(shape)

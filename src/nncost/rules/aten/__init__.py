@@ -14,9 +14,11 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
     elementwise,
     free,
     fused_attention,
+    grouped_mm,
     linalg,
     linear,
     movement,
+    nested,
     norm,
     optimizer,
     pool,
@@ -27,6 +29,6 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
 )
 
 __all__ = [
-    "ATEN", "attention", "backward", "conv", "elementwise", "free", "fused_attention", "linalg", "linear",
-    "movement", "norm", "optimizer", "pool", "rnn", "small_fused", "spectral", "vision",
+    "ATEN", "attention", "backward", "conv", "elementwise", "free", "fused_attention", "grouped_mm", "linalg",
+    "linear", "movement", "nested", "norm", "optimizer", "pool", "rnn", "small_fused", "spectral", "vision",
 ]
