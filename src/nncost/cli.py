@@ -25,6 +25,7 @@ from nncost.request import (
     DEFAULT_SEQ,
     DEVICES,
     FIT_DEVICE,
+    Generation,
     Inputs,
     NamedSize,
     Request,
@@ -125,13 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     time.add_argument("--repeats", type=positive, default=DEFAULT_REPEATS,
                       help=f"timed passes for --measure-time (default {DEFAULT_REPEATS}, after {WARMUP} warm-up)")
     time.add_argument("--progress", action="store_true", help="progress bars on stderr even when it is not a terminal")
+    generation = parser.add_argument_group("generation", "prefill and decode as model.generate runs them (hf: models)")
+    generation.add_argument("--prompt", type=positive, metavar="P", default=None,
+                            help="prompt tokens per sequence; with --new-tokens, cost generation instead of one "
+                                 "forward (--batch sequences at once)")
+    generation.add_argument("--new-tokens", type=positive, metavar="M", default=None,
+                            help="tokens generated per sequence: the prefill yields the first, M-1 decode steps the "
+                                 "rest")
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
     memory.add_argument("--checkpointing", action="store_true",
                         help="with --train: activation checkpointing of the model's repeated blocks")
     memory.add_argument("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
-                        help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory")
+                        help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory. "
+                             "With --prompt: the most sequences generated at once that fit")
     memory.add_argument("--allocator", choices=ALLOCATORS, default=None,
                         help="allocator semantics of the simulation: cpu (exact bytes) or cuda (512-byte blocks, "
                              "the caching allocator replayed); default: that of --hardware's device, else cuda")
@@ -300,15 +309,21 @@ def _compare(args: argparse.Namespace) -> str:
 def build_request(args: argparse.Namespace) -> Request:
     """The request the flags of ``nncost MODEL`` describe."""
     hardware = args.hardware.strip().lower() if args.hardware else None
-    step = None
-    if _wants_memory(args):
+    step = generation = None
+    if (args.prompt is None) != (args.new_tokens is None):
+        raise BadRequest("generation needs both --prompt P and --new-tokens M")
+    if args.prompt is not None:
+        if args.train or args.measure_time or args.seq is not None:
+            raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
+        generation = Generation(args.prompt, args.new_tokens, fit=args.fit)
+    elif _wants_memory(args):
         step = Step(mode="train" if args.train else "infer", optimizer=args.optimizer,
                     allocator=args.allocator or _allocator_of(hardware), checkpointing=args.checkpointing,
                     gpus=args.gpus, sharding=args.sharding, fit=args.fit, measure=args.measure)
     return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
                    dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
-                   depth=args.depth)
+                   generation=generation, depth=args.depth)
 
 
 def _allocator_of(hardware: str | None) -> str:

@@ -8,10 +8,13 @@
    (:mod:`nncost.analyses.build`);
 3. **time**: roofline estimates on the request's hardware (the ``cpu`` calibrated by
    :mod:`nncost.calibration`), and the measured latency of real passes;
-4. **step**: the memory simulation of a training step or inference pass
+4. **generation** (instead of 2–4 when asked): the prefill and decode steps of ``generate``
+   (:mod:`nncost.capture.generation`, :mod:`nncost.analyses.generation`), and the most
+   sequences that fit;
+5. **step**: the memory simulation of a training step or inference pass
    (:mod:`nncost.memory.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
    and one real step when asked;
-5. the training step's time on the roofline, and the result.
+6. the training step's time on the roofline, and the result.
 
 The Python API (:mod:`nncost.api`) and the command line (:mod:`nncost.cli`) only build
 requests and call :func:`run`.
@@ -28,11 +31,13 @@ import torch
 from torch import nn
 
 from nncost import calibration
-from nncost.analyses.build import build_report
+from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
+from nncost.analyses.generation import decode_report, linear_segments, step_samples
 from nncost.analyses.memory import analyse_step
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
 from nncost.analyses.timing import with_times
+from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device
 from nncost.capture.run import capture
@@ -41,11 +46,13 @@ from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
 from nncost.precision import resolve_precision
+from nncost.records.generation import GenerationReport
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 from nncost.records.result import Result
-from nncost.records.trace import TorchFlags
-from nncost.request import DEFAULT_SEQ, FIT_DEVICE, NamedSize, Request, Step
+from nncost.records.roofline import Roofline
+from nncost.records.trace import TorchFlags, Trace
+from nncost.request import DEFAULT_SEQ, FIT_DEVICE, Generation, NamedSize, Request, Step
 
 WARMUP = 2  # untimed passes before measure_time's timed ones
 
@@ -83,6 +90,11 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     if _is_onnx(request.model):
         return Result(_onnx(request, say), None)
     source = _source(request, say)
+    if request.generation is not None:
+        generation = _generation(request, source, say)
+        if request.depth is not None:
+            generation = replace(generation, prefill=replace(generation.prefill, depth=request.depth))
+        return Result(generation.prefill, None, generation)
     report = _forward(request, source, say) if request.report else None
     memory = _step(request, source, say) if request.step is not None else None
     if report is not None and memory is not None:
@@ -173,7 +185,8 @@ def _source(request: Request, say: Progress) -> Source:
     if isinstance(request.model, nn.Module):
         if request.inputs.seq is not None:
             raise BadRequest("seq is for token models named hf:NAME; give a module its inputs")
-        if not (request.inputs.sizes or request.inputs.args is not None or request.inputs.kwargs):
+        if request.generation is None and not (request.inputs.sizes or request.inputs.args is not None
+                                                  or request.inputs.kwargs):
             raise BadRequest("no inputs: give input_size=(C, H, W), inputs=... or kwargs=...")
         return Source(request, None, request.model, say)
     if not isinstance(request.model, str):
@@ -353,6 +366,109 @@ def _measure_step(request: Request, source: Source, report: MemoryReport, say: P
     measure = measure_cuda_peak if on_cuda else measure_cpu_peak
     with say.step(f"running one real step on {'CUDA' if on_cuda else 'the CPU'}"):
         return measure(model, args, kwargs, mode=report.mode, optimizer=step.optimizer, precision=request.precision)
+
+
+# -- generation ----------------------------------------------------------------------------
+def _generation(request: Request, source: Source, say: Progress) -> GenerationReport:
+    """Prefill and decode as ``model.generate`` runs them, on meta; the most sequences that fit."""
+    wanted = request.generation
+    assert wanted is not None
+    if source.spec is not None and not source.spec.token_input:
+        raise BadRequest(f"{source.label} takes no token ids: generation is for language models (hf:NAME)")
+    model = source.given if source.given is not None else source.on("meta")
+    dtype = _run_dtype(request)
+    roofline = None
+    if request.hardware is not None:
+        device = calibration.device(request.hardware, say=say)
+        roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
+                                 precision=request.precision, efficiency=request.efficiency)
+    batch = request.inputs.batch_size
+    with say.step(f"tracing the generation of {source.label}", slow=False):
+        report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
+                          name=source.label)
+    budget = _generation_budget(request, wanted)
+    if budget is None:
+        return report
+    max_batch = None
+    if wanted.fit is not None:
+        with say.bar(f"searching the most sequences {source.label} serves", None, counts="simulations") as advance:
+            def peak_at(sequences: int) -> int:
+                advance()
+                if sequences == batch:
+                    return report.peak_bytes
+                return _generate(model, wanted.prompt_tokens, wanted.new_tokens, sequences, dtype=dtype,
+                                roofline=None, name=source.label, peak_only=True).peak_bytes
+
+            max_batch = largest_batch(peak_at, budget)
+    return replace(report, budget_bytes=budget, max_batch=max_batch)
+
+
+def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None,
+              roofline: Roofline | None, name: str, peak_only: bool = False) -> GenerationReport:
+    """Trace the prefill and enough decode steps to sum all of them (see
+    :mod:`nncost.analyses.generation`); with ``peak_only``, only what the peak needs."""
+    last = prompt + new - 2  # the context of the last decode step
+    with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1) as run:
+        prefill_trace, cache_after_prefill = run.prefill(prompt)
+        caches: dict[int, int] = {prompt - 1: cache_after_prefill}
+        traced: dict[int, Trace] = {}
+
+        def step_at(context: int) -> Trace:
+            if context not in traced:
+                traced[context], _, caches[context] = run.decode_at(context)
+            return traced[context]
+
+        segments = [] if new == 1 else ([] if peak_only else linear_segments(step_at, prompt, last))
+        if new > 1:
+            step_at(last)
+            if last - 1 not in caches:
+                step_at(last - 1)
+        per_token = (run.cache_bytes_at(2) - run.cache_bytes_at(1)) // batch
+        cache_name = run.cache_description()
+    weights = sum(prefill_trace.params.param_bytes_by_dtype.values()) + prefill_trace.params.buffer_bytes
+    prefill_working = peak_live_bytes(prefill_trace.memory_events)[0]
+    peaks = [("prefill", 0, prefill_working)]
+    if new > 1:
+        peaks.append(("decode", caches[last - 1], peak_live_bytes(traced[last].memory_events)[0]))
+    phase, peak_cache, working = max(peaks, key=lambda p: p[1] + p[2])
+    prefill = build_report(prefill_trace)
+    decode = decode_report(segments, roofline) if segments else None
+    if roofline is not None:
+        prefill = estimate(prefill, roofline)
+    decode_seconds = decode.totals.estimated_seconds if decode is not None else None
+    samples = tuple((context, macs, seconds, caches.get(context, 0))
+                    for context, macs, seconds in step_samples(segments, roofline)) if segments else ()
+    return GenerationReport(
+        prompt_tokens=prompt, new_tokens=new, batch_size=batch, cache=cache_name, prefill=prefill, decode=decode,
+        decode_steps=new - 1, kv_cache_bytes=caches[last] if new > 1 else cache_after_prefill,
+        kv_cache_bytes_per_token=per_token, weights_bytes=weights, peak_bytes=weights + peak_cache + working,
+        peak_phase=phase, peak_cache_bytes=peak_cache, peak_working_bytes=working,
+        time_to_first_token_seconds=prefill.totals.estimated_seconds,
+        tokens_per_second=(new - 1) / decode_seconds if decode_seconds else None, steps=samples)
+
+
+def _weights_dtype(model: nn.Module, dtype: torch.dtype | None) -> str:
+    """The dtype of most of the model's parameter bytes, as the run will hold them."""
+    if dtype is not None:
+        return str(dtype).removeprefix("torch.")
+    by_dtype: dict[str, int] = {}
+    for p in model.parameters():
+        key = str(p.dtype).removeprefix("torch.")
+        by_dtype[key] = by_dtype.get(key, 0) + p.numel() * p.element_size()
+    return max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
+
+
+def _generation_budget(request: Request, wanted: Generation) -> int | None:
+    """The memory the sequences must fit in: ``fit`` as given, else the hardware's memory."""
+    if wanted.fit is not None and wanted.fit != FIT_DEVICE:
+        return parse_bytes(wanted.fit) if isinstance(wanted.fit, str) else int(wanted.fit)
+    if request.hardware is None:
+        if wanted.fit == FIT_DEVICE:
+            raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
+                             "such as --fit 80GB")
+        return None
+    return (calibration.memory_bytes() if request.hardware == "cpu"
+            else catalogue_device(request.hardware).memory_bytes)
 
 
 # -- ONNX files ---------------------------------------------------------------------------

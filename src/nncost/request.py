@@ -95,6 +95,24 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Generation:
+    """Generation as ``model.generate`` runs it: a prefill of ``prompt_tokens`` per sequence,
+    then ``new_tokens − 1`` decode steps of one token (the request's batch is the number of
+    sequences).  ``fit`` (bytes, ``"80GB"``, or :data:`FIT_DEVICE`) asks for the most sequences
+    whose peak fits."""
+
+    prompt_tokens: int
+    new_tokens: int
+    fit: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prompt_tokens < 1:
+            raise BadRequest(f"the prompt must have at least 1 token, got {self.prompt_tokens}")
+        if self.new_tokens < 1:
+            raise BadRequest(f"new tokens must be at least 1, got {self.new_tokens}")
+
+
+@dataclass(frozen=True)
 class Request:
     """One run: the model, its inputs, and every figure asked for.
 
@@ -103,7 +121,8 @@ class Request:
     ``"model.onnx"``), or an ``onnx.ModelProto``.  ``report`` asks for the forward's layer
     report, ``step`` for the memory simulation; ``hardware`` adds roofline estimates to the
     report (and, with a step, to the training step), ``measure_time`` the measured latency of
-    ``repeats`` real passes.  ``depth``
+    ``repeats`` real passes; ``generation`` asks for a prefill and decode steps instead of one
+    forward.  ``depth``
     is the depth of the layers the renderers show (a view: the report keeps every layer).
     """
 
@@ -119,6 +138,7 @@ class Request:
     measure_time: bool = False
     repeats: int = DEFAULT_REPEATS
     step: Step | None = None
+    generation: Generation | None = None
     depth: int | None = None
     flags: TorchFlags = field(default_factory=TorchFlags.current)
 
@@ -138,3 +158,6 @@ class Request:
                              "for time estimates, and allocator='cuda' for the memory simulation")
         if not self.report and self.step is None:
             raise BadRequest("the request asks for nothing: neither the report nor a memory step")
+        if self.generation is not None and (self.step is not None or self.measure_time):
+            raise BadRequest("generation is costed on its own: drop the training step and measured time from the "
+                             "request")

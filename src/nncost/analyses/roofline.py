@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from nncost.errors import BadRequest
@@ -123,6 +125,33 @@ def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
     return compute, memory
 
 
+def op_seconds_series(op: OpCall, slope: tuple[int, int, int, int], count: int, roofline: Roofline
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute, memory, overhead) seconds of ``count`` calls of ``op`` whose MACs, FLOPs, read
+    and written bytes grow by ``slope`` from one call to the next (decode steps over a growing
+    cache): :func:`op_seconds` for each call, as arrays."""
+    k = np.arange(count, dtype=np.float64)
+    flops = op.flops + slope[1] * k
+    read, write = op.read_bytes + slope[2] * k, op.write_bytes + slope[3] * k
+    kind = roof_family(op.unit)
+    e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
+    compute = flops / (roofline.family_peak_flops[kind] * e)
+    moved = 2 * write if op.unit == "gather" else read + write
+    working_set = read if op.op.endswith("_") else moved
+    e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
+    memory = moved / (_bandwidths(roofline, working_set) * e_memory)
+    return compute, memory, np.full(count, op_overhead(op, roofline))
+
+
+def _bandwidths(roofline: Roofline, working_sets: np.ndarray) -> np.ndarray:
+    """:func:`bandwidth_at` for many working sets: log-log interpolation, clamped at the ends."""
+    curve = roofline.bandwidth_curve
+    if not curve:
+        return np.full(working_sets.shape, roofline.bandwidth)
+    xs, ys = np.log([x for x, _ in curve]), np.log([y for _, y in curve])
+    return np.exp(np.interp(np.log(np.maximum(working_sets, 1.0)), xs, ys))
+
+
 def op_overhead(op: OpCall, roofline: Roofline) -> float:
     """The fixed cost of one call: the family's calibrated one, else the generic one; none for a view."""
     if op.unit == "free":
@@ -130,9 +159,24 @@ def op_overhead(op: OpCall, roofline: Roofline) -> float:
     return roofline.family_overhead_seconds.get(roof_family(op.unit), roofline.op_overhead_seconds)
 
 
-def estimate(report: Report, roofline: Roofline) -> Report:
-    """A new report with every layer's ``estimated_seconds`` and ``bound`` and the forward's total
-    estimated on ``roofline``; ``report`` must hold every layer call."""
+def _op_time(op: OpCall, roofline: Roofline) -> tuple[float, float]:
+    """(seconds if compute bound, seconds if memory bound) of one call, overhead included: one
+    of the two is 0."""
+    compute, memory = op_seconds(op, roofline)
+    seconds = max(compute, memory) + op_overhead(op, roofline)
+    return (seconds, 0.0) if compute >= memory else (0.0, seconds)
+
+
+def estimate(report: Report, roofline: Roofline,
+             op_time: Callable[[OpCall], tuple[float, float]] | None = None, calls: int = 1) -> Report:
+    """A new report with every layer's ``estimated_seconds`` and ``bound`` and the total
+    estimated on ``roofline``; ``report`` must hold every layer call.
+
+    ``op_time`` gives an operator's (compute-bound, memory-bound) seconds (default: one call on
+    the roofline); ``calls`` is how many times each layer ran (decode steps summed into one
+    report), each paying the module-call overhead.
+    """
+    timed = op_time or (lambda op: _op_time(op, roofline))
     by_index = {layer.index: layer for layer in report.layers}
     seconds: dict[int, float] = {}
     compute_bound: dict[int, float] = {}
@@ -140,16 +184,13 @@ def estimate(report: Report, roofline: Roofline) -> Report:
     for layer in report.layers:
         if layer.parent is not None and layer.parent not in by_index:
             raise BadRequest("the roofline needs every layer of the report, not a depth-filtered copy")
-        seconds[layer.index] = roofline.module_call_seconds
+        seconds[layer.index] = roofline.module_call_seconds * calls
         compute_bound[layer.index] = memory_bound[layer.index] = 0.0
         for op in layer.self_ops:
-            compute, memory = op_seconds(op, roofline)
-            op_time = max(compute, memory) + op_overhead(op, roofline)
-            seconds[layer.index] += op_time
-            if compute >= memory:
-                compute_bound[layer.index] += op_time
-            else:
-                memory_bound[layer.index] += op_time
+            on_compute, on_memory = timed(op)
+            seconds[layer.index] += on_compute + on_memory
+            compute_bound[layer.index] += on_compute
+            memory_bound[layer.index] += on_memory
     for layer in reversed(report.layers):  # children follow their parent: fold upwards
         if layer.parent is not None:
             seconds[layer.parent] += seconds[layer.index]

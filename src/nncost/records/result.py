@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nncost.records.generation import GenerationReport
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 
@@ -12,7 +13,8 @@ from nncost.records.report import Report
 @dataclass(frozen=True)
 class Result:
     """What :func:`nncost.pipeline.run` returns: ``report`` (the layer table, totals, roofline
-    and measured times) and ``memory`` (the simulated step), each ``None`` when not asked for.
+    and measured times; for generation, the prefill's), ``memory`` (the simulated step) and
+    ``generation`` (prefill and decode), each ``None`` when not asked for.
 
     The document (JSON, CSV, Markdown) of a result is the report's with the memory section
     added: the command line prints exactly these.
@@ -20,29 +22,30 @@ class Result:
 
     report: Report | None
     memory: MemoryReport | None
+    generation: GenerationReport | None = None
 
     # -- renderers: each method calls exactly the render function of its name --------------
     def to_dict(self) -> dict[str, Any]:
         from nncost.render.formats import to_dict
 
-        return to_dict(self.report, self.memory)
+        return to_dict(self.report, self.memory, self.generation)
 
     def to_json(self, indent: int | None = 2) -> str:
         from nncost.render.formats import to_json
 
-        return to_json(self.report, self.memory, indent=indent)
+        return to_json(self.report, self.memory, self.generation, indent=indent)
 
     def to_csv(self) -> str:
         from nncost.render.formats import to_csv
 
-        return to_csv(self.report, self.memory)
+        return to_csv(self.report, self.memory, self.generation)
 
     def to_markdown(self) -> str:
         from nncost.render.formats import to_markdown
 
-        return to_markdown(self.report, self.memory)
+        return to_markdown(self.report, self.memory, self.generation)
 
     def __str__(self) -> str:
-        from nncost.render.table import to_text
+        from nncost.render.text import to_text
 
-        return to_text(self.report, self.memory)
+        return to_text(self.report, self.memory, self.generation)

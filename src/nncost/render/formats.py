@@ -15,9 +15,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from nncost.render import units
+from nncost.render.generation import generation_markdown
 from nncost.render.memory import memory_lines
 
 if TYPE_CHECKING:
+    from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Layer, Report
 
@@ -75,17 +77,56 @@ def memory_dict(memory: MemoryReport) -> dict[str, Any]:
     return data
 
 
-def to_dict(report: Report | None, memory: MemoryReport | None = None) -> dict[str, Any]:
+def _phase_dict(report: Report, layers: bool) -> dict[str, Any]:
+    t = report.totals
+    data: dict[str, Any] = {"macs": t.macs, "flops": t.flops, "read_bytes": t.read_bytes,
+                            "write_bytes": t.write_bytes, "seconds": t.estimated_seconds}
+    if layers:
+        data["layers"] = [layer_dict(layer) for layer in report.shown()]
+    return data
+
+
+def generation_dict(generation: GenerationReport) -> dict[str, Any]:
+    """The ``generation`` section: the prefill's totals (its layers are the document's own), the
+    decode phase's totals and layers summed over its steps, the cache, the peak and the times."""
+    g = generation
+    return {
+        "prompt_tokens": g.prompt_tokens,
+        "new_tokens": g.new_tokens,
+        "batch": g.batch_size,
+        "cache": g.cache,
+        "prefill": _phase_dict(g.prefill, layers=False),
+        "decode": _phase_dict(g.decode, layers=True) if g.decode is not None else None,
+        "decode_steps": g.decode_steps,
+        "kv_cache_bytes": g.kv_cache_bytes,
+        "kv_cache_bytes_per_token": g.kv_cache_bytes_per_token,
+        "weights_bytes": g.weights_bytes,
+        "peak_bytes": g.peak_bytes,
+        "peak_phase": g.peak_phase,
+        "peak_cache_bytes": g.peak_cache_bytes,
+        "peak_working_bytes": g.peak_working_bytes,
+        "time_to_first_token_seconds": g.time_to_first_token_seconds,
+        "tokens_per_second": g.tokens_per_second,
+        "budget_bytes": g.budget_bytes,
+        "max_batch": g.max_batch,
+        "steps": [{"context": c, "macs": m, "seconds": t, "kv_cache_bytes": b} for c, m, t, b in g.steps],
+    }
+
+
+def to_dict(report: Report | None, memory: MemoryReport | None = None,
+            generation: GenerationReport | None = None) -> dict[str, Any]:
     """The whole document of a result (see docs/schema.json)."""
     data: dict[str, Any] = {"schema": SCHEMA}
     if report is not None:
         data.update(_report_dict(report))
     data["memory"] = memory_dict(memory) if memory is not None else None
+    data["generation"] = generation_dict(generation) if generation is not None else None
     return data
 
 
-def to_json(report: Report | None, memory: MemoryReport | None = None, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(report, memory), indent=indent)
+def to_json(report: Report | None, memory: MemoryReport | None = None, generation: GenerationReport | None = None,
+            indent: int | None = 2) -> str:
+    return json.dumps(to_dict(report, memory, generation), indent=indent)
 
 
 def _flat_row(layer: Layer) -> dict[str, Any]:
@@ -95,27 +136,55 @@ def _flat_row(layer: Layer) -> dict[str, Any]:
     return row
 
 
-def to_csv(report: Report | None, memory: MemoryReport | None = None) -> str:
-    """One row per layer; with a simulated step, a blank line and its figures as ``memory,value``
-    rows after it."""
+def to_csv(report: Report | None, memory: MemoryReport | None = None,
+           generation: GenerationReport | None = None) -> str:
+    """One row per layer; then, each after a blank line, a simulated step's figures as
+    ``memory,value`` rows, generation's as ``generation,value`` rows and the decode phase's layers."""
     buffer = io.StringIO()
+    blocks: list[str] = []
     if report is not None:
-        writer = csv.DictWriter(buffer, fieldnames=LAYER_KEYS, lineterminator="\n")
-        writer.writeheader()
-        for layer in report.shown():
-            writer.writerow(_flat_row(layer))
+        blocks.append(_layers_csv(report))
     if memory is not None:
-        if report is not None:
-            buffer.write("\n")
-        rows = csv.writer(buffer, lineterminator="\n")
-        rows.writerow(("memory", "value"))
-        for key, value in memory_dict(memory).items():
-            if isinstance(value, dict):
-                rows.writerows((f"{key}.{k}", v) for k, v in value.items())
-            elif isinstance(value, list):
-                rows.writerow((key, ";".join(map(str, value))))
-            else:
-                rows.writerow((key, "" if value is None else value))
+        blocks.append(_values_csv("memory", memory_dict(memory)))
+    if generation is not None:
+        values = generation_dict(generation)
+        values.pop("steps")
+        decode = values["decode"]
+        if decode is not None:
+            decode.pop("layers")
+        blocks.append(_values_csv("generation", values))
+        if generation.decode is not None:
+            blocks.append(_layers_csv(generation.decode))
+    buffer.write("\n".join(blocks))
+    return buffer.getvalue()
+
+
+def _layers_csv(report: Report) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LAYER_KEYS, lineterminator="\n")
+    writer.writeheader()
+    for layer in report.shown():
+        writer.writerow(_flat_row(layer))
+    return buffer.getvalue()
+
+
+def _values_csv(section: str, values: dict[str, Any]) -> str:
+    """``section,value`` rows; nested figures as ``key.subkey``."""
+    buffer = io.StringIO()
+    rows = csv.writer(buffer, lineterminator="\n")
+    rows.writerow((section, "value"))
+
+    def write(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                write(f"{key}.{k}", v)
+        elif isinstance(value, list):
+            rows.writerow((key, ";".join(map(str, value))))
+        else:
+            rows.writerow((key, "" if value is None else value))
+
+    for key, value in values.items():
+        write(key, value)
     return buffer.getvalue()
 
 
@@ -228,10 +297,14 @@ def layer_cells(layer: Layer) -> tuple[str, ...]:
     )
 
 
-def to_markdown(report: Report | None, memory: MemoryReport | None = None, depth: int | None = None) -> str:
-    """The layer table and the totals as Markdown; with a simulated step, its section after them."""
+def to_markdown(report: Report | None, memory: MemoryReport | None = None,
+                generation: GenerationReport | None = None, depth: int | None = None) -> str:
+    """The layer table and the totals as Markdown (for generation, prefill and decode side by
+    side); with a simulated step, its section after them."""
     rows: list[str] = []
-    if report is not None:
+    if generation is not None:
+        rows += generation_markdown(generation)
+    elif report is not None:
         rows += ["| " + " | ".join(header(report)) + " |", "|" + "---|" * 3 + "---:|" * 5]
         for layer in report.shown(depth):
             cells = list(row_cells(layer, report))

@@ -27,11 +27,9 @@ from rich.text import Text
 
 from nncost.render import units
 from nncost.render.formats import header, row_cells, summary_lines
-from nncost.render.memory import render_memory
 
 if TYPE_CHECKING:
-    from nncost.records.memory import MemoryReport
-    from nncost.records.report import Report
+    from nncost.records.report import Layer, Report
 
 GAP = 2  # spaces between two columns
 # The columns a narrow terminal gives up, first to last.  Layer and FLOPs always stay: the first
@@ -123,15 +121,21 @@ def notes(layout: Layout, width: int) -> list[str]:
 
 def layer_table(report: Report, depth: int | None = None, width: int | None = None) -> tuple[Table, list[str]]:
     """The layer tree laid out for ``width`` columns, and the notes that go under it."""
-    width = width or terminal_width()
     layers = report.shown(depth)
-    headers = header(report)
-    cells = [row_cells(layer, report) for layer in layers]
+    return tree_table(f"{report.model} · batch {report.batch_size}", layers, header(report),
+                      [row_cells(layer, report) for layer in layers], width, left=3)
+
+
+def tree_table(title: str, layers: Sequence[Layer], headers: Sequence[str], cells: Sequence[Sequence[str]],
+               width: int | None = None, left: int = 2) -> tuple[Table, list[str]]:
+    """Rows of ``cells`` (the first cell of each is the layer's name) under ``headers``, indented
+    by depth and laid out for ``width`` columns by this module's rules, and the notes under it;
+    the first ``left`` columns are text, the others numbers."""
+    width = width or terminal_width()
     layout = plan([layer.label for layer in layers], cells, [layer.depth for layer in layers], headers, width)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True,
-                  title=f"{report.model} · batch {report.batch_size}")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, title=title)
     for i, column_width in zip(layout.shown, layout.widths, strict=True):
-        table.add_column(headers[i], width=column_width, no_wrap=True, justify="left" if i < 3 else "right")
+        table.add_column(headers[i], width=column_width, no_wrap=True, justify="left" if i < left else "right")
     for layer, row, label in zip(layers, cells, layout.labels, strict=True):
         shown = [" " * (layout.indent * layer.depth) + label, *(row[i] for i in layout.shown[1:])]
         table.add_row(*shown, style="bold" if layer.depth == 0 else None)
@@ -173,11 +177,3 @@ def render_text(report: Report, depth: int | None = None, width: int | None = No
         console.print(item)
     out: str = console.file.getvalue()  # type: ignore[attr-defined]
     return "".join(line.rstrip() + "\n" for line in out.splitlines())
-
-
-def to_text(report: Report | None, memory: MemoryReport | None) -> str:
-    """The terminal view of a result: the layer table and totals, then the memory section."""
-    parts = [render_text(report)] if report is not None else []
-    if memory is not None:
-        parts.append(render_memory(memory))
-    return "\n".join(parts)

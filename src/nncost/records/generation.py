@@ -1,0 +1,60 @@
+"""Generation as ``model.generate`` runs it: the prefill, the decode steps, the cache, the time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nncost.records.report import Report
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    """``prompt_tokens`` per sequence prefilled, then ``new_tokens − 1`` decode steps of one token
+    each (the prefill yields the first new token), for ``batch_size`` sequences at once.
+
+    ``prefill`` is the report of the prefill call; ``decode`` holds every layer's figures summed
+    over the decode steps (None when ``new_tokens`` is 1).  Bytes are the whole batch's unless
+    named per token.  ``kv_cache_bytes`` is what the model's cache object holds after the last
+    step (every storage it keeps alive); ``kv_cache_bytes_per_token`` what one more token of one
+    sequence adds before any sliding window fills.  ``peak_bytes`` is weights + cache +
+    the working memory of the call at the peak.  Times are on the report's roofline, when one was
+    asked for: ``time_to_first_token_seconds`` is the prefill, ``tokens_per_second`` one
+    sequence's decode rate.  ``steps`` has (context length, MACs, seconds, cache bytes) of the
+    decode step at a few context lengths, between which the step's cost is a line.
+    """
+
+    prompt_tokens: int
+    new_tokens: int
+    batch_size: int
+    cache: str  # the model's cache class and the classes of its layers
+    prefill: Report
+    decode: Report | None
+    decode_steps: int
+    kv_cache_bytes: int
+    kv_cache_bytes_per_token: int
+    weights_bytes: int
+    peak_bytes: int
+    peak_phase: str  # "prefill" or "decode"
+    peak_cache_bytes: int  # the cache held at the peak
+    peak_working_bytes: int  # the call's own live bytes at the peak (activations, the growing cache's copies)
+    time_to_first_token_seconds: float | None = None
+    tokens_per_second: float | None = None
+    steps: tuple[tuple[int, int, float | None, int], ...] = ()
+    budget_bytes: int | None = None
+    max_batch: int | None = None  # the most sequences whose peak fits budget_bytes
+
+    @property
+    def decode_seconds(self) -> float | None:
+        return self.decode.totals.estimated_seconds if self.decode is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``generation`` section of the document (:func:`nncost.render.formats.generation_dict`)."""
+        from nncost.render.formats import generation_dict
+
+        return generation_dict(self)
+
+    def __str__(self) -> str:
+        from nncost.render.text import render_generation
+
+        return render_generation(self)

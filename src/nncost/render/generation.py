@@ -1,0 +1,107 @@
+"""Generation, prefill and decode side by side, then its figures: the rows and lines every view shows."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nncost.render import units
+
+if TYPE_CHECKING:
+    from nncost.records.generation import GenerationReport
+    from nncost.records.report import Layer, Report
+
+HEADER = ("Layer", "Type", "Prefill MACs", "Prefill time", "Decode MACs", "Decode time", "%decode time")
+HEADER_UNTIMED = ("Layer", "Type", "Prefill MACs", "Prefill FLOPs", "Decode MACs", "Decode FLOPs")
+
+
+def _count(value: int) -> str:
+    return units.count(value) if value else "-"
+
+
+def _seconds(value: float | None) -> str:
+    return units.seconds(value) if value is not None else "-"
+
+
+def rows(generation: GenerationReport, depth: int | None = None) -> tuple[tuple[str, ...], list[Layer],
+                                                                           list[tuple[str, ...]]]:
+    """The header, the layers shown and their cells: each prefill layer beside the same layer's
+    figures summed over the decode steps."""
+    prefill, decode = generation.prefill, generation.decode
+    decode_by_index = {layer.index: layer for layer in decode.layers} if decode is not None else {}
+    timed = prefill.roofline is not None
+    header: tuple[str, ...] = HEADER if timed else HEADER_UNTIMED
+    total = decode.totals.estimated_seconds if decode is not None else None
+    shown = prefill.shown(depth)
+    cells: list[tuple[str, ...]] = []
+    for layer in shown:
+        other = decode_by_index.get(layer.index)
+        if timed:
+            share = units.percent(other.estimated_seconds / total) if (
+                other is not None and other.estimated_seconds is not None and total) else "-"
+            cells.append((layer.label, layer.type, _count(layer.macs), _seconds(layer.estimated_seconds),
+                          _count(other.macs) if other else "-",
+                          _seconds(other.estimated_seconds) if other else "-", share))
+        else:
+            cells.append((layer.label, layer.type, _count(layer.macs), _count(layer.flops),
+                          _count(other.macs) if other else "-", _count(other.flops) if other else "-"))
+    return header, shown, cells
+
+
+def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
+    """The generation's figures as (label, value) pairs, shared by the terminal and Markdown."""
+    g, prefill, decode = generation, generation.prefill, generation.decode
+    lines = [
+        ("Generation", f"{g.prompt_tokens:,} prompt tokens, {g.new_tokens:,} new, {g.batch_size} "
+                       f"sequence{'s' if g.batch_size > 1 else ''}: a prefill and {g.decode_steps:,} decode "
+                       f"step{'s' if g.decode_steps != 1 else ''}, as model.generate runs them"),
+        ("Cache", g.cache),
+        ("Params", f"{units.grouped(prefill.totals.params)} ({units.count(prefill.totals.params)})"),
+        ("Prefill", _phase(prefill)),
+        ("Decode", _phase(decode) + " over all steps" if decode is not None else "none (1 new token)"),
+        ("KV cache", f"{units.nbytes(g.kv_cache_bytes)} after the last step; "
+                     f"{units.nbytes(g.kv_cache_bytes_per_token)} per token of one sequence"),
+        ("Weights", units.nbytes(g.weights_bytes)),
+        ("Peak memory", f"{units.nbytes(g.peak_bytes)} in the {g.peak_phase}: weights "
+                        f"{units.nbytes(g.weights_bytes)} + cache {units.nbytes(g.peak_cache_bytes)} + working "
+                        f"{units.nbytes(g.peak_working_bytes)}"),
+    ]
+    if g.time_to_first_token_seconds is not None and prefill.roofline is not None:
+        lines.append(("Hardware", f"{prefill.roofline.hardware}, {prefill.roofline.precision}, efficiency "
+                                  f"{prefill.roofline.efficiency:g} (roofline)"))
+        lines.append(("Time to first token", units.seconds(g.time_to_first_token_seconds)))
+    if g.tokens_per_second is not None:
+        lines.append(("Decode", f"{g.tokens_per_second:,.1f} tokens/s per sequence, "
+                                f"{g.tokens_per_second * g.batch_size:,.1f} for the batch"))
+    if g.budget_bytes is not None:
+        verdict = "fits" if g.peak_bytes <= g.budget_bytes else "does NOT fit"
+        lines.append(("Fits", f"{verdict}: the peak against {units.nbytes(g.budget_bytes)}"))
+    if g.max_batch is not None and g.budget_bytes is not None:
+        lines.append(("Most sequences that fit", f"{g.max_batch:,} at {g.prompt_tokens + g.new_tokens:,} tokens each "
+                                                 f"in {units.nbytes(g.budget_bytes)} (simulated at that number and "
+                                                 "the next)"))
+    uncounted = {u.op: u.calls for u in prefill.uncounted}
+    if decode is not None:
+        for u in decode.uncounted:
+            uncounted[u.op] = uncounted.get(u.op, 0) + u.calls
+    lines.append(("UNCOUNTED ops", ", ".join(f"{op}×{n}" for op, n in uncounted.items())) if uncounted
+                 else ("Uncounted ops", "none"))
+    return lines
+
+
+def _phase(report: Report) -> str:
+    t = report.totals
+    text = (f"{units.count(t.macs)} MACs, {units.count(t.flops)} FLOPs, {units.nbytes(t.read_bytes)} read, "
+            f"{units.nbytes(t.write_bytes)} written")
+    return text + (f", {units.seconds(t.estimated_seconds)}" if t.estimated_seconds is not None else "")
+
+
+def generation_markdown(generation: GenerationReport) -> list[str]:
+    """The side-by-side table and the figures as Markdown lines."""
+    header, shown, cells = rows(generation, generation.prefill.depth)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
+    for layer, row in zip(shown, cells, strict=True):
+        named = ["&nbsp;" * 2 * layer.depth + row[0], *row[1:]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in named) + " |")
+    lines.append("")
+    lines.extend(f"- **{label}**: {value}" for label, value in generation_lines(generation))
+    return lines

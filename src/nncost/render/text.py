@@ -1,0 +1,48 @@
+"""The terminal view of a whole result: the report, the memory of a step, generation."""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.text import Text
+
+from nncost.render.generation import generation_lines, rows
+from nncost.render.memory import render_memory
+from nncost.render.table import render_text, terminal_width, tree_table
+
+if TYPE_CHECKING:
+    from nncost.records.generation import GenerationReport
+    from nncost.records.memory import MemoryReport
+    from nncost.records.report import Report
+
+
+def to_text(report: Report | None, memory: MemoryReport | None, generation: GenerationReport | None = None) -> str:
+    """The layer table and totals, then the memory section; for generation, prefill and decode
+    side by side and the generation's figures."""
+    if generation is not None:
+        return render_generation(generation)
+    parts = [render_text(report)] if report is not None else []
+    if memory is not None:
+        parts.append(render_memory(memory))
+    return "\n".join(parts)
+
+
+def render_generation(generation: GenerationReport, width: int | None = None) -> str:
+    """Prefill and decode side by side, layer by layer, then the generation's figures."""
+    width = width or terminal_width()
+    header, shown, cells = rows(generation, generation.prefill.depth)
+    title = (f"{generation.prefill.model} · {generation.batch_size} × ({generation.prompt_tokens:,} prompt + "
+             f"{generation.new_tokens:,} new tokens)")
+    table, notes = tree_table(title, shown, header, cells, width)
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    console.print(table)
+    for line in notes:
+        console.print(Text(line))
+    console.print()
+    label_width = max(len(label) for label, _ in generation_lines(generation))
+    for label, value in generation_lines(generation):
+        console.print(Text(f"{label:<{label_width}}  {value}"))
+    out: str = console.file.getvalue()  # type: ignore[attr-defined]
+    return "".join(line.rstrip() + "\n" for line in out.splitlines())

@@ -1,0 +1,133 @@
+"""Generation against the real ``model.generate``: the same MACs, the same cache.
+
+Each case builds a tiny config, runs the real greedy ``generate`` on the CPU under PyTorch's
+``FlopCounterMode`` (FLOPs = 2 × MACs for the matrix work it counts) and compares it with
+nncost's prefill + decode, traced on meta.  The cache is compared byte for byte: the storages
+the real cache object holds after ``generate`` against ``kv_cache_bytes``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import nncost
+from nncost.capture.generation import cache_bytes
+from nncost.cli import run as cli_run
+from nncost.request import Generation
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny(kind: str) -> Any:
+    """A tiny causal LM with eager attention: GQA llama, sliding-window mistral, or gemma2's
+    alternating full and sliding layers."""
+    common = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=128)
+    if kind == "llama":
+        config = transformers.LlamaConfig(**common)
+    elif kind == "mistral":
+        config = transformers.MistralConfig(**common, sliding_window=8)
+    else:
+        config = transformers.Gemma2Config(**common, head_dim=16, sliding_window=6, query_pre_attn_scalar=16)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+def real_generate(model: Any, batch: int, prompt: int, new: int) -> tuple[int, int]:
+    """MACs of the real greedy generate (FlopCounterMode's FLOPs / 2) and its cache's bytes."""
+    ids = torch.randint(3, 100, (batch, prompt))
+    with FlopCounterMode(display=False) as counter:
+        out = model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                             return_dict_in_generate=True, pad_token_id=0)
+    assert out.sequences.shape == (batch, prompt + new)
+    return counter.get_total_flops() // 2, cache_bytes({"cache": out.past_key_values})
+
+
+def costed(model: Any, batch: int, prompt: int, new: int, **request: Any) -> nncost.Result:
+    return nncost.run(nncost.Request(model, nncost.Inputs(batch_size=batch), generation=Generation(prompt, new),
+                                     **request))
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral", "gemma2"])
+@pytest.mark.parametrize("batch, prompt, new", [(1, 5, 1), (2, 6, 7), (1, 3, 20), (3, 9, 2)])
+def test_prefill_and_decode_are_the_real_generate(kind: str, batch: int, prompt: int, new: int) -> None:
+    model = tiny(kind)
+    macs, real_cache = real_generate(model, batch, prompt, new)
+    result = costed(model, batch, prompt, new)
+    g = result.generation
+    assert g is not None and g.prefill.execution == "meta"
+    decode = g.decode.totals.macs if g.decode is not None else 0
+    assert g.prefill.totals.macs + decode == macs
+    assert g.kv_cache_bytes == real_cache
+    assert (g.decode is None) == (new == 1) and g.decode_steps == new - 1
+
+
+def test_a_window_that_fills_midway_is_summed_exactly() -> None:
+    """Mistral's window (8) fills after a few steps: the cost per step is a line, then flat."""
+    model = tiny("mistral")
+    macs, real_cache = real_generate(model, 1, 3, 60)
+    g = costed(model, 1, 3, 60).generation
+    assert g is not None and g.decode is not None
+    assert g.prefill.totals.macs + g.decode.totals.macs == macs and g.kv_cache_bytes == real_cache
+    contexts = [context for context, *_ in g.steps]
+    assert len(contexts) < 20  # a handful of traced steps, not 59
+
+
+def test_every_step_is_its_own_trace_summed() -> None:
+    """The closed-form sum equals tracing every decode step one by one, figure by figure."""
+    from nncost.capture.generation import session
+
+    model = tiny("gemma2")
+    g = costed(model, 2, 4, 15).generation
+    assert g is not None and g.decode is not None
+    sums = dict.fromkeys(("macs", "flops", "read_bytes", "write_bytes"), 0)
+    with session(model, 2, max_cache_length=4 + 15 - 1) as run:
+        for context in range(4, 4 + 15 - 1):
+            trace = run.decode_at(context)[0]
+            for key in sums:
+                sums[key] += sum(getattr(op, key) for op in trace.ops)
+    assert sums == {key: getattr(g.decode.totals, key) for key in sums}
+
+
+def test_per_token_cache_is_the_closed_form() -> None:
+    """Llama: 2 (K and V) × layers × KV heads × head dim × 4 bytes per token of one sequence."""
+    g = costed(tiny("llama"), 3, 10, 4).generation
+    assert g is not None and g.kv_cache_bytes_per_token == 2 * 2 * 2 * 16 * 4
+    assert g.kv_cache_bytes == 3 * (10 + 4 - 1) * g.kv_cache_bytes_per_token  # the last token is not cached
+
+
+def test_the_model_is_left_untouched() -> None:
+    model = tiny("llama")
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    costed(model, 1, 4, 3)
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) and after[name].device.type == "cpu" for name in before)
+
+
+def test_times_follow_the_roofline_and_the_bounds() -> None:
+    model = tiny("llama")
+    g = costed(model, 1, 16, 8, hardware="h100-sxm").generation
+    assert g is not None and g.decode is not None
+    h100 = nncost.hardware.catalogue_device("h100-sxm")
+    assert g.time_to_first_token_seconds == g.prefill.totals.estimated_seconds
+    assert g.tokens_per_second == pytest.approx(7 / g.decode.totals.estimated_seconds)
+    assert g.tokens_per_second < h100.bandwidth / g.weights_bytes * 2  # weights read every step (embedding aside)
+    decode_layers = {layer.name for layer in g.decode.layers}
+    assert {layer.name for layer in g.prefill.layers} == decode_layers
+
+
+def test_the_cli_document_has_the_generation_section(tmp_path: Any) -> None:
+    chunks: list[str] = []
+    code = cli_run(["hf:gpt2", "--prompt", "16", "--new-tokens", "4", "--format", "json"], out=chunks.append)
+    assert code == 0
+    data = json.loads("".join(chunks))
+    g = data["generation"]
+    assert g["prompt_tokens"] == 16 and g["new_tokens"] == 4 and g["batch"] == 1
+    assert g["decode"]["macs"] > 0 and g["prefill"]["macs"] > g["decode"]["macs"] / 3
+    assert g["kv_cache_bytes"] == (16 + 4 - 1) * g["kv_cache_bytes_per_token"]
