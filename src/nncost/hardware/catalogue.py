@@ -29,7 +29,8 @@ class Device:
     by calibration (only the ``cpu`` has it: a datasheet device is taken at its datasheet
     figures, 1.0); ``family_overhead_seconds`` the fixed cost of one operator call per family,
     ``op_overhead_seconds`` the generic one and ``module_call_seconds`` that of one module call,
-    also measured on the ``cpu`` only (0 on datasheet devices).
+    also measured on the ``cpu`` only (0 on datasheet devices).  ``interconnect_bandwidth`` is
+    the GPU-to-GPU link's, both directions together (a ring all-reduce sends at half of it each way).
     """
 
     name: str
@@ -46,6 +47,8 @@ class Device:
     op_overhead_seconds: float = 0.0
     module_call_seconds: float = 0.0  # fixed cost of one module call (cpu: calibrated)
     notes: str = ""
+    interconnect: str = ""  # the GPU-to-GPU link: "NVLink 4", "PCIe Gen4 x16"
+    interconnect_bandwidth: float | None = None  # bytes/s, both directions together, as datasheets quote it
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype`` (fp32, tf32, bf16, fp16, fp8, int8)."""
@@ -90,6 +93,8 @@ def catalogue_device(name: str) -> Device:
         memory_bytes=int(entry["memory_bytes"]),
         sources={figure: _citation(ref) for figure, ref in entry["sources"].items()},
         notes=entry.get("notes", ""),
+        interconnect=entry.get("interconnect", ""),
+        interconnect_bandwidth=entry.get("interconnect_bandwidth"),
     )
 
 
