@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
-MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | path/to/file.py:callable | pkg.mod:callable"
-               " | x.pt2 | x.onnx")
+MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME | path/to/config_dir | config.json"
+               " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.onnx")
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -103,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
     parser.add_argument("--seq", type=positive, default=None,
                         help=f"sequence length of token inputs for hf: models (default {DEFAULT_SEQ})")
-    parser.add_argument("--dtype", default=None, help="parameter and input dtype, e.g. float16, bfloat16")
+    parser.add_argument("--dtype", default=None,
+                        help="parameter and input dtype, e.g. float16, bfloat16 (default: a transformers config's "
+                             "own, else float32)")
     parser.add_argument("--depth", "-d", type=non_negative, default=None, help="fold the layer tree below this depth")
     parser.add_argument("--format", "-f", choices=FORMATS, default="table")
     parser.add_argument("--device", choices=DEVICES, default="meta",
@@ -111,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
     parser.add_argument("--html", metavar="PATH",
                         help="also write a self-contained HTML report (tree, charts, memory timeline) to PATH")
+    parser.add_argument("--config", action="append", metavar="KEY=VALUE",
+                        help="override a value of a transformers config (a JSON literal, else a string), e.g. "
+                             "num_hidden_layers=2; dots reach nested configs: text_config.num_hidden_layers=2; "
+                             "repeatable")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="build a custom architecture (auto_map) from its repository's Python code, which runs "
+                             "that code on this machine")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default); bf16/fp16 run the model in that dtype; *-mixed: autocast with fp32 "
                              "master weights (matrix work at the 16-bit peak)")
@@ -308,6 +317,8 @@ def _compare(args: argparse.Namespace) -> str:
 
 def build_request(args: argparse.Namespace) -> Request:
     """The request the flags of ``nncost MODEL`` describe."""
+    from nncost.configs import parse_overrides
+
     hardware = args.hardware.strip().lower() if args.hardware else None
     step = generation = None
     if (args.prompt is None) != (args.new_tokens is None):
@@ -323,7 +334,8 @@ def build_request(args: argparse.Namespace) -> Request:
     return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
                    dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
-                   generation=generation, depth=args.depth)
+                   generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
+                   trust_remote_code=args.trust_remote_code)
 
 
 def _allocator_of(hardware: str | None) -> str:

@@ -6,6 +6,9 @@ Accepted forms:
 * ``timm:NAME``: a timm model, ``pretrained=False``;
 * ``hf:NAME``: a transformers architecture from its default config (``hf:gpt2``, ``hf:llama``,
   ``hf:bert``), random weights, nothing downloaded; its input is token ids;
+* ``hf:ORG/NAME[@REVISION]``, ``path/to/dir`` or ``path/to/config.json``: a real model's config,
+  from the Hub (``config.json`` only, never weights; the local cache answers offline) or from
+  disk (:mod:`nncost.configs`), ``KEY=VALUE`` overrides applied;
 * ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory;
 * ``path/to/model.pt2``: a program saved by ``torch.export.save``, unflattened into its original
   module tree; its input is the program's example inputs unless sizes are given.
@@ -21,9 +24,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.errors import ModelNotFound, did_you_mean
+from nncost.configs import config_dtype, is_config_path, load_config
+from nncost.errors import BadRequest, ModelNotFound, did_you_mean
 
 Builder = Callable[[], nn.Module]
 
@@ -49,6 +54,7 @@ class ModelSpec:
     encoder_decoder: bool = False  # also takes decoder_input_ids
     # (args, kwargs) to run with when no input size is given (a .pt2 file's example inputs)
     example_inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    config_dtype: torch.dtype | None = None  # the dtype a transformers config names (from_pretrained's "auto")
 
     def build(self, device: str = "meta") -> nn.Module:
         with torch.device(device):
@@ -63,15 +69,21 @@ def is_onnx(name: str) -> bool:
     return name.lower().endswith(".onnx")
 
 
-def resolve(name: str) -> ModelSpec:
+def resolve(name: str, *, config_overrides: Mapping[str, Any] | None = None,
+            trust_remote_code: bool = False) -> ModelSpec:
+    """The model a MODEL string names; ``config_overrides`` and ``trust_remote_code`` are for
+    transformers configs (``hf:...``, a config directory or ``config.json``)."""
+    if name.startswith("hf:") or is_config_path(name):
+        return _hf_config(name, config_overrides, trust_remote_code)
+    if config_overrides:
+        raise BadRequest(f"config overrides (--config KEY=VALUE) change a transformers config; {name} is not one: "
+                         "give hf:NAME, hf:ORG/NAME, a directory with config.json, or a config.json")
     if is_onnx(name):
         raise ModelNotFound(f"{name} is an ONNX file, not a module to build: read it with nncost.profile_onnx")
     if name.endswith(".pt2"):
         return _exported(name)
     if name.startswith("timm:"):
         return _timm(name.removeprefix("timm:"))
-    if name.startswith("hf:"):
-        return _hf(name.removeprefix("hf:"))
     if name.startswith("torchvision:"):
         return _torchvision(name.removeprefix("torchvision:"))
     if ":" in name:
@@ -227,29 +239,50 @@ def _timm(name: str) -> ModelSpec:
 
 
 # -- transformers --------------------------------------------------------------------------
-def _hf(name: str) -> ModelSpec:
-    try:
-        import transformers
-        from transformers.models.auto import configuration_auto, modeling_auto
-    except ImportError as exc:
-        raise ModelNotFound("hf: models need transformers: pip install 'nncost[hf]'") from exc
-    known = list(configuration_auto.CONFIG_MAPPING_NAMES)
-    if name not in known:
-        raise ModelNotFound(f"unknown transformers architecture {name!r}{did_you_mean(name, known, prefix='hf:')}")
-    config = transformers.AutoConfig.for_model(name)
+def _hf_config(name: str, overrides: Mapping[str, Any] | None, trust_remote_code: bool) -> ModelSpec:
+    """A transformers model from its config (``hf:NAME``'s default, the Hub's, a local one),
+    random weights, nothing else downloaded; its input is token ids."""
+    config = load_config(name, overrides, trust_remote_code)
+    shown = ", ".join(f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items())
+    return ModelSpec(
+        label=f"{name} ({shown})" if shown else name,
+        family="hf",
+        builder=hf_builder(config, trust_remote_code),
+        token_input=True,
+        encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+        config_dtype=config_dtype(config),
+    )
+
+
+def hf_builder(config: Any, trust_remote_code: bool = False) -> Builder:
+    """How transformers would build the model of ``config``: the repository's own class when its
+    code is trusted; else the first class of the config's ``architectures`` that transformers
+    has; else the architecture's causal LM where it has one (and is not a masked LM), else its
+    base model.  It is built in float32, as every named model is: the pipeline puts it in the
+    config's dtype (:attr:`ModelSpec.config_dtype`) or the one asked for."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    auto_map = getattr(config, "auto_map", None) or {}
+    if trust_remote_code and auto_map:
+        auto_name = next((a for a in ("AutoModelForCausalLM", "AutoModel") if a in auto_map), None)
+        if auto_name is None:
+            raise ModelNotFound(f"the auto_map of {config.name_or_path} names neither AutoModelForCausalLM nor "
+                                f"AutoModel, only {', '.join(auto_map)}")
+        remote = getattr(transformers, auto_name)
+        return lambda: remote.from_config(config, trust_remote_code=True, dtype=torch.float32)
+    for architecture in getattr(config, "architectures", None) or ():
+        model_class = getattr(transformers, architecture, None)
+        if isinstance(model_class, type) and issubclass(model_class, transformers.PreTrainedModel):
+            return lambda: model_class._from_config(config, dtype=torch.float32)
+    model_type = config.model_type
     causal = modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     masked = modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES
-    if name in causal and name not in masked:
+    if model_type in causal and model_type not in masked:
         auto: Any = transformers.AutoModelForCausalLM
     else:
         auto = transformers.AutoModel
-    return ModelSpec(
-        label=f"hf:{name}",
-        family="hf",
-        builder=lambda: auto.from_config(config),
-        token_input=True,
-        encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
-    )
+    return lambda: auto.from_config(config, dtype=torch.float32)
 
 
 # -- user code -----------------------------------------------------------------------------

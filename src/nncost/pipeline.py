@@ -90,12 +90,16 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     if _is_onnx(request.model):
         return Result(_onnx(request, say), None)
     source = _source(request, say)
+    request = source.request  # a config model's own dtype resolved
     if request.generation is not None:
         generation = _generation(request, source, say)
-        if request.depth is not None:
-            generation = replace(generation, prefill=replace(generation.prefill, depth=request.depth))
-        return Result(generation.prefill, None, generation)
+        prefill = replace(generation.prefill, depth=request.depth, dtype=source.dtype_name,
+                          dtype_source=source.dtype_source)
+        generation = replace(generation, prefill=prefill)
+        return Result(prefill, None, generation)
     report = _forward(request, source, say) if request.report else None
+    if report is not None and source.dtype_source is not None:
+        report = replace(report, dtype=source.dtype_name, dtype_source=source.dtype_source)
     memory = _step(request, source, say) if request.step is not None else None
     if report is not None and memory is not None:
         report = with_training_step(report, memory)
@@ -113,10 +117,18 @@ class Source:
     measured time, a real step).
     """
 
-    def __init__(self, request: Request, spec: ModelSpec | None, module: nn.Module | None, say: Progress) -> None:
+    def __init__(self, request: Request, spec: ModelSpec | None, module: nn.Module | None, say: Progress,
+                 dtype_source: str | None = None) -> None:
         self.request, self.spec, self.say = request, spec, say
+        self.dtype_source = dtype_source
         self.label = request.name or (spec.label if spec is not None else type(module).__name__)
         self._built: dict[str, nn.Module] = {} if module is None else {"given": module}
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype the floating parameters run in (float32 where nothing says otherwise)."""
+        dtype = resolve_precision(self.request.precision, self.request.dtype).param_dtype or torch.float32
+        return str(dtype).removeprefix("torch.")
 
     @property
     def given(self) -> nn.Module | None:
@@ -183,6 +195,9 @@ def _source(request: Request, say: Progress) -> Source:
     if request.device.startswith("cuda") and not torch.cuda.is_available():
         raise BadRequest("device 'cuda' was asked for, but no CUDA device is available")
     if isinstance(request.model, nn.Module):
+        if request.config_overrides or request.trust_remote_code:
+            raise BadRequest("config overrides and trust_remote_code are for transformers configs named by a string "
+                             "(hf:NAME, hf:ORG/NAME, a config directory); a module is profiled as it is")
         if request.inputs.seq is not None:
             raise BadRequest("seq is for token models named hf:NAME; give a module its inputs")
         if request.generation is None and not (request.inputs.sizes or request.inputs.args is not None
@@ -191,7 +206,8 @@ def _source(request: Request, say: Progress) -> Source:
         return Source(request, None, request.model, say)
     if not isinstance(request.model, str):
         raise BadRequest(f"a model is a torch.nn.Module or a model name, got {type(request.model).__name__}")
-    spec = resolve(request.model)
+    spec = resolve(request.model, config_overrides=request.config_overrides,
+                   trust_remote_code=request.trust_remote_code)
     inputs = request.inputs
     if spec.token_input and inputs.sizes:
         raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")
@@ -200,7 +216,26 @@ def _source(request: Request, say: Progress) -> Source:
     if not spec.token_input and not (inputs.sizes or spec.default_inputs or spec.example_inputs
                                      or inputs.args is not None):
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
-    return Source(request, spec, None, say)
+    request, dtype_source = _model_dtype(request, spec)
+    return Source(request, spec, None, say, dtype_source)
+
+
+def _model_dtype(request: Request, spec: ModelSpec) -> tuple[Request, str | None]:
+    """The request with the dtype a transformers model runs in, and where that dtype came from.
+
+    ``request``: a dtype or a 16-bit precision was asked for (mixed precisions keep the fp32
+    master weights the model is built with, whatever the config says); ``config``: the config's own dtype, as
+    ``from_pretrained(dtype="auto")`` loads the weights; ``default``: the config names none, so
+    float32.  Other models run as built (None).
+    """
+    if spec.family != "hf":
+        return request, None
+    own = spec.config_dtype
+    if request.dtype is not None or request.precision != "fp32":
+        return request, "request"
+    if own is None:
+        return request, "default"
+    return replace(request, dtype=own), "config"
 
 
 # -- 2. forward --------------------------------------------------------------------------
@@ -504,6 +539,7 @@ def _onnx(request: Request, say: Progress) -> Report:
         ("--train and the memory options", request.step is not None),
         ("--measure-time", request.measure_time), ("--seq", request.inputs.seq is not None),
         ("--dtype", request.dtype is not None), ("--device", request.device != "meta"),
+        ("--config", bool(request.config_overrides)),
     ) if given]
     if unsupported:
         raise BadRequest(f"{unsupported[0]} cannot be used with an ONNX file; it is read as stored")

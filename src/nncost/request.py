@@ -117,13 +117,19 @@ class Request:
     """One run: the model, its inputs, and every figure asked for.
 
     ``model`` is an ``nn.Module``, a MODEL string as the command line takes it
-    (``"resnet18"``, ``"timm:..."``, ``"hf:gpt2"``, ``"net.py:Net"``, ``"model.pt2"``,
-    ``"model.onnx"``), or an ``onnx.ModelProto``.  ``report`` asks for the forward's layer
-    report, ``step`` for the memory simulation; ``hardware`` adds roofline estimates to the
-    report (and, with a step, to the training step), ``measure_time`` the measured latency of
-    ``repeats`` real passes; ``generation`` asks for a prefill and decode steps instead of one
-    forward.  ``depth``
-    is the depth of the layers the renderers show (a view: the report keeps every layer).
+    (``"resnet18"``, ``"timm:..."``, ``"hf:gpt2"``, ``"hf:ORG/NAME"``, ``"path/to/config_dir"``,
+    ``"net.py:Net"``, ``"model.pt2"``, ``"model.onnx"``), or an ``onnx.ModelProto``.  ``report``
+    asks for the forward's layer report, ``step`` for the memory simulation; ``hardware`` adds
+    roofline estimates to the report (and, with a step, to the training step), ``measure_time``
+    the measured latency of ``repeats`` real passes; ``generation`` asks for a prefill and decode
+    steps instead of one forward.  ``depth`` is the depth of the layers the
+    renderers show (a view: the report keeps every layer).
+
+    A transformers config (``"hf:NAME"``, ``"hf:ORG/NAME"``, a directory holding
+    ``config.json``, or the file) takes ``config_overrides`` (``{"num_hidden_layers": 2}``; dots
+    reach nested configs), and a custom architecture is built from its repository's code only
+    with ``trust_remote_code``.  Such a model runs in ``dtype`` when given, else in the dtype its
+    config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.
     """
 
     model: str | nn.Module | Any = field(compare=False)
@@ -141,6 +147,8 @@ class Request:
     generation: Generation | None = None
     depth: int | None = None
     flags: TorchFlags = field(default_factory=TorchFlags.current)
+    config_overrides: Mapping[str, Any] = field(default_factory=dict)
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if self.device.split(":")[0] not in DEVICES:
@@ -156,6 +164,8 @@ class Request:
         if self.hardware is not None and self.hardware.strip().lower() == "cuda":
             raise BadRequest("'cuda' names allocator semantics, not a device: give a device such as h100-sxm "
                              "for time estimates, and allocator='cuda' for the memory simulation")
+        if any(not isinstance(key, str) or not key for key in self.config_overrides):
+            raise BadRequest("config overrides are keyed by config attribute names, e.g. {'num_hidden_layers': 2}")
         if not self.report and self.step is None:
             raise BadRequest("the request asks for nothing: neither the report nor a memory step")
         if self.generation is not None and (self.step is not None or self.measure_time):

@@ -119,6 +119,10 @@ class Report:
     roofline: Roofline | None = None
     file_params: FileParams | None = None  # set for models read from a file (ONNX)
     depth: int | None = None  # the rows shown by default: this depth and above (None: all)
+    # a transformers config's model: the dtype its parameters ran in, and why that one:
+    # "config" (the config's own), "default" (it names none: float32), "request" (asked for)
+    dtype: str | None = None
+    dtype_source: str | None = None
 
     def shown(self, depth: int | None = None) -> list[Layer]:
         """The layers of depth ``depth`` and above (default: the report's own ``depth``)."""

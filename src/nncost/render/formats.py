@@ -42,6 +42,9 @@ CONVENTIONS = {
     "mode": "inference forward: eval mode, no_grad",
 }
 
+# Report.dtype_source: why a transformers model ran in its dtype
+DTYPE_SOURCES = {"config": "the config's", "default": "the config names none", "request": "asked for"}
+
 
 def layer_dict(layer: Layer) -> dict[str, Any]:
     row = {key: getattr(layer, key) for key in LAYER_KEYS}
@@ -67,6 +70,9 @@ def _report_dict(report: Report) -> dict[str, Any]:
     }
     if report.file_params is not None:
         data["file_params"] = asdict(report.file_params)
+    if report.dtype_source is not None:
+        data["dtype"] = report.dtype
+        data["dtype_source"] = report.dtype_source
     return data
 
 
@@ -204,6 +210,7 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
                    f"{units.grouped(t.trainable_params)} trainable, {units.grouped(t.frozen_params)} frozen"),
         *([("Params from file", report.file_params.summary())] if report.file_params is not None else []),
         ("Param memory", units.bytes_by_dtype(t.param_bytes, t.param_bytes_by_dtype)),
+        *([("Dtype", f"{report.dtype} ({DTYPE_SOURCES[report.dtype_source]})")] if report.dtype_source else []),
         ("Buffers", f"{units.grouped(t.buffers)} ({units.nbytes(t.buffer_bytes)})"),
         ("MACs", f"{units.grouped(t.macs)} ({units.count(t.macs)})"),
         ("FLOPs", f"{units.grouped(t.flops)} ({units.count(t.flops)})"),
