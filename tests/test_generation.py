@@ -131,3 +131,31 @@ def test_the_cli_document_has_the_generation_section(tmp_path: Any) -> None:
     assert g["prompt_tokens"] == 16 and g["new_tokens"] == 4 and g["batch"] == 1
     assert g["decode"]["macs"] > 0 and g["prefill"]["macs"] > g["decode"]["macs"] / 3
     assert g["kv_cache_bytes"] == (16 + 4 - 1) * g["kv_cache_bytes_per_token"]
+
+
+def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:
+    """Llama, 2 GPUs: heads, MLP columns, embedding and output projection split, norms whole;
+    two all-reduces of each layer's output, the embedding's all-reduce and the logits' gather."""
+    model = tiny("llama")
+    whole = costed(model, 1, 16, 5, hardware="h100-sxm").generation
+    half = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=1), hardware="h100-sxm",
+                                     generation=Generation(16, 5, tensor_parallel=2))).generation
+    assert whole is not None and half is not None and half.tensor_parallel == 2
+    hidden, layers, vocab = 64, 2, 128
+    norms = (2 * layers + 1) * hidden  # two RMS norms a layer and the final one: not split
+    params = sum(p.numel() for p in model.parameters())
+    assert half.weights_bytes == 4 * (norms + (params - norms) // 2) + sum(b.numel() * 4 for b in model.buffers())
+    assert half.kv_cache_bytes == whole.kv_cache_bytes // 2  # 2 KV heads: one on each GPU
+    assert half.prefill.totals.macs == whole.prefill.totals.macs // 2  # every MAC is in a split layer
+    prefill_bytes = 2 * layers * 16 * hidden * 4 + 16 * hidden * 4 + vocab * 4 // 2  # ring factor 2·(2−1)/2 = 1
+    assert half.communication_bytes == (prefill_bytes, 4 * (2 * layers * hidden * 4 + hidden * 4 + vocab * 4 // 2))
+    h100 = nncost.hardware.catalogue_device("h100-sxm")
+    assert half.communication_seconds == pytest.approx((prefill_bytes / (h100.interconnect_bandwidth / 2),
+                                                        half.communication_bytes[1] / (h100.interconnect_bandwidth / 2)))
+    assert half.time_to_first_token_seconds == pytest.approx(half.prefill.totals.estimated_seconds
+                                                             + half.communication_seconds[0])
+
+
+def test_tensor_parallel_needs_a_divisor_of_the_heads() -> None:
+    with pytest.raises(nncost.BadRequest, match="4 attention heads cannot be split over 3 GPUs"):
+        nncost.run(nncost.Request(tiny("llama"), generation=Generation(4, 2, tensor_parallel=3)))

@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--new-tokens", type=positive, metavar="M", default=None,
                             help="tokens generated per sequence: the prefill yields the first, M-1 decode steps the "
                                  "rest")
+    generation.add_argument("--tensor-parallel", type=positive, metavar="N", default=1,
+                            help="with --prompt: split the model over N GPUs in the Megatron layout (heads and MLP "
+                                 "columns split, two all-reduces per layer on the --hardware device's link); the "
+                                 "figures are one GPU's")
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
@@ -326,7 +330,9 @@ def build_request(args: argparse.Namespace) -> Request:
     if args.prompt is not None:
         if args.train or args.measure_time or args.seq is not None:
             raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
-        generation = Generation(args.prompt, args.new_tokens, fit=args.fit)
+        generation = Generation(args.prompt, args.new_tokens, fit=args.fit, tensor_parallel=args.tensor_parallel)
+    elif args.tensor_parallel > 1:
+        raise BadRequest("--tensor-parallel splits generation over GPUs: give --prompt P --new-tokens M")
     elif _wants_memory(args):
         step = Step(mode="train" if args.train else "infer", optimizer=args.optimizer,
                     allocator=args.allocator or _allocator_of(hardware), checkpointing=args.checkpointing,

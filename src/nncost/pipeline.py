@@ -33,9 +33,16 @@ from torch import nn
 from nncost import calibration
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
-from nncost.analyses.generation import decode_report, linear_segments, step_samples
+from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
 from nncost.analyses.memory import analyse_step
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
+from nncost.analyses.tensor_parallel import (
+    communication_bytes,
+    link_seconds,
+    shard_segments,
+    shard_trace,
+    split_layers,
+)
 from nncost.analyses.timing import with_times
 from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
@@ -418,9 +425,10 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
         roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
                                  precision=request.precision, efficiency=request.efficiency)
     batch = request.inputs.batch_size
+    parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
-                          name=source.label)
+                           name=source.label, parallel=parallel)
     budget = _generation_budget(request, wanted)
     if budget is None:
         return report
@@ -432,16 +440,55 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
                 if sequences == batch:
                     return report.peak_bytes
                 return _generate(model, wanted.prompt_tokens, wanted.new_tokens, sequences, dtype=dtype,
-                                roofline=None, name=source.label, peak_only=True).peak_bytes
+                                 roofline=None, name=source.label, peak_only=True, parallel=parallel).peak_bytes
 
             max_batch = largest_batch(peak_at, budget)
     return replace(report, budget_bytes=budget, max_batch=max_batch)
 
 
+@dataclass(frozen=True)
+class _Traced:
+    """What a generation's traces hold: the prefill, the decode steps as linear segments, the
+    last step (and, for the peak, the cache the step before it left), the cache's sizes."""
+
+    prefill: Trace
+    segments: list[Segment]
+    last_step: Trace | None
+    cache_after_prefill: int
+    cache_before_last: int
+    cache_after_last: int
+    per_token: int
+    cache: str
+    caches: dict[int, int]  # the bytes the cache holds after the step at each traced context
+
+
 def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None,
-              roofline: Roofline | None, name: str, peak_only: bool = False) -> GenerationReport:
-    """Trace the prefill and enough decode steps to sum all of them (see
-    :mod:`nncost.analyses.generation`); with ``peak_only``, only what the peak needs."""
+              roofline: Roofline | None, name: str, peak_only: bool = False,
+              parallel: _Parallel | None = None) -> GenerationReport:
+    """The generation's report: traced (see :mod:`nncost.analyses.generation`), then, with
+    ``parallel``, one GPU's share of it; with ``peak_only``, only what the peak needs."""
+    traced = _trace_generation(model, prompt, new, batch, dtype=dtype, name=name, peak_only=peak_only)
+    weights = sum(traced.prefill.params.param_bytes_by_dtype.values()) + traced.prefill.params.buffer_bytes
+    kv_share = 1
+    communication = (0, 0)
+    if parallel is not None:
+        report = build_report(traced.prefill)
+        split = split_layers(report)
+        n = parallel.size
+        step_bytes = communication_bytes(build_report(traced.last_step), split, n) if traced.last_step else 0
+        communication = (communication_bytes(report, split, n), step_bytes * (new - 1))
+        weights = parallel.weights_bytes(model, report, split, traced.prefill.params.buffer_bytes,
+                                         sum(traced.prefill.params.param_bytes_by_dtype.values()))
+        kv_share = min(n, parallel.kv_heads)
+        traced = replace(traced, prefill=shard_trace(traced.prefill, split, n),
+                         segments=shard_segments(traced.segments, split, n),
+                         last_step=shard_trace(traced.last_step, split, n) if traced.last_step else None)
+    return _generation_report(traced, prompt, new, batch, weights, roofline, kv_share, communication, parallel)
+
+
+def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None, name: str,
+                      peak_only: bool) -> _Traced:
+    """Trace the prefill, and enough decode steps to sum all of them."""
     last = prompt + new - 2  # the context of the last decode step
     with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
@@ -453,33 +500,95 @@ def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: tor
                 traced[context], _, caches[context] = run.decode_at(context)
             return traced[context]
 
-        segments = [] if new == 1 else ([] if peak_only else linear_segments(step_at, prompt, last))
+        segments = [] if new == 1 or peak_only else linear_segments(step_at, prompt, last)
         if new > 1:
             step_at(last)
             if last - 1 not in caches:
                 step_at(last - 1)
         per_token = (run.cache_bytes_at(2) - run.cache_bytes_at(1)) // batch
-        cache_name = run.cache_description()
-    weights = sum(prefill_trace.params.param_bytes_by_dtype.values()) + prefill_trace.params.buffer_bytes
-    prefill_working = peak_live_bytes(prefill_trace.memory_events)[0]
-    peaks = [("prefill", 0, prefill_working)]
-    if new > 1:
-        peaks.append(("decode", caches[last - 1], peak_live_bytes(traced[last].memory_events)[0]))
+        cache = run.cache_description()
+    return _Traced(prefill_trace, segments, traced.get(last) if new > 1 else None, cache_after_prefill,
+                   caches.get(last - 1, cache_after_prefill), caches.get(last, cache_after_prefill), per_token, cache,
+                   caches)
+
+
+def _generation_report(traced: _Traced, prompt: int, new: int, batch: int, weights: int, roofline: Roofline | None,
+                       kv_share: int, communication: tuple[int, int], parallel: _Parallel | None
+                       ) -> GenerationReport:
+    """The figures of one GPU: the cache divided among ``kv_share`` GPUs, and the time to send
+    ``communication`` bytes (prefill, all decode steps) added to each phase's."""
+    def share(nbytes: int) -> int:
+        return -(-nbytes // kv_share)
+
+    peaks = [("prefill", 0, peak_live_bytes(traced.prefill.memory_events)[0])]
+    if traced.last_step is not None:
+        peaks.append(("decode", share(traced.cache_before_last), peak_live_bytes(traced.last_step.memory_events)[0]))
     phase, peak_cache, working = max(peaks, key=lambda p: p[1] + p[2])
-    prefill = build_report(prefill_trace)
-    decode = decode_report(segments, roofline) if segments else None
+    prefill = build_report(traced.prefill)
+    decode = decode_report(traced.segments, roofline) if traced.segments else None
+    send = (0.0, 0.0)
     if roofline is not None:
         prefill = estimate(prefill, roofline)
-    decode_seconds = decode.totals.estimated_seconds if decode is not None else None
-    samples = tuple((context, macs, seconds, caches.get(context, 0))
-                    for context, macs, seconds in step_samples(segments, roofline)) if segments else ()
+        if parallel is not None and parallel.link is not None:
+            send = (link_seconds(communication[0], parallel.link), link_seconds(communication[1], parallel.link))
+    ttft = prefill.totals.estimated_seconds + send[0] if prefill.totals.estimated_seconds is not None else None
+    decode_seconds = decode.totals.estimated_seconds + send[1] if decode is not None and \
+        decode.totals.estimated_seconds is not None else None
+    samples = tuple((context, macs, seconds, share(traced.caches.get(context, 0))) for context, macs, seconds in
+                    step_samples(traced.segments, roofline)) if traced.segments else ()
     return GenerationReport(
-        prompt_tokens=prompt, new_tokens=new, batch_size=batch, cache=cache_name, prefill=prefill, decode=decode,
-        decode_steps=new - 1, kv_cache_bytes=caches[last] if new > 1 else cache_after_prefill,
-        kv_cache_bytes_per_token=per_token, weights_bytes=weights, peak_bytes=weights + peak_cache + working,
-        peak_phase=phase, peak_cache_bytes=peak_cache, peak_working_bytes=working,
-        time_to_first_token_seconds=prefill.totals.estimated_seconds,
-        tokens_per_second=(new - 1) / decode_seconds if decode_seconds else None, steps=samples)
+        prompt_tokens=prompt, new_tokens=new, batch_size=batch, cache=traced.cache, prefill=prefill, decode=decode,
+        decode_steps=new - 1, kv_cache_bytes=share(traced.cache_after_last),
+        kv_cache_bytes_per_token=share(traced.per_token), weights_bytes=weights,
+        peak_bytes=weights + peak_cache + working, peak_phase=phase, peak_cache_bytes=peak_cache,
+        peak_working_bytes=working, time_to_first_token_seconds=ttft,
+        tokens_per_second=(new - 1) / decode_seconds if decode_seconds else None, steps=samples,
+        tensor_parallel=parallel.size if parallel is not None else 1,
+        communication_bytes=communication,
+        communication_seconds=send if parallel is not None and parallel.link is not None else None)
+
+
+def _parallel(model: nn.Module, size: int, hardware: str | None) -> _Parallel | None:
+    """Tensor parallelism over ``size`` GPUs of ``hardware``, checked against the model's heads."""
+    if size == 1:
+        return None
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    if heads is None or kv_heads is None:
+        raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
+    if heads % size:
+        raise BadRequest(f"{heads} attention heads cannot be split over {size} GPUs: tensor parallelism needs a "
+                         "divisor of the head count")
+    link = None
+    if hardware is not None and hardware != "cpu":
+        link = catalogue_device(hardware).interconnect_bandwidth
+    return _Parallel(size, int(kv_heads), link)
+
+
+@dataclass(frozen=True)
+class _Parallel:
+    """Tensor parallelism over ``size`` GPUs joined by a link of ``link`` bytes/s (both ways)."""
+
+    size: int
+    kv_heads: int
+    link: float | None  # None: no device named, no time for the link
+
+    def weights_bytes(self, model: nn.Module, report: Report, split: set[int], buffers: int, params: int) -> int:
+        """One GPU's weights: the ``params`` bytes of split layers divided by ``size``, the rest
+        and the ``buffers`` whole."""
+        split_names = {layer.name for layer in report.layers if layer.index in split}
+        owner: dict[int, str] = {}
+        for module_name, module in model.named_modules():
+            for parameter in module.parameters(recurse=False):
+                owner.setdefault(id(parameter), module_name)
+        sizes = {id(p): p.numel() for p in model.parameters()}
+        total = sum(sizes.values())
+        if not total:
+            return buffers
+        split_elements = sum(n for key, n in sizes.items() if owner.get(key) in split_names)
+        return buffers + round(params / total * (total - split_elements + -(-split_elements // self.size)))
 
 
 def _weights_dtype(model: nn.Module, dtype: torch.dtype | None) -> str:

@@ -99,17 +99,21 @@ class Generation:
     """Generation as ``model.generate`` runs it: a prefill of ``prompt_tokens`` per sequence,
     then ``new_tokens − 1`` decode steps of one token (the request's batch is the number of
     sequences).  ``fit`` (bytes, ``"80GB"``, or :data:`FIT_DEVICE`) asks for the most sequences
-    whose peak fits."""
+    whose peak fits; ``tensor_parallel`` splits the model over that many GPUs in the Megatron
+    layout (the figures are then one GPU's)."""
 
     prompt_tokens: int
     new_tokens: int
     fit: int | str | None = None
+    tensor_parallel: int = 1
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 1:
             raise BadRequest(f"the prompt must have at least 1 token, got {self.prompt_tokens}")
         if self.new_tokens < 1:
             raise BadRequest(f"new tokens must be at least 1, got {self.new_tokens}")
+        if self.tensor_parallel < 1:
+            raise BadRequest(f"tensor parallelism needs at least 1 GPU, got {self.tensor_parallel}")
 
 
 @dataclass(frozen=True)

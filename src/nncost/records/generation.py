@@ -21,7 +21,8 @@ class GenerationReport:
     the working memory of the call at the peak.  Times are on the report's roofline, when one was
     asked for: ``time_to_first_token_seconds`` is the prefill, ``tokens_per_second`` one
     sequence's decode rate.  ``steps`` has (context length, MACs, seconds, cache bytes) of the
-    decode step at a few context lengths, between which the step's cost is a line.
+    decode step at a few context lengths, between which the step's cost is a line.  With
+    ``tensor_parallel`` > 1 every figure is one GPU's (:mod:`nncost.analyses.tensor_parallel`).
     """
 
     prompt_tokens: int
@@ -43,6 +44,9 @@ class GenerationReport:
     steps: tuple[tuple[int, int, float | None, int], ...] = ()
     budget_bytes: int | None = None
     max_batch: int | None = None  # the most sequences whose peak fits budget_bytes
+    tensor_parallel: int = 1  # GPUs the model is split over; every figure above is one GPU's
+    communication_bytes: tuple[int, int] = (0, 0)  # sent by each GPU: in the prefill, over all decode steps
+    communication_seconds: tuple[float, float] | None = None  # on the device's link, in TTFT and tokens/s
 
     @property
     def decode_seconds(self) -> float | None:

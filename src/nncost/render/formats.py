@@ -115,6 +115,10 @@ def generation_dict(generation: GenerationReport) -> dict[str, Any]:
         "tokens_per_second": g.tokens_per_second,
         "budget_bytes": g.budget_bytes,
         "max_batch": g.max_batch,
+        "tensor_parallel": g.tensor_parallel,
+        "communication_bytes": {"prefill": g.communication_bytes[0], "decode": g.communication_bytes[1]},
+        "communication_seconds": {"prefill": g.communication_seconds[0], "decode": g.communication_seconds[1]}
+        if g.communication_seconds is not None else None,
         "steps": [{"context": c, "macs": m, "seconds": t, "kv_cache_bytes": b} for c, m, t, b in g.steps],
     }
 

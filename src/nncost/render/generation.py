@@ -55,6 +55,13 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                        f"sequence{'s' if g.batch_size > 1 else ''}: a prefill and {g.decode_steps:,} decode "
                        f"step{'s' if g.decode_steps != 1 else ''}, as model.generate runs them"),
         ("Cache", g.cache),
+        *([("Tensor parallel", f"{g.tensor_parallel} GPUs in the Megatron layout: every figure below is one GPU's; "
+                               f"each sends {units.nbytes(g.communication_bytes[0])} in the prefill and "
+                               f"{units.nbytes(g.communication_bytes[1])} over the decode"
+                               + (f" ({units.seconds(g.communication_seconds[0])} and "
+                                  f"{units.seconds(g.communication_seconds[1])} on its link, in the times)"
+                                  if g.communication_seconds is not None else ""))]
+          if g.tensor_parallel > 1 else []),
         ("Params", f"{units.grouped(prefill.totals.params)} ({units.count(prefill.totals.params)})"),
         ("Prefill", _phase(prefill)),
         ("Decode", _phase(decode) + " over all steps" if decode is not None else "none (1 new token)"),
