@@ -149,9 +149,8 @@ def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:
     assert half.prefill.totals.macs == whole.prefill.totals.macs // 2  # every MAC is in a split layer
     prefill_bytes = 2 * layers * 16 * hidden * 4 + 16 * hidden * 4 + vocab * 4 // 2  # ring factor 2·(2−1)/2 = 1
     assert half.communication_bytes == (prefill_bytes, 4 * (2 * layers * hidden * 4 + hidden * 4 + vocab * 4 // 2))
-    h100 = nncost.hardware.catalogue_device("h100-sxm")
-    assert half.communication_seconds == pytest.approx((prefill_bytes / (h100.interconnect_bandwidth / 2),
-                                                        half.communication_bytes[1] / (h100.interconnect_bandwidth / 2)))
+    one_way = nncost.hardware.catalogue_device("h100-sxm").interconnect_bandwidth / 2
+    assert half.communication_seconds == pytest.approx((prefill_bytes / one_way, half.communication_bytes[1] / one_way))
     assert half.time_to_first_token_seconds == pytest.approx(half.prefill.totals.estimated_seconds
                                                              + half.communication_seconds[0])
 
