@@ -45,9 +45,7 @@ from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.records.trace import TorchFlags
-from nncost.request import DEFAULT_SEQ, FIT_DEVICE, NamedSize, Request, Step
-
-WARMUP = 2  # untimed passes before measure_time's timed ones
+from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize, Request, Step
 
 
 class Progress(Protocol):
@@ -178,7 +176,7 @@ def _source(request: Request, say: Progress) -> Source:
         return Source(request, None, request.model, say)
     if not isinstance(request.model, str):
         raise BadRequest(f"a model is a torch.nn.Module or a model name, got {type(request.model).__name__}")
-    spec = resolve(request.model)
+    spec = resolve(request.model, trust_pickle=request.trust_pickle)
     inputs = request.inputs
     if spec.token_input and inputs.sizes:
         raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")

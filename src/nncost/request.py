@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost.errors import BadRequest
 from nncost.precision import PRECISIONS
 from nncost.records.trace import TorchFlags
+
+if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
+    import torch
+    from torch import nn
 
 DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
 ALLOCATORS = ("cpu", "cuda")  # the allocator semantics a memory simulation can follow
@@ -30,6 +31,7 @@ MODES = ("train", "infer")
 FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
 DEFAULT_SEQ = 128  # token models' sequence length when none is given
 DEFAULT_REPEATS = 10  # timed passes of measure_time
+WARMUP = 2  # untimed passes before measure_time's timed ones
 
 
 class NamedSize(NamedTuple):
@@ -105,6 +107,9 @@ class Request:
     report (and, with a step, to the training step), ``measure_time`` the measured latency of
     ``repeats`` real passes.  ``depth``
     is the depth of the layers the renderers show (a view: the report keeps every layer).
+    ``trust_pickle`` lets a ``.pt``/``.pth`` file that holds a module saved whole
+    (``torch.save(model)``) be unpickled: unpickling runs code stored in the file, so nncost
+    never does it unasked (a TorchScript archive or a state dict needs no trust).
     """
 
     model: str | nn.Module | Any = field(compare=False)
@@ -120,6 +125,7 @@ class Request:
     repeats: int = DEFAULT_REPEATS
     step: Step | None = None
     depth: int | None = None
+    trust_pickle: bool = False
     flags: TorchFlags = field(default_factory=TorchFlags.current)
 
     def __post_init__(self) -> None:

@@ -129,19 +129,6 @@ def _run(
 
 
 def mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
-    scopes.finish()
-    failed = scopes.failure[0] if scopes.failure and scopes.failure[1] is exc else None
-    layer = scopes.layers[failed] if failed is not None else None
-    name = layer.name if layer and layer.name else (model_name or "the model")
-    layer_type = layer.type if layer else "?"
-    shapes = layer.input_shapes if layer else []
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    where = f"layer '{name}' ({layer_type}) failed on input shapes {_fmt(shapes)}"
-    if tracer.failed_op is not None:
-        op, op_shapes = tracer.failed_op
-        where += f", in aten.{op} with {_fmt(op_shapes)}"
-    return InputMismatch(f"{where}: {message}", layer=name, layer_type=layer_type, input_shapes=shapes)
+    from nncost.capture.mismatch import input_mismatch
 
-
-def _fmt(shapes: list[Any]) -> str:
-    return ", ".join("×".join(map(str, s)) if isinstance(s, tuple) else repr(s) for s in shapes) or "()"
+    return input_mismatch(exc, scopes, tracer, model_name)
