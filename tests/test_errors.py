@@ -212,3 +212,13 @@ def test_no_command_line_is_an_internal_error(data: st.DataObject, user_file: Pa
     assert "internal error" not in err, (argv, err)
     if "--debug" not in argv:
         assert "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["resnet18", "--input", "3x32x32", "--batch", "99999999999999999999"],
+    ["resnet18", "--input", "99999999999999999999"],
+    ["resnet18", "--input", "3x32x32", "--batch", "999999999999999"],
+])
+def test_an_input_too_large_for_a_tensor_is_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(*argv)[0] == 2
+    assert "more than a tensor can hold" in one_error(capsys)

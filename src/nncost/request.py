@@ -13,6 +13,7 @@ three things here:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,6 +33,7 @@ FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
 DEFAULT_SEQ = 128  # token models' sequence length when none is given
 DEFAULT_REPEATS = 10  # timed passes of measure_time
 WARMUP = 2  # untimed passes before measure_time's timed ones
+MAX_ELEMENTS = (2**63 - 1) // 8  # a storage's size in bytes is a signed 64-bit integer; 8 bytes an element
 
 
 class NamedSize(NamedTuple):
@@ -66,6 +68,14 @@ class Inputs:
             raise BadRequest(f"sequence length must be at least 1, got {self.seq}")
         if self.sizes is not None and self.args is not None:
             raise BadRequest("give input sizes or example inputs, not both")
+        for size in self.sizes or ():
+            dims = size.size if isinstance(size, NamedSize) else size
+            elements = math.prod((self.batch_size, *(dims if isinstance(dims, tuple) else ())))
+            if elements > MAX_ELEMENTS:
+                raise BadRequest(f"an input of batch {self.batch_size} and size {'x'.join(map(str, dims))} has "
+                                 f"{elements:.3g} elements, more than a tensor can hold ({MAX_ELEMENTS:.3g})")
+        if self.seq is not None and self.batch_size * self.seq > MAX_ELEMENTS:
+            raise BadRequest(f"batch {self.batch_size} of {self.seq} tokens is more than a tensor can hold")
 
 
 @dataclass(frozen=True)
