@@ -133,3 +133,12 @@ def test_a_file_that_is_not_a_torch_save_is_one_message(tmp_path: Path, capsys: 
     path.write_text("not a model")
     assert cli(str(path))[0] == 2
     assert "not a file torch.save writes" in capsys.readouterr().err
+
+
+def test_a_program_saved_with_torch_export_as_pt_is_read_as_one(tmp_path: Path) -> None:
+    path = tmp_path / "linear.pt"
+    torch.export.save(torch.export.export(nn.Linear(4, 3), (torch.randn(2, 4),)), path)
+    code, text = cli(str(path), "--format", "json")
+    assert code == 0
+    data = json.loads(text)
+    assert data["batch_size"] == 2 and data["totals"]["macs"] == 2 * 4 * 3

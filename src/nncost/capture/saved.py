@@ -58,7 +58,7 @@ def inspect_saved(path: str | Path) -> SavedFile:
             names = archive.namelist()
             if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
                 return SavedFile(path, TORCHSCRIPT)
-            if any("serialized_exported_program" in n for n in names):
+            if any("serialized_exported_program" in n or n.endswith("/archive_format") for n in names):
                 return SavedFile(path, EXPORTED)
             pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
             if not pickles:
