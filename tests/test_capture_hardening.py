@@ -3,7 +3,6 @@ custom operators, stochastic models, and meta kernels stricter than the real one
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -353,14 +352,12 @@ class Watched(nn.Sequential):
 def test_wrong_channel_count_is_an_input_mismatch_from_the_meta_run_alone(weights: str) -> None:
     with torch.device(weights):
         model = Watched(nn.Conv2d(4, 8, 3), nn.ReLU())
-    start = time.perf_counter()
     with pytest.raises(nncost.InputMismatch) as info:
         nncost.profile(model, (3, 64, 64), batch_size=8)
-    assert time.perf_counter() - start < 5
     assert model.devices == ["meta"]  # no real run of the model
     assert info.value.layer == "0" and info.value.layer_type == "Conv2d"
     assert info.value.input_shapes == [(8, 3, 64, 64)]
-    assert "8×3×64×64" in str(info.value) and "aten.convolution" in str(info.value)
+    assert "0 (Conv2d) expects 4 input channels, got 3 (input 8×3×64×64)" in str(info.value)
 
 
 class ChecksItsInput(nn.Module):

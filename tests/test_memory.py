@@ -107,10 +107,9 @@ def test_cli_train_json_has_the_memory_section() -> None:
     assert "backward_macs" not in data["totals"]
 
 
-def test_cli_rejects_an_unknown_optimizer() -> None:
-    with pytest.raises(SystemExit) as info:
-        run(["resnet18", "--train", "--optimizer", "adamx"])
-    assert info.value.code == 2
+def test_cli_rejects_an_unknown_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["resnet18", "--train", "--optimizer", "adamx"]) == 2
+    assert "invalid choice: 'adamx'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("text", "value"), [("24GiB", 24 << 30), ("80GB", 80 * 10**9), ("512 MiB", 512 << 20),
@@ -225,5 +224,5 @@ def test_a_data_dependent_model_says_the_simulation_needs_meta_execution() -> No
 
 
 def test_a_wrong_input_names_the_layer_in_the_simulation_too() -> None:
-    with pytest.raises(nncost.InputMismatch, match="layer '0' \\(Linear\\)"):
+    with pytest.raises(nncost.InputMismatch, match=r"0 \(Linear\) expects 64 input features .* got 32"):
         nncost.memory(mlp(), (32,))

@@ -158,6 +158,16 @@ def test_wrong_input_sizes_are_clear_errors() -> None:
     fixed = one_node("Relu", {"x": (1, 3)})
     with pytest.raises(nncost.BadRequest, match="fixed batch dimension 1"):
         nncost.profile_onnx(fixed, batch_size=8)
+    with pytest.raises(nncost.BadRequest, match="fixed batch dimension 1"):
+        nncost.profile_onnx(fixed, (3,), batch_size=8)  # a size without the batch does not hide it
+
+
+def test_a_fixed_batch_with_input_and_batch_flags_exits_2(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "fixed.onnx"
+    onnx.save(one_node("Conv", {"x": (1, 3, 8, 8)}, [tensor("w", (4, 3, 3, 3))]), path)
+    assert run([str(path), "--input", "3x8x8", "--batch", "8"], out=lambda text: None) == 2
+    assert "fixed batch dimension 1" in capsys.readouterr().err
     two = one_node("Add", {"x": (1, 3), "z": (1, 3)})
     with pytest.raises(nncost.BadRequest, match="2 inputs"):
         nncost.profile_onnx(two, (3,))

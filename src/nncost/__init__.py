@@ -2,21 +2,46 @@
 
 ``nncost.profile``, ``nncost.memory``, ``nncost.compare`` and the command line build a
 :class:`Request` and hand it to :func:`run`, which returns a :class:`Result`.
+
+The public names are imported when first used (PEP 562), so ``nncost --help`` and
+``nncost --version`` start without importing torch.
 """
 
-from nncost.api import compare, memory, profile, profile_onnx, roofline
-from nncost.errors import BadRequest, InputMismatch, ModelFileError, ModelNotFound, NeedsWeights, NncostError
-from nncost.pipeline import run
-from nncost.records.comparison import Comparison
-from nncost.records.memory import MemoryReport
-from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
-from nncost.records.result import Result
-from nncost.records.roofline import Roofline
-from nncost.records.trace import TorchFlags
-from nncost.render.formats import SCHEMA
-from nncost.request import Inputs, NamedSize, Request, Step
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nncost.api import compare, memory, profile, profile_onnx, roofline
+    from nncost.errors import BadRequest, InputMismatch, ModelFileError, ModelNotFound, NeedsWeights, NncostError
+    from nncost.pipeline import run
+    from nncost.records.comparison import Comparison
+    from nncost.records.memory import MemoryReport
+    from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
+    from nncost.records.result import Result
+    from nncost.records.roofline import Roofline
+    from nncost.records.trace import TorchFlags
+    from nncost.render.formats import SCHEMA
+    from nncost.request import Inputs, NamedSize, Request, Step
 
 __version__ = "0.1.0"
+
+# Each public name and the module it is defined in.
+_HOMES = {
+    **dict.fromkeys(("compare", "memory", "profile", "profile_onnx", "roofline"), "nncost.api"),
+    **dict.fromkeys(("BadRequest", "InputMismatch", "ModelFileError", "ModelNotFound", "NeedsWeights",
+                     "NncostError"), "nncost.errors"),
+    "run": "nncost.pipeline",
+    "Comparison": "nncost.records.comparison",
+    "MemoryReport": "nncost.records.memory",
+    **dict.fromkeys(("FileParams", "Layer", "Report", "Totals", "Uncounted"), "nncost.records.report"),
+    "Result": "nncost.records.result",
+    "Roofline": "nncost.records.roofline",
+    "TorchFlags": "nncost.records.trace",
+    "SCHEMA": "nncost.render.formats",
+    **dict.fromkeys(("Inputs", "NamedSize", "Request", "Step"), "nncost.request"),
+}
 
 __all__ = [
     "SCHEMA",
@@ -48,3 +73,22 @@ __all__ = [
     "roofline",
     "run",
 ]
+
+# `nncost.memory` names both a subpackage and the API's memory().  The subpackage is imported
+# now, so that importing it later cannot bind the name again; the name then means the function,
+# looked up on first use like every other public name.
+importlib.import_module("nncost.memory")
+del globals()["memory"]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'nncost' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

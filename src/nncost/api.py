@@ -136,6 +136,7 @@ def compare(
     dtype: torch.dtype | str | None = None,
     device: str = "meta",
     stage_depth: int = 1,
+    trust_pickle: bool = False,
     progress: pipeline.Progress | None = None,
 ) -> Comparison:
     """Several models side by side: totals, ratios to the first model, and the stages they share.
@@ -149,6 +150,8 @@ def compare(
     default.  ``train`` also simulates one training step (:func:`memory`, with ``optimizer`` and
     ``allocator``) and compares its peak.  ``stage_depth`` is the depth of the layers matched by
     name across models (1: the model's direct children, e.g. resnet's ``layer1`` to ``layer4``).
+    ``trust_pickle`` lets a ``.pt`` file that holds a whole pickled module be unpickled, which
+    runs code stored in the file (:class:`Request`).
     """
     items = list(models.items()) if isinstance(models, Mapping) else [(None, m) for m in models]
     if len(items) < 2:
@@ -166,7 +169,7 @@ def compare(
         if not isinstance(item, (str, nn.Module)):
             raise BadRequest(f"compare() takes model names, nn.Modules or Reports, got {type(item).__name__}")
         request = Request(item, Inputs(sizes, batch_size, seq), name=label, dtype=resolve_dtype(dtype),
-                          device=device, step=step, flags=flags)
+                          device=device, step=step, flags=flags, trust_pickle=trust_pickle)
         result = pipeline.run(request, progress)
         assert result.report is not None
         labelled.append((label or result.report.model, result.report, result.memory))

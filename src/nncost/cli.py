@@ -6,39 +6,54 @@ Every user error is one sentence on stderr and exit status 2; ``--debug`` adds t
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NncostError
+from nncost.hardware.catalogue import names as hardware_names
 from nncost.memory.optimizers import OPTIMIZERS
-from nncost.pipeline import WARMUP
-from nncost.precision import PRECISIONS, resolve_dtype
+from nncost.precision import PRECISIONS
 from nncost.request import (
     ALLOCATORS,
     DEFAULT_REPEATS,
     DEFAULT_SEQ,
     DEVICES,
     FIT_DEVICE,
-    Generation,
-    Inputs,
+    WARMUP,
     NamedSize,
-    Request,
-    Step,
 )
 
 if TYPE_CHECKING:
     from nncost.records.result import Result
+    from nncost.request import Request
 
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
 MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME | path/to/config_dir | config.json"
-               " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.onnx")
+               " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.pt (TorchScript) | x.onnx")
+TRUST_PICKLE_HELP = ("unpickle a module saved whole with torch.save(model); unpickling runs code stored in the "
+                     "file, so only for files you trust (a state dict or a TorchScript archive needs no trust)")
+
+
+class UsageError(NncostError):
+    """A flag or value the parser rejects; the message ends with where the help is."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one sentence and a hint, not the usage block: run() prints it
+    and exits with status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        # "argument --batch/-b: ..." names the flag once
+        message = re.sub(r"^argument (--[\w-]+)/-\w+:", r"argument \1:", message)
+        raise UsageError(f"{message} ({self.prog} --help)")
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -63,18 +78,22 @@ def parse_input(text: str) -> tuple[int, ...] | NamedSize:
     return NamedSize(name, parse_size(size))
 
 
-def positive(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def non_negative(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
@@ -90,26 +109,34 @@ def efficiency(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nncost",
-        description="What a neural network costs, layer by layer: shapes, parameters, MACs, FLOPs, memory.",
-        epilog=f"MODEL: {MODEL_FORMS}. Several models side by side: nncost compare A B [C ...] (--help there)",
-    )
-    parser.add_argument("model", metavar="MODEL")
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments ``nncost MODEL`` and ``nncost compare`` share: inputs, dtype, device, memory."""
     parser.add_argument("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
-                        help="input size without the batch dimension; repeat for several inputs; "
-                             "for a .onnx model also NAME=1x3x224x224")
+                        help="input size without the batch dimension (default: the model's own); repeat for "
+                             "several inputs; for a .onnx model also NAME=1x3x224x224")
     parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
     parser.add_argument("--seq", type=positive, default=None,
                         help=f"sequence length of token inputs for hf: models (default {DEFAULT_SEQ})")
     parser.add_argument("--dtype", default=None,
                         help="parameter and input dtype, e.g. float16, bfloat16 (default: a transformers config's "
                              "own, else float32)")
-    parser.add_argument("--depth", "-d", type=non_negative, default=None, help="fold the layer tree below this depth")
-    parser.add_argument("--format", "-f", choices=FORMATS, default="table")
     parser.add_argument("--device", choices=DEVICES, default="meta",
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="nncost",
+        description="What a neural network costs, layer by layer: shapes, parameters, MACs, FLOPs, memory.",
+        epilog=f"MODEL: {MODEL_FORMS}. Several models side by side: nncost compare A B [C ...] (--help there)",
+    )
+    parser.add_argument("model", metavar="MODEL", help="the model to profile (forms below)")
+    add_shared_arguments(parser)
+    parser.add_argument("--depth", "-d", type=non_negative, default=None, help="fold the layer tree below this depth")
+    parser.add_argument("--format", "-f", choices=FORMATS, default="table",
+                        help="table (default, for the terminal), json (the whole document), csv or markdown")
     parser.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
     parser.add_argument("--html", metavar="PATH",
                         help="also write a self-contained HTML report (tree, charts, memory timeline) to PATH")
@@ -125,9 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "master weights (matrix work at the 16-bit peak)")
     time = parser.add_argument_group("time", "roofline estimates on a device, and measured latency")
     time.add_argument("--hardware", metavar="NAME", default=None,
-                      help="a device: h100-sxm, h100-pcie, h200, a100-40gb, a100-80gb, l4, l40s, t4, v100, "
-                           "rtx-4090, rtx-3090, or cpu (calibrated here); adds per-layer time estimates, and its "
-                           "memory is the budget a simulated step is set against")
+                      help=f"a device: {', '.join(hardware_names())} (calibrated here); adds per-layer time "
+                           "estimates, and its memory is the budget a simulated step is set against")
     time.add_argument("--efficiency", type=efficiency, default=1.0,
                       help="fraction of the device's roofs reached (default 1.0: the datasheet figures)")
     time.add_argument("--measure-time", action="store_true",
@@ -164,33 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--measure", action="store_true",
                         help="also run one real step (on the CPU with cpu allocator semantics, else on the GPU) and "
                              "print the measured peak beside the estimate")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--version", action="version", version=f"nncost {__version__}")
+    parser.add_argument("--version", action="version", version=f"nncost {__version__}",
+                        help="print nncost's version and exit")
     return parser
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nncost compare",
         description="Several models side by side: totals, ratios to the first model, and the layers they share.",
         epilog=f"MODEL: {MODEL_FORMS}",
     )
     parser.add_argument("models", metavar="MODEL", nargs="*", help="two or more models; the first is the reference")
-    parser.add_argument("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
-                        help="input size of every model, without the batch dimension (default: each model's own)")
-    parser.add_argument("--batch", "-b", type=positive, default=1, help="batch size (default 1)")
-    parser.add_argument("--seq", type=positive, default=None, help="sequence length of token inputs for hf: models")
-    parser.add_argument("--dtype", default=None, help="parameter and input dtype, e.g. float16, bfloat16")
-    parser.add_argument("--device", choices=DEVICES, default="meta",
-                        help="meta (default: no weights, no memory) or a real run on cpu/cuda")
+    add_shared_arguments(parser)
     parser.add_argument("--train", action="store_true", help="also compare the peak memory of one training step")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
     parser.add_argument("--allocator", choices=ALLOCATORS, default="cuda",
                         help="allocator semantics of the training peak (default cuda)")
     parser.add_argument("--stage-depth", type=positive, default=1,
                         help="depth of the layers matched by name across models (default 1)")
-    parser.add_argument("--format", "-f", choices=COMPARE_FORMATS, default="text")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--format", "-f", choices=COMPARE_FORMATS, default="text",
+                        help="text (default; also 'table'), json, csv or markdown")
     return parser
 
 
@@ -253,12 +273,13 @@ class Progress:
 
 def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    if words[:1] == ["compare"]:
-        args = build_compare_parser().parse_args(words[1:])
-        command = _compare
-    else:
-        args = build_parser().parse_args(words)
-        command = _main
+    compare = words[:1] == ["compare"]
+    try:
+        args = (build_compare_parser() if compare else build_parser()).parse_args(words[1:] if compare else words)
+    except UsageError as exc:
+        print(f"nncost: error: {exc}", file=sys.stderr)
+        return 2
+    command = _compare if compare else _main
     args.command = "nncost " + shlex.join(words)
     write = out or (lambda text: sys.stdout.write(text if text.endswith("\n") else text + "\n"))
     try:
@@ -309,7 +330,7 @@ def _compare(args: argparse.Namespace) -> str:
         raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
     comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
                          allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device,
-                         stage_depth=args.stage_depth, progress=Progress())
+                         stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress())
     if args.format == "json":
         return comparison.to_json()
     if args.format == "csv":
@@ -322,6 +343,8 @@ def _compare(args: argparse.Namespace) -> str:
 def build_request(args: argparse.Namespace) -> Request:
     """The request the flags of ``nncost MODEL`` describe."""
     from nncost.configs import parse_overrides
+    from nncost.precision import resolve_dtype
+    from nncost.request import Generation, Inputs, Request, Step
 
     hardware = args.hardware.strip().lower() if args.hardware else None
     step = generation = None
@@ -341,7 +364,7 @@ def build_request(args: argparse.Namespace) -> Request:
                    dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
-                   trust_remote_code=args.trust_remote_code)
+                   trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle)
 
 
 def _allocator_of(hardware: str | None) -> str:

@@ -50,3 +50,10 @@ def did_you_mean(name: str, known: Iterable[str], *, prefix: str = "", n: int = 
         lowered = name.lower()
         close = [k for k in names if lowered and lowered in k.lower()][:n]
     return f"; did you mean {', '.join(repr(prefix + c) for c in close)}?" if close else ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none), for messages
+    that quote what the user's code or a kernel said."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -11,7 +11,11 @@ Accepted forms:
   disk (:mod:`nncost.configs`), ``KEY=VALUE`` overrides applied;
 * ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory;
 * ``path/to/model.pt2``: a program saved by ``torch.export.save``, unflattened into its original
-  module tree; its input is the program's example inputs unless sizes are given.
+  module tree; its input is the program's example inputs unless sizes are given;
+* ``path/to/model.pt`` (or ``.pth``): a TorchScript archive (``torch.jit.save``).  A state dict
+  holds no architecture and is refused with the ways to give one; a module pickled whole
+  (``torch.save(model)``) is unpickled only with ``trust_pickle``, since unpickling runs code
+  stored in the file (:mod:`nncost.capture.saved` reads what a file holds without running it).
 
 ``model.onnx`` is not built: :func:`is_onnx` tells the CLI to read it with ``profile_onnx``.
 
@@ -37,9 +41,12 @@ import torch
 from torch import nn
 
 from nncost.configs import config_dtype, is_config_path, load_config
-from nncost.errors import BadRequest, ModelNotFound, did_you_mean
+from nncost.errors import BadRequest, ModelNotFound, NncostError, did_you_mean, first_line
 
 Builder = Callable[[], nn.Module]
+SAVED_SUFFIXES = (".pt", ".pth")
+OTHER_FORMS = ("timm:NAME, hf:NAME, path/to/file.py:Class, a torch.export program (.pt2), "
+               "a TorchScript archive (.pt), an ONNX file (.onnx)")
 
 
 @dataclass
@@ -47,7 +54,7 @@ class ModelSpec:
     """A resolved model: how to build it, and what input it takes by default."""
 
     label: str
-    family: str  # torchvision, timm, hf, python, pt2
+    family: str  # torchvision, timm, hf, python, pt2, torchscript, pickle
     builder: Builder
     default_inputs: list[tuple[int, ...]] | None = None  # without the batch dimension
     token_input: bool = False  # takes input_ids of length --seq
@@ -58,7 +65,15 @@ class ModelSpec:
 
     def build(self, device: str = "meta") -> nn.Module:
         with torch.device(device):
-            model = self.builder()
+            if self.family != "python":
+                model = self.builder()
+            else:
+                try:
+                    model = self.builder()
+                except NncostError:
+                    raise
+                except Exception as exc:  # the user's constructor: a mistake in their code, not ours
+                    raise ModelNotFound(f"{self.label.rpartition(':')[2]}() raised {_described(exc)}") from exc
         if not isinstance(model, nn.Module):
             raise ModelNotFound(f"{self.label} built a {type(model).__name__}, not a torch.nn.Module")
         return model
@@ -69,10 +84,16 @@ def is_onnx(name: str) -> bool:
     return name.lower().endswith(".onnx")
 
 
-def resolve(name: str, *, config_overrides: Mapping[str, Any] | None = None,
-            trust_remote_code: bool = False) -> ModelSpec:
+def _described(exc: BaseException) -> str:
+    """``ValueError: its first line``, for an exception raised by the user's code."""
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
+
+
+def resolve(name: str, *, config_overrides: Mapping[str, Any] | None = None, trust_remote_code: bool = False,
+            trust_pickle: bool = False) -> ModelSpec:
     """The model a MODEL string names; ``config_overrides`` and ``trust_remote_code`` are for
-    transformers configs (``hf:...``, a config directory or ``config.json``)."""
+    transformers configs (``hf:...``, a config directory or ``config.json``), ``trust_pickle``
+    lets a ``.pt`` file that holds a pickled module be unpickled (which runs code from the file)."""
     if name.startswith("hf:") or is_config_path(name):
         return _hf_config(name, config_overrides, trust_remote_code)
     if config_overrides:
@@ -82,6 +103,8 @@ def resolve(name: str, *, config_overrides: Mapping[str, Any] | None = None,
         raise ModelNotFound(f"{name} is an ONNX file, not a module to build: read it with nncost.profile_onnx")
     if name.endswith(".pt2"):
         return _exported(name)
+    if name.lower().endswith(SAVED_SUFFIXES):
+        return _saved(name, trust_pickle)
     if name.startswith("timm:"):
         return _timm(name.removeprefix("timm:"))
     if name.startswith("torchvision:"):
@@ -210,8 +233,7 @@ def _torchvision(name: str) -> ModelSpec:
                             "pip install 'nncost[vision]'") from exc
     known = torchvision.models.list_models()
     if name not in known:
-        raise ModelNotFound(f"unknown model {name!r}{did_you_mean(name, known)}. "
-                            "Other forms: timm:NAME, hf:NAME, path/to/file.py:callable")
+        raise ModelNotFound(f"unknown model {name!r}{did_you_mean(name, known)}. Other forms: {OTHER_FORMS}")
     return ModelSpec(
         label=name,
         family="torchvision",
@@ -301,6 +323,8 @@ def _python(name: str) -> ModelSpec:
         sys.path.insert(0, str(path.resolve().parent))
         try:
             spec.loader.exec_module(module)
+        except Exception as exc:  # their file: a syntax error, a failed import, code that raises
+            raise ModelNotFound(f"importing {target} raised {_described(exc)}") from exc
         finally:
             sys.path.pop(0)
     else:
@@ -308,6 +332,8 @@ def _python(name: str) -> ModelSpec:
             module = importlib.import_module(target)
         except ImportError as exc:
             raise ModelNotFound(f"cannot import module {target!r}: {exc}") from exc
+        except Exception as exc:
+            raise ModelNotFound(f"importing {target} raised {_described(exc)}") from exc
     factory = getattr(module, attr, None)
     if factory is None:
         names = [n for n in vars(module) if not n.startswith("_")]
@@ -323,3 +349,24 @@ def _exported(name: str) -> ModelSpec:
 
     exported = load_exported(name)
     return ModelSpec(label=name, family="pt2", builder=exported.module, example_inputs=exported.example_inputs)
+
+
+# -- files torch.save and torch.jit.save write ---------------------------------------------
+def _saved(name: str, trust_pickle: bool) -> ModelSpec:
+    from nncost.capture.saved import EXPORTED, PICKLED, TORCHSCRIPT, inspect_saved, load_pickled, load_torchscript
+
+    saved = inspect_saved(name)
+    if saved.kind == TORCHSCRIPT:
+        return ModelSpec(label=name, family="torchscript", builder=lambda: load_torchscript(name))
+    if saved.kind == EXPORTED:
+        return _exported(name)
+    ways = ("profile its architecture instead: path/to/file.py:Class, a program saved with torch.export.save "
+            "(.pt2), a TorchScript archive (torch.jit.save) or an .onnx file")
+    if saved.kind != PICKLED:
+        raise ModelNotFound(f"{name} holds weights (a state dict or a checkpoint) and no architecture; {ways}")
+    what = saved.classes[0] if saved.classes else "an object"
+    if not trust_pickle:
+        raise ModelNotFound(f"{name} holds a pickled {what}; unpickling it runs code the file names, so nncost "
+                            f"does not do it unasked: pass --trust-pickle (trust_pickle=True) if you trust the "
+                            f"file, or {ways}")
+    return ModelSpec(label=name, family="pickle", builder=lambda: load_pickled(name))

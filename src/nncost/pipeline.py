@@ -59,9 +59,7 @@ from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.records.roofline import Roofline
 from nncost.records.trace import TorchFlags, Trace
-from nncost.request import DEFAULT_SEQ, FIT_DEVICE, Generation, NamedSize, Request, Step
-
-WARMUP = 2  # untimed passes before measure_time's timed ones
+from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, Generation, NamedSize, Request, Step
 
 
 class Progress(Protocol):
@@ -214,7 +212,7 @@ def _source(request: Request, say: Progress) -> Source:
     if not isinstance(request.model, str):
         raise BadRequest(f"a model is a torch.nn.Module or a model name, got {type(request.model).__name__}")
     spec = resolve(request.model, config_overrides=request.config_overrides,
-                   trust_remote_code=request.trust_remote_code)
+                   trust_remote_code=request.trust_remote_code, trust_pickle=request.trust_pickle)
     inputs = request.inputs
     if spec.token_input and inputs.sizes:
         raise BadRequest(f"{spec.label} takes token ids: give --seq N, not --input")

@@ -13,13 +13,14 @@ The roofline reads the same record to pick its datasheet columns; the step simul
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from nncost.errors import BadRequest
 
-PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("fp32", "bf16", "fp16", "bf16-mixed", "fp16-mixed")  # names only: the CLI reads them without torch
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,19 @@ def resolve_precision(precision: str, dtype: torch.dtype | None = None) -> Preci
     only agree with it (fp32 takes any: the model then runs in that dtype)."""
     if precision not in PRECISIONS:
         raise BadRequest(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    import torch
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     base = precision.removesuffix("-mixed")
     if precision == "fp32":
         return Precision(precision, dtype, None, False)
     if precision.endswith("-mixed"):
         if dtype is not None and dtype != torch.float32:
             raise BadRequest(f"precision {precision!r} keeps fp32 master weights: drop dtype={dtype}")
-        return Precision(precision, None, _DTYPES[base], base == "fp16")
-    if dtype is not None and dtype != _DTYPES[base]:
+        return Precision(precision, None, dtypes[base], base == "fp16")
+    if dtype is not None and dtype != dtypes[base]:
         raise BadRequest(f"precision {precision!r} and dtype={dtype} disagree")
-    return Precision(precision, _DTYPES[base], None, False)
+    return Precision(precision, dtypes[base], None, False)
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -58,6 +62,8 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     describe a model's weights."""
     if dtype is None:
         return None
+    import torch
+
     value = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).removeprefix("torch."), None)
     if not isinstance(value, torch.dtype):
         raise BadRequest(f"unknown dtype {dtype!r}; try float32, float16 or bfloat16")

@@ -13,16 +13,18 @@ three things here:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost.errors import BadRequest
 from nncost.precision import PRECISIONS
 from nncost.records.trace import TorchFlags
+
+if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
+    import torch
+    from torch import nn
 
 DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
 ALLOCATORS = ("cpu", "cuda")  # the allocator semantics a memory simulation can follow
@@ -30,6 +32,8 @@ MODES = ("train", "infer")
 FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
 DEFAULT_SEQ = 128  # token models' sequence length when none is given
 DEFAULT_REPEATS = 10  # timed passes of measure_time
+WARMUP = 2  # untimed passes before measure_time's timed ones
+MAX_ELEMENTS = (2**63 - 1) // 8  # a storage's size in bytes is a signed 64-bit integer; 8 bytes an element
 
 
 class NamedSize(NamedTuple):
@@ -64,6 +68,14 @@ class Inputs:
             raise BadRequest(f"sequence length must be at least 1, got {self.seq}")
         if self.sizes is not None and self.args is not None:
             raise BadRequest("give input sizes or example inputs, not both")
+        for size in self.sizes or ():
+            dims = size.size if isinstance(size, NamedSize) else size
+            elements = math.prod((self.batch_size, *(dims if isinstance(dims, tuple) else ())))
+            if elements > MAX_ELEMENTS:
+                raise BadRequest(f"an input of batch {self.batch_size} and size {'x'.join(map(str, dims))} has "
+                                 f"{elements:.3g} elements, more than a tensor can hold ({MAX_ELEMENTS:.3g})")
+        if self.seq is not None and self.batch_size * self.seq > MAX_ELEMENTS:
+            raise BadRequest(f"batch {self.batch_size} of {self.seq} tokens is more than a tensor can hold")
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,9 @@ class Request:
     reach nested configs), and a custom architecture is built from its repository's code only
     with ``trust_remote_code``.  Such a model runs in ``dtype`` when given, else in the dtype its
     config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.
+    ``trust_pickle`` lets a ``.pt``/``.pth`` file that holds a module saved whole
+    (``torch.save(model)``) be unpickled: unpickling runs code stored in the file, so nncost
+    never does it unasked (a TorchScript archive or a state dict needs no trust).
     """
 
     model: str | nn.Module | Any = field(compare=False)
@@ -150,6 +165,7 @@ class Request:
     step: Step | None = None
     generation: Generation | None = None
     depth: int | None = None
+    trust_pickle: bool = False
     flags: TorchFlags = field(default_factory=TorchFlags.current)
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.errors import ModelNotFound
+from nncost.errors import ModelNotFound, first_line
 
 
 @dataclass
@@ -41,7 +41,7 @@ class Exported:
             module = torch.export.unflatten(self.program)
         except Exception as exc:
             raise ModelNotFound(f"{self.path}: the program cannot be turned back into modules "
-                                f"({type(exc).__name__}: {_first_line(exc)})") from exc
+                                f"({type(exc).__name__}: {first_line(exc)})") from exc
         rename_types(module, module_types(self.program))
         return module
 
@@ -89,7 +89,7 @@ def load_exported(path: str | Path) -> Exported:
         except Exception as exc:
             cause = caught.errors[0] if caught.errors else exc
             raise ModelNotFound(f"{file} cannot be read as a saved torch.export program "
-                                f"(truncated or corrupt?): {type(cause).__name__}: {_first_line(cause)}") from exc
+                                f"(truncated or corrupt?): {type(cause).__name__}: {first_line(cause)}") from exc
     if not isinstance(program, torch.export.ExportedProgram):
         raise ModelNotFound(f"{file} holds a {type(program).__name__}, not a torch.export ExportedProgram")
     example = program.example_inputs
@@ -126,6 +126,3 @@ def rename_types(root: nn.Module, types: dict[str, str]) -> None:
             module.__class__ = _named(type(module), name)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

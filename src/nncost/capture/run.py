@@ -36,10 +36,9 @@ from nncost.capture.placement import (
 from nncost.capture.scopes import Scopes
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
-from nncost.errors import InputMismatch, NeedsWeights
+from nncost.errors import InputMismatch, NeedsWeights, first_line
 from nncost.records.trace import Trace
 from nncost.rules import ATEN
-from nncost.rules.registry import op_label
 
 Progress = Callable[[str], None]
 
@@ -124,7 +123,7 @@ def _run(
         except Exception as exc:
             error = mismatch(exc, scopes, tracer, model_name)
             if real_device is not None and meta_limitation(exc, tracer.failed_call, real_device):
-                raise MetaStopped(f"{error.layer or 'the model'} ({error.layer_type}): {_first_line(exc)}") from exc
+                raise MetaStopped(f"{error.layer or 'the model'} ({error.layer_type}): {first_line(exc)}") from exc
             raise error from exc
         finally:
             tracer.close()
@@ -144,23 +143,6 @@ def _run(
 
 
 def mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
-    scopes.finish()
-    failed = scopes.failure[0] if scopes.failure and scopes.failure[1] is exc else None
-    layer = scopes.layers[failed] if failed is not None else None
-    name = layer.name if layer and layer.name else (model_name or "the model")
-    layer_type = layer.type if layer else "?"
-    shapes = layer.input_shapes if layer else []
-    where = f"layer '{name}' ({layer_type}) failed on input shapes {_fmt(shapes)}"
-    if tracer.failed_op is not None:
-        op, op_shapes = tracer.failed_op
-        where += f", in {op_label(op)} with {_fmt(op_shapes)}"
-    return InputMismatch(f"{where}: {_first_line(exc)}", layer=name, layer_type=layer_type, input_shapes=shapes)
+    from nncost.capture.mismatch import input_mismatch
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _fmt(shapes: list[Any]) -> str:
-    return ", ".join("×".join(map(str, s)) if isinstance(s, tuple) else repr(s) for s in shapes) or "()"
+    return input_mismatch(exc, scopes, tracer, model_name)

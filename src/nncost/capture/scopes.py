@@ -106,6 +106,10 @@ class Scopes:
         layer.output_shapes = _shapes(outputs)
         layer.output_bytes = sum(t.numel() * t.element_size() for t in outputs)
 
+    def module_at(self, index: int) -> nn.Module | None:
+        """The module of call ``index``, until :meth:`finish` (an error message reads its attributes)."""
+        return self._modules[index] if 0 <= index < len(self._modules) else None
+
     def finish(self) -> None:
         """Names, parameter counts and configuration of every module that was called."""
         names = {id(m): name for name, m in self.model.named_modules()}
@@ -133,6 +137,8 @@ class Scopes:
 
         try:
             for module in model.modules():
+                if isinstance(module, torch.jit.ScriptModule):
+                    continue  # compiled: no hooks; its operators still reach the tracer, in its caller's scope
                 handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
                 handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
             yield

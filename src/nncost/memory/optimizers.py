@@ -9,19 +9,30 @@ the single-tensor loop on CPU, ``foreach`` (which allocates list temporaries) on
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-Factory = Callable[[Iterable[nn.Parameter], bool], torch.optim.Optimizer]
+    Factory = Callable[[Iterable[nn.Parameter], bool], torch.optim.Optimizer]
+
+
+def _optim() -> ModuleType:
+    """``torch.optim``, imported when an optimizer is built: the names here are read without torch."""
+    from torch import optim
+
+    return optim
+
 
 OPTIMIZERS: dict[str, Factory | None] = {
-    "adam": lambda params, foreach: torch.optim.Adam(params, foreach=foreach),
-    "adamw": lambda params, foreach: torch.optim.AdamW(params, foreach=foreach),
-    "sgd": lambda params, foreach: torch.optim.SGD(params, lr=0.01, foreach=foreach),
-    "sgd-momentum": lambda params, foreach: torch.optim.SGD(params, lr=0.01, momentum=0.9, foreach=foreach),
-    "adagrad": lambda params, foreach: torch.optim.Adagrad(params, foreach=foreach),
-    "rmsprop": lambda params, foreach: torch.optim.RMSprop(params, foreach=foreach),
+    "adam": lambda params, foreach: _optim().Adam(params, foreach=foreach),
+    "adamw": lambda params, foreach: _optim().AdamW(params, foreach=foreach),
+    "sgd": lambda params, foreach: _optim().SGD(params, lr=0.01, foreach=foreach),
+    "sgd-momentum": lambda params, foreach: _optim().SGD(params, lr=0.01, momentum=0.9, foreach=foreach),
+    "adagrad": lambda params, foreach: _optim().Adagrad(params, foreach=foreach),
+    "rmsprop": lambda params, foreach: _optim().RMSprop(params, foreach=foreach),
     "none": None,
 }
 
@@ -48,6 +59,8 @@ def state_bytes(optimizer: torch.optim.Optimizer | None, *, device: str) -> list
     """
     if optimizer is None:
         return []
+    import torch
+
     seen: dict[int, int] = {}
     for state in optimizer.state.values():
         for value in state.values():

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 Shape = tuple[int, ...]
 
 
@@ -28,6 +26,8 @@ class TorchFlags:
 
     @classmethod
     def current(cls) -> TorchFlags:
+        import torch
+
         return cls(cudnn_allow_tf32=bool(torch.backends.cudnn.allow_tf32),
                    matmul_precision=torch.get_float32_matmul_precision())
 

@@ -62,6 +62,9 @@ def resolve_inputs(model: Any, given: Mapping[str, Shape] | Shape | None,
     for name, size in given.items():
         dims = declared[name]
         if len(size) == len(dims) - 1:
+            if isinstance(dims[0], int) and batch_size is not None and dims[0] != batch_size:
+                raise BadRequest(f"input {name!r} has a fixed batch dimension {dims[0]} ({_describe(dims)}); "
+                                 f"--batch {batch_size} cannot change it")
             first = dims[0] if isinstance(dims[0], int) else (batch_size or 1)
             size = (first, *size)
         if len(size) != len(dims):
