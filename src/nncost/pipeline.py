@@ -327,7 +327,7 @@ def _measured(request: Request, source: Source, report: Report, device: str, say
     model = source.on("cpu") if source.given is None else source.given
     args, kwargs = source.inputs(str(model_device(model)))
     precision = resolve_precision(request.precision, request.dtype)
-    passes = WARMUP + 2 * request.repeats
+    passes = WARMUP + request.repeats
     with say.bar(f"timing {source.label} ({passes} passes)", passes, counts="passes") as advance:
         times = measure_times(model, args, kwargs, device=device, dtype=precision.param_dtype,
                               repeats=request.repeats, warmup=WARMUP, autocast=precision.autocast_dtype,
