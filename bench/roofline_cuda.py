@@ -8,8 +8,8 @@ Rows (issue 5): resnet50 in bf16 at batch 128, vit_b_16 in bf16 at batch 128, gp
 (``GPT2LMHeadModel(GPT2Config())``) in bf16 at batch 16 × 512 tokens.  Each model is built on the
 CPU with random init; ``nncost.profile(..., hardware=<this GPU's catalogue name>, precision="bf16",
 measure_time=True)`` profiles it on meta tensors and then times it on the GPU with CUDA events
-(warm-up, then the median of ``--repeats`` passes, whole and per module call; cuDNN's defaults,
-``cudnn.benchmark`` off).
+(warm-up, then the median of ``--repeats`` passes per module call, the forward the model's own;
+cuDNN's defaults, ``cudnn.benchmark`` off).
 
 The datasheet roofline (efficiency 1.0) is a lower bound on time; the issue asks that the roofline
 *with an efficiency factor* explain the measured totals within 30%.  The script reports, for each

@@ -81,6 +81,35 @@ def test_feature_maps_and_peak_follow_tensor_lifetimes(batch: int, device: str) 
     assert report.totals.input_bytes == batch * 10 * fp32
 
 
+def transformer_block() -> nn.Module:
+    return nn.TransformerEncoderLayer(64, 4, 128, batch_first=True)
+
+
+@pytest.mark.parametrize(("build", "size"), [("resnet18", (3, 224, 224)), ("block", (16, 64))])
+def test_feature_maps_per_sample_are_the_same_at_every_batch(build: str, size: tuple[int, ...]) -> None:
+    # resnet18's BatchNorm statistics do not grow with the batch; the block's batch of one
+    # skips a copy and a bias add that every larger batch makes
+    if build == "resnet18":
+        model = pytest.importorskip("torchvision").models.resnet18()
+    else:
+        model = transformer_block()
+    figures = {batch: nncost.profile(model, size, batch_size=batch).totals.feature_map_bytes for batch in (1, 2, 8)}
+    assert figures[1] == figures[2] == figures[8], figures
+    assert figures[1] == {"resnet18": 22_284_192, "block": 106_752}[build]  # docs/conventions.md
+
+
+def test_feature_maps_of_a_model_that_runs_at_one_batch_only() -> None:
+    class FixedBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(10, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.view(1, 10))
+
+    assert nncost.profile(FixedBatch(), (10,)).totals.feature_map_bytes == 10 * 4  # the sum over batch 1
+
+
 class WithBessel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.special.bessel_j0(x).abs()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import nncost
 from nncost.capture.timing import measure_times
 from nncost.cli import run
 from nncost.errors import BadRequest, NeedsWeights
+from nncost.render.formats import row_cells
 
 
 def small_cnn() -> nn.Module:
@@ -59,7 +61,7 @@ def test_profile_puts_the_medians_on_every_layer_with_mfu() -> None:
     passes: list[int] = []
     report = nncost.profile(model, (3, 16, 16), batch_size=2, measure_time=True, repeats=3,
                             on_pass=lambda: passes.append(1))
-    assert len(passes) == 2 + 2 * 3  # warm-up, then a clean and a hooked pass per repeat
+    assert len(passes) == 2 + 3  # warm-up, then the timed passes
     assert all(layer.measured_seconds and layer.measured_seconds > 0 for layer in report.layers)
     r, t = report.roofline, report.totals
     assert r is not None and r.hardware == "cpu" and t.measured_seconds and t.estimated_seconds
@@ -68,6 +70,32 @@ def test_profile_puts_the_medians_on_every_layer_with_mfu() -> None:
     assert r.measured_samples_per_second == pytest.approx(2 / t.measured_seconds)
     # each call's interval encloses its children's, pass by pass; medians keep that within noise
     assert report.layers[0].measured_seconds >= 0.5 * max(layer.measured_seconds for layer in report.layers[1:])
+
+
+class Uneven(nn.Module):
+    """Slow on every other call: a forward timed in some passes and its layers in others would
+    disagree by the sleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.inner = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls % 2:
+            time.sleep(0.02)
+        return self.inner(x)
+
+
+def test_the_model_row_is_the_measured_forward() -> None:
+    model = nn.Sequential(Uneven(), nn.ReLU())
+    report = nncost.profile(model, (4,), measure_time=True, repeats=3)
+    total = report.totals.measured_seconds
+    assert total is not None and report.layers[0].measured_seconds == total
+    assert row_cells(report.layers[0], report)[-1] == "100.0%"
+    # the shares are of the same passes: the slow child is most of the forward, never more
+    assert 0.5 * total < (report.layers[1].measured_seconds or 0.0) <= total
 
 
 def test_time_needs_real_weights_and_a_real_device() -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +14,7 @@ from torch import nn
 
 import nncost
 from nncost.cli import run
-from nncost.memory.measure import measure_cpu_peak
+from nncost.memory.measure import measure_cpu_peak, without_profiler_noise
 
 FP32 = 4
 
@@ -91,6 +95,39 @@ def test_estimate_agrees_with_a_measured_cpu_step() -> None:
     measured = measure_cpu_peak(model, (torch.empty(4, 3, 64, 64, device="meta"),), {}, mode="train",
                                 optimizer="adam")
     assert abs(simulated - measured) / measured < 0.02
+
+
+NET = """
+from torch import nn
+
+
+def Net() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 64))
+"""
+
+
+def test_a_measured_cpu_step_prints_no_profiler_noise(tmp_path: Path) -> None:
+    # The CPU step runs under torch.profiler, whose C++ side writes profiler_start/stop markers
+    # and, without a GPU, "gpuGetDeviceCount failed" to file descriptor 2: only a process shows it.
+    (tmp_path / "net.py").write_text(NET)
+    env = {**os.environ, "PYTHONPATH": str(Path(nncost.__file__).parents[1])}
+    result = subprocess.run(
+        [sys.executable, "-m", "nncost", f"{tmp_path / 'net.py'}:Net", "--input", "64", "--measure", "--train",
+         "--hardware", "cpu"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Measured peak" in result.stdout
+    for noise in ("profiler_start", "profiler_stop", "gpuGetDeviceCount", "USDT"):
+        assert noise not in result.stderr
+
+
+def test_what_is_not_profiler_noise_still_reaches_stderr(capfd: pytest.CaptureFixture[str]) -> None:
+    with without_profiler_noise():
+        print("a warning", file=sys.stderr)
+        os.write(2, b"USDT:2026-11-30 08:22:32 1:1 SyncActivityProfilerHandler.cpp:39] profiler_start\n"
+                    b"from C++\n"
+                    b"ERROR:2026-11-30 08:22:32 1:1 DeviceProperties.cpp:56] gpuGetDeviceCount failed with code 35\n")
+    print("after", file=sys.stderr)
+    assert capfd.readouterr().err == "a warning\nfrom C++\nafter\n"
 
 
 def test_cli_train_json_has_the_memory_section() -> None:

@@ -261,31 +261,38 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
 
 def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
     dtype = _run_dtype(request)
-    label = source.label
     if source.given is not None:
-        args, kwargs = source.inputs(str(model_device(source.given)))
-        with say.step(f"profiling {label}", slow=request.device != "meta"):
-            trace = capture(source.given, args, kwargs, device=request.device, dtype=dtype, model_name=label,
-                            progress=say)
-        return build_report(trace)
+        return _captured(source, source.given, str(model_device(source.given)), request.device, dtype, say)
     build_on = request.device if request.device != "meta" else ("cpu" if request.measure_time else "meta")
     try:
-        return _capture_built(request, source, build_on, dtype, say)
+        return _captured(source, source.on(build_on), build_on, request.device, dtype, say)
     except NeedsWeights as exc:
         if build_on != "meta":
             raise
         say(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
-        return _capture_built(request, source, "cpu", dtype, say)
+        return _captured(source, source.on("cpu"), "cpu", request.device, dtype, say)
 
 
-def _capture_built(request: Request, source: Source, build_on: str, dtype: torch.dtype | None,
-                   say: Progress) -> Report:
-    model = source.on(build_on)
-    args, kwargs = source.inputs(build_on)
-    run_on = request.device if request.device != "meta" else "meta"
+def _captured(source: Source, model: nn.Module, inputs_on: str, run_on: str, dtype: torch.dtype | None,
+              say: Progress) -> Report:
+    """The report of the forward at the request's batch; captures at two consecutive batches of 2
+    or more (the request's and the next, or 2 and 3) give the bytes a sample adds
+    (``feature_map_bytes``, docs/conventions.md), unless the forward needed data to run."""
+
+    def at(batch: int | None, progress: Progress | None = None) -> Trace:
+        args, kwargs = source.inputs(inputs_on, batch)
+        return capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=progress)
+
     with say.step(f"profiling {source.label}", slow=run_on != "meta"):
-        trace = capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=say)
-    return build_report(trace)
+        trace = at(None, say)
+        pair: tuple[Trace, Trace] | None = None
+        if trace.fallback_reason is None:  # a forward that needs data is not run again at other batches
+            try:
+                smaller = trace if trace.batch_size >= 2 else at(2)
+                pair = (smaller, at(smaller.batch_size + 1))
+            except Exception:  # a model that runs at one batch only: the sum over it instead
+                pair = None
+    return build_report(trace, pair=pair)
 
 
 def _run_dtype(request: Request) -> torch.dtype | None:
@@ -332,7 +339,7 @@ def _measured(request: Request, source: Source, report: Report, device: str, say
     model = source.on("cpu") if source.given is None else source.given
     args, kwargs = source.inputs(str(model_device(model)))
     precision = resolve_precision(request.precision, request.dtype)
-    passes = WARMUP + 2 * request.repeats
+    passes = WARMUP + request.repeats
     with say.bar(f"timing {source.label} ({passes} passes)", passes, counts="passes") as advance:
         times = measure_times(model, args, kwargs, device=device, dtype=precision.param_dtype,
                               repeats=request.repeats, warmup=WARMUP, autocast=precision.autocast_dtype,

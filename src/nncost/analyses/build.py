@@ -6,9 +6,11 @@ from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
 from nncost.records.trace import OpCall, Trace
 
 
-def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Report:
+def build_report(trace: Trace, *, file_params: FileParams | None = None,
+                 pair: tuple[Trace, Trace] | None = None) -> Report:
     """The report of one captured forward; ``file_params`` says which stored tensors of a model
-    file counted as parameters."""
+    file counted as parameters; ``pair``, the same forward captured at two consecutive batches
+    of 2 or more, gives the feature maps of a sample (``feature_map_bytes``)."""
     n = len(trace.layers)
     macs = [0] * n
     flops = [0] * n
@@ -76,7 +78,7 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Repo
         read_bytes=sum(op.read_bytes for op in trace.ops),
         write_bytes=sum(op.write_bytes for op in trace.ops),
         input_bytes=trace.input_bytes,
-        feature_map_bytes=round(sum(d for _, d, _ in trace.memory_events if d > 0) / trace.batch_size),
+        feature_map_bytes=feature_map_bytes(trace, pair),
         peak_activation_bytes=peak,
         peak_at=_layer_at(trace, peak_op),
     )
@@ -91,6 +93,29 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Repo
         fallback_reason=trace.fallback_reason,
         file_params=file_params,
     )
+
+
+def written_bytes(trace: Trace) -> int:
+    """The bytes of every storage the forward's operators create, as if none were reused."""
+    return sum(delta for _, delta, _ in trace.memory_events if delta > 0)
+
+
+def feature_map_bytes(trace: Trace, pair: tuple[Trace, Trace] | None) -> int:
+    """The feature maps of one sample: the bytes one more sample adds to what the forward writes,
+    ``written_bytes`` of ``pair``, captures at batches ``n + 1`` and ``n`` (``n`` at least 2),
+    one minus the other.  A tensor that does not grow with the batch (BatchNorm's saved
+    statistics, a causal mask) is in both and cancels.  A batch of one is left out of the
+    difference because it is not one sample's share of a larger batch: a transpose over a
+    dimension of size 1 is already contiguous, so copies that every larger batch makes are not
+    made.  So the figure is the same at every batch.  Without the pair (a model that runs at
+    one batch only or needs data to run, an ONNX file), or where the larger batch wrote less,
+    it is ``written_bytes`` of ``trace`` over its batch."""
+    if pair is not None:
+        smaller, larger = pair
+        if (larger.batch_size == smaller.batch_size + 1 >= 3 and larger.execution == smaller.execution
+                and written_bytes(larger) >= written_bytes(smaller)):
+            return written_bytes(larger) - written_bytes(smaller)
+    return round(written_bytes(trace) / trace.batch_size)
 
 
 def peak_live_bytes(events: list[tuple[int, int, int]]) -> tuple[int, int]:

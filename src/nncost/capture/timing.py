@@ -1,19 +1,17 @@
-"""Measured latency: the real forward pass, timed as a whole and per module call.
+"""Measured latency: the real forward pass, timed per module call.
 
 The model runs for real on ``device`` (its weights must be real: build it on the CPU with random
-init), in eval mode under ``no_grad``, after ``warmup`` untimed passes.  Then ``repeats`` times,
-alternately (so that both see the same load on a shared machine):
+init), in eval mode under ``no_grad``, after ``warmup`` untimed passes.  Then ``repeats`` passes,
+each with a forward pre-hook and a forward hook on every module that stamp the start and the end
+of each call (CPU: ``time.perf_counter``; CUDA: CUDA events, read after a synchronisation).
 
-* a clean pass, no hooks: the forward's wall time (CPU: ``time.perf_counter``; CUDA: CUDA events
-  around the call, read after a synchronisation);
-* a hooked pass: a forward pre-hook and a forward hook on every module stamp the start and the end
-  of each call (CUDA events on CUDA).
-
-Each call's time is the median over the repeats, and the forward's the median of the clean
-passes.  A module call's time includes its children's and the hooks' own small cost.  Every hook
-is removed afterwards, also when the forward raises, and each module's ``training`` flag is
-restored; when ``dtype`` or ``device`` differ from the weights', the weights are converted into
-copies for the run and the originals put back.
+Each call's time is its median over the repeats, and the forward's is the model's own call: the
+median of the outermost interval, from the same passes.  So every layer's share of the forward
+is a share of one measurement, and the model's row is the forward, exactly (its share 100%).
+A module call's time includes its children's and their hooks' small cost, the forward's too
+(a few microseconds per module call).  Every hook is removed afterwards, also when the forward
+raises, and each module's ``training`` flag is restored; when ``dtype`` or ``device`` differ from
+the weights', the weights are converted into copies for the run and the originals put back.
 """
 
 from __future__ import annotations
@@ -36,7 +34,8 @@ from nncost.errors import BadRequest, NeedsWeights
 
 @dataclass
 class LayerTimes:
-    """Median seconds of each module call, in call order, and of the whole forward."""
+    """Median seconds of each module call, in call order, and of the whole forward: the first call's,
+    the model's own (``total_seconds == seconds[0]``)."""
 
     names: list[str]
     types: list[str]
@@ -122,7 +121,6 @@ def measure_times(
     swap = swapped(model, to_device(target, dtype)) if needs_swap(model, target, dtype) else nullcontext()
     calls: list[tuple[nn.Module, Any, Any]] = []
     per_call: list[list[float]] = []
-    totals: list[float] = []
     order: list[nn.Module] = []
     mixed = torch.autocast(target.type, dtype=autocast) if autocast is not None else nullcontext()
     with run_state(target), attributes_restored(model), training_flags(model, False), swap, torch.no_grad(), mixed:
@@ -134,15 +132,8 @@ def measure_times(
             if on_pass:
                 on_pass()
         for _ in range(repeats):
-            clock.sync()
-            start = clock.stamp()
-            model(*placed_args, **placed_kwargs)
-            end = clock.stamp()
-            clock.sync()
-            totals.append(clock.seconds(start, end))
-            if on_pass:
-                on_pass()
             calls.clear()
+            clock.sync()
             with _hooked(model, clock, calls):
                 model(*placed_args, **placed_kwargs)
             clock.sync()
@@ -156,11 +147,12 @@ def measure_times(
                 per_call[i].append(clock.seconds(begin, finish))
             if on_pass:
                 on_pass()
+    seconds = [statistics.median(times) for times in per_call]
     return LayerTimes(
         names=[names.get(id(m), type(m).__name__) for m in order],
         types=[type(m).__name__ for m in order],
-        seconds=[statistics.median(times) for times in per_call],
-        total_seconds=statistics.median(totals),
+        seconds=seconds,
+        total_seconds=seconds[0],
         repeats=repeats,
         device=str(target),
     )

@@ -8,12 +8,23 @@ one full step so that the optimizer state exists, and the second step is measure
   the allocator's signed ``[memory]`` events during it;
 * on CUDA, ``torch.cuda.max_memory_allocated()`` over the step (peak statistics reset after the
   warm-up, ``cudnn.benchmark`` off), the optimizers' CUDA default (``foreach``).
+
+torch.profiler's C++ side (kineto) writes to file descriptor 2 on every start and stop: USDT
+``profiler_start``/``profiler_stop`` markers at any log level, and, in a CUDA build on a machine
+without a GPU, ``ERROR ... gpuGetDeviceCount failed``.  Neither says anything about the step, so
+the profiled step runs with descriptor 2 pointed at a temporary file, and what landed there is
+written back to the real stderr afterwards, less those lines (``without_profiler_noise``).
 """
 
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -99,11 +110,44 @@ def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
         before = _storage_bytes([*replica.parameters(), *replica.buffers(), *state, *scaler_state,
                                  *tensors_in((real_args, real_kwargs))])
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        with without_profiler_noise(), torch.profiler.profile(activities=activities, profile_memory=True) as prof:
             _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)
         if scaler is not None and scaler.get_scale() < 1.0:
             raise RuntimeError("fp16 gradients overflowed in the measured step: the GradScaler skipped it")
     return before + peak_of_events(prof)
+
+
+# kineto's log lines: "LEVEL:date time pid:tid File.cpp:line] message"
+PROFILER_NOISE = re.compile(
+    rb"^(USDT|ERROR):\S+ \S+ \d+:\d+ \S+\.cpp:\d+\] (profiler_start|profiler_stop|gpuGetDeviceCount failed.*)$")
+
+
+@contextmanager
+def without_profiler_noise() -> Iterator[None]:
+    """File descriptor 2 into a temporary file for the block; afterwards every line written there
+    goes to the real stderr, in order, except kineto's start/stop markers and its complaint that
+    there is no GPU (``PROFILER_NOISE``).  Another thread's writes in the meantime come out late,
+    not lost.  Without a descriptor 2 (a closed stderr) the block runs as it is."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True)
+                    if not PROFILER_NOISE.match(line.rstrip(b"\r\n"))]
+            rest = memoryview(b"".join(kept))
+            while rest:
+                rest = rest[os.write(2, rest):]
 
 
 def peak_of_events(prof: torch.profiler.profile) -> int:

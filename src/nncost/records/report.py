@@ -60,7 +60,7 @@ class Totals:
     read_bytes: int
     write_bytes: int
     input_bytes: int
-    feature_map_bytes: int  # per sample: every tensor the forward writes, none reused
+    feature_map_bytes: int  # per sample: what one more sample adds to the tensors the forward writes
     peak_activation_bytes: int  # for the whole batch: most bytes alive at once
     peak_at: str  # the layer running when the peak was reached
     estimated_seconds: float | None = None  # forward pass, roofline

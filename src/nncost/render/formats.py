@@ -37,7 +37,7 @@ CONVENTIONS = {
     "macs": "one multiply-accumulate; counted for convolution, matmul, attention and recurrent kernels only",
     "flops": "2 x MACs plus elementwise, normalisation, pooling and softmax work (see docs/conventions.md)",
     "attention": "dense Q.K^T and P.V products, as the math kernel computes them, also when causal",
-    "feature_map_bytes": "per sample: every tensor the forward writes, as if no buffer were reused",
+    "feature_map_bytes": "per sample: what one more sample adds to the tensors the forward writes, none reused",
     "peak_activation_bytes": "whole batch: most bytes of forward-created tensors alive at once (no_grad)",
     "mode": "inference forward: eval mode, no_grad",
 }
