@@ -168,7 +168,8 @@ def table(rows: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, float]
         ]) if la else peers.get("llm_analysis_error", peers.get("error", "-"))
         lines.append(
             f"| {name} | {ours['params']:,} | {ours['kv_per_token'] / 1024:,.0f} KiB | "
-            f"{ours['weights'] / 2**30:.2f} GiB | {ours['prefill_flops']:.3e} | {ours['decode_flops']:.3e} | {ours['ttft'] * 1e3:.1f} ms | "
+            f"{ours['weights'] / 2**30:.2f} GiB | {ours['prefill_flops']:.3e} | {ours['decode_flops']:.3e} | "
+            f"{ours['ttft'] * 1e3:.1f} ms | "
             f"{ours['tokens_per_second']:.1f} | {analysis} | {ratio(peers.get('hf_mem_kv'), kv_total)} | "
             f"{ratio(sheet['params'], ours['params'])}, {ratio(sheet['prefill_flops'], ours['prefill_flops'])}, "
             f"{ratio(sheet['decode_flops'], ours['decode_flops'])} |")
