@@ -77,7 +77,7 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                                   f"{prefill.roofline.efficiency:g} (roofline)"))
         lines.append(("Time to first token", units.seconds(g.time_to_first_token_seconds)))
     if g.tokens_per_second is not None:
-        lines.append(("Decode", f"{g.tokens_per_second:,.1f} tokens/s per sequence, "
+        lines.append(("Decode rate", f"{g.tokens_per_second:,.1f} tokens/s per sequence, "
                                 f"{g.tokens_per_second * g.batch_size:,.1f} for the batch"))
     if g.budget_bytes is not None:
         verdict = "fits" if g.peak_bytes <= g.budget_bytes else "does NOT fit"
