@@ -158,3 +158,16 @@ def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:
 def test_tensor_parallel_needs_a_divisor_of_the_heads() -> None:
     with pytest.raises(nncost.BadRequest, match="4 attention heads cannot be split over 3 GPUs"):
         nncost.run(nncost.Request(tiny("llama"), generation=Generation(4, 2, tensor_parallel=3)))
+
+
+def test_the_html_page_charts_step_time_and_cache_against_the_context(tmp_path: Any) -> None:
+    from nncost.render.html import write_html
+
+    g = costed(tiny("mistral"), 1, 3, 30, hardware="h100-sxm").generation
+    assert g is not None
+    path = tmp_path / "generation.html"
+    write_html(path, g.prefill, generation=g)
+    page = path.read_text()
+    assert 'aria-label="decode step time"' in page and 'aria-label="kv cache"' in page
+    assert page.count("<circle") >= 2 * len(g.steps)  # every traced context is a point on both charts
+    assert "Time to first token" in page and "KV cache" in page

@@ -319,7 +319,8 @@ def _main(args: argparse.Namespace) -> str:
         from nncost.render.html import write_html
 
         assert result.report is not None
-        write_html(args.html, result.report, result.memory, command=args.command, open_depth=args.depth)
+        write_html(args.html, result.report, result.memory, command=args.command, open_depth=args.depth,
+                   generation=result.generation)
     return _render(args, result)
 
 

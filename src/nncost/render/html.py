@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING
 from nncost.errors import BadRequest
 from nncost.render import units
 from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines
+from nncost.render.generation import generation_lines
 from nncost.render.html_assets import SCRIPT, STYLE
 from nncost.render.memory import memory_lines
-from nncost.render.svg import Point, Roof, bar_chart, memory_timeline, roofline_chart
+from nncost.render.svg import Point, Roof, bar_chart, line_chart, memory_timeline, roofline_chart
 
 if TYPE_CHECKING:
+    from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Layer, Report
     from nncost.records.roofline import Roofline
@@ -207,8 +209,24 @@ def _roofline(report: Report) -> str:
     return f"<h3>Time on {escape(roofline.hardware)}</h3><div class='side'>{_kv_table(lines)}</div>{chart}"
 
 
+def _generation(generation: GenerationReport) -> str:
+    """The generation's figures, and the decode step's time and the cache against the context."""
+    steps = generation.steps
+    timed = [(float(context), seconds) for context, _, seconds, _ in steps if seconds is not None]
+    charts = [line_chart(timed, label="decode step time", x_title="context length (tokens in the cache)",
+                         y_text=units.seconds),
+              line_chart([(float(context), float(cache)) for context, *_, cache in steps], label="kv cache",
+                         x_title="context length (tokens in the cache)", y_text=units.nbytes, colour="#dd8452")]
+    figures = "".join(f"<figure><figcaption>{caption}</figcaption>{chart}</figure>" for caption, chart in
+                      zip(("Decode step time against the context", "KV cache after the step"), charts, strict=True)
+                      if chart)
+    return (f'<h3>Generation</h3><div class="side">{_kv_table(generation_lines(generation))}</div>'
+            f'<div class="charts">{figures}</div>')
+
+
 def to_html(report: Report, memory: MemoryReport | None = None, command: str | None = None,
-            open_depth: int | None = None, uid: str | None = None, style: bool = True) -> str:
+            open_depth: int | None = None, uid: str | None = None, style: bool = True,
+            generation: GenerationReport | None = None) -> str:
     """The report as one ``<div>``: scoped style, content, and a script bound to this div's id.
 
     Each call gets a fresh id unless ``uid`` is given, so several reports can share a notebook.
@@ -230,6 +248,7 @@ def to_html(report: Report, memory: MemoryReport | None = None, command: str | N
         f"<h2>{escape(report.model or 'model')} · batch {report.batch_size}</h2>",
         f'<div class="cmd">$ {escape(command)}</div>' if command else "",
         f'<h3>Totals</h3><div class="totals">{_kv_table(summary_lines(report))}</div>',
+        _generation(generation) if generation is not None else "",
         _roofline(report),
         _memory(memory) if memory is not None else "",
         _charts(report),
@@ -249,9 +268,10 @@ def to_html(report: Report, memory: MemoryReport | None = None, command: str | N
 
 
 def html_page(report: Report, memory: MemoryReport | None = None, command: str | None = None,
-              open_depth: int | None = None) -> str:
+              open_depth: int | None = None, generation: GenerationReport | None = None) -> str:
     """A whole HTML document around :func:`to_html`, for ``--html report.html``."""
-    body = to_html(report, memory=memory, command=command, open_depth=open_depth, uid="nncost-report", style=False)
+    body = to_html(report, memory=memory, command=command, open_depth=open_depth, uid="nncost-report", style=False,
+                   generation=generation)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>nncost: {escape(report.model or 'model')}</title><style>{STYLE}"
@@ -270,10 +290,11 @@ def check_target(path: str | Path) -> Path:
 
 
 def write_html(path: str | Path, report: Report, memory: MemoryReport | None = None, command: str | None = None,
-               open_depth: int | None = None) -> None:
+               open_depth: int | None = None, generation: GenerationReport | None = None) -> None:
     """Write :func:`html_page` to ``path``; a clear error when its folder does not exist."""
     target = check_target(path)
     try:
-        target.write_text(html_page(report, memory=memory, command=command, open_depth=open_depth), encoding="utf-8")
+        target.write_text(html_page(report, memory=memory, command=command, open_depth=open_depth,
+                                    generation=generation), encoding="utf-8")
     except OSError as exc:
         raise BadRequest(f"cannot write the HTML report to {path}: {exc.strerror or exc}") from exc

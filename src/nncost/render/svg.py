@@ -8,7 +8,7 @@ escaped; no element carries an id, so two reports on one page cannot clash.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import TYPE_CHECKING
@@ -150,6 +150,40 @@ def memory_timeline(report: MemoryReport) -> str:
                      f'<text x="{x + 14:.1f}" y="17">{name}</text>')
         x += 30 + 6 * len(name)
     return _svg(width, height, "".join(parts), "memory timeline")
+
+
+def line_chart(points: Sequence[tuple[float, float]], *, label: str, x_title: str, y_text: Callable[[float], str],
+               colour: str = "#4c72b0") -> str:
+    """A line through ``points`` (x ascending) on linear axes from 0, each point marked;
+    ``y_text`` writes a tick's value.  Empty without two points."""
+    if len(points) < 2:
+        return ""
+    width, height, left, right, top, bottom = 430, 240, 70, 14, 14, 38
+    plot_w, plot_h = width - left - right, height - top - bottom
+    x_end = max(x for x, _ in points) or 1.0
+    y_top = 1.1 * max(y for _, y in points) or 1.0
+
+    def x_of(x: float) -> float:
+        return left + plot_w * x / x_end
+
+    def y_of(y: float) -> float:
+        return top + plot_h * (1 - y / y_top)
+
+    parts = []
+    for tick in (y_top * k / 4 for k in range(5)):
+        y = y_of(tick)
+        parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(y_text(tick))}</text>')
+    for tick in (x_end * k / 4 for k in range(5)):
+        parts.append(f'<text x="{x_of(tick):.1f}" y="{height - bottom + 15}" text-anchor="middle">{tick:,.0f}</text>')
+    path = " ".join(f"{x_of(x):.1f},{y_of(y):.1f}" for x, y in points)
+    parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+    parts.extend(f'<circle cx="{x_of(x):.1f}" cy="{y_of(y):.1f}" r="3" fill="{colour}">'
+                 f"<title>{x:,.0f}: {escape(y_text(y))}</title></circle>" for x, y in points)
+    parts.append(f'<line class="axis" x1="{left}" x2="{width - right}" y1="{y_of(0):.1f}" y2="{y_of(0):.1f}"/>'
+                 f'<line class="axis" x1="{left}" x2="{left}" y1="{top}" y2="{y_of(0):.1f}"/>'
+                 f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">{escape(x_title)}</text>')
+    return _svg(width, height, "".join(parts), label)
 
 
 def _log_ticks(low: float, high: float) -> list[float]:
