@@ -86,8 +86,9 @@ try:
                "moe_num_experts": config.get("num_local_experts", 1),
                "moe_top_k": config.get("num_experts_per_tok", 1)}, open(path, "w"))
     summary = infer(model_name=path, gpu_name="h100-sxm-80gb", dtype_name="w16a16e16", log_level="ERROR",
-                    seq_len=prompt, num_tokens_to_generate=new, flops_efficiency=1.0, hbm_memory_efficiency=1.0)
-    out["llm_analysis"] = {k: summary[k] for k in ("num_params_total", "kv_cache_memory_per_gpu",
+                    seq_len=prompt, num_tokens_to_generate=new, flops_efficiency=1.0, hbm_memory_efficiency=1.0,
+                    tp_size=int(sys.argv[5]))
+    out["llm_analysis"] = {k: summary[k] for k in ("kv_cache_memory_per_gpu",
         "weight_memory_per_gpu", "prefill_num_flops_fwd_total", "decode_num_flops_fwd_total", "prefill_latency",
         "decode_latency", "decode_tokens_per_sec") if k in summary}
 except Exception as exc:
@@ -101,14 +102,19 @@ print(json.dumps(out))
 """
 
 
-def nncost_figures(config: dict[str, Any], prompt: int, new: int) -> dict[str, Any]:
+# Models over one H100's 80 GB are served over two, split in the Megatron layout by both tools.
+TENSOR_PARALLEL = {"llama-3-70b": 2, "mixtral-8x7b": 2}
+
+
+def nncost_figures(config: dict[str, Any], prompt: int, new: int, tp: int) -> dict[str, Any]:
     import nncost
     from nncost.request import Generation
 
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "config.json").write_text(json.dumps(config))
         start = time.perf_counter()
-        result = nncost.run(nncost.Request(folder, generation=Generation(prompt, new), hardware="h100-sxm"))
+        result = nncost.run(nncost.Request(folder, generation=Generation(prompt, new, tensor_parallel=tp),
+                                           hardware="h100-sxm"))
         seconds = time.perf_counter() - start
     g = result.generation
     assert g is not None and g.decode is not None
@@ -118,12 +124,12 @@ def nncost_figures(config: dict[str, Any], prompt: int, new: int) -> dict[str, A
             "ttft": g.time_to_first_token_seconds, "tokens_per_second": g.tokens_per_second, "wall": seconds}
 
 
-def peer_figures(config: dict[str, Any], prompt: int, new: int) -> dict[str, Any]:
+def peer_figures(config: dict[str, Any], prompt: int, new: int, tp: int) -> dict[str, Any]:
     if not PEERS.exists():
         return {"error": f"no peers installed: pip install --target {PEERS} llm-analysis hf-mem"}
     with tempfile.TemporaryDirectory() as folder:
         done = subprocess.run([sys.executable, "-c", PEER_SCRIPT, json.dumps(config), str(prompt), str(new),
-                               str(Path(folder) / "model.json")], capture_output=True, text=True, timeout=300,
+                               str(Path(folder) / "model.json"), str(tp)], capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": str(PEERS)})
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
@@ -146,31 +152,34 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.3f}" if value and base else "-"
 
 
-def table(rows: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, float]]], prompt: int, new: int) -> str:
-    lines = [f"### Serving at batch 1 on an H100 SXM, bf16: {prompt:,} prompt tokens, {new:,} new", "",
+def table(rows: list[tuple[str, int, dict[str, Any], dict[str, Any], dict[str, float]]], prompt: int, new: int
+          ) -> str:
+    lines = [f"### Serving at batch 1 on H100 SXMs, bf16: {prompt:,} prompt tokens, {new:,} new", "",
              f"Made by `pip install --target .peers llm-analysis hf-mem && PYTHONPATH=src python bench/llm_peers.py "
              f"--prompt {prompt} --new {new}`. nncost's figures, then each peer's as a ratio to nncost's "
-             "(1.000: the same).", "",
-             "| case | nncost params | KV / token | weights | prefill FLOPs | decode FLOPs | TTFT | tokens/s | "
-             "llm-analysis: params, KV, prefill FLOPs, decode FLOPs, TTFT, tokens/s | hf-mem: KV | "
+             "(1.000: the same). Models over 80 GB are split over 2 GPUs (`--tensor-parallel 2`, llm-analysis's "
+             "`tp_size=2`): memory, FLOPs and time are one GPU's, except hf-mem's KV cache, which is the whole "
+             "batch's; Kaplan's figures are the whole model's.", "",
+             "| case | GPUs | nncost params | KV / token / GPU | weights / GPU | prefill FLOPs | decode FLOPs | TTFT | "
+             "tokens/s | llm-analysis: weights, KV, prefill FLOPs, decode FLOPs, TTFT, tokens/s | hf-mem: KV | "
              "Kaplan: params, prefill FLOPs, decode FLOPs |",
-             "|---|--:|--:|--:|--:|--:|--:|--:|---|--:|---|"]
-    for name, ours, peers, sheet in rows:
+             "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|---|"]
+    for name, tp, ours, peers, sheet in rows:
         la = peers.get("llm_analysis", {})
-        kv_total = ours["kv_per_token"] * (prompt + new)
+        kv_gpu = ours["kv_per_token"] * (prompt + new)
         analysis = ", ".join([
-            ratio(la.get("num_params_total"), ours["params"]),
-            ratio(la.get("kv_cache_memory_per_gpu"), kv_total),
+            ratio(la.get("weight_memory_per_gpu"), ours["weights"]),
+            ratio(la.get("kv_cache_memory_per_gpu"), kv_gpu),
             ratio(la.get("prefill_num_flops_fwd_total"), ours["prefill_flops"]),
             ratio(la.get("decode_num_flops_fwd_total", 0) * (new - 1) if la else None, ours["decode_flops"]),
             ratio(la.get("prefill_latency"), ours["ttft"]),
             ratio(la.get("decode_tokens_per_sec"), ours["tokens_per_second"]),
         ]) if la else peers.get("llm_analysis_error", peers.get("error", "-"))
         lines.append(
-            f"| {name} | {ours['params']:,} | {ours['kv_per_token'] / 1024:,.0f} KiB | "
+            f"| {name} | {tp} | {ours['params']:,} | {ours['kv_per_token'] / 1024:,.0f} KiB | "
             f"{ours['weights'] / 2**30:.2f} GiB | {ours['prefill_flops']:.3e} | {ours['decode_flops']:.3e} | "
             f"{ours['ttft'] * 1e3:.1f} ms | "
-            f"{ours['tokens_per_second']:.1f} | {analysis} | {ratio(peers.get('hf_mem_kv'), kv_total)} | "
+            f"{ours['tokens_per_second']:.1f} | {analysis} | {ratio(peers.get('hf_mem_kv'), kv_gpu * tp)} | "
             f"{ratio(sheet['params'], ours['params'])}, {ratio(sheet['prefill_flops'], ours['prefill_flops'])}, "
             f"{ratio(sheet['decode_flops'], ours['decode_flops'])} |")
     return "\n".join(lines) + "\n"
@@ -186,10 +195,11 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(CASES)
     rows = []
     for name in names:
-        config = CASES[name]
-        ours = nncost_figures(config, args.prompt, args.new)
+        config, tp = CASES[name], TENSOR_PARALLEL.get(name, 1)
+        ours = nncost_figures(config, args.prompt, args.new, tp)
         print(f"{name}: nncost {ours['wall']:.1f} s", file=sys.stderr, flush=True)
-        rows.append((name, ours, peer_figures(config, args.prompt, args.new), kaplan(config, args.prompt, args.new)))
+        rows.append((name, tp, ours, peer_figures(config, args.prompt, args.new, tp),
+                     kaplan(config, args.prompt, args.new)))
     text = table(rows, args.prompt, args.new)
     print(text)
     if args.write_docs:

@@ -45,6 +45,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from nncost.calibration import cpu_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MARK = "@@RESULT@@"
@@ -119,17 +121,6 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
             result: dict[str, Any] = json.loads(line[len(MARK):])
             return result
     raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-
-
-def cpu_name() -> str:
-    """The CPU's model name, from /proc/cpuinfo (the platform's word for it elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown cpu"
 
 
 def cli_command(name: str, batch: int, seq: int, repeats: int) -> list[str]:
@@ -208,7 +199,7 @@ def cli_table(models: list[list[dict[str, Any]]], args: argparse.Namespace, comm
     lines = [
         start,
         f"Command: `{command}`  ",
-        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu_name()} "
+        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; CPU: {cpu_model()} "
         f"({os.cpu_count()} cores, shared with other jobs); `OMP_NUM_THREADS={args.threads}`, "
         f"Python {platform.python_version()}.  ",
         f"Each trial: `nncost {' '.join(cli_command('MODEL', args.batch, args.seq, args.repeats))}` in a process "

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import nncost
+from calls import Call
 from nncost.rules import ATEN
 
 CUDA = torch.cuda.is_available()
@@ -36,15 +37,6 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="the flash, memory-efficient an
 
 def T(*shape: int) -> torch.Tensor:  # the suite's own helper name
     return torch.randn(*shape)
-
-
-class Call(nn.Module):
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs: Any) -> Any:
-        return self.fn(*inputs)
 
 
 class Leaves(nn.Module):

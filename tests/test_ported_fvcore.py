@@ -19,7 +19,6 @@ Not ported: ``test_customized_ops`` (fvcore's handle API).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,16 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import nncost
+from calls import Call
 from nncost.rules import ATEN
-
-
-class Call(nn.Module):
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs: Any) -> Any:
-        return self.fn(*inputs)
 
 
 class ThreeNet(nn.Module):

@@ -7,28 +7,18 @@ backward ``MACs = 2·forward``, ``FLOPs = 2·MACs + 4·B·H·L·S``.  Packed var
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import nncost
+from calls import Call
 from nncost.rules import ATEN
 
 SETTINGS: dict[str, Any] = {"deadline": None}
 aten = torch.ops.aten
-
-
-class Call(nn.Module):
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs: Any) -> Any:
-        return self.fn(*inputs)
 
 
 def meta(*shape: int) -> torch.Tensor:

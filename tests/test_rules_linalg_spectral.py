@@ -11,28 +11,18 @@ number of transforms, plus one FLOP per real output value when normalised.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import nncost
+from calls import Call
 from nncost.rules import ATEN
 
 SETTINGS: dict[str, Any] = {"deadline": None}
-
-
-class Call(nn.Module):
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs: Any) -> Any:
-        return self.fn(*inputs)
 
 
 def calls(report: nncost.Report) -> list[tuple[str, int, int]]:

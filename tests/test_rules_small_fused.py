@@ -8,7 +8,6 @@ reduction rules.  ``_is_all_true``: ``numel(x)``.  ``isin``: ``numel(elements)·
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,20 +17,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
+from calls import Call
 from nncost.rules import ATEN
 
 SETTINGS: dict[str, Any] = {"deadline": None}
-
-
-class Call(nn.Module):
-    """Runs one function of its inputs, so that an operator can be profiled alone."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *inputs: Any) -> Any:
-        return self.fn(*inputs)
 
 
 def calls(report: nncost.Report) -> list[tuple[str, int, int]]:

@@ -59,7 +59,7 @@ from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.records.roofline import Roofline
 from nncost.records.trace import TorchFlags, Trace
-from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, Generation, NamedSize, Request, Step
+from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize, Request
 
 
 class Progress(Protocol):
@@ -365,7 +365,7 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
 
     with say.step(f"simulating the memory of {label}", slow=False):
         report = simulate(None)
-    budget = _budget(request, step, say)
+    budget = _budget(step.fit, request.hardware)
     if budget is not None:
         max_batch = None
         if step.fit is not None:
@@ -381,19 +381,19 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
     return report
 
 
-def _budget(request: Request, step: Step, say: Progress) -> int | None:
-    """The memory budget of the step: ``fit`` as given, or the memory of the request's hardware."""
-    if step.fit is not None and step.fit != FIT_DEVICE:
-        return parse_bytes(step.fit) if isinstance(step.fit, str) else int(step.fit)
-    if request.hardware is None:
-        if step.fit == FIT_DEVICE:
+def _budget(fit: int | str | None, hardware: str | None) -> int | None:
+    """The memory budget of a step or of generation: ``fit`` as given (bytes, ``"24GiB"``), else
+    the memory of ``hardware`` (:data:`FIT_DEVICE`, or no ``fit``: is the peak inside it?)."""
+    if fit is not None and fit != FIT_DEVICE:
+        return parse_bytes(fit) if isinstance(fit, str) else int(fit)
+    if hardware is None:
+        if fit == FIT_DEVICE:
             raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
                              "such as --fit 24GiB")
         return None
-    size = (calibration.memory_bytes() if request.hardware == "cpu"
-            else catalogue_device(request.hardware).memory_bytes)
-    if size is None and step.fit == FIT_DEVICE:
-        raise BadRequest(f"the memory size of {request.hardware} is not known; give a budget such as --fit 24GiB")
+    size = calibration.memory_bytes() if hardware == "cpu" else catalogue_device(hardware).memory_bytes
+    if size is None and fit == FIT_DEVICE:
+        raise BadRequest(f"the memory size of {hardware} is not known; give a budget such as --fit 24GiB")
     return size
 
 
@@ -434,7 +434,7 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
                            name=source.label, parallel=parallel)
-    budget = _generation_budget(request, wanted)
+    budget = _budget(wanted.fit, request.hardware)
     if budget is None:
         return report
     max_batch = None
@@ -605,19 +605,6 @@ def _weights_dtype(model: nn.Module, dtype: torch.dtype | None) -> str:
         key = str(p.dtype).removeprefix("torch.")
         by_dtype[key] = by_dtype.get(key, 0) + p.numel() * p.element_size()
     return max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
-
-
-def _generation_budget(request: Request, wanted: Generation) -> int | None:
-    """The memory the sequences must fit in: ``fit`` as given, else the hardware's memory."""
-    if wanted.fit is not None and wanted.fit != FIT_DEVICE:
-        return parse_bytes(wanted.fit) if isinstance(wanted.fit, str) else int(wanted.fit)
-    if request.hardware is None:
-        if wanted.fit == FIT_DEVICE:
-            raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
-                             "such as --fit 80GB")
-        return None
-    return (calibration.memory_bytes() if request.hardware == "cpu"
-            else catalogue_device(request.hardware).memory_bytes)
 
 
 # -- ONNX files ---------------------------------------------------------------------------
