@@ -35,17 +35,19 @@ from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import decode_report, linear_segments, step_samples
 from nncost.analyses.memory import analyse_step
+from nncost.analyses.quantize import quantized
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
 from nncost.analyses.timing import with_times
 from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
-from nncost.capture.placement import model_device
+from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
 from nncost.errors import BadRequest, NeedsWeights
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
 from nncost.precision import resolve_precision
+from nncost.quantization import WeightFormat, weight_format
 from nncost.records.generation import GenerationReport
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
@@ -212,7 +214,11 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
     if measure_on is not None and hardware is None:
         hardware = _local_hardware(measure_on)
     if hardware is not None:
-        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=_run_dtype(request),
+        dtype = _run_dtype(request)
+        model = source.given if source.given is not None else source.on(source.built_on())
+        if dtype is None and quantized_weights(model):  # the dtype a quantized weight computes in, not its codes'
+            dtype = getattr(torch, _weights_dtype(model, None))
+        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=dtype,
                                precision=request.precision, efficiency=request.efficiency)
     if measure_on is not None:
         report = _measured(request, source, report, measure_on, say)
@@ -223,11 +229,12 @@ def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
     dtype = _run_dtype(request)
     label = source.label
     if source.given is not None:
+        weights = _weights(request, source.given)
         args, kwargs = source.inputs(str(model_device(source.given)))
         with say.step(f"profiling {label}", slow=request.device != "meta"):
             trace = capture(source.given, args, kwargs, device=request.device, dtype=dtype, model_name=label,
                             progress=say)
-        return build_report(trace)
+        return build_report(quantized(trace, weights))
     build_on = request.device if request.device != "meta" else ("cpu" if request.measure_time else "meta")
     try:
         return _capture_built(request, source, build_on, dtype, say)
@@ -241,11 +248,22 @@ def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
 def _capture_built(request: Request, source: Source, build_on: str, dtype: torch.dtype | None,
                    say: Progress) -> Report:
     model = source.on(build_on)
+    weights = _weights(request, model)
     args, kwargs = source.inputs(build_on)
     run_on = request.device if request.device != "meta" else "meta"
     with say.step(f"profiling {source.label}", slow=run_on != "meta"):
         trace = capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=say)
-    return build_report(trace)
+    return build_report(quantized(trace, weights))
+
+
+def _weights(request: Request, model: nn.Module) -> WeightFormat | None:
+    """The weight format asked for: a what-if on a model whose weights are not quantized already."""
+    weights = weight_format(request.weights, request.group_size)
+    held = quantized_weights(model) if weights is not None else []
+    if held:
+        raise BadRequest(f"the model's weights are quantized already ({', '.join(held)}): it is profiled as stored; "
+                         "drop --weights")
+    return weights
 
 
 def _run_dtype(request: Request) -> torch.dtype | None:
@@ -383,9 +401,11 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
         roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
                                  precision=request.precision, efficiency=request.efficiency)
     batch = request.inputs.batch_size
+    weights = _weights(request, model)
+    quantize = _Quantize(weights, request.kv_cache_dtype)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
-                          name=source.label)
+                          name=source.label, quantize=quantize)
     budget = _generation_budget(request, wanted)
     if budget is None:
         return report
@@ -397,25 +417,42 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
                 if sequences == batch:
                     return report.peak_bytes
                 return _generate(model, wanted.prompt_tokens, wanted.new_tokens, sequences, dtype=dtype,
-                                roofline=None, name=source.label, peak_only=True).peak_bytes
+                                roofline=None, name=source.label, quantize=quantize, peak_only=True).peak_bytes
 
             max_batch = largest_batch(peak_at, budget)
     return replace(report, budget_bytes=budget, max_batch=max_batch)
 
 
+@dataclass(frozen=True)
+class _Quantize:
+    """The what-ifs applied to every traced call of a generation."""
+
+    weights: WeightFormat | None = None
+    kv_cache_dtype: str | None = None
+
+    def __call__(self, trace: Trace) -> Trace:
+        return quantized(trace, self.weights, self.kv_cache_dtype)
+
+
 def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None,
-              roofline: Roofline | None, name: str, peak_only: bool = False) -> GenerationReport:
+              roofline: Roofline | None, name: str, quantize: _Quantize | None = None,
+              peak_only: bool = False) -> GenerationReport:
     """Trace the prefill and enough decode steps to sum all of them (see
-    :mod:`nncost.analyses.generation`); with ``peak_only``, only what the peak needs."""
+    :mod:`nncost.analyses.generation`); with ``peak_only``, only what the peak needs.  ``quantize``
+    applies the weight format and the KV cache dtype to each traced call."""
+    quantize = quantize or _Quantize()
     last = prompt + new - 2  # the context of the last decode step
-    with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1) as run:
+    with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
+                 kv_cache_dtype=quantize.kv_cache_dtype) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
+        prefill_trace = quantize(prefill_trace)
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}
         traced: dict[int, Trace] = {}
 
         def step_at(context: int) -> Trace:
             if context not in traced:
-                traced[context], _, caches[context] = run.decode_at(context)
+                step, _, caches[context] = run.decode_at(context)
+                traced[context] = quantize(step)
             return traced[context]
 
         segments = [] if new == 1 else ([] if peak_only else linear_segments(step_at, prompt, last))
@@ -440,6 +477,7 @@ def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: tor
                     for context, macs, seconds in step_samples(segments, roofline)) if segments else ()
     return GenerationReport(
         prompt_tokens=prompt, new_tokens=new, batch_size=batch, cache=cache_name, prefill=prefill, decode=decode,
+        weight_format=prefill_trace.weight_format, kv_cache_dtype=quantize.kv_cache_dtype,
         decode_steps=new - 1, kv_cache_bytes=caches[last] if new > 1 else cache_after_prefill,
         kv_cache_bytes_per_token=per_token, weights_bytes=weights, peak_bytes=weights + peak_cache + working,
         peak_phase=phase, peak_cache_bytes=peak_cache, peak_working_bytes=working,
@@ -504,6 +542,7 @@ def _onnx(request: Request, say: Progress) -> Report:
         ("--train and the memory options", request.step is not None),
         ("--measure-time", request.measure_time), ("--seq", request.inputs.seq is not None),
         ("--dtype", request.dtype is not None), ("--device", request.device != "meta"),
+        ("--weights", request.weights is not None),
     ) if given]
     if unsupported:
         raise BadRequest(f"{unsupported[0]} cannot be used with an ONNX file; it is read as stored")

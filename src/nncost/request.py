@@ -22,6 +22,7 @@ from torch import nn
 
 from nncost.errors import BadRequest
 from nncost.precision import PRECISIONS
+from nncost.quantization import check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
 
 DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
@@ -124,6 +125,10 @@ class Request:
     ``repeats`` real passes; ``generation`` asks for a prefill and decode steps instead of one
     forward.  ``depth``
     is the depth of the layers the renderers show (a view: the report keeps every layer).
+    ``weights`` costs the model with its matrix products' weights stored in a quantized format
+    (:data:`nncost.quantization.WEIGHT_FORMATS`, groups of ``group_size``), ``kv_cache_dtype``
+    its generation cache stored in fp8 or int8: what-ifs on the traced model
+    (:mod:`nncost.analyses.quantize`).
     """
 
     model: str | nn.Module | Any = field(compare=False)
@@ -140,6 +145,9 @@ class Request:
     step: Step | None = None
     generation: Generation | None = None
     depth: int | None = None
+    weights: str | None = None
+    group_size: int | None = None
+    kv_cache_dtype: str | None = None
     flags: TorchFlags = field(default_factory=TorchFlags.current)
 
     def __post_init__(self) -> None:
@@ -158,6 +166,12 @@ class Request:
                              "for time estimates, and allocator='cuda' for the memory simulation")
         if not self.report and self.step is None:
             raise BadRequest("the request asks for nothing: neither the report nor a memory step")
+        weight_format(self.weights, self.group_size)
+        check_kv_cache_dtype(self.kv_cache_dtype)
+        if self.kv_cache_dtype is not None and self.generation is None:
+            raise BadRequest("the KV cache dtype sizes generation's cache: give a generation (--prompt, --new-tokens)")
+        if self.weights is not None and self.step is not None:
+            raise BadRequest("quantized weights are an inference what-if: drop the training step and memory options")
         if self.generation is not None and (self.step is not None or self.measure_time):
             raise BadRequest("generation is costed on its own: drop the training step and measured time from the "
                              "request")

@@ -43,6 +43,8 @@ class GenerationReport:
     steps: tuple[tuple[int, int, float | None, int], ...] = ()
     budget_bytes: int | None = None
     max_batch: int | None = None  # the most sequences whose peak fits budget_bytes
+    weight_format: str | None = None  # quantized weights: the format (nncost.quantization), weights_bytes in it
+    kv_cache_dtype: str | None = None  # fp8 or int8: the cache's bytes as stored in it; None: the model's dtype
 
     @property
     def decode_seconds(self) -> float | None:

@@ -119,6 +119,7 @@ class Report:
     roofline: Roofline | None = None
     file_params: FileParams | None = None  # set for models read from a file (ONNX)
     depth: int | None = None  # the rows shown by default: this depth and above (None: all)
+    weight_format: str | None = None  # quantized weights (nncost.quantization): as stored, or a what-if
 
     def shown(self, depth: int | None = None) -> list[Layer]:
         """The layers of depth ``depth`` and above (default: the report's own ``depth``)."""
