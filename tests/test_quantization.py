@@ -176,7 +176,7 @@ def test_int4_generation_is_faster_and_under_its_own_bound() -> None:
         assert g.tokens_per_second < h100.bandwidth / g.weights_bytes
         params = sum(math.prod(s) for s in shapes)
         assert g.time_to_first_token_seconds > 2 * 64 * params / h100.peak("bf16")
-    assert int4.tokens_per_second > 2 * dense.tokens_per_second
+    assert int4.tokens_per_second >= 2.5 * dense.tokens_per_second  # a short context: the weights dominate a step
     assert int4.weight_format == "int4 (groups of 128)" and int4.peak_bytes < dense.peak_bytes
 
 

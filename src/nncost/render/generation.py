@@ -62,7 +62,7 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                      f"{units.nbytes(g.kv_cache_bytes_per_token)} per token of one sequence"
                      + (f"; stored as {g.kv_cache_dtype}" if g.kv_cache_dtype else "")),
         ("Weights", units.nbytes(g.weights_bytes)
-         + (f", matrix weights as {g.weight_format} (scales and zero points included)" if g.weight_format else "")),
+         + (f"; matrix weights in {g.weight_format}, scales and zero points included" if g.weight_format else "")),
         ("Peak memory", f"{units.nbytes(g.peak_bytes)} in the {g.peak_phase}: weights "
                         f"{units.nbytes(g.weights_bytes)} + cache {units.nbytes(g.peak_cache_bytes)} + working "
                         f"{units.nbytes(g.peak_working_bytes)}"),
