@@ -90,9 +90,8 @@ def test_kv_cache_layouts() -> None:
 def test_the_what_if_changes_weight_bytes_not_work(name: str, group: int | None) -> None:
     dense = nncost.profile(stack(), (64,), batch_size=2)
     fmt = WeightFormat(name, group)
-    report = nncost.run(nncost.Request(stack(), nncost.Inputs((64,), batch_size=2), weights=name,
-                                       group_size=group)).report
-    assert report is not None and report.execution == "meta"
+    report = nncost.profile(stack(), (64,), batch_size=2, weights=name, group_size=group)
+    assert report.execution == "meta"
     assert report.totals.macs == dense.totals.macs and report.totals.flops == dense.totals.flops
     quantized = sum(fmt.nbytes(shape) for shape in WEIGHTS)
     assert report.totals.param_bytes_by_dtype == {"bfloat16": BIASES, name: quantized}
