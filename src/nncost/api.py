@@ -46,6 +46,8 @@ def profile(
     measure_time: bool = False,
     repeats: int = DEFAULT_REPEATS,
     on_pass: Callable[[], None] | None = None,
+    weights: str | None = None,
+    group_size: int | None = None,
 ) -> Report:
     """Cost an inference forward of ``model``, layer by layer.
 
@@ -65,7 +67,9 @@ def profile(
     scales both roofs.  ``measure_time`` runs the model for real ``repeats`` times on the
     measured device (the CPU, or CUDA for a CUDA ``hardware``) and adds each layer's median
     time, throughput, achieved FLOP/s and MFU; it needs real weights.  ``progress`` receives
-    messages about slow stages, ``on_pass`` is called after each timed pass.
+    messages about slow stages, ``on_pass`` is called after each timed pass.  ``weights``
+    (int8, int8-dynamic, int4, fp8, nf4; groups of ``group_size``) costs the model with the
+    weights of its matrix products stored in that format (docs/llm.md, "Quantized weights").
     """
     if isinstance(model, (str, os.PathLike)) and str(model).lower().endswith(".onnx"):
         raise BadRequest(f"profile() takes a torch.nn.Module; read the ONNX file {model} with nncost.profile_onnx")
@@ -73,7 +77,8 @@ def profile(
         raise BadRequest(f"profile() needs a torch.nn.Module, got {type(model).__name__}")
     request = Request(model, _inputs(input_size, inputs, kwargs, batch_size), name=name, dtype=resolve_dtype(dtype),
                       precision=precision, device=device, hardware=hardware, efficiency=efficiency,
-                      measure_time=measure_time, repeats=repeats, depth=depth)
+                      measure_time=measure_time, repeats=repeats, depth=depth, weights=weights,
+                      group_size=group_size)
     report = pipeline.run(request, _Callbacks(progress, on_pass)).report
     assert report is not None
     return report

@@ -20,6 +20,7 @@ from nncost.errors import BadRequest, NncostError
 from nncost.hardware.catalogue import names as hardware_names
 from nncost.memory.optimizers import OPTIMIZERS
 from nncost.precision import PRECISIONS
+from nncost.quantization import KV_CACHE_DTYPES, WEIGHT_FORMATS
 from nncost.request import (
     ALLOCATORS,
     DEFAULT_REPEATS,
@@ -150,6 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="fp32 (default); bf16/fp16 run the model in that dtype; *-mixed: autocast with fp32 "
                              "master weights (matrix work at the 16-bit peak)")
+    quantized = parser.add_argument_group("quantization", "what-ifs: the model's weights and cache stored narrower")
+    quantized.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
+                           help="store the weights of the matrix products (every Linear, lm_head included) in this "
+                                "format, scales and zero points counted: int4/int8/nf4 compute in the activations' "
+                                "dtype, int8-dynamic in int8, fp8 in fp8 where the device has it (docs/llm.md)")
+    quantized.add_argument("--group-size", type=positive, default=None, metavar="G",
+                           help="elements per scale along the input dimension (int4: default 128; int8: default one "
+                                "per output channel; nf4: the block, default 64)")
+    quantized.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None,
+                           help="with --prompt: store the KV cache in fp8, or int8 with a scale and zero point per "
+                                "token and head")
     time = parser.add_argument_group("time", "roofline estimates on a device, and measured latency")
     time.add_argument("--hardware", metavar="NAME", default=None,
                       help=f"a device: {', '.join(hardware_names())} (calibrated here); adds per-layer time "
@@ -365,7 +377,8 @@ def build_request(args: argparse.Namespace) -> Request:
                    dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
-                   trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle)
+                   trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
+                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype)
 
 
 def _allocator_of(hardware: str | None) -> str:
@@ -380,7 +393,8 @@ def _allocator_of(hardware: str | None) -> str:
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:
-    return bool(args.train or args.hardware or args.allocator or args.measure or args.fit or args.checkpointing
+    hardware = args.hardware and args.weights is None  # with quantized weights, --hardware only times the forward
+    return bool(args.train or hardware or args.allocator or args.measure or args.fit or args.checkpointing
                 or args.plot or args.sharding != "none" or args.gpus > 1)
 
 

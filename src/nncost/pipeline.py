@@ -35,6 +35,7 @@ from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
 from nncost.analyses.memory import analyse_step
+from nncost.analyses.quantize import quantized
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
 from nncost.analyses.tensor_parallel import (
     communication_bytes,
@@ -46,13 +47,14 @@ from nncost.analyses.tensor_parallel import (
 from nncost.analyses.timing import with_times
 from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
-from nncost.capture.placement import model_device
+from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
 from nncost.errors import BadRequest, NeedsWeights
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
 from nncost.precision import resolve_precision
+from nncost.quantization import WeightFormat, weight_format
 from nncost.records.generation import GenerationReport
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
@@ -252,7 +254,11 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
     if measure_on is not None and hardware is None:
         hardware = _local_hardware(measure_on)
     if hardware is not None:
-        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=_run_dtype(request),
+        dtype = _run_dtype(request)
+        model = source.given if source.given is not None else source.on(source.built_on())
+        if dtype is None and quantized_weights(model):  # the dtype a quantized weight computes in, not its codes'
+            dtype = getattr(torch, _weights_dtype(model, None))
+        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=dtype,
                                precision=request.precision, efficiency=request.efficiency)
     if measure_on is not None:
         report = _measured(request, source, report, measure_on, say)
@@ -262,22 +268,24 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
 def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
     dtype = _run_dtype(request)
     if source.given is not None:
-        return _captured(source, source.given, str(model_device(source.given)), request.device, dtype, say)
+        return _captured(request, source, source.given, str(model_device(source.given)), dtype, say)
     build_on = request.device if request.device != "meta" else ("cpu" if request.measure_time else "meta")
     try:
-        return _captured(source, source.on(build_on), build_on, request.device, dtype, say)
+        return _captured(request, source, source.on(build_on), build_on, dtype, say)
     except NeedsWeights as exc:
         if build_on != "meta":
             raise
         say(f"{exc}".split(". ")[0] + "; building the model with weights on CPU")
-        return _captured(source, source.on("cpu"), "cpu", request.device, dtype, say)
+        return _captured(request, source, source.on("cpu"), "cpu", dtype, say)
 
 
-def _captured(source: Source, model: nn.Module, inputs_on: str, run_on: str, dtype: torch.dtype | None,
+def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str, dtype: torch.dtype | None,
               say: Progress) -> Report:
-    """The report of the forward at the request's batch; captures at two consecutive batches of 2
-    or more (the request's and the next, or 2 and 3) give the bytes a sample adds
-    (``feature_map_bytes``, docs/conventions.md), unless the forward needed data to run."""
+    """The report of the forward at the request's batch, with the request's weight format; captures
+    at two consecutive batches of 2 or more (the request's and the next, or 2 and 3) give the bytes
+    a sample adds (``feature_map_bytes``, docs/conventions.md), unless the forward needed data to run."""
+    weights = _weights(request, model)
+    run_on = request.device
 
     def at(batch: int | None, progress: Progress | None = None) -> Trace:
         args, kwargs = source.inputs(inputs_on, batch)
@@ -292,7 +300,17 @@ def _captured(source: Source, model: nn.Module, inputs_on: str, run_on: str, dty
                 pair = (smaller, at(smaller.batch_size + 1))
             except Exception:  # a model that runs at one batch only: the sum over it instead
                 pair = None
-    return build_report(trace, pair=pair)
+    return build_report(quantized(trace, weights), pair=pair)
+
+
+def _weights(request: Request, model: nn.Module) -> WeightFormat | None:
+    """The weight format asked for: a what-if on a model whose weights are not quantized already."""
+    weights = weight_format(request.weights, request.group_size)
+    held = quantized_weights(model) if weights is not None else []
+    if held:
+        raise BadRequest(f"the model's weights are quantized already ({', '.join(held)}): it is profiled as stored; "
+                         "drop --weights")
+    return weights
 
 
 def _run_dtype(request: Request) -> torch.dtype | None:
@@ -431,9 +449,10 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
                                  precision=request.precision, efficiency=request.efficiency)
     batch = request.inputs.batch_size
     parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
+    quantize = _Quantize(_weights(request, model), request.kv_cache_dtype)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
-                           name=source.label, parallel=parallel)
+                           name=source.label, parallel=parallel, quantize=quantize)
     budget = _budget(wanted.fit, request.hardware)
     if budget is None:
         return report
@@ -445,10 +464,22 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
                 if sequences == batch:
                     return report.peak_bytes
                 return _generate(model, wanted.prompt_tokens, wanted.new_tokens, sequences, dtype=dtype,
-                                 roofline=None, name=source.label, peak_only=True, parallel=parallel).peak_bytes
+                                 roofline=None, name=source.label, peak_only=True, parallel=parallel,
+                                 quantize=quantize).peak_bytes
 
             max_batch = largest_batch(peak_at, budget)
     return replace(report, budget_bytes=budget, max_batch=max_batch)
+
+
+@dataclass(frozen=True)
+class _Quantize:
+    """The what-ifs applied to every traced call of a generation."""
+
+    weights: WeightFormat | None = None
+    kv_cache_dtype: str | None = None
+
+    def __call__(self, trace: Trace) -> Trace:
+        return quantized(trace, self.weights, self.kv_cache_dtype)
 
 
 @dataclass(frozen=True)
@@ -468,11 +499,14 @@ class _Traced:
 
 
 def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None,
-              roofline: Roofline | None, name: str, peak_only: bool = False,
-              parallel: _Parallel | None = None) -> GenerationReport:
-    """The generation's report: traced (see :mod:`nncost.analyses.generation`), then, with
-    ``parallel``, one GPU's share of it; with ``peak_only``, only what the peak needs."""
-    traced = _trace_generation(model, prompt, new, batch, dtype=dtype, name=name, peak_only=peak_only)
+              roofline: Roofline | None, name: str, peak_only: bool = False, parallel: _Parallel | None = None,
+              quantize: _Quantize | None = None) -> GenerationReport:
+    """The generation's report: traced (see :mod:`nncost.analyses.generation`) with ``quantize``'s
+    weight format and cache dtype applied to each call, then, with ``parallel``, one GPU's share of
+    it; with ``peak_only``, only what the peak needs."""
+    quantize = quantize or _Quantize()
+    traced = _trace_generation(model, prompt, new, batch, dtype=dtype, name=name, peak_only=peak_only,
+                               quantize=quantize)
     weights = sum(traced.prefill.params.param_bytes_by_dtype.values()) + traced.prefill.params.buffer_bytes
     kv_share = 1
     communication = (0, 0)
@@ -488,21 +522,25 @@ def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: tor
         traced = replace(traced, prefill=shard_trace(traced.prefill, split, n),
                          segments=shard_segments(traced.segments, split, n),
                          last_step=shard_trace(traced.last_step, split, n) if traced.last_step else None)
-    return _generation_report(traced, prompt, new, batch, weights, roofline, kv_share, communication, parallel)
+    return replace(_generation_report(traced, prompt, new, batch, weights, roofline, kv_share, communication, parallel),
+                   weight_format=traced.prefill.weight_format, kv_cache_dtype=quantize.kv_cache_dtype)
 
 
 def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None, name: str,
-                      peak_only: bool) -> _Traced:
+                      peak_only: bool, quantize: _Quantize) -> _Traced:
     """Trace the prefill, and enough decode steps to sum all of them."""
     last = prompt + new - 2  # the context of the last decode step
-    with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1) as run:
+    with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
+                 kv_cache_dtype=quantize.kv_cache_dtype) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
+        prefill_trace = quantize(prefill_trace)
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}
         traced: dict[int, Trace] = {}
 
         def step_at(context: int) -> Trace:
             if context not in traced:
-                traced[context], _, caches[context] = run.decode_at(context)
+                step, _, caches[context] = run.decode_at(context)
+                traced[context] = quantize(step)
             return traced[context]
 
         segments = [] if new == 1 or peak_only else linear_segments(step_at, prompt, last)
@@ -641,6 +679,7 @@ def _onnx(request: Request, say: Progress) -> Report:
         ("--measure-time", request.measure_time), ("--seq", request.inputs.seq is not None),
         ("--dtype", request.dtype is not None), ("--device", request.device != "meta"),
         ("--config", bool(request.config_overrides)),
+        ("--weights", request.weights is not None),
     ) if given]
     if unsupported:
         raise BadRequest(f"{unsupported[0]} cannot be used with an ONNX file; it is read as stored")

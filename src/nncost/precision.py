@@ -69,5 +69,5 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
         raise BadRequest(f"unknown dtype {dtype!r}; try float32, float16 or bfloat16")
     if not value.is_floating_point:
         raise BadRequest(f"dtype {dtype!r} is not a floating dtype; weights and inputs are cast to it: "
-                         "try float32, float16 or bfloat16 (quantized weights are not modelled)")
+                         "try float32, float16 or bfloat16 (quantized weights: --weights int8, int4, fp8 or nf4)")
     return value

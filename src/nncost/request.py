@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost.errors import BadRequest
 from nncost.precision import PRECISIONS
+from nncost.quantization import check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
 
 if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
@@ -149,6 +150,10 @@ class Request:
     ``trust_pickle`` lets a ``.pt``/``.pth`` file that holds a module saved whole
     (``torch.save(model)``) be unpickled: unpickling runs code stored in the file, so nncost
     never does it unasked (a TorchScript archive or a state dict needs no trust).
+    ``weights`` costs the model with its matrix products' weights stored in a quantized format
+    (:data:`nncost.quantization.WEIGHT_FORMATS`, groups of ``group_size``), ``kv_cache_dtype``
+    its generation cache stored in fp8 or int8: what-ifs on the traced model
+    (:mod:`nncost.analyses.quantize`).
     """
 
     model: str | nn.Module | Any = field(compare=False)
@@ -166,6 +171,9 @@ class Request:
     generation: Generation | None = None
     depth: int | None = None
     trust_pickle: bool = False
+    weights: str | None = None
+    group_size: int | None = None
+    kv_cache_dtype: str | None = None
     flags: TorchFlags = field(default_factory=TorchFlags.current)
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False
@@ -188,6 +196,12 @@ class Request:
             raise BadRequest("config overrides are keyed by config attribute names, e.g. {'num_hidden_layers': 2}")
         if not self.report and self.step is None:
             raise BadRequest("the request asks for nothing: neither the report nor a memory step")
+        weight_format(self.weights, self.group_size)
+        check_kv_cache_dtype(self.kv_cache_dtype)
+        if self.kv_cache_dtype is not None and self.generation is None:
+            raise BadRequest("the KV cache dtype sizes generation's cache: give a generation (--prompt, --new-tokens)")
+        if self.weights is not None and self.step is not None:
+            raise BadRequest("quantized weights are an inference what-if: drop the training step and memory options")
         if self.generation is not None and (self.step is not None or self.measure_time):
             raise BadRequest("generation is costed on its own: drop the training step and measured time from the "
                              "request")

@@ -92,6 +92,7 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None,
         uncounted=uncounted(trace),
         fallback_reason=trace.fallback_reason,
         file_params=file_params,
+        weight_format=trace.weight_format,
     )
 
 

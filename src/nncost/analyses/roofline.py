@@ -40,6 +40,12 @@ RUNS_AS = {"attention": "matmul", "spectral": "elementwise", "gather": "elementw
 # counted FLOP per element hides a series of instructions, so its time follows its elements, not
 # its bytes; its memory roof stays at the bandwidth (times the user's factor).
 COMPUTE_CALIBRATED = ("transcendental",)
+# The datasheet column of a matrix product whose operands are narrower than the run's dtype (OpCall.dtype):
+# int8 products (torch._int_mm) on the int8 peak, fp8 ones (torch._scaled_mm) on the fp8 peak.
+NARROW_COLUMNS = {"int8": "int8", "uint8": "int8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
+                  "float8_e4m3fnuz": "fp8", "float8_e5m2fnuz": "fp8"}
+NARROW = ("int8", "fp8")
+WIDE = ("float32", "bfloat16", "float16")
 TORCH_KEYS = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float8_e4m3fn": "fp8",
               "float8_e5m2": "fp8", "int8": "int8"}
 
@@ -66,10 +72,11 @@ def family_dtypes(device: Device, dtype: str, precision: str, flags: TorchFlags)
 
 
 def run_dtype(report: Report, dtype: torch.dtype | None) -> str:
-    """The dtype the run computes in: the one asked for, else that of most parameter bytes."""
+    """The dtype the run computes in: the one asked for, else that of most floating parameter bytes
+    (quantized codes are not what the activations are in)."""
     if dtype is not None:
         return str(dtype).removeprefix("torch.")
-    by_dtype = report.totals.param_bytes_by_dtype
+    by_dtype = {k: v for k, v in report.totals.param_bytes_by_dtype.items() if k in WIDE}  # not quantized codes
     return max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
 
 
@@ -92,6 +99,7 @@ def make_roofline(device: Device, flags: TorchFlags | None = None, *, dtype: str
         family_peak_flops=peaks,
         family_dtype=columns,
         family_efficiency={f: min(1.0, device.family_efficiency.get(f, 1.0)) for f in FAMILIES},
+        narrow_peak_flops={column: device.peak_flops[column] for column in NARROW if column in device.peak_flops},
         bandwidth_curve=list(device.bandwidth_curve),
         module_call_seconds=device.module_call_seconds,
         op_overhead_seconds=device.op_overhead_seconds,
@@ -113,11 +121,22 @@ def bandwidth_at(roofline: Roofline, working_set: int) -> float:
     return curve[-1][1]
 
 
+def peak_of(op: OpCall, kind: str, roofline: Roofline) -> float:
+    """The peak an operator call of family ``kind`` computes at: its family's, or for a matrix
+    product of int8 or fp8 operands the device's int8 or fp8 peak, where it lists one (else the
+    operands are taken as widened to the run's dtype, as a weight-only kernel does)."""
+    if kind in MATRIX_FAMILIES:
+        column = NARROW_COLUMNS.get(op.dtype)
+        if column is not None and column in roofline.narrow_peak_flops:
+            return roofline.narrow_peak_flops[column]
+    return roofline.family_peak_flops[kind]
+
+
 def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
     """(compute seconds, memory seconds) of one operator call, overhead not included."""
     kind = roof_family(op.unit)
     e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
-    compute = op.flops / (roofline.family_peak_flops[kind] * e)
+    compute = op.flops / (peak_of(op, kind, roofline) * e)
     moved = 2 * op.write_bytes if op.unit == "gather" else op.read_bytes + op.write_bytes
     working_set = op.read_bytes if op.op.endswith("_") else moved  # in place: one storage read and written
     e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
@@ -135,7 +154,7 @@ def op_seconds_series(op: OpCall, slope: tuple[int, int, int, int], count: int, 
     read, write = op.read_bytes + slope[2] * k, op.write_bytes + slope[3] * k
     kind = roof_family(op.unit)
     e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
-    compute = flops / (roofline.family_peak_flops[kind] * e)
+    compute = flops / (peak_of(op, kind, roofline) * e)
     moved = 2 * write if op.unit == "gather" else read + write
     working_set = read if op.op.endswith("_") else moved
     e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e

@@ -27,8 +27,10 @@ from torch import nn
 
 from nncost.capture.placement import (
     attributes_restored,
+    named_parameters,
     needs_swap,
     param_stats,
+    quantized_weights,
     swapped,
     to_meta,
     training_flags,
@@ -38,7 +40,8 @@ from nncost.capture.scopes import Scopes
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest
-from nncost.records.trace import Trace
+from nncost.quantization import cache_nbytes
+from nncost.records.trace import Named, Trace
 from nncost.rules import ATEN
 
 NEEDED = ("prepare_inputs_for_generation", "_update_model_kwargs_for_generation", "_prepare_cache_for_generation")
@@ -49,10 +52,13 @@ class GenerationSession:
 
     Use as a context manager; :meth:`prefill` and :meth:`decode_at` each trace one call of the
     model as ``generate`` makes it.  The user's model is put back as it was on exit.
+    ``kv_cache_dtype`` (fp8, int8) sizes the cache as if stored in that dtype
+    (:func:`nncost.quantization.cache_nbytes`); the traces name the cache's storages, so that
+    :mod:`nncost.analyses.quantize` can size what the steps read and write of it.
     """
 
     def __init__(self, model: nn.Module, batch_size: int, *, dtype: torch.dtype | None = None,
-                 model_name: str = "", max_cache_length: int = 0) -> None:
+                 model_name: str = "", max_cache_length: int = 0, kv_cache_dtype: str | None = None) -> None:
         missing = [name for name in NEEDED if not hasattr(model, name)]
         if missing:
             raise BadRequest(f"{model_name or type(model).__name__} cannot generate: it is not a transformers "
@@ -61,6 +67,12 @@ class GenerationSession:
         self.batch, self.dtype = batch_size, dtype
         self.name = model_name or type(model).__name__
         self.max_cache_length = max_cache_length
+        self.kv_cache_dtype = kv_cache_dtype
+        quantized = quantized_weights(model)
+        if quantized:
+            raise BadRequest(f"{self.name} holds quantized weights ({', '.join(quantized)}), whose kernels do not run "
+                             "on meta, where generation is traced: profile its forward (it runs on the CPU), or "
+                             "cost the unquantized model with weights='int4' (--weights)")
         self.device = torch.device("meta")
         self._stack = ExitStack()
 
@@ -105,6 +117,7 @@ class GenerationSession:
     def _traced(self, ids: torch.Tensor, kwargs: dict[str, Any], *, first: bool) -> tuple[Trace, Any]:
         scopes = Scopes(self.model)
         tracer = Tracer(ATEN, scopes.current, memoise=True)
+        named = _cache_named(kwargs, tracer.storage_id)  # the cache before the call
         with scopes.hooked(self.model):
             try:
                 with tracer:
@@ -114,9 +127,11 @@ class GenerationSession:
             finally:
                 tracer.close()
         scopes.finish()
+        named.update(_cache_named(kwargs, tracer.storage_id))  # and after it: the storages it made
+        named.update(named_parameters(self.model, tracer.storage_id))
         trace = Trace(model=self.name, execution="meta", device="meta", batch_size=self.batch, layers=scopes.layers,
                       ops=tracer.ops, memory_events=tracer.memory_events, params=param_stats(self.model, self.dtype),
-                      input_bytes=ids.numel() * ids.element_size())
+                      input_bytes=ids.numel() * ids.element_size(), named=named)
         return trace, output
 
     def prefill(self, prompt_tokens: int) -> tuple[Trace, int]:
@@ -124,7 +139,7 @@ class GenerationSession:
         ids, kwargs = self._start(prompt_tokens)
         trace, output = self._traced(ids, kwargs, first=True)
         kwargs = self.model._update_model_kwargs_for_generation(output, kwargs)
-        return trace, cache_bytes(kwargs)
+        return trace, cache_bytes(kwargs, self.kv_cache_dtype)
 
     def decode_at(self, context: int) -> tuple[Trace, int, int]:
         """The traced decode step that finds ``context`` tokens in the cache: the trace, and the
@@ -133,11 +148,11 @@ class GenerationSession:
         output = self._call(ids, kwargs, first=True)
         kwargs = self.model._update_model_kwargs_for_generation(output, kwargs)
         del output
-        before = cache_bytes(kwargs)
+        before = cache_bytes(kwargs, self.kv_cache_dtype)
         ids = torch.zeros((self.batch, context + 1), dtype=torch.long, device=self.device)
         trace, output = self._traced(ids, kwargs, first=False)
         kwargs = self.model._update_model_kwargs_for_generation(output, kwargs)
-        return trace, before, cache_bytes(kwargs)
+        return trace, before, cache_bytes(kwargs, self.kv_cache_dtype)
 
     def cache_description(self) -> str:
         """``DynamicCache (DynamicLayer ×32)``: the cache class ``generate`` makes, and its layers'."""
@@ -155,17 +170,48 @@ class GenerationSession:
         """The bytes the cache holds after a prefill of ``context`` tokens (untraced)."""
         ids, kwargs = self._start(context)
         output = self._call(ids, kwargs, first=True)
-        return cache_bytes(self.model._update_model_kwargs_for_generation(output, kwargs))
+        return cache_bytes(self.model._update_model_kwargs_for_generation(output, kwargs), self.kv_cache_dtype)
 
 
-def cache_bytes(kwargs: dict[str, Any]) -> int:
-    """Bytes of every tensor the generation cache in ``kwargs`` holds, each storage once."""
-    cache = kwargs.get("cache", kwargs.get("past_key_values", kwargs.get("cache_params")))
+def _cache(kwargs: dict[str, Any]) -> Any:
+    return kwargs.get("cache", kwargs.get("past_key_values", kwargs.get("cache_params")))
+
+
+def is_kv(tensor: torch.Tensor) -> bool:
+    """A tensor of keys or values (floating, ``(..., tokens, head_dim)``), not a counter or a mask."""
+    return tensor.is_floating_point() and tensor.dim() >= 3
+
+
+def cache_bytes(kwargs: dict[str, Any], kv_cache_dtype: str | None = None) -> int:
+    """Bytes of every tensor the generation cache in ``kwargs`` holds, each storage once; with
+    ``kv_cache_dtype``, its keys and values as stored in that dtype."""
     seen: dict[int, int] = {}
-    for tensor in _tensors(cache, depth=0):
+    for tensor in _tensors(_cache(kwargs), depth=0):
         storage = tensor.untyped_storage()
-        seen[id(storage)] = storage.nbytes()
+        if kv_cache_dtype is not None and is_kv(tensor):
+            seen[id(storage)] = cache_nbytes(kv_cache_dtype, tuple(storage_shape(tensor)), tensor.element_size())
+        else:
+            seen[id(storage)] = storage.nbytes()
     return sum(seen.values())
+
+
+def storage_shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The shape of the whole storage behind a cache tensor (a static cache's view covers all of it):
+    the tensor's shape with its first dimension stretched over the storage."""
+    shape = tuple(tensor.shape)
+    per_row = tensor.numel() // shape[0] if shape and shape[0] else 1
+    rows = tensor.untyped_storage().nbytes() // tensor.element_size() // max(per_row, 1)
+    return (rows, *shape[1:]) if shape else shape
+
+
+def _cache_named(kwargs: dict[str, Any], storage_id: Any) -> dict[int, Named]:
+    """The keys and values the cache holds, by storage id."""
+    named = {}
+    for tensor in _tensors(_cache(kwargs), depth=0):
+        if is_kv(tensor):
+            named[storage_id(tensor)] = Named("cache", "kv", tuple(tensor.shape),
+                                              str(tensor.dtype).removeprefix("torch."), tensor.element_size())
+    return named
 
 
 def _tensors(value: Any, depth: int) -> Iterator[torch.Tensor]:
@@ -187,8 +233,8 @@ def _tensors(value: Any, depth: int) -> Iterator[torch.Tensor]:
 
 @contextmanager
 def session(model: nn.Module, batch_size: int, *, dtype: torch.dtype | None = None, model_name: str = "",
-            max_cache_length: int = 0) -> Iterator[GenerationSession]:
+            max_cache_length: int = 0, kv_cache_dtype: str | None = None) -> Iterator[GenerationSession]:
     """A :class:`GenerationSession` as a ``with`` block."""
     with GenerationSession(model, batch_size, dtype=dtype, model_name=model_name,
-                           max_cache_length=max_cache_length) as opened:
+                           max_cache_length=max_cache_length, kv_cache_dtype=kv_cache_dtype) as opened:
         yield opened

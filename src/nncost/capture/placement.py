@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from nncost.records.trace import ParamStats
+from nncost.records.trace import Named, ParamStats
 
 Convert = Callable[[torch.Tensor], torch.Tensor]
 
@@ -119,6 +120,11 @@ def param_stats(model: nn.Module, dtype: torch.dtype | None) -> ParamStats:
         n = p.numel()
         params += n
         trainable += n if p.requires_grad else 0
+        if is_traceable_wrapper_subclass(p):  # a quantized weight: the tensors it stores, at their width
+            for inner in stored_tensors(p):
+                key = str(inner.dtype).removeprefix("torch.")
+                by_dtype[key] = by_dtype.get(key, 0) + inner.numel() * inner.element_size()
+            continue
         target = dtype if dtype is not None and p.is_floating_point() else p.dtype
         size = target.itemsize
         key = str(target).removeprefix("torch.")
@@ -128,3 +134,29 @@ def param_stats(model: nn.Module, dtype: torch.dtype | None) -> ParamStats:
         buffers += b.numel()
         buffer_bytes += b.numel() * b.element_size()
     return ParamStats(params, trainable, buffers, buffer_bytes, by_dtype)
+
+
+def stored_tensors(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors that hold ``t``'s data: ``t`` itself, or those a wrapper subclass (a
+    torchao quantized weight: codes, scales, zero points) holds, at every level."""
+    if not is_traceable_wrapper_subclass(t):
+        return [t]
+    names, _ = t.__tensor_flatten__()
+    return [inner for name in names for inner in stored_tensors(getattr(t, name))]
+
+
+def quantized_weights(model: nn.Module) -> list[str]:
+    """The parameters held by tensor subclasses (quantized weights), by type: they pick their
+    kernels by the device they are on, so they run where they are, not on meta."""
+    return sorted({type(p).__name__ for p in model.parameters() if is_traceable_wrapper_subclass(p)})
+
+
+def named_parameters(model: nn.Module, storage_id: Callable[[torch.Tensor], int]) -> dict[int, Named]:
+    """The model's plain parameters by the storage id the tracer gives them (``storage_id``)."""
+    named = {}
+    for name, p in model.named_parameters():
+        if is_traceable_wrapper_subclass(p) or p.layout != torch.strided:
+            continue
+        named[storage_id(p)] = Named("param", name, tuple(p.shape), str(p.dtype).removeprefix("torch."),
+                                     p.element_size())
+    return named

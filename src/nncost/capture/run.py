@@ -26,8 +26,10 @@ from nncost.capture.limits import meta_limitation
 from nncost.capture.placement import (
     attributes_restored,
     model_device,
+    named_parameters,
     needs_swap,
     param_stats,
+    quantized_weights,
     swapped,
     to_device,
     to_meta,
@@ -70,6 +72,15 @@ def capture(
             )
         return _run(model, args, kwargs, target, dtype, model_name, memoise=False)
     home = model_device(model)
+    quantized = quantized_weights(model)
+    if quantized and home.type != "meta":
+        # a torchao weight picks its kernel by its device (int4 asserts the CPU, int8 dynamic takes a float
+        # path off CUDA): on meta it would not run what runs where it is
+        trace = _run(model, args, kwargs, home, dtype, model_name, memoise=False)
+        trace.fallback_reason = (f"quantized weights ({', '.join(quantized)}) pick their kernels by device: "
+                                 f"run for real on {home}")
+        trace.weight_format = f"{', '.join(quantized)} (as stored)"
+        return trace
     try:
         return _run(model, args, kwargs, target, dtype, model_name, memoise=True, real_device=_real_device(home))
     except MetaStopped as stopped:
@@ -129,6 +140,7 @@ def _run(
             tracer.close()
         del output
         scopes.finish()
+        named = named_parameters(model, tracer.storage_id)
     return Trace(
         model=model_name or type(model).__name__,
         execution="meta" if device.type == "meta" else "real",
@@ -139,6 +151,7 @@ def _run(
         memory_events=tracer.memory_events,
         params=param_stats(model, dtype),
         input_bytes=input_bytes,
+        named=named,
     )
 
 

@@ -9,6 +9,10 @@ gives the live-bytes timeline of the pass without keeping any tensor alive.
 Each new storage gets an allocation id; ``memory_events`` lists ``(op_index, ±bytes, allocation)``
 in the order things happened, and ``allocation_id(tensor)`` names the allocation behind a live
 tensor, so that analyses can say what an allocation was (a gradient, a saved activation).
+Each call also lists the storages it reads and writes (``OpCall.reads``, ``.writes``: storage
+id, bytes): an allocation id, or for a storage made before the capture (a parameter, a cache
+filled earlier) a negative id given when it is first seen, so that a capture can name what an
+operator read (``Trace.named``: which reads are a weight, which are the KV cache).
 
 On the meta device most of a forward's time goes into PyTorch's Python meta kernels
 (BatchNorm's is the slowest).  Meta outputs depend only on input metadata, so the tracer
@@ -38,6 +42,7 @@ from nncost.rules.kernel_memory import KernelMemory
 from nncost.rules.registry import Registry, Rule
 
 FREE, RULE, UNCOUNTED, ALLOC, DECOMPOSE = 0, 1, 2, 3, 4
+NO_STORAGE = -(1 << 62)  # Tracer.storage_id of a tensor without a strided storage (sparse)
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 
@@ -168,6 +173,16 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
 def _signature(value: Any) -> Any:
     """A hashable key for an argument's metadata, or raise TypeError when it has none."""
     if isinstance(value, torch.Tensor):
@@ -206,6 +221,8 @@ class Tracer(TorchDispatchMode):
         self.failed_call: FailedCall | None = None
         self._info: dict[Any, OpInfo] = {}
         self._live: dict[int, tuple[weakref.ref[Any], int]] = {}
+        self._outside: dict[int, tuple[weakref.ref[Any], int]] = {}  # storages made before the capture
+        self._outside_count = 0
         self.closed = False
 
     def close(self) -> None:
@@ -277,19 +294,24 @@ class Tracer(TorchDispatchMode):
             unit = info.rule.unit_of(*rule_args, out=out_shapes)
         else:
             macs = flops = 0
+        reads = self._storages(inputs)
+        writes = self._storages(outputs)
         self.ops.append(
             OpCall(
                 op=info.name,
                 layer=self.current_layer(),
                 macs=macs,
                 flops=flops,
-                read_bytes=sum(_nbytes(t) for t in inputs),
-                write_bytes=sum(_nbytes(t) for t in outputs),
+                read_bytes=sum(n for _, n in reads),
+                write_bytes=sum(n for _, n in writes),
                 counted=info.kind == RULE,
                 unit=unit,
                 args=rule_args,
                 out_shapes=out_shapes,
                 kernel_bytes=kernel_bytes,
+                dtype=_dtype_name(inputs[0].dtype) if inputs else "",
+                reads=reads,
+                writes=writes,
             )
         )
         return out
@@ -389,6 +411,25 @@ class Tracer(TorchDispatchMode):
             self.allocation_bytes.append(nbytes)
             self.memory_events.append((index, nbytes, allocation))
             self._live[key] = (weakref.ref(storage, self._freed(key, nbytes, allocation)), allocation)
+
+    def _storages(self, tensors: list[torch.Tensor]) -> tuple[tuple[int, int], ...]:
+        return tuple((self.storage_id(t), _nbytes(t)) for t in tensors)
+
+    def storage_id(self, t: torch.Tensor) -> int:
+        """The storage behind ``t``: its allocation id when an operator under this tracer made it;
+        else a negative id given when it is first seen (a parameter, a cache filled before the
+        capture), the same for every tensor on that storage while it lives."""
+        if t.layout != torch.strided:
+            return NO_STORAGE
+        storage = t.untyped_storage()
+        key = id(storage)
+        for known in (self._live, self._outside):
+            entry = known.get(key)
+            if entry is not None and entry[0]() is storage:
+                return entry[1]
+        self._outside_count += 1
+        self._outside[key] = (weakref.ref(storage), -self._outside_count)
+        return -self._outside_count
 
     def allocation_id(self, t: torch.Tensor) -> int | None:
         """The allocation that holds ``t``'s storage, if an operator under this tracer made it."""

@@ -47,6 +47,8 @@ class GenerationReport:
     tensor_parallel: int = 1  # GPUs the model is split over; every figure above is one GPU's
     communication_bytes: tuple[int, int] = (0, 0)  # sent by each GPU: in the prefill, over all decode steps
     communication_seconds: tuple[float, float] | None = None  # on the device's link, in TTFT and tokens/s
+    weight_format: str | None = None  # quantized weights: the format (nncost.quantization), weights_bytes in it
+    kv_cache_dtype: str | None = None  # fp8 or int8: the cache's bytes as stored in it; None: the model's dtype
 
     @property
     def decode_seconds(self) -> float | None:

@@ -123,6 +123,7 @@ class Report:
     # "config" (the config's own), "default" (it names none: float32), "request" (asked for)
     dtype: str | None = None
     dtype_source: str | None = None
+    weight_format: str | None = None  # quantized weights (nncost.quantization): as stored, or a what-if
 
     def shown(self, depth: int | None = None) -> list[Layer]:
         """The layers of depth ``depth`` and above (default: the report's own ``depth``)."""

@@ -27,6 +27,8 @@ class Roofline:
     family_peak_flops: dict[str, float] = field(default_factory=dict)  # matmul, conv, depthwise, elementwise
     family_dtype: dict[str, str] = field(default_factory=dict)  # the datasheet column each family's peak is from
     family_efficiency: dict[str, float] = field(default_factory=dict)  # calibrated (cpu) or 1.0 (datasheet)
+    # the matrix peaks of narrow operands the device lists (int8, fp8): where a product of int8 or fp8 operands runs
+    narrow_peak_flops: dict[str, float] = field(default_factory=dict)
     # (working-set bytes, bytes/s), ascending: the memory roof by working set (cpu); empty: bandwidth alone
     bandwidth_curve: list[tuple[int, float]] = field(default_factory=list)
     op_overhead_seconds: float = 0.0  # added once per operator call (cpu: calibrated; datasheet devices: 0)

@@ -47,6 +47,22 @@ class OpCall:
     args: tuple[Any, ...] = ()  # the rule's view of the arguments, in schema order: tensors replaced by shapes
     out_shapes: tuple[Shape, ...] = ()
     kernel_bytes: int = 0  # the kernel's own high point above the bytes live before the call, outputs included
+    dtype: str = ""  # of the first tensor argument: the operands' dtype a matrix product computes in
+    # (storage, bytes) of each tensor argument and each output: Tracer.storage_id, which Trace.named may name
+    reads: tuple[tuple[int, int], ...] = ()
+    writes: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A storage the capture knows by what it holds: a parameter of the model (``kind="param"``)
+    or a tensor of the generation cache (``"cache"``), with the shape and dtype of that tensor."""
+
+    kind: str
+    name: str
+    shape: Shape
+    dtype: str
+    element_size: int
 
 
 @dataclass(slots=True)
@@ -96,3 +112,5 @@ class Trace:
     params: ParamStats
     input_bytes: int
     fallback_reason: str | None = None
+    named: dict[int, Named] = field(default_factory=dict)  # by storage id (OpCall.reads, .writes, allocations)
+    weight_format: str | None = None  # quantized weights: the format, as stored or as a what-if

@@ -66,6 +66,7 @@ def _report_dict(report: Report) -> dict[str, Any]:
         "uncounted": {u.op: u.calls for u in report.uncounted},
         "uncounted_layers": {u.op: u.layers for u in report.uncounted},
         "roofline": asdict(report.roofline) if report.roofline is not None else None,
+        "weight_format": report.weight_format,
         "conventions": CONVENTIONS,
     }
     if report.file_params is not None:
@@ -106,7 +107,9 @@ def generation_dict(generation: GenerationReport) -> dict[str, Any]:
         "decode_steps": g.decode_steps,
         "kv_cache_bytes": g.kv_cache_bytes,
         "kv_cache_bytes_per_token": g.kv_cache_bytes_per_token,
+        "kv_cache_dtype": g.kv_cache_dtype,
         "weights_bytes": g.weights_bytes,
+        "weight_format": g.weight_format,
         "peak_bytes": g.peak_bytes,
         "peak_phase": g.peak_phase,
         "peak_cache_bytes": g.peak_cache_bytes,
@@ -215,6 +218,8 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
         *([("Params from file", report.file_params.summary())] if report.file_params is not None else []),
         ("Param memory", units.bytes_by_dtype(t.param_bytes, t.param_bytes_by_dtype)),
         *([("Dtype", f"{report.dtype} ({DTYPE_SOURCES[report.dtype_source]})")] if report.dtype_source else []),
+        *([("Weight format", f"{report.weight_format}: {units.nbytes(t.param_bytes)} of parameters, scales and "
+                             "zero points included")] if report.weight_format else []),
         ("Buffers", f"{units.grouped(t.buffers)} ({units.nbytes(t.buffer_bytes)})"),
         ("MACs", f"{units.grouped(t.macs)} ({units.count(t.macs)})"),
         ("FLOPs", f"{units.grouped(t.flops)} ({units.count(t.flops)})"),

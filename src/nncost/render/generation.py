@@ -66,8 +66,10 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
         ("Prefill", _phase(prefill)),
         ("Decode", _phase(decode) + " over all steps" if decode is not None else "none (1 new token)"),
         ("KV cache", f"{units.nbytes(g.kv_cache_bytes)} after the last step; "
-                     f"{units.nbytes(g.kv_cache_bytes_per_token)} per token of one sequence"),
-        ("Weights", units.nbytes(g.weights_bytes)),
+                     f"{units.nbytes(g.kv_cache_bytes_per_token)} per token of one sequence"
+                     + (f"; stored as {g.kv_cache_dtype}" if g.kv_cache_dtype else "")),
+        ("Weights", units.nbytes(g.weights_bytes)
+         + (f"; matrix weights in {g.weight_format}, scales and zero points included" if g.weight_format else "")),
         ("Peak memory", f"{units.nbytes(g.peak_bytes)} in the {g.peak_phase}: weights "
                         f"{units.nbytes(g.weights_bytes)} + cache {units.nbytes(g.peak_cache_bytes)} + working "
                         f"{units.nbytes(g.peak_working_bytes)}"),

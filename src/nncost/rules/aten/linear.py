@@ -23,6 +23,15 @@ def scaled_mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1])
 
 
+@ATEN.rule("_weight_int8pack_mm", "_weight_int4pack_mm", "_weight_int4pack_mm_for_cpu",
+           "_weight_int4pack_mm_with_scales_and_zeros", unit="matmul",
+           formula="(…,k) activations @ a packed int8/int4 weight of n outputs (n from the output): "
+                   "MACs = (…)·k·n; FLOPs = 2·MACs")
+def weight_packed_mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
+    k = a[-1] if a else 1
+    return _product(1, numel(a) // k if k else 0, k, out[0][-1] if out and out[0] else 0)
+
+
 @ATEN.rule("addmm", unit="matmul", formula="bias + (m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs + m·n")
 def addmm(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1], bias_adds=a[0] * b[1])
