@@ -18,8 +18,10 @@ import sys
 import time
 
 CASES = (
+    ("hf:qwen3_moe", ["hf:qwen3_moe"]),
     ("hf:mixtral", ["hf:mixtral"]),
     ("hf:mixtral --seq 2048", ["hf:mixtral", "--seq", "2048"]),
+    ("hf:deepseek_v3", ["hf:deepseek_v3"]),
 )
 
 

@@ -171,6 +171,20 @@ def test_mixtral_8x7b_default_config_on_meta() -> None:
     assert report.totals.macs == layers * per_layer + d * vocab * seq
 
 
+def test_deepseek_v3_default_config_on_meta() -> None:
+    config = transformers.DeepseekV3Config()
+    with torch.device("meta"):
+        model = transformers.DeepseekV3ForCausalLM(config)
+    report = nncost.profile(model, kwargs={"input_ids": torch.zeros(1, 8, dtype=torch.long)})
+    assert report.execution == "meta"
+    params, routed_experts = deepseek_v3_params(config)
+    assert report.totals.params == params == 671_026_404_352  # the published 671B (without the MTP module)
+    top_k, experts = top_k_of(config)
+    assert (top_k, experts) == (8, 256)
+    assert report.totals.active_params == params - routed_experts * (experts - top_k) // experts
+    assert report.totals.active_params == 37_552_282_624  # the published "37B activated for each token"
+
+
 def test_a_dense_model_uses_all_its_parameters() -> None:
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100))
     report = nncost.profile(model, kwargs={"input_ids": torch.zeros(1, 8, dtype=torch.long)})
