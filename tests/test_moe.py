@@ -318,3 +318,13 @@ def test_the_trace_names_the_routed_parameters() -> None:
     assert named == [(f"model.layers.{i}.mlp.experts.{p}", 32, 4)
                      for i in range(2) for p in ("gate_up_proj", "down_proj")]
     assert active_params(trace) == trace.params.params - 2 * 4 * 3 * 64 * 96 // 2
+
+
+def test_generation_of_a_float32_moe_runs_on_meta() -> None:
+    from nncost.request import Generation
+
+    with torch.device("meta"):
+        model = mixtral()
+    result = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=2), generation=Generation(8, 4)))
+    assert result.report is not None and result.report.execution == "meta"
+    assert result.report.totals.active_params == 189_248 - 2 * 4 * 3 * 64 * 96 // 2
