@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
-from nncost.records.trace import OpCall, Trace
+from nncost.records.trace import OpCall, Trace, token_rows
 
 
 def build_report(trace: Trace, *, file_params: FileParams | None = None,
@@ -67,6 +69,7 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None,
     stats = trace.params
     totals = Totals(
         params=stats.params,
+        active_params=active_params(trace),
         trainable_params=stats.trainable_params,
         frozen_params=stats.params - stats.trainable_params,
         buffers=stats.buffers,
@@ -117,6 +120,30 @@ def feature_map_bytes(trace: Trace, pair: tuple[Trace, Trace] | None) -> int:
                 and written_bytes(larger) >= written_bytes(smaller)):
             return written_bytes(larger) - written_bytes(smaller)
     return round(written_bytes(trace) / trace.batch_size)
+
+
+def active_params(trace: Trace) -> int:
+    """The parameters one token uses.
+
+    A parameter that a grouped matrix product reads one slice per routed row (the experts of a
+    mixture of experts) is used by each token in ``rows / tokens`` of its ``slices`` slices (top-k
+    of E), the tokens being the rows of the input of the module call that ran the product; calls
+    that read the same parameter add up, to at most all of it.  Every other parameter counts
+    fully, the embedding and the LM head included, as published "active parameters" figures count
+    them.  A dense model's active parameters are its parameters.
+    """
+    used: dict[str, Fraction] = {}
+    sizes: dict[str, int] = {}
+    for op in trace.ops:
+        routed = op.routed
+        if routed is None:
+            continue
+        tokens = token_rows(trace.layers[op.layer].input_shapes) if op.layer >= 0 else None
+        share = routed.share(tokens) if tokens is not None else Fraction(1)
+        used[routed.param] = min(Fraction(1), used.get(routed.param, Fraction(0)) + share)
+        sizes[routed.param] = routed.numel
+    unused = sum(size * (1 - used[param]) for param, size in sizes.items())
+    return trace.params.params - round(unused)
 
 
 def peak_live_bytes(events: list[tuple[int, int, int]]) -> tuple[int, int]:

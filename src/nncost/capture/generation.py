@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncost.capture.meta_kernels import Answering
 from nncost.capture.placement import (
     attributes_restored,
     named_parameters,
@@ -35,7 +36,7 @@ from nncost.capture.placement import (
     to_meta,
     training_flags,
 )
-from nncost.capture.run import mismatch
+from nncost.capture.run import mismatch, param_storages
 from nncost.capture.scopes import Scopes
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
@@ -114,9 +115,15 @@ class GenerationSession:
             inputs = self.model.prepare_inputs_for_generation(ids, next_sequence_length=1, **kwargs)
         return self.model(**inputs, return_dict=True)
 
+    def _untraced(self, ids: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+        """A prefill that only fills the cache; operators whose meta kernel is stricter than the real
+        ones are answered as under the tracer (capture.meta_kernels)."""
+        with Answering():
+            return self._call(ids, kwargs, first=True)
+
     def _traced(self, ids: torch.Tensor, kwargs: dict[str, Any], *, first: bool) -> tuple[Trace, Any]:
         scopes = Scopes(self.model)
-        tracer = Tracer(ATEN, scopes.current, memoise=True)
+        tracer = Tracer(ATEN, scopes.current, memoise=True, params=param_storages(self.model))
         named = _cache_named(kwargs, tracer.storage_id)  # the cache before the call
         with scopes.hooked(self.model):
             try:
@@ -145,7 +152,7 @@ class GenerationSession:
         """The traced decode step that finds ``context`` tokens in the cache: the trace, and the
         bytes the cache holds before and after it."""
         ids, kwargs = self._start(context)
-        output = self._call(ids, kwargs, first=True)
+        output = self._untraced(ids, kwargs)
         kwargs = self.model._update_model_kwargs_for_generation(output, kwargs)
         del output
         before = cache_bytes(kwargs, self.kv_cache_dtype)
@@ -169,7 +176,7 @@ class GenerationSession:
     def cache_bytes_at(self, context: int) -> int:
         """The bytes the cache holds after a prefill of ``context`` tokens (untraced)."""
         ids, kwargs = self._start(context)
-        output = self._call(ids, kwargs, first=True)
+        output = self._untraced(ids, kwargs)
         return cache_bytes(self.model._update_model_kwargs_for_generation(output, kwargs), self.kv_cache_dtype)
 
 

@@ -116,7 +116,6 @@ def _run(
     """One attempt.  On the meta device, ``real_device`` is where a real run would go: a failure that
     is meta execution stopping raises MetaStopped, any other InputMismatch."""
     scopes = Scopes(model)
-    tracer = Tracer(ATEN, scopes.current, memoise=memoise)
     swap = (
         swapped(model, to_meta(dtype) if device.type == "meta" else to_device(device, dtype))
         if needs_swap(model, device, dtype)
@@ -124,6 +123,7 @@ def _run(
     )
     with (run_state(device), attributes_restored(model), training_flags(model, False), swap, scopes.hooked(model),
           torch.no_grad()):
+        tracer = Tracer(ATEN, scopes.current, memoise=memoise, params=param_storages(model))
         placed_args = inputs_mod.place(args, device, dtype)
         placed_kwargs = inputs_mod.place(kwargs, device, dtype)
         input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
@@ -153,6 +153,12 @@ def _run(
         input_bytes=input_bytes,
         named=named,
     )
+
+
+def param_storages(model: nn.Module) -> dict[int, tuple[str, int]]:
+    """Each distinct parameter's storage (``_cdata``), as placed for the run: its name and size (for
+    the tracer's ``OpCall.routed``)."""
+    return {p.untyped_storage()._cdata: (name, p.numel()) for name, p in model.named_parameters()}
 
 
 def mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:

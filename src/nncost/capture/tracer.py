@@ -18,6 +18,11 @@ On the meta device most of a forward's time goes into PyTorch's Python meta kern
 (BatchNorm's is the slowest).  Meta outputs depend only on input metadata, so the tracer
 memoises them, process-wide: the next call of an operator with the same argument metadata
 creates its outputs with ``empty_strided`` instead of running the meta kernel again.
+
+A few meta kernels are stricter than the real ones (``_grouped_mm``'s takes bfloat16 only): on
+tensors without data the tracer answers those operators itself (``capture.meta_kernels``), so a
+float32 mixture of experts runs on meta.  Given the model's parameters, it also records which
+parameter a grouped product reads one slice per routed row of (``OpCall.routed``).
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from nncost.capture.fast_meta import SHAPE_FUNCTIONS
 from nncost.capture.limits import FailedCall
-from nncost.records.trace import OpCall
+from nncost.capture.meta_kernels import ANSWERED, without_data
+from nncost.records.trace import OpCall, Routed
 from nncost.rules.kernel_memory import KernelMemory
 from nncost.rules.registry import Registry, Rule
 
@@ -54,6 +60,8 @@ class OpInfo:
     kind: int
     rule: Rule | None
     fresh_outputs: bool  # the outputs are new storages, not aliases of an input
+    # the output function nncost answers the operator with on tensors without data (capture.meta_kernels)
+    answer: Callable[..., Any] | None = None
 
 
 def _op_name(func: torch._ops.OpOverload) -> str:
@@ -81,7 +89,7 @@ def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
     rule = registry.get(name)
     if rule is None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"):
         return OpInfo(name, DECOMPOSE, None, fresh)
-    return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh)
+    return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh, ANSWERED.get(name))
 
 
 def shape_of(t: torch.Tensor) -> tuple[Any, ...]:
@@ -203,15 +211,19 @@ class Tracer(TorchDispatchMode):
     ``kernels``, the kernel memory rules of the hardware simulated, adds to each call the bytes its
     kernel would hold inside the call (``OpCall.kernel_bytes``) and fixes outputs whose size the
     meta kernel gets wrong.
+    ``params`` maps the storage of each parameter (``untyped_storage()._cdata``) to its name and
+    size; with it, a call whose rule routes rows through
+    slices of a parameter records which (``OpCall.routed``).
     """
 
     def __init__(self, registry: Registry, current_layer: Callable[[], int], *, memoise: bool,
-                 kernels: KernelMemory | None = None) -> None:
+                 kernels: KernelMemory | None = None, params: dict[int, tuple[str, int]] | None = None) -> None:
         super().__init__()
         self.registry = registry
         self.current_layer = current_layer
         self.memoise = memoise
         self.kernels = kernels
+        self.params = params or {}
         self.inside_linear = False  # set by capture.paths.KernelPaths around each F.linear call
         self.ops: list[OpCall] = []
         self.memory_events: list[tuple[int, int, int]] = []
@@ -288,10 +300,13 @@ class Tracer(TorchDispatchMode):
 
         rule_args: tuple[Any, ...] = ()
         unit = "uncounted"
+        routed = None
         if info.rule is not None:
             rule_args = _shapes(_positional(func, args, kwargs) if kwargs else args)
             macs, flops = info.rule.fn(*rule_args, out=out_shapes)
             unit = info.rule.unit_of(*rule_args, out=out_shapes)
+            if info.rule.routed is not None and self.params:
+                routed = self._routed(info.rule.routed(*rule_args), _positional(func, args, kwargs))
         else:
             macs = flops = 0
         reads = self._storages(inputs)
@@ -312,9 +327,23 @@ class Tracer(TorchDispatchMode):
                 dtype=_dtype_name(inputs[0].dtype) if inputs else "",
                 reads=reads,
                 writes=writes,
+                routed=routed,
             )
         )
         return out
+
+    def _routed(self, routing: tuple[int, int, int] | None, args: tuple[Any, ...]) -> Routed | None:
+        """The parameter a routing call reads one slice per row of, if its sliced operand is one."""
+        if routing is None:
+            return None
+        position, rows, slices = routing
+        operand = args[position] if position < len(args) else None
+        if not isinstance(operand, torch.Tensor):
+            return None
+        param = self.params.get(operand.untyped_storage()._cdata)
+        if param is None:
+            return None
+        return Routed(param=param[0], numel=param[1], rows=rows, slices=slices)
 
     def _nested_call(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any],
                      inputs: list[torch.Tensor]) -> Any:
@@ -370,8 +399,11 @@ class Tracer(TorchDispatchMode):
                 and x.dim() >= 2 and bias.shape[0] == x.shape[-1] and x.dtype == bias.dtype)
 
     def _run(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # nncost's own output function, on tensors without data, for a meta kernel stricter than the real ones
+        answer = info.answer if info.answer is not None and args and without_data(args[0]) else None
         key = None
-        if self.memoise and info.fresh_outputs and info.kind != FREE:  # free ops may alias without saying so
+        # free ops may alias without saying so
+        if answer is None and self.memoise and info.fresh_outputs and info.kind != FREE:
             shape_fn = SHAPE_FUNCTIONS.get(info.name)
             if shape_fn is not None and not kwargs:
                 fast = shape_fn(*args)
@@ -386,7 +418,7 @@ class Tracer(TorchDispatchMode):
                 if cached is not None:
                     return _materialise(cached)
         try:
-            out = func(*args, **kwargs)
+            out = answer(*_positional(func, args, kwargs)) if answer is not None else func(*args, **kwargs)
         except Exception as exc:
             self.failed_op = (_op_name(func), [_shapes(a) for a in args])
             self.failed_call = (func, args, kwargs, exc)

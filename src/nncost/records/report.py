@@ -49,6 +49,7 @@ class Layer:
 @dataclass(frozen=True)
 class Totals:
     params: int
+    active_params: int  # those one token uses: routed experts count top-k of E (docs/conventions.md)
     trainable_params: int
     frozen_params: int
     buffers: int

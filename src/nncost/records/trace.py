@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -32,6 +34,35 @@ class TorchFlags:
                    matmul_precision=torch.get_float32_matmul_precision())
 
 
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A parameter that one operator call read one slice per row of: the experts of a mixture of
+    experts, run as one grouped matrix product (``rows`` token-expert pairs over ``slices`` experts).
+
+    ``param`` is the parameter's qualified name (the first, for a tied one); ``numel`` its size.
+    """
+
+    param: str
+    numel: int
+    rows: int
+    slices: int
+
+    def share(self, tokens: int) -> Fraction:
+        """The fraction of the parameter one token uses: ``rows / tokens`` slices (its top-k) of
+        ``slices``, at most all of it."""
+        if tokens <= 0 or self.slices <= 0:
+            return Fraction(1)
+        return min(Fraction(1), Fraction(self.rows, tokens * self.slices))
+
+
+def token_rows(input_shapes: list[Shape]) -> int | None:
+    """The tokens a module call was given: the rows of its first input, every dimension but the last
+    (a ``(T, H)`` batch of hidden states, or ``(B, L, H)``); None without a plain first input."""
+    if not input_shapes or len(input_shapes[0]) < 2 or not all(isinstance(d, int) for d in input_shapes[0]):
+        return None
+    return math.prod(input_shapes[0][:-1])
+
+
 @dataclass(slots=True)
 class OpCall:
     """One ATen operator call, attributed to the innermost module call that ran it."""
@@ -51,6 +82,7 @@ class OpCall:
     # (storage, bytes) of each tensor argument and each output: Tracer.storage_id, which Trace.named may name
     reads: tuple[tuple[int, int], ...] = ()
     writes: tuple[tuple[int, int], ...] = ()
+    routed: Routed | None = None  # a parameter read one slice per row (a grouped matrix product's experts)
 
 
 @dataclass(frozen=True, slots=True)

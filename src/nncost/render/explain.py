@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from nncost.records.trace import token_rows
 from nncost.rules import ATEN
 from nncost.rules.onnx import ONNX
 from nncost.rules.registry import op_label
@@ -90,6 +91,9 @@ def _plugged(op: OpCall) -> str | None:
         return f"MACs = m·k·n = {m}·{k}·{n}; FLOPs = 2·MACs + m·n (bias)"
     if op.op == "mm" and len(a) >= 2:
         return f"MACs = m·k·n = {a[0][0]}·{a[0][1]}·{a[1][1]}; FLOPs = 2·MACs"
+    if op.op == "_grouped_mm" and len(a) >= 2 and len(a[0]) == 2 and len(a[1]) == 3:
+        return (f"MACs = Σ_g m_g·k·n = M·K·N = {a[0][0]}·{a[0][1]}·{a[1][2]} (each of the M rows in one of"
+                f" {a[1][0]} groups); FLOPs = 2·MACs")
     if op.op == "bmm" and len(a) >= 2:
         return f"MACs = b·m·k·n = {a[0][0]}·{a[0][1]}·{a[0][2]}·{a[1][2]}; FLOPs = 2·MACs"
     if op.op.startswith("_scaled_dot_product") and len(a) >= 3:
@@ -97,6 +101,31 @@ def _plugged(op: OpCall) -> str | None:
         return (f"MACs = B·H·L·S·(E+Ev) = {'·'.join(map(str, q[:-2]))}·{q[-2]}·{k[-2]}·({q[-1]}+{v[-1]}), dense;"
                 f" FLOPs = 2·MACs + 6·B·H·L·S")
     return None
+
+
+def routed_lines(layer: Layer) -> list[str]:
+    """Each grouped product of the layer that routed rows through slices of a parameter (the
+    experts of a mixture of experts): the parameter one token uses, and each expert's share under
+    uniform routing, said to be an assumption (the trace has one product for all the experts)."""
+    lines = []
+    tokens = token_rows(layer.input_shapes)
+    for op in layer.self_ops:
+        routed = op.routed
+        if routed is None:
+            continue
+        head = (f"  {op_label(op.op)}: each of {_n(routed.rows)} rows reads 1 of {routed.slices} slices of"
+                f" {routed.param} ({_n(routed.numel)} params)")
+        if tokens:
+            share = routed.share(tokens)
+            per_token = routed.rows / tokens
+            lines.append(f"{head}; {_n(tokens)} tokens, {per_token:g} slices per token (top-k): each token uses"
+                         f" {share.numerator}/{share.denominator} of it, {_n(round(routed.numel * share))} active")
+        else:
+            lines.append(head)
+        lines.append(f"    per expert, if the routing were uniform (an assumption; the routing is data, and"
+                     f" which experts a token picks does not change the total): {routed.rows / routed.slices:g}"
+                     f" rows, MACs {_n(op.macs // routed.slices)}")
+    return lines
 
 
 def explain(layer: Layer) -> str:
@@ -122,6 +151,7 @@ def explain(layer: Layer) -> str:
             rest = ops[3:]
             lines.append(f"  … and {len(rest)} more {rest[0].op} calls: MACs {_n(sum(o.macs for o in rest))},"
                          f" FLOPs {_n(sum(o.flops for o in rest))}")
+    lines.extend(routed_lines(layer))
     if not layer.is_leaf:
         own_macs = sum(op.macs for op in layer.self_ops)
         own_flops = sum(op.flops for op in layer.self_ops)

@@ -215,6 +215,9 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
     lines = [
         ("Params", f"{units.grouped(t.params)} ({units.count(t.params)}): "
                    f"{units.grouped(t.trainable_params)} trainable, {units.grouped(t.frozen_params)} frozen"),
+        *([("Active params", f"{units.grouped(t.active_params)} ({units.count(t.active_params)}) per token: "
+                             "routed experts count the top-k of E a token uses")]
+          if t.active_params != t.params else []),
         *([("Params from file", report.file_params.summary())] if report.file_params is not None else []),
         ("Param memory", units.bytes_by_dtype(t.param_bytes, t.param_bytes_by_dtype)),
         *([("Dtype", f"{report.dtype} ({DTYPE_SOURCES[report.dtype_source]})")] if report.dtype_source else []),

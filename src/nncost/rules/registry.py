@@ -62,6 +62,10 @@ UNITS = {
 }
 
 UnitFn = Callable[..., str]
+# For an operator that routes each row of one operand through one slice of another (a grouped matrix
+# product running a mixture of experts): from the rule's arguments, (the position of the sliced
+# operand, the rows routed, the slices), or None for a call that routes nothing.
+RoutedFn = Callable[..., tuple[int, int, int] | None]
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class Rule:
     unit: Unit
     formula: str
     module: str = ""  # the module that registered it: the docs' section
+    routed: RoutedFn | None = None  # which operand is read one slice per row (see RoutedFn)
 
     def unit_of(self, *args: Any, out: tuple[Shape, ...]) -> str:
         """The unit of one call, from the same arguments as the cost rule."""
@@ -116,13 +121,15 @@ class Registry:
     free: dict[str, str] = field(default_factory=dict)
     allocating: set[str] = field(default_factory=set)  # free, but the storage they create is memory
 
-    def rule(self, *ops: str, unit: Unit, formula: str, module: str | None = None) -> Callable[[RuleFn], RuleFn]:
-        """Register ``fn`` as the rule of every operator in ``ops``, executing as ``unit``."""
+    def rule(self, *ops: str, unit: Unit, formula: str, module: str | None = None,
+             routed: RoutedFn | None = None) -> Callable[[RuleFn], RuleFn]:
+        """Register ``fn`` as the rule of every operator in ``ops``, executing as ``unit``; ``routed``
+        says which operand a call reads one slice per row of (a mixture of experts)."""
         check_unit(unit)
         module = module or sys._getframe(1).f_globals.get("__name__", "")
 
         def register(fn: RuleFn) -> RuleFn:
-            entry = Rule(ops=ops, fn=fn, unit=unit, formula=formula, module=module)
+            entry = Rule(ops=ops, fn=fn, unit=unit, formula=formula, module=module, routed=routed)
             for op in ops:
                 if op in self.rules or op in self.free:
                     raise ValueError(f"operator {op!r} registered twice")

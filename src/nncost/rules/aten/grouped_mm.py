@@ -13,6 +13,11 @@ of the whole dimension:
 
 The rule sees shapes, not the offsets, so it counts every row of the grouped dimension as in
 some group (``offs[-1]`` equal to its size), as a mixture-of-experts layer arranges its tokens.
+
+With one 2D and one 3D operand, each row (or column) of the 2D one is multiplied by one slice of
+the 3D one, the expert it was routed to: the rule's ``routed`` function names that operand, the
+rows and the slices, from which the analyses derive the parameters one token uses
+(``active_params``, [conventions.md](conventions.md#mixtures-of-experts)).
 """
 
 from __future__ import annotations
@@ -24,8 +29,20 @@ from nncost.rules.aten import linear as _linear  # noqa: F401  (registered first
 from nncost.rules.registry import Cost, Shape
 
 
+def routed(a: Shape, b: Shape, offs: Any = None, *rest: Any) -> tuple[int, int, int] | None:
+    """(position of the sliced operand, rows routed through it, its slices): ``a (M, K) @ b (G, K, N)``
+    routes M rows through G slices of b; ``a (G, M, K) @ b (K, N)`` routes N columns of b through
+    G slices of a.  Groups along K (a weight gradient) and 3D @ 3D route nothing."""
+    if len(a) == 2 and len(b) == 3:
+        return 1, a[0], b[0]
+    if len(a) == 3 and len(b) == 2:
+        return 0, b[1], a[0]
+    return None
+
+
 @ATEN.rule(
     "_grouped_mm",
+    routed=routed,
     unit="matmul",
     formula="one (m_g,k)@(k,n) per group g: MACs = Σ_g m_g·k·n (a 2D (M,K) @ 3D (G,K,N): M·K·N; "
     "3D @ 3D: G·M·K·N; groups along k or n alike); FLOPs = 2·MACs (+ one add per output with bias)",
