@@ -6,6 +6,7 @@ Every user error is one sentence on stderr and exit status 2; ``--debug`` adds t
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import shlex
 import sys
@@ -413,6 +414,9 @@ def _render(args: argparse.Namespace, result: Result) -> str:
 
 
 def main() -> None:
+    # torchao (the quant extra), imported by transformers when installed, registers enum constants
+    # with torch's pytree, which logs a deprecation warning for each on every run of the command
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     sys.exit(run())
 
 
