@@ -60,7 +60,7 @@ def test_the_table_gives_every_trial_and_names_the_misses(trial: dict[str, objec
     text = bench.cli_table([[good, slow, good]], args, "PYTHONPATH=src python bench/roofline.py --cli")
     start, end = bench.markers(False, cli=True)
     assert text.startswith(start) and text.endswith(end) and start == "<!-- bench/roofline.py --cli: start -->"
-    assert bench.cpu_name() in text and "3 calibrations" in text
+    assert bench.cpu_model() in text and "3 calibrations" in text
     row = next(line for line in text.splitlines() if line.startswith("| net |"))
     assert "+0% ✓, -50% ✗, +0% ✓" in row and "-50% / +0%" in row and "100% ✓, 100% ✓, 100% ✓" in row
     assert "no; 2 of 3 trials met both. Misses: net trial 2: total -50%." in text
