@@ -126,13 +126,14 @@ def _shrink_list(key: str, values: list[Any]) -> list[Any]:
     return values
 
 
-def shrink(config: dict[str, Any]) -> dict[str, Any]:
-    """A tiny version of a config's dict, every sub-config (a nested dict with a model_type) too."""
+def shrink(config: dict[str, Any], mrope: bool = False) -> dict[str, Any]:
+    """A tiny version of a config's dict, every sub-config (a nested dict with a model_type) too;
+    ``mrope``: the model splits its rotary dimensions in sections (``[16, 24, 24]`` by default)."""
     out: dict[str, Any] = {}
     layers = {k: v for k, v in config.items() if k in LAYER_KEYS and isinstance(v, int)}
     for key, value in config.items():
         if isinstance(value, dict) and ("model_type" in value or key.endswith("config")):
-            out[key] = shrink(value)
+            out[key] = shrink(value, mrope)
         elif isinstance(value, bool) or value is None:
             out[key] = value
         elif isinstance(value, int):
@@ -141,6 +142,16 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
             out[key] = _shrink_list(key, value)
         else:
             out[key] = value
+    # key/value heads as many as the query heads stay so (MLA, multi-head attention)
+    for key in KV_HEAD_KEYS & set(out):
+        heads_key = next((h for h in ("num_attention_heads", "n_head", "n_heads", "num_heads") if h in config), None)
+        if heads_key and config[key] == config[heads_key] and isinstance(out[heads_key], int):
+            out[key] = out[heads_key]
+    # a hybrid's layers keep one of each kind (linear and full attention): its first layers may all be one
+    for lkey, old in layers.items():
+        for value in config.values():
+            if isinstance(value, list) and len(value) == old and all(isinstance(v, str) for v in value):
+                out[lkey] = max(out[lkey], *(value.index(kind) + 1 for kind in set(value)))
     # per-layer lists (layer_types, sliding windows...) follow the number of layers
     for key, value in list(out.items()):
         if isinstance(value, list) and key not in DEPTH_LISTS | WIDTH_LISTS | HEAD_LISTS:
@@ -157,7 +168,23 @@ def shrink(config: dict[str, Any]) -> dict[str, Any]:
     hidden, heads = out.get("hidden_size"), out.get("num_attention_heads")
     if "head_dim" in out and isinstance(hidden, int) and isinstance(heads, int):
         out["head_dim"] = max(1, hidden // heads)
+    if "head_dim" in out and isinstance(out.get("qk_rope_head_dim"), int):  # MLA: the rotary part of a head
+        out["head_dim"] = out["qk_rope_head_dim"]
+    for key in ("rope_parameters", "rope_scaling"):  # multimodal RoPE splits half a head in sections
+        rope = out.get(key)
+        head = out.get("head_dim") or (hidden // heads if isinstance(hidden, int) and isinstance(heads, int) else 0)
+        if isinstance(rope, dict) and head and (mrope or "mrope_section" in rope):
+            sections = rope.get("mrope_section") or [16, 24, 24]
+            out[key] = {**rope, "mrope_section": resize_sections(sections, head // 2)}
     return out
+
+
+def resize_sections(sections: list[int], total: int) -> list[int]:
+    """Sections in the same proportions, summing to ``total``."""
+    old = sum(sections)
+    new = [max(1, s * total // old) for s in sections]
+    new[-1] += total - sum(new)
+    return new
 
 
 def _is_token_id(key: Any, value: Any) -> bool:
@@ -189,12 +216,24 @@ def tiny_config(model_type: str, level: str = "tiny") -> Any:
 
     default = transformers.AutoConfig.for_model(model_type)
     if level == "tiny":
-        small = shrink(default.to_dict())
+        small = shrink(default.to_dict(), uses_mrope(type(default)))
     else:
         small = shrink_layers(default.to_dict())
     small.pop("model_type", None)
     small.pop("transformers_version", None)
     return type(default).from_dict(small)
+
+
+def uses_mrope(config_class: type) -> bool:
+    """Whether the model of a config splits RoPE in sections: its modeling code says so."""
+    import importlib
+
+    package = config_class.__module__.rsplit(".", 1)[0]
+    try:
+        module = importlib.import_module(f"{package}.modeling_{package.rsplit('.', 1)[-1]}")
+    except ImportError:
+        return False
+    return "mrope_section" in Path(module.__file__ or "").read_text()
 
 
 def shrink_layers(config: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +372,10 @@ def input_variants(model: Any, config: Any) -> list[dict[str, Any]]:
     elif "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
         base["decoder_input_ids"] = base["input_ids"].clone()
     variants = [base]
+    if main == "input_features" and base[main].dim() == 3:  # (batch, frames, bins) encoders (conformers)
+        variants.append({**base, main: base[main].transpose(1, 2).contiguous()})
+    if main == "input_values" and base[main].dim() == 2:  # a codec's (batch, channels, samples) waveform
+        variants.append({**base, main: base[main].unsqueeze(1)})
     if "pixel_values" in params and "pixel_values" not in base:
         variants.append({**base, "pixel_values": pixel_values(config, generator)})
     if "input_ids" in params and "input_ids" not in base:
@@ -420,15 +463,44 @@ def flop_counter() -> Any:
     return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
-def real_run(model: Any, kwargs: dict[str, Any]) -> tuple[int, dict[str, int]]:
+def real_run(model: Any, kwargs: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """FLOPs of a real forward by FlopCounterMode, or, where its module tracking breaks the forward
+    (it wraps each module's inputs in an autograd function), by its formulas alone."""
     import torch
 
     counter = flop_counter()
     torch.manual_seed(SEED)
-    with torch.no_grad(), counter:
-        model(**kwargs)
+    try:
+        with torch.no_grad(), counter:
+            model(**kwargs)
+    except AssertionError as exc:
+        if "gradient function" not in str(exc):
+            raise
+        flops, per_op = formulas_only_run(model, kwargs, counter.flop_registry)
+        return flops, {**per_op, "counted by": "FlopCounterMode's formulas, without its module tracking"}
     per_op = {str(op): int(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
     return int(counter.get_total_flops()), per_op
+
+
+def formulas_only_run(model: Any, kwargs: dict[str, Any], registry: dict[Any, Any]) -> tuple[int, dict[str, int]]:
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    per_op: Counter[str] = Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kw: Any = None) -> Any:
+            kw = kw or {}
+            out = func(*args, **kw)
+            packet = func._overloadpacket
+            if packet in registry:
+                per_op[str(packet)] += int(registry[packet](*args, **kw, out_val=out))
+            return out
+
+    torch.manual_seed(SEED)
+    with torch.no_grad(), Count():
+        model(**kwargs)
+    return sum(per_op.values()), dict(per_op)
 
 
 def distinct_params(model: Any) -> int:
@@ -463,22 +535,44 @@ def build_transformers(name: str, level: str = "tiny") -> tuple[Any, Any, str]:
     return model, config, cls
 
 
+def timm_size(name: str) -> tuple[int, ...]:
+    """The default input of a timm model, its sides capped at 224."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
+    return (size[0], *(min(s, MAX_SIDE) for s in size[1:]))
+
+
 def build_timm(name: str) -> tuple[Any, Any, str]:
     import timm
     import torch
 
     torch.manual_seed(SEED)
+    cfg = timm.get_pretrained_cfg(name)
+    size = timm_size(name)
+    if cfg is not None and cfg.input_size and tuple(cfg.input_size) != size:
+        try:  # a model built for its input size (a fixed grid of positions) is built for the capped one
+            return build_timm_at(name, size[1:])
+        except TypeError:
+            pass
     model = timm.create_model(name, pretrained=False)
     return model, None, type(model).__name__
 
 
-def timm_inputs(name: str) -> list[dict[str, Any]]:
+def build_timm_at(name: str, side: tuple[int, ...]) -> tuple[Any, Any, str]:
     import timm
     import torch
 
-    cfg = timm.get_pretrained_cfg(name)
-    size = tuple(cfg.input_size) if cfg is not None and cfg.input_size else (3, 224, 224)
-    shape = (1, size[0], *(min(s, MAX_SIDE) for s in size[1:]))
+    torch.manual_seed(SEED)
+    model = timm.create_model(name, pretrained=False, img_size=side)
+    return model, None, type(model).__name__
+
+
+def timm_inputs(name: str) -> list[dict[str, Any]]:
+    import torch
+
+    shape = (1, *timm_size(name))
     return [{"x": torch.randn(*shape, generator=torch.Generator().manual_seed(SEED))}]
 
 
@@ -508,6 +602,15 @@ def build_and_run(library: str, name: str, level: str) -> dict[str, Any]:
             "where": _where(error)}
 
 
+def worth_retrying(reason: str) -> bool:
+    """Whether a failure of the tiny config may be the shrinking's: not a missing model class, nor an
+    input the forward wants and the sweep does not give (a bigger config would fail the same way)."""
+    if reason.startswith("LookupError"):
+        return False
+    inputs = ("required positional argument", "unexpected keyword argument", "You have to specify", "must specify")
+    return not any(text in reason for text in inputs)
+
+
 def measure(library: str, name: str) -> dict[str, Any]:
     """Build, run for real under FlopCounterMode, profile with nncost; every stage's failure recorded."""
     import torch
@@ -524,7 +627,7 @@ def measure(library: str, name: str) -> dict[str, Any]:
         if "outcome" not in attempt:
             break
         failure = failure or attempt
-        if attempt["reason"].startswith("LookupError"):  # no model class: no config will do
+        if not worth_retrying(attempt["reason"]):
             break
     if "outcome" in attempt:
         row.update(failure)
@@ -541,6 +644,7 @@ def measure(library: str, name: str) -> dict[str, Any]:
     row["flops_truth"] = flops
     row["macs_truth"] = flops // 2
     row["truth_ops"] = per_op
+    torch.manual_seed(SEED)  # a model nncost must run for real draws what the truth's run drew
     try:
         if library == "timm":
             report = nncost.profile(model, inputs=kwargs["x"])
@@ -723,33 +827,98 @@ def report(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
         "",
         f"{datetime.date.today().isoformat()}; torch {torch.__version__}, transformers {transformers.__version__}, "
         f"timm {timm.__version__}, Python {platform.python_version()}, {platform.machine()}; "
-        f"{len(rows)} models, {seconds / 60:.0f} min of runs on two shared cores.",
+        f"{len(rows)} models, {seconds / 60:.0f} min of runs on two shared cores. The sweep ran once over "
+        "everything, then again (`--rerun --only ...`) for the models whose configs or inputs it had "
+        "since learnt to build (MLA heads, multimodal RoPE sections, conformer features, sub-model "
+        "classes); each row is its model's last run, from the cache.",
         "",
         "*exact*: nncost's params equal the real model's `parameters()` and its MACs equal "
-        "FlopCounterMode's FLOPs / 2 on a real CPU forward; *differs*: both ran, a figure is not equal; "
-        "*nncost fails*: the real forward ran, nncost's meta profile raised; *real run fails*: the model "
-        "itself fails on its tiny config and input (transformers or timm, not nncost); *no build*: no "
-        "model class, or the config cannot be built tiny; *timeout*, *process died*: the limits of the "
-        "sweep. See `bench/sweep.py` for the configs and inputs.",
+        "FlopCounterMode's FLOPs / 2 on the real CPU forward; *differs*: both ran and a figure is not "
+        "equal; *nncost fails*: the real forward ran and nncost's meta profile raised; *real run fails*: "
+        "the model's own forward fails on the sweep's config and input, without nncost (transformers or "
+        "timm, or an input the sweep does not give); *no build*: no model class for the type, or the "
+        "config refuses the small sizes; *timeout*, *process died*: the sweep's limits (120 s, 6 GiB of "
+        "address space per model).",
+        "",
+        "How each model is built and run is in `bench/sweep.py`'s docstring: transformers types from "
+        "their default config shrunk to 2 layers, hidden 64, 4 heads, intermediate 128, vocabulary about "
+        "1000 (sub-configs too; when the tiny config fails, the default widths with 2 layers are tried), "
+        "eager attention, the causal-LM class where there is one, else `AutoModel`, on 32 tokens or the "
+        "image, audio or feature input of `main_input_name`; timm, the two smallest models of each "
+        "family at their default input size capped at 224. FlopCounterMode has no formula for "
+        f"{', '.join(f'`{n}`' for n in EXTRA_FORMULAS)}; the sweep adds one for each, written apart "
+        "from nncost's rules (`EXTRA_FORMULAS`)" + _met(rows) + ".",
         "",
         *summary_table(rows),
         "",
     ]
     bad = [r for r in rows if r["outcome"] in ("differs", "nncost fails")]
+    ran = [r for r in rows if r["outcome"] in ("exact", "differs", "nncost fails")]
+    if not bad:
+        lines += [f"Every one of the {len(ran)} models that ran for real is exact: params and MACs equal, "
+                  "and nncost never failed where the model itself runs.", ""]
     if bad:
         lines += ["### Not exact", "", "| library | model | class | outcome | cause |", "|---|---|---|---|---|"]
         for r in sorted(bad, key=lambda r: (r["library"], r["name"])):
-            why = cause(r) if r["outcome"] == "differs" else f"{r.get('reason', '')} ({r.get('where', '')})"
-            lines.append(f"| {r['library']} | {r['name']} | {r.get('class', '')} | {r['outcome']} | {why} |")
+            why = KNOWN_CAUSES.get(f"{r['library']}:{r['name']}") or (
+                cause(r) if r["outcome"] == "differs" else f"{r.get('reason', '')} ({r.get('where', '')})")
+            lines.append(f"| {r['library']} | {r['name']} | {r.get('class', '')} | {r['outcome']} | {_cell(why)} |")
         lines.append("")
     other = [r for r in rows if r["outcome"] not in ("exact", "differs", "nncost fails")]
     if other:
-        lines += ["### Not run", "", "| library | model | outcome | reason |", "|---|---|---|---|"]
+        kinds = Counter(failure_kind(r) for r in other)
+        lines += ["### Not run", "",
+                  "Models whose own real forward did not run on the sweep's config and input (nncost is not "
+                  "involved), by kind. The reason is the tiny config's failure; each of these also failed "
+                  "when retried at its default widths with 2 layers (most of those retries reach the memory "
+                  "cap):", "",
+                  "| kind | models |", "|---|---|"]
+        lines += [f"| {kind} | {n} |" for kind, n in kinds.most_common()]
+        lines += ["", "| library | model | outcome | kind | reason |", "|---|---|---|---|---|"]
         for r in sorted(other, key=lambda r: (r["library"], r["name"])):
-            reason = str(r.get("reason", "")).replace("|", "\\|")
-            lines.append(f"| {r['library']} | {r['name']} | {r['outcome']} | {reason} |")
+            reason = str(r.get("reason", ""))[:160]
+            lines.append(f"| {r['library']} | {r['name']} | {r['outcome']} | {failure_kind(r)} | {_cell(reason)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _met(rows: list[dict[str, Any]]) -> str:
+    """Which of the added formulas the real runs met, and in how many models."""
+    met: Counter[str] = Counter()
+    for r in rows:
+        for op in r.get("truth_ops") or {}:
+            name = op.removeprefix("aten.")
+            if name in EXTRA_FORMULAS:
+                met[name] += 1
+    if not met:
+        return ""
+    return "; the real runs met " + ", ".join(f"`{op}` in {n}" for op, n in met.most_common())
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def failure_kind(row: dict[str, Any]) -> str:
+    """What kind of failure kept a model from running for real, from its reason."""
+    reason = str(row.get("reason", ""))
+    if row["outcome"] in ("timeout", "process died", "harness error"):
+        return row["outcome"]
+    if row["library"] == "timm":
+        return "refuses the input size capped at 224" if "size" in reason or not reason.split(":", 1)[1].strip() \
+            else "fails in timm's own code"
+    if reason.startswith("LookupError"):
+        return "no model class for the type"
+    if any(text in reason for text in ("required positional argument", "unexpected keyword argument",
+                                       "You have to specify", "must specify", "must be provided")):
+        return "needs an input the sweep does not give"
+    if "ValidationError" in reason or "config" in reason.lower():
+        return "the config rejects the tiny sizes"
+    return "fails in the model's own code on the tiny config"
+
+
+# causes found by hand for models that differ, by "library:name"
+KNOWN_CAUSES: dict[str, str] = {}
 
 
 def main(argv: list[str] | None = None) -> int:
