@@ -351,6 +351,21 @@ def audio_input(name: str, config: Any, generator: Any) -> Any:
     return torch.randn(1, 16000, generator=generator)
 
 
+GRID = 8  # patches per side of a Qwen2-VL style image
+
+
+def patches_and_grid(config: Any, params: Any, generator: Any) -> dict[str, Any]:
+    """One image of GRID × GRID patches, flattened as the Qwen2-VL family's processors give them."""
+    import torch
+
+    channels = int(_find(config, "in_channels", "in_chans", "num_channels", default=3))
+    temporal = int(_find(config, "temporal_patch_size", default=2))
+    patch = int(_find(config, "patch_size", default=14))
+    patches = torch.randn(GRID * GRID, channels * temporal * patch * patch, generator=generator)
+    first = next(name for name in params if name != "self")
+    return {first: patches, "grid_thw": torch.tensor([[1, GRID, GRID]])}
+
+
 def input_variants(model: Any, config: Any) -> list[dict[str, Any]]:
     """Keyword inputs to try, in order: the main input (+ decoder ids), then with pixel values."""
     import torch
@@ -372,6 +387,8 @@ def input_variants(model: Any, config: Any) -> list[dict[str, Any]]:
     elif "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
         base["decoder_input_ids"] = base["input_ids"].clone()
     variants = [base]
+    if "grid_thw" in params:  # a Qwen2-VL style vision encoder: flattened patches and their grid
+        variants.append(patches_and_grid(config, params, generator))
     if main == "input_features" and base[main].dim() == 3:  # (batch, frames, bins) encoders (conformers)
         variants.append({**base, main: base[main].transpose(1, 2).contiguous()})
     if main == "input_values" and base[main].dim() == 2:  # a codec's (batch, channels, samples) waveform
@@ -829,7 +846,8 @@ def report(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
         f"timm {timm.__version__}, Python {platform.python_version()}, {platform.machine()}; "
         f"{len(rows)} models, {seconds / 60:.0f} min of runs on two shared cores. The sweep ran once over "
         "everything, then again (`--rerun --only ...`) for the models whose configs or inputs it had "
-        "since learnt to build (MLA heads, multimodal RoPE sections, conformer features, sub-model "
+        "since learnt to build (MLA heads, multimodal RoPE sections, conformer features, Qwen2-VL "
+        "style patches, sub-model "
         "classes); each row is its model's last run, from the cache.",
         "",
         "*exact*: nncost's params equal the real model's `parameters()` and its MACs equal "
@@ -869,9 +887,9 @@ def report(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
         kinds = Counter(failure_kind(r) for r in other)
         lines += ["### Not run", "",
                   "Models whose own real forward did not run on the sweep's config and input (nncost is not "
-                  "involved), by kind. The reason is the tiny config's failure; each of these also failed "
-                  "when retried at its default widths with 2 layers (most of those retries reach the memory "
-                  "cap):", "",
+                  "involved), by kind, with the tiny config's reason. A failure that may be the shrinking's (not "
+                  "a missing input or model class) was retried at the default widths with 2 layers and failed "
+                  "again, most often at the memory cap:", "",
                   "| kind | models |", "|---|---|"]
         lines += [f"| {kind} | {n} |" for kind, n in kinds.most_common()]
         lines += ["", "| library | model | outcome | kind | reason |", "|---|---|---|---|---|"]
