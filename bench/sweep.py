@@ -875,6 +875,7 @@ def report(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
     if not bad:
         lines += [f"Every one of the {len(ran)} models that ran for real is exact: params and MACs equal, "
                   "and nncost never failed where the model itself runs.", ""]
+    lines += execution_table(ran)
     if bad:
         lines += ["### Not exact", "", "| library | model | class | outcome | cause |", "|---|---|---|---|---|"]
         for r in sorted(bad, key=lambda r: (r["library"], r["name"])):
@@ -898,6 +899,34 @@ def report(rows: list[dict[str, Any]], command: str, seconds: float) -> str:
             lines.append(f"| {r['library']} | {r['name']} | {r['outcome']} | {failure_kind(r)} | {_cell(reason)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def execution_table(ran: list[dict[str, Any]]) -> list[str]:
+    """How nncost ran the models that ran: on meta, or for real, and why (the first operator that
+    refused meta tensors, by its message)."""
+    import re
+
+    real = [r for r in ran if r.get("execution") == "real"]
+    if not real:
+        return []
+    why: Counter[str] = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+    for r in real:
+        reason = str(r.get("fallback_reason") or "")
+        reason = reason.split("): ", 1)[-1].split(". ")[0]
+        reason = re.sub(r"\d+", "N", reason)[:100]
+        why[reason] += 1
+        examples[reason].append(r["name"])
+    lines = [f"nncost profiled {len(ran) - len(real)} of them on meta and {len(real)} for real, where an "
+             "operator refused meta tensors (its report says so, and why):", "",
+             "| why nncost ran it for real | models | for example |", "|---|---|---|"]
+    for reason, n in why.most_common():
+        lines.append(f"| {_cell(reason)} | {n} | {', '.join(sorted(examples[reason])[:4])} |")
+    lines += ["", "`mat_a` is `_grouped_mm`'s: the experts of mixture-of-experts layers, whose meta kernel takes "
+              "16-bit matrices only; the others need values (`.item()`, `.tolist()`, `nonzero`, "
+              "`repeat_interleave` by counts), but for the last two, where a 0-dim CPU tensor made inside the "
+              "forward meets meta activations (`masked_fill` with a `torch.tensor` value in SEW-D)."]
+    return [*lines, ""]
 
 
 def _met(rows: list[dict[str, Any]]) -> str:
