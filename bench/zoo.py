@@ -52,6 +52,17 @@ FAMILIES: dict[str, Any] = {
 OPTICAL_FLOW_SIZE = (512, 512)
 
 
+def sweep_section(page: Path) -> str:
+    """The section bench/sweep.py keeps at the end of the page (transformers and timm), to write back."""
+    from sweep import SECTION
+
+    if not page.exists():
+        return ""
+    text = page.read_text()
+    start = text.find("\n" + SECTION + "\n")
+    return "\n" + text[start + 1:] if start >= 0 else ""
+
+
 def models(families: list[str] | None = None) -> list[tuple[str, str]]:
     """(family, name) for every non-quantized torchvision model, in a stable order."""
     chosen = families or list(FAMILIES)
@@ -387,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python bench/zoo.py" + (" " + " ".join(a for a in given if a != "--write-docs")).rstrip()
     text = markdown(rows, command.strip(), elapsed)
     if args.write_docs:
-        args.out.write_text(text)
+        args.out.write_text(text.rstrip() + "\n" + sweep_section(args.out))
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(text)

@@ -24,11 +24,12 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
     pool,
     rnn,
     small_fused,
+    special,
     spectral,
     vision,
 )
 
 __all__ = [
     "ATEN", "attention", "backward", "conv", "elementwise", "free", "fused_attention", "grouped_mm", "linalg",
-    "linear", "movement", "nested", "norm", "optimizer", "pool", "rnn", "small_fused", "spectral", "vision",
+    "linear", "movement", "nested", "norm", "optimizer", "pool", "rnn", "small_fused", "special", "spectral", "vision",
 ]
