@@ -922,10 +922,10 @@ def execution_table(ran: list[dict[str, Any]]) -> list[str]:
              "| why nncost ran it for real | models | for example |", "|---|---|---|"]
     for reason, n in why.most_common():
         lines.append(f"| {_cell(reason)} | {n} | {', '.join(sorted(examples[reason])[:4])} |")
-    lines += ["", "`mat_a` is `_grouped_mm`'s: the experts of mixture-of-experts layers, whose meta kernel takes "
-              "16-bit matrices only; the others need values (`.item()`, `.tolist()`, `nonzero`, "
-              "`repeat_interleave` by counts), but for the last two, where a 0-dim CPU tensor made inside the "
-              "forward meets meta activations (`masked_fill` with a `torch.tensor` value in SEW-D)."]
+    lines += ["", "They need values (`.item()`, `.tolist()`, `nonzero`, `repeat_interleave` by counts), but for the "
+              "last two, where a 0-dim CPU tensor made inside the forward meets meta activations (`masked_fill` "
+              "with a `torch.tensor` value in SEW-D). Mixture-of-experts layers (`_grouped_mm`) run on meta: "
+              "capture/meta_kernels.py answers the kernel whose meta version takes 16-bit matrices only."]
     return [*lines, ""]
 
 
