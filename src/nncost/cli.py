@@ -34,7 +34,7 @@ from nncost.request import (
 
 if TYPE_CHECKING:
     from nncost.records.result import Result
-    from nncost.request import Request
+    from nncost.request import Lora, Request
 
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
@@ -185,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="with --prompt: split the model over N GPUs in the Megatron layout (heads and MLP "
                                  "columns split, two all-reduces per layer on the --hardware device's link); the "
                                  "figures are one GPU's")
+    adapters = parser.add_argument_group("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')")
+    adapters.add_argument("--lora", type=positive, metavar="R", default=None,
+                          help="LoRA adapters of rank R on a frozen base, as peft's get_peft_model puts them")
+    adapters.add_argument("--lora-alpha", type=positive, metavar="A", default=None,
+                          help="LoRA scale numerator, lora_alpha (default 2R)")
+    adapters.add_argument("--lora-targets", metavar="NAMES", default="all-linear",
+                          help="all-linear (default: every linear layer but the output one) or module names, "
+                               "e.g. q_proj,v_proj")
+    adapters.add_argument("--lora-dropout", type=float, metavar="P", default=0.0,
+                          help="dropout on the adapters' input (default 0)")
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
@@ -379,7 +389,20 @@ def build_request(args: argparse.Namespace) -> Request:
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
-                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype)
+                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args))
+
+
+def _lora(args: argparse.Namespace) -> Lora | None:
+    """The ``Lora`` of the ``--lora*`` flags, or None without ``--lora``."""
+    from nncost.request import Lora
+
+    if args.lora is None:
+        if args.lora_alpha is not None or args.lora_targets != "all-linear" or args.lora_dropout:
+            raise BadRequest("--lora-alpha, --lora-targets and --lora-dropout go with --lora R")
+        return None
+    targets = args.lora_targets if args.lora_targets == "all-linear" else tuple(
+        name.strip() for name in args.lora_targets.split(",") if name.strip())
+    return Lora(args.lora, args.lora_alpha, targets, args.lora_dropout)
 
 
 def _allocator_of(hardware: str | None) -> str:

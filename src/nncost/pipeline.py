@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from nncost import calibration
+from nncost.adapters import with_lora, with_lora_copy
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
@@ -129,6 +130,8 @@ class Source:
         self.request, self.spec, self.say = request, spec, say
         self.dtype_source = dtype_source
         self.label = request.name or (spec.label if spec is not None else type(module).__name__)
+        if module is not None and request.lora is not None:
+            module = with_lora_copy(module, request.lora)  # peft changes the module it wraps
         self._built: dict[str, nn.Module] = {} if module is None else {"given": module}
 
     @property
@@ -148,7 +151,10 @@ class Source:
         assert self.spec is not None
         if device not in self._built:
             with self.say.step(f"building {self.label} on {device}", slow=device != "meta"):
-                self._built = {device: self.spec.build(device)}  # one copy of the weights at a time
+                model = self.spec.build(device)
+                if self.request.lora is not None:
+                    model = with_lora(model, self.request.lora)
+                self._built = {device: model}  # one copy of the weights at a time
         return self._built[device]
 
     def built_on(self) -> str:

@@ -130,6 +130,26 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """LoRA adapters of rank ``rank`` on the ``targets`` (``"all-linear"``, or module names such
+    as ``("q_proj", "v_proj")``), scaled by ``alpha`` (default 2 × rank), with ``dropout``; put on
+    by peft as a user's script would (:mod:`nncost.adapters`)."""
+
+    rank: int
+    alpha: int | None = None
+    targets: str | tuple[str, ...] = "all-linear"
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise BadRequest(f"a LoRA rank is at least 1, got {self.rank}")
+        if not 0 <= self.dropout < 1:
+            raise BadRequest(f"LoRA dropout is in [0, 1), got {self.dropout}")
+        if isinstance(self.targets, tuple) and not self.targets:
+            raise BadRequest("LoRA needs target modules: all-linear, or names such as q_proj,v_proj")
+
+
+@dataclass(frozen=True)
 class Request:
     """One run: the model, its inputs, and every figure asked for.
 
@@ -169,6 +189,7 @@ class Request:
     repeats: int = DEFAULT_REPEATS
     step: Step | None = None
     generation: Generation | None = None
+    lora: Lora | None = None
     depth: int | None = None
     trust_pickle: bool = False
     weights: str | None = None
