@@ -165,3 +165,12 @@ def test_the_run_document_is_the_api_result_and_follows_the_schema(llama: Path) 
     result = nncost.run(request)
     assert result.training_run is not None and result.training_run.cost is not None
     assert text == result.to_json()
+
+
+def test_every_run_flag_has_help() -> None:
+    from nncost.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    for flag, words in (("--tokens", "2T, 300B, 1.5e12"), ("--price-per-gpu-hour", "price of one GPU-hour"),
+                        ("--mfu", "median of published runs")):
+        assert flag in text and words in text, flag
