@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from nncost.records.result import Result
     from nncost.records.roofline import Roofline
     from nncost.records.trace import TorchFlags
+    from nncost.records.training_run import TrainingRun
     from nncost.render.formats import SCHEMA
-    from nncost.request import Inputs, NamedSize, Request, Step
+    from nncost.request import Inputs, NamedSize, Request, Run, Step
 
 __version__ = "0.1.0"
 
@@ -39,8 +40,9 @@ _HOMES = {
     "Result": "nncost.records.result",
     "Roofline": "nncost.records.roofline",
     "TorchFlags": "nncost.records.trace",
+    "TrainingRun": "nncost.records.training_run",
     "SCHEMA": "nncost.render.formats",
-    **dict.fromkeys(("Inputs", "NamedSize", "Request", "Step"), "nncost.request"),
+    **dict.fromkeys(("Inputs", "NamedSize", "Request", "Run", "Step"), "nncost.request"),
 }
 
 __all__ = [
@@ -61,9 +63,11 @@ __all__ = [
     "Request",
     "Result",
     "Roofline",
+    "Run",
     "Step",
     "TorchFlags",
     "Totals",
+    "TrainingRun",
     "Uncounted",
     "__version__",
     "compare",

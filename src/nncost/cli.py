@@ -111,6 +111,34 @@ def efficiency(text: str) -> float:
     return value
 
 
+_TOKEN_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def token_count(text: str) -> int:
+    """A number of tokens: ``2T``, ``300B``, ``1.5e12``, ``4096``."""
+    body = text.strip().replace("_", "").replace(",", "")
+    scale = _TOKEN_SUFFIXES.get(body[-1:].upper(), 1.0) if body else 1.0
+    if scale != 1.0:
+        body = body[:-1]
+    try:
+        value = round(float(body) * scale)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token count (e.g. 2T, 300B, 1.5e12)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a training run needs at least 1 token, got {text!r}")
+    return value
+
+
+def price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments ``nncost MODEL`` and ``nncost compare`` share: inputs, dtype, device, memory."""
     parser.add_argument("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
@@ -209,6 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
+    run = parser.add_argument_group("training run", "a whole run: the training step repeated over a run's tokens")
+    run.add_argument("--tokens", type=token_count, metavar="N", default=None,
+                     help="with --train, --seq and --hardware: train on N tokens (2T, 300B, 1.5e12): steps, "
+                          "FLOPs, time, GPU-hours (global batch = --batch x --gpus)")
+    run.add_argument("--price-per-gpu-hour", type=price, metavar="X", default=None,
+                     help="with --tokens: the price of one GPU-hour, for the run's cost")
+    run.add_argument("--mfu", type=efficiency, metavar="F", default=None,
+                     help="with --tokens: the fraction of the dense matrix peak a step achieves "
+                          "(default: the median of published runs, docs/training.md)")
     memory.add_argument("--plot", metavar="PNG", help="draw the memory timeline of the step into a PNG file")
     memory.add_argument("--measure", action="store_true",
                         help="also run one real step (on the CPU with cpu allocator semantics, else on the GPU) and "
@@ -368,7 +405,7 @@ def build_request(args: argparse.Namespace) -> Request:
     """The request the flags of ``nncost MODEL`` describe."""
     from nncost.configs import parse_overrides
     from nncost.precision import resolve_dtype
-    from nncost.request import Generation, Inputs, Request, Step
+    from nncost.request import Generation, Inputs, Request, Run, Step
 
     hardware = args.hardware.strip().lower() if args.hardware else None
     step = generation = None
@@ -384,9 +421,12 @@ def build_request(args: argparse.Namespace) -> Request:
         step = Step(mode="train" if args.train else "infer", optimizer=args.optimizer,
                     allocator=args.allocator or _allocator_of(hardware), checkpointing=args.checkpointing,
                     gpus=args.gpus, sharding=args.sharding, fit=args.fit, measure=args.measure)
+    if args.tokens is None and (args.price_per_gpu_hour is not None or args.mfu is not None):
+        raise BadRequest("--price-per-gpu-hour and --mfu go with a training run: add --tokens N")
+    run = Run(args.tokens, args.price_per_gpu_hour, args.mfu) if args.tokens is not None else None
     return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
                    dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
-                   efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step,
+                   efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
                    group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args))

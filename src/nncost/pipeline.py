@@ -46,6 +46,7 @@ from nncost.analyses.tensor_parallel import (
     split_layers,
 )
 from nncost.analyses.timing import with_times
+from nncost.analyses.training_run import training_run
 from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
@@ -62,6 +63,7 @@ from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.records.roofline import Roofline
 from nncost.records.trace import TorchFlags, Trace
+from nncost.records.training_run import TrainingRun
 from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize, Request
 
 
@@ -111,9 +113,19 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     memory = _step(request, source, say) if request.step is not None else None
     if report is not None and memory is not None:
         report = with_training_step(report, memory)
+    run = _training_run(request, report, memory)
     if report is not None and request.depth is not None:
         report = replace(report, depth=request.depth)
-    return Result(report, memory)
+    return Result(report, memory, training_run=run)
+
+
+def _training_run(request: Request, report: Report | None, memory: MemoryReport | None) -> TrainingRun | None:
+    """The request's whole run: its simulated step repeated over the run's tokens."""
+    if request.run is None or report is None or report.roofline is None or memory is None:
+        return None
+    assert request.inputs.seq is not None  # the request checks it
+    return training_run(memory, report.roofline, tokens=request.run.tokens, seq=request.inputs.seq,
+                        price_per_gpu_hour=request.run.price_per_gpu_hour, mfu=request.run.mfu)
 
 
 # -- 1. source ---------------------------------------------------------------------------

@@ -108,6 +108,26 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Run:
+    """A whole training run of ``tokens`` tokens, each step the request's simulated training step
+    on every one of its data-parallel GPUs; ``price_per_gpu_hour`` prices it, and ``mfu`` (the
+    fraction of the device's dense matrix peak a step achieves) replaces the published median
+    (:data:`nncost.analyses.training_run.ACHIEVABLE_MFU`, docs/training.md)."""
+
+    tokens: int
+    price_per_gpu_hour: float | None = None
+    mfu: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens < 1:
+            raise BadRequest(f"a training run needs at least 1 token, got {self.tokens}")
+        if self.price_per_gpu_hour is not None and self.price_per_gpu_hour < 0:
+            raise BadRequest(f"a price per GPU-hour is 0 or more, got {self.price_per_gpu_hour}")
+        if self.mfu is not None and not 0 < self.mfu <= 1:
+            raise BadRequest(f"the model FLOPs utilisation is in (0, 1], got {self.mfu}")
+
+
+@dataclass(frozen=True)
 class Generation:
     """Generation as ``model.generate`` runs it: a prefill of ``prompt_tokens`` per sequence,
     then ``new_tokens − 1`` decode steps of one token (the request's batch is the number of
@@ -188,6 +208,7 @@ class Request:
     measure_time: bool = False
     repeats: int = DEFAULT_REPEATS
     step: Step | None = None
+    run: Run | None = None
     generation: Generation | None = None
     lora: Lora | None = None
     depth: int | None = None
@@ -223,6 +244,18 @@ class Request:
             raise BadRequest("the KV cache dtype sizes generation's cache: give a generation (--prompt, --new-tokens)")
         if self.weights is not None and self.step is not None:
             raise BadRequest("quantized weights are an inference what-if: drop the training step and memory options")
+        if self.run is not None:
+            self._check_run()
         if self.generation is not None and (self.step is not None or self.measure_time):
             raise BadRequest("generation is costed on its own: drop the training step and measured time from the "
                              "request")
+
+    def _check_run(self) -> None:
+        if not self.report:
+            raise BadRequest("a training run's time is on the report's roofline: keep the report")
+        if self.step is None or self.step.mode != "train":
+            raise BadRequest("a training run repeats the simulated training step: add --train (Step(mode='train'))")
+        if self.hardware is None:
+            raise BadRequest("a training run's time is on a device: give --hardware (e.g. a100-80gb)")
+        if self.inputs.seq is None:
+            raise BadRequest("a training run counts tokens: give the sequence length (--seq, Inputs(seq=...))")

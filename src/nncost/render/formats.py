@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from nncost.render import units
 from nncost.render.generation import generation_markdown
 from nncost.render.memory import memory_lines
+from nncost.render.training_run import training_run_lines
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Layer, Report
+    from nncost.records.training_run import TrainingRun
 
 SCHEMA = "nncost.report/2"
 # MemoryReport fields that are the plot's, not the document's
@@ -126,20 +128,26 @@ def generation_dict(generation: GenerationReport) -> dict[str, Any]:
     }
 
 
+def training_run_dict(run: TrainingRun) -> dict[str, Any]:
+    """The ``training_run`` section: the record's fields, ``cost`` and its price null when unpriced."""
+    return asdict(run)
+
+
 def to_dict(report: Report | None, memory: MemoryReport | None = None,
-            generation: GenerationReport | None = None) -> dict[str, Any]:
+            generation: GenerationReport | None = None, training_run: TrainingRun | None = None) -> dict[str, Any]:
     """The whole document of a result (see docs/schema.json)."""
     data: dict[str, Any] = {"schema": SCHEMA}
     if report is not None:
         data.update(_report_dict(report))
     data["memory"] = memory_dict(memory) if memory is not None else None
     data["generation"] = generation_dict(generation) if generation is not None else None
+    data["training_run"] = training_run_dict(training_run) if training_run is not None else None
     return data
 
 
 def to_json(report: Report | None, memory: MemoryReport | None = None, generation: GenerationReport | None = None,
-            indent: int | None = 2) -> str:
-    return json.dumps(to_dict(report, memory, generation), indent=indent)
+            training_run: TrainingRun | None = None, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(report, memory, generation, training_run), indent=indent)
 
 
 def _flat_row(layer: Layer) -> dict[str, Any]:
@@ -150,15 +158,18 @@ def _flat_row(layer: Layer) -> dict[str, Any]:
 
 
 def to_csv(report: Report | None, memory: MemoryReport | None = None,
-           generation: GenerationReport | None = None) -> str:
+           generation: GenerationReport | None = None, training_run: TrainingRun | None = None) -> str:
     """One row per layer; then, each after a blank line, a simulated step's figures as
-    ``memory,value`` rows, generation's as ``generation,value`` rows and the decode phase's layers."""
+    ``memory,value`` rows, a training run's as ``training_run,value`` rows, generation's as
+    ``generation,value`` rows and the decode phase's layers."""
     buffer = io.StringIO()
     blocks: list[str] = []
     if report is not None:
         blocks.append(_layers_csv(report))
     if memory is not None:
         blocks.append(_values_csv("memory", memory_dict(memory)))
+    if training_run is not None:
+        blocks.append(_values_csv("training_run", training_run_dict(training_run)))
     if generation is not None:
         values = generation_dict(generation)
         values.pop("steps")
@@ -317,9 +328,10 @@ def layer_cells(layer: Layer) -> tuple[str, ...]:
 
 
 def to_markdown(report: Report | None, memory: MemoryReport | None = None,
-                generation: GenerationReport | None = None, depth: int | None = None) -> str:
+                generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
+                depth: int | None = None) -> str:
     """The layer table and the totals as Markdown (for generation, prefill and decode side by
-    side); with a simulated step, its section after them."""
+    side); with a simulated step, its section after them, then a training run's."""
     rows: list[str] = []
     if generation is not None:
         rows += generation_markdown(generation)
@@ -337,4 +349,7 @@ def to_markdown(report: Report | None, memory: MemoryReport | None = None,
         rows.append("### Memory")
         rows.append("")
         rows.extend(f"- **{label.strip()}**: {value}" for label, value in memory_lines(memory))
+    if training_run is not None:
+        rows += ["", "### Training run", ""]
+        rows.extend(f"- **{label}**: {value}" for label, value in training_run_lines(training_run))
     return "\n".join(rows) + "\n"

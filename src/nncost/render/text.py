@@ -11,22 +11,34 @@ from rich.text import Text
 from nncost.render.generation import generation_lines, rows
 from nncost.render.memory import render_memory
 from nncost.render.table import render_text, terminal_width, tree_table
+from nncost.render.training_run import training_run_lines
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
     from nncost.records.report import Report
+    from nncost.records.training_run import TrainingRun
 
 
-def to_text(report: Report | None, memory: MemoryReport | None, generation: GenerationReport | None = None) -> str:
-    """The layer table and totals, then the memory section; for generation, prefill and decode
-    side by side and the generation's figures."""
+def to_text(report: Report | None, memory: MemoryReport | None, generation: GenerationReport | None = None,
+            training_run: TrainingRun | None = None) -> str:
+    """The layer table and totals, then the memory section and a training run's summary; for
+    generation, prefill and decode side by side and the generation's figures."""
     if generation is not None:
         return render_generation(generation)
     parts = [render_text(report)] if report is not None else []
     if memory is not None:
         parts.append(render_memory(memory))
+    if training_run is not None:
+        parts.append(render_training_run(training_run))
     return "\n".join(parts)
+
+
+def render_training_run(run: TrainingRun) -> str:
+    """The run's summary block: a title, then its labelled figures."""
+    lines = training_run_lines(run)
+    width = max(len(label) for label, _ in lines)
+    return "training run\n" + "".join(f"  {label:<{width}}  {value}\n" for label, value in lines)
 
 
 def render_generation(generation: GenerationReport, width: int | None = None) -> str:

@@ -75,6 +75,15 @@ def seconds(s: float) -> str:
     return f"{_figures(s * 1e9)} ns"
 
 
+def duration(s: float) -> str:
+    """A run's wall time: 5400 -> '1.50 h', 1.2e6 -> '13.9 days'; shorter times as :func:`seconds`."""
+    if s >= 2 * 86400:
+        return f"{_figures(s / 86400)} days"
+    if s >= 3600:
+        return f"{_figures(s / 3600)} h"
+    return seconds(s)
+
+
 def rate(flops_per_second: float) -> str:
     """3.1e14 -> '310 TFLOP/s'."""
     for threshold, suffix in ((1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s")):

@@ -1,0 +1,40 @@
+"""A whole training run: the simulated step repeated until the run's tokens are seen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """``tokens`` seen in ``steps`` steps of ``tokens_per_step`` (global batch × sequence) on
+    ``gpus`` data-parallel GPUs of ``hardware``.
+
+    ``flops`` is the work every GPU executes over the run (forward, backward with its
+    recomputation, optimizer); ``flops_per_token`` is its share of one token.  ``seconds`` is
+    the run's wall time at ``efficiency`` (the fraction of the device's dense matrix peak
+    ``peak_flops`` a step achieves, as published runs achieve it: ``efficiency_source``), and
+    ``gpu_hours`` its time on all GPUs; ``cost`` is ``gpu_hours × price_per_gpu_hour`` when priced.
+    """
+
+    tokens: int
+    tokens_per_step: int
+    steps: int
+    gpus: int
+    hardware: str
+    flops: float
+    flops_per_token: float
+    peak_flops: float
+    efficiency: float
+    efficiency_source: str
+    seconds: float
+    gpu_hours: float
+    price_per_gpu_hour: float | None = None
+    cost: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``training_run`` section of the JSON document."""
+        from nncost.render.formats import training_run_dict
+
+        return training_run_dict(self)
