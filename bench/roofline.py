@@ -241,15 +241,8 @@ def cli_table(models: list[list[dict[str, Any]]], args: argparse.Namespace, comm
                      "Misses: "
                      + "; ".join(misses) + ".")]
     medians = [sorted(model, key=total_error)[len(model) // 2] for model in models]
-    lines += ["", "Per leaf type (each model's median trial): leaves within 2×, median estimated/measured, "
-                  "measured time.", "",
-              "| leaf type | within 2× | median est./meas. | measured |", "|---|---:|---:|---:|"]
-    merged = by_type([leaf for r in medians for leaf in r["leaves"]])
-    for kind, (within, count, median, seconds) in sorted(merged.items(), key=lambda kv: -kv[1][3]):
-        lines.append(f"| {kind} | {within}/{count} | {median:.2f} | {seconds * 1e3:.1f} ms |")
-    silent = sorted({t for r in trials for t in r["silent_leaves"]})
-    lines += ["", f"Leaves with no operator, left out: {', '.join(silent) or 'none'}.", end]
-    return "\n".join(lines)
+    lines += leaf_types(medians, trials, "each model's median trial")
+    return "\n".join([*lines, end])
 
 
 def write_docs(text: str, start: str, end: str) -> None:
@@ -281,6 +274,19 @@ def by_type(leaves: list[dict[str, Any]]) -> dict[str, tuple[int, int, float, fl
         within, count, median = ratio_stats(items)
         summary[kind] = (within, count, median, sum(i["measured"] for i in items))
     return summary
+
+
+def leaf_types(results: list[dict[str, Any]], every: list[dict[str, Any]], which: str) -> list[str]:
+    """The per-leaf-type table of ``results`` (``which`` says whose leaves), and the leaf types of
+    ``every`` result that ran no operator."""
+    lines = ["", f"Per leaf type ({which}): leaves within 2×, median estimated/measured, measured time.", "",
+             "| leaf type | within 2× | median est./meas. | measured |", "|---|---:|---:|---:|"]
+    merged = by_type([leaf for r in results for leaf in r["leaves"]])
+    for kind, (within, count, median, seconds) in sorted(merged.items(), key=lambda kv: -kv[1][3]):
+        lines.append(f"| {kind} | {within}/{count} | {median:.2f} | {seconds * 1e3:.1f} ms |")
+    silent = sorted({t for r in every for t in r["silent_leaves"]})
+    lines += ["", f"Leaves with no operator, left out: {', '.join(silent) or 'none'}."]
+    return lines
 
 
 def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str) -> str:
@@ -316,14 +322,8 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str)
             f"{100 * error:+.1f}% {total_ok} | {', '.join(f'{100 * e:+.0f}%' for e in r.get('errors', [error]))} | "
             f"{within}/{count} ({100 * within / max(count, 1):.0f}%) {layer_ok} | "
             f"{median:.2f} | {100 * (r['mfu'] or 0):.1f}% | {r['load_before'][0]:.2f} → {r['load_after'][0]:.2f} |")
-    lines += ["", "Per leaf type (all these models): leaves within 2×, median estimated/measured, measured time.", "",
-              "| leaf type | within 2× | median est./meas. | measured |", "|---|---:|---:|---:|"]
-    merged = by_type([leaf for r in results for leaf in r["leaves"]])
-    for kind, (within, count, median, seconds) in sorted(merged.items(), key=lambda kv: -kv[1][3]):
-        lines.append(f"| {kind} | {within}/{count} | {median:.2f} | {seconds * 1e3:.1f} ms |")
-    silent = sorted({t for r in results for t in r["silent_leaves"]})
-    lines += ["", f"Leaves with no operator, left out: {', '.join(silent) or 'none'}.", end]
-    return "\n".join(lines)
+    lines += leaf_types(results, results, "all these models")
+    return "\n".join([*lines, end])
 
 
 def main() -> None:
