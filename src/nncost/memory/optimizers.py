@@ -64,6 +64,24 @@ def state_bytes(optimizer: torch.optim.Optimizer | None, *, device: str) -> list
     seen: dict[int, int] = {}
     for state in optimizer.state.values():
         for value in state.values():
-            if isinstance(value, torch.Tensor) and (value.device.type == "meta" or device == "cpu"):
+            if isinstance(value, torch.Tensor) and on_device(device, "", value):
                 seen[id(value.untyped_storage())] = value.untyped_storage().nbytes()
     return list(seen.values())
+
+
+def on_device(device: str, key: str, value: torch.Tensor) -> bool:
+    """Whether a state tensor of a simulated step is in device memory (:func:`state_bytes`)."""
+    return value.device.type == "meta" or device == "cpu"
+
+
+def state_bytes_by_param(optimizer: torch.optim.Optimizer | None,
+                         held: Callable[[str, torch.Tensor], bool]) -> dict[int, int]:
+    """Bytes of each parameter's optimizer state that ``held(key, tensor)`` says is in device
+    memory, by ``id`` of the parameter."""
+    if optimizer is None:
+        return {}
+    import torch
+
+    return {id(param): sum(value.untyped_storage().nbytes() for key, value in state.items()
+                           if isinstance(value, torch.Tensor) and held(key, value))
+            for param, state in optimizer.state.items()}

@@ -166,14 +166,15 @@ class MixedRun:
         seen: dict[int, int] = {}
         for state in (optimizer.state.values() if optimizer is not None else []):
             for key, value in state.items():
-                if not isinstance(value, torch.Tensor):
-                    continue
-                on_device = self.hardware == "cpu" or value.device.type == "cuda" or (self.stand_in and key != "step")
-                if on_device:
+                if isinstance(value, torch.Tensor) and self.holds(key, value):
                     seen[id(value.untyped_storage())] = value.untyped_storage().nbytes()
         for t in self.scaler_tensors:
             seen[id(t.untyped_storage())] = t.untyped_storage().nbytes()
         return list(seen.values())
+
+    def holds(self, key: str, value: torch.Tensor) -> bool:
+        """Whether an optimizer state tensor is in device memory (:meth:`state_bytes`)."""
+        return self.hardware == "cpu" or value.device.type == "cuda" or (self.stand_in and key != "step")
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to call backward on (GradScaler.scale for fp16-mixed), its graph hooked."""

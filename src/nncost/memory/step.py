@@ -11,8 +11,10 @@ parameters' ``.grad`` after backward say which are gradients.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
+import functools
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +31,7 @@ from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
-from nncost.memory.optimizers import OPTIMIZERS, state_bytes
+from nncost.memory.optimizers import OPTIMIZERS, on_device, state_bytes, state_bytes_by_param
 from nncost.memory.precision import FakeTracer, MixedRun, autocast_or_nothing, mixed_run, needs_values
 from nncost.precision import resolve_precision
 from nncost.records.trace import LayerCall, OpCall
@@ -55,6 +57,24 @@ class StepTrace:
     checkpointed: list[str] = field(default_factory=list)  # modules run under activation checkpointing
     gradients: set[int] = field(default_factory=set)  # allocation ids
     saved: set[int] = field(default_factory=set)
+    parameters: list[ParamRecord] = field(default_factory=list)  # each parameter tensor once
+    # (op index, forward op index): from this backward operator on, the backward runs the autograd
+    # node that the forward made at that forward operator (its first operator after the last module
+    # call began or ended before the node was made); the operators a node runs are its forward's
+    backward_sources: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParamRecord:
+    """One parameter tensor of a captured step: the module that holds it (the first, for a tied
+    one), its elements and bytes, the bytes of its optimizer state on the device, and whether it
+    is trained (its gradient has its bytes)."""
+
+    module: str
+    numel: int
+    nbytes: int
+    state_bytes: int
+    trainable: bool
 
 
 def checkpoint_blocks(model: nn.Module, choice: bool | Sequence[str]) -> list[tuple[str, nn.Module]]:
@@ -151,7 +171,8 @@ def capture_step(
             else:
                 placed = (inputs_mod.place(args, meta, setting.param_dtype),
                           inputs_mod.place(kwargs, meta, setting.param_dtype))
-            phases, saved = _run(model, placed, tracer, scopes, params, opt, mixed, train, device)
+            lineage = _Lineage(tracer)
+            phases, saved = _run(model, placed, tracer, scopes, params, opt, mixed, train, device, lineage)
         except NncostError:
             raise
         except Exception as exc:
@@ -167,6 +188,8 @@ def capture_step(
         weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
                                                           (*model.parameters(), *model.buffers())}.values()]
         input_sizes = [t.untyped_storage().nbytes() for t in tensors_in(placed)]
+        held = mixed.holds if mixed else functools.partial(on_device, device)
+        parameters = _param_records(model, state_bytes_by_param(opt, held))
         largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
                              for m in model.modules()), default=0)
     return StepTrace(
@@ -184,7 +207,20 @@ def capture_step(
         backward_end=phases.backward_end,
         gradients=phases.gradients,
         saved=saved,
+        parameters=parameters,
+        backward_sources=lineage.sources if train else [],
     )
+
+
+def _param_records(model: nn.Module, state: dict[int, int]) -> list[ParamRecord]:
+    """Each parameter tensor once, with the first module that holds it and its optimizer state."""
+    records: dict[int, ParamRecord] = {}
+    for name, module in model.named_modules():
+        for p in module._parameters.values():
+            if p is not None and id(p) not in records:
+                records[id(p)] = ParamRecord(name, p.numel(), p.untyped_storage().nbytes(), state.get(id(p), 0),
+                                             p.requires_grad)
+    return list(records.values())
 
 
 def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.optim.Optimizer | None:
@@ -199,9 +235,10 @@ def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.opti
 
 def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], tracer: Tracer, scopes: Scopes,
          params: list[nn.Parameter], opt: torch.optim.Optimizer | None, mixed: MixedRun | None, train: bool,
-         device: str) -> tuple[_Phases, set[int]]:
+         device: str, lineage: _Lineage) -> tuple[_Phases, set[int]]:
     """Forward, loss, backward and the optimizer's step, traced; the phases' ends, the gradients,
-    and the allocations autograd saved for backward."""
+    the allocations autograd saved for backward, and (in ``lineage``) where each backward node came
+    from."""
     phases = _Phases()
     saved: set[int] = set()
 
@@ -214,13 +251,14 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
     grad_mode = torch.enable_grad() if train else torch.no_grad()
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
     with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
-        with autocast_or_nothing(mixed):  # forward and loss under autocast when mixed
+        with autocast_or_nothing(mixed), lineage.hooked(model) if train else nullcontext():
             output = model(*placed[0], **placed[1])
             phases.forward_end = phases.loss_end = phases.backward_end = len(tracer.ops)
             loss = _loss(output) if train else None
         if loss is not None:
             if mixed:
                 loss = mixed.scale(loss)  # fp16-mixed: GradScaler.scale
+            lineage.watch(loss)
             phases.loss_end = len(tracer.ops)
             loss.backward()
             phases.backward_end = len(tracer.ops)
@@ -233,6 +271,64 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
                 opt.step()
         del output
     return phases, saved
+
+
+class _Lineage:
+    """Which forward operator each autograd node of the step came from, and so which operators of
+    the backward belong to which part of the model.
+
+    Autograd numbers its nodes in the order the forward makes them (``Node._sequence_nr``).  At
+    every module call's start and end the next number and the count of traced operators are noted:
+    a node made between two such marks came from the operators traced between them, all run in
+    one module call.  In the backward, a pre-hook on each node notes the operator count it starts
+    at and that forward operator; the nodes that accumulate gradients (numbered past every
+    forward node) run with the node before them.
+    """
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+        self.marks: list[tuple[int, int]] = []  # (next sequence number, traced operators)
+        self.sources: list[tuple[int, int]] = []  # (backward op index, forward op index)
+
+    def _mark(self, *_: Any) -> None:
+        self.marks.append((torch._C._autograd._get_sequence_nr(), len(self.tracer.ops)))
+
+    @contextmanager
+    def hooked(self, model: nn.Module) -> Iterator[None]:
+        handles = []
+        try:
+            for module in model.modules():
+                if isinstance(module, torch.jit.ScriptModule):
+                    continue
+                handles.append(module.register_forward_pre_hook(self._mark))
+                handles.append(module.register_forward_hook(self._mark, always_call=True))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def watch(self, loss: torch.Tensor) -> None:
+        """Note, as the backward of ``loss`` runs each node, where its operators start."""
+        numbers = [number for number, _ in self.marks]
+        made_after = torch._C._autograd._get_sequence_nr()
+        seen: set[int] = set()
+        stack = [loss.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.extend(next_node for next_node, _ in node.next_functions)
+            number = node._sequence_nr()
+            if number >= made_after:  # AccumulateGrad: numbered past every node
+                continue
+            k = bisect_right(numbers, number) - 1
+            source = self.marks[k][1] if k >= 0 else 0
+
+            def starting(grad_outputs: Any, source: int = source) -> None:
+                self.sources.append((len(self.tracer.ops), source))
+
+            node.register_prehook(starting)
 
 
 def _loss(output: Any) -> torch.Tensor:
