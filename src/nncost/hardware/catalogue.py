@@ -30,7 +30,8 @@ class Device:
     figures, 1.0); ``family_overhead_seconds`` the fixed cost of one operator call per family,
     ``op_overhead_seconds`` the generic one and ``module_call_seconds`` that of one module call,
     also measured on the ``cpu`` only (0 on datasheet devices).  ``interconnect_bandwidth`` is
-    the GPU-to-GPU link's, both directions together (a ring all-reduce sends at half of it each way).
+    the GPU-to-GPU link's, both directions together (a ring all-reduce sends at half of it each way);
+    ``network_bandwidth`` each GPU's port to other nodes of ``gpus_per_node`` GPUs, quoted the same way.
     """
 
     name: str
@@ -49,6 +50,9 @@ class Device:
     notes: str = ""
     interconnect: str = ""  # the GPU-to-GPU link: "NVLink 4", "PCIe Gen4 x16"
     interconnect_bandwidth: float | None = None  # bytes/s, both directions together, as datasheets quote it
+    gpus_per_node: int | None = None  # the GPUs of the vendor's system joined by ``interconnect``
+    network: str = ""  # the link between such nodes, one port per GPU: "InfiniBand NDR 400 Gb/s per GPU"
+    network_bandwidth: float | None = None  # bytes/s per GPU, both directions together
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype`` (fp32, tf32, bf16, fp16, fp8, int8)."""
@@ -95,6 +99,9 @@ def catalogue_device(name: str) -> Device:
         notes=entry.get("notes", ""),
         interconnect=entry.get("interconnect", ""),
         interconnect_bandwidth=entry.get("interconnect_bandwidth"),
+        gpus_per_node=entry.get("gpus_per_node"),
+        network=entry.get("network", ""),
+        network_bandwidth=entry.get("network_bandwidth"),
     )
 
 
