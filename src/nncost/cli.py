@@ -210,10 +210,6 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--new-tokens", type=positive, metavar="M", default=None,
                             help="tokens generated per sequence: the prefill yields the first, M-1 decode steps the "
                                  "rest")
-    generation.add_argument("--tensor-parallel", type=positive, metavar="N", default=1,
-                            help="with --prompt: split the model over N GPUs in the Megatron layout (heads and MLP "
-                                 "columns split, two all-reduces per layer on the --hardware device's link); the "
-                                 "figures are one GPU's")
     adapters = parser.add_argument_group("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')")
     adapters.add_argument("--lora", type=positive, metavar="R", default=None,
                           help="LoRA adapters of rank R on a frozen base, as peft's get_peft_model puts them")
@@ -235,9 +231,33 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--allocator", choices=ALLOCATORS, default=None,
                         help="allocator semantics of the simulation: cpu (exact bytes) or cuda (512-byte blocks, "
                              "the caching allocator replayed); default: that of --hardware's device, else cuda")
-    memory.add_argument("--gpus", type=positive, default=1, help="data-parallel GPUs, with --sharding")
+    memory.add_argument("--gpus", type=positive, default=1,
+                        help="GPUs in all, with --sharding: data-parallel, or GPUS ÷ (T·P) copies under "
+                             "--tensor-parallel T and --pipeline-parallel P")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
+    parallel = parser.add_argument_group(
+        "parallelism", "split the model over GPUs in the Megatron layout (hf: language models); every figure one GPU's")
+    parallel.add_argument("--tensor-parallel", type=positive, metavar="T", default=1,
+                          help="split each transformer block over T GPUs of a node (heads and MLP columns split, "
+                               "two all-reduces per block on the --hardware device's NVLink): with --prompt, "
+                               "generation; with --train, a training step (--gpus GPUS in all)")
+    parallel.add_argument("--pipeline-parallel", type=positive, metavar="P", default=1,
+                          help="with --train: P pipeline stages of consecutive blocks under the 1F1B schedule "
+                               "(GPUS ÷ (T·P) data-parallel copies)")
+    parallel.add_argument("--micro-batches", type=positive, metavar="M", default=1,
+                          help="with --train: M micro-batches of --batch samples a step on each data-parallel copy "
+                               "(the pipeline's bubble is (P−1)/M; global batch = batch × M × GPUS ÷ (T·P))")
+    parallel.add_argument("--sequence-parallel", action="store_true",
+                          help="with --tensor-parallel T --train: also split the norms' and residuals' activations "
+                               "along the sequence (reduce-scatter and all-gather instead of all-reduce)")
+    parallel.add_argument("--plan", action="store_true",
+                          help="with --train, --hardware and --gpus: search tensor × pipeline × data parallelism, "
+                               "micro-batches, checkpointing and the ZeRO stage; print the five fastest layouts "
+                               "that fit, and why the others do not")
+    parallel.add_argument("--global-batch", type=positive, metavar="B", default=None,
+                          help="with --plan: only layouts whose batch × micro-batches × data-parallel GPUs is B "
+                               "samples")
     run = parser.add_argument_group("training run", "a whole run: the training step repeated over a run's tokens")
     run.add_argument("--tokens", type=token_count, metavar="N", default=None,
                      help="with --train, --seq and --hardware: train on N tokens (2T, 300B, 1.5e12): steps, "
@@ -374,14 +394,15 @@ def _main(args: argparse.Namespace) -> str:
         from nncost.render.plot import plot_memory
 
         if result.memory is None:
-            raise BadRequest("--plot draws a simulated step: add --train (or another memory option)")
+            raise BadRequest("--plot draws the step one GPU simulates: add --train (or another memory option), "
+                             "without a layout over GPUs")
         plot_memory(result.memory, args.plot)
     if args.html:
         from nncost.render.html import write_html
 
         assert result.report is not None
         write_html(args.html, result.report, result.memory, command=args.command, open_depth=args.depth,
-                   generation=result.generation)
+                   generation=result.generation, parallel=result.parallel)
     return _render(args, result)
 
 
@@ -415,13 +436,21 @@ def build_request(args: argparse.Namespace) -> Request:
     if args.prompt is not None:
         if args.train or args.measure_time or args.seq is not None:
             raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
+        if _training_layout(args):
+            raise BadRequest("--pipeline-parallel, --micro-batches, --sequence-parallel and --plan spread a training "
+                             "step: drop them with --prompt")
         generation = Generation(args.prompt, args.new_tokens, fit=args.fit, tensor_parallel=args.tensor_parallel)
-    elif args.tensor_parallel > 1:
-        raise BadRequest("--tensor-parallel splits generation over GPUs: give --prompt P --new-tokens M")
+    elif (args.tensor_parallel > 1 or _training_layout(args)) and not args.train:
+        raise BadRequest("--tensor-parallel splits generation (--prompt P --new-tokens M) or a training step; "
+                         "--pipeline-parallel, --micro-batches, --sequence-parallel and --plan a training step: "
+                         "add --train")
     elif _wants_memory(args):
         step = Step(mode="train" if args.train else "infer", optimizer=args.optimizer,
                     allocator=args.allocator or _allocator_of(hardware), checkpointing=args.checkpointing,
-                    gpus=args.gpus, sharding=args.sharding, fit=args.fit, measure=args.measure)
+                    gpus=args.gpus, sharding=args.sharding, fit=args.fit, measure=args.measure,
+                    tensor_parallel=args.tensor_parallel, pipeline_parallel=args.pipeline_parallel,
+                    micro_batches=args.micro_batches, sequence_parallel=args.sequence_parallel, plan=args.plan,
+                    global_batch=args.global_batch)
     if args.tokens is None and (args.price_per_gpu_hour is not None or args.mfu is not None):
         raise BadRequest("--price-per-gpu-hour and --mfu go with a training run: add --tokens N")
     run = Run(args.tokens, args.price_per_gpu_hour, args.mfu) if args.tokens is not None else None
@@ -455,6 +484,12 @@ def _allocator_of(hardware: str | None) -> str:
     from nncost.hardware.catalogue import catalogue_device
 
     return catalogue_device(hardware).kind
+
+
+def _training_layout(args: argparse.Namespace) -> bool:
+    """Whether a flag that only a training step's layout takes was given."""
+    return bool(args.pipeline_parallel > 1 or args.micro_batches > 1 or args.sequence_parallel or args.plan
+                or args.global_batch is not None)
 
 
 def _wants_memory(args: argparse.Namespace) -> bool:

@@ -13,8 +13,10 @@
    sequences that fit;
 5. **step**: the memory simulation of a training step or inference pass
    (:mod:`nncost.memory.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
-   and one real step when asked;
-6. the training step's time on the roofline, and the result.
+   and one real step when asked; or, for a step spread over GPUs (tensor, pipeline, data
+   parallelism, micro-batches), one traced step at the micro-batch and each stage's memory and
+   the step's time derived from it, or a plan's search of layouts (:mod:`nncost.analyses.parallel`);
+6. the training step's time on the roofline, a whole run of such steps, and the result.
 
 The Python API (:mod:`nncost.api`) and the command line (:mod:`nncost.cli`) only build
 requests and call :func:`run`.
@@ -36,6 +38,8 @@ from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
 from nncost.analyses.memory import analyse_step
+from nncost.analyses.parallel import Cluster, Layouts, profile_step
+from nncost.analyses.parallel import plan as search_layouts
 from nncost.analyses.quantize import quantized
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
 from nncost.analyses.tensor_parallel import (
@@ -46,7 +50,7 @@ from nncost.analyses.tensor_parallel import (
     split_layers,
 )
 from nncost.analyses.timing import with_times
-from nncost.analyses.training_run import training_run
+from nncost.analyses.training_run import ACHIEVABLE_MFU, layout_run, training_run
 from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
@@ -59,6 +63,7 @@ from nncost.precision import resolve_precision
 from nncost.quantization import WeightFormat, weight_format
 from nncost.records.generation import GenerationReport
 from nncost.records.memory import MemoryReport
+from nncost.records.parallel import Layout, ParallelStep, Plan
 from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.records.roofline import Roofline
@@ -110,22 +115,33 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     report = _forward(request, source, say) if request.report else None
     if report is not None and source.dtype_source is not None:
         report = replace(report, dtype=source.dtype_name, dtype_source=source.dtype_source)
-    memory = _step(request, source, say) if request.step is not None else None
+    memory = parallel = plan = None
+    if request.step is not None and request.step.parallel:
+        parallel, plan = _layout(request, source, say)
+    elif request.step is not None:
+        memory = _step(request, source, say)
     if report is not None and memory is not None:
         report = with_training_step(report, memory)
-    run = _training_run(request, report, memory)
+    run = _training_run(request, report, memory, parallel)
     if report is not None and request.depth is not None:
         report = replace(report, depth=request.depth)
-    return Result(report, memory, training_run=run)
+    return Result(report, memory, training_run=run, parallel=parallel, plan=plan)
 
 
-def _training_run(request: Request, report: Report | None, memory: MemoryReport | None) -> TrainingRun | None:
-    """The request's whole run: its simulated step repeated over the run's tokens."""
-    if request.run is None or report is None or report.roofline is None or memory is None:
+def _training_run(request: Request, report: Report | None, memory: MemoryReport | None,
+                  parallel: ParallelStep | None = None) -> TrainingRun | None:
+    """The request's whole run: its simulated step, or its layout's, repeated over the run's tokens."""
+    if request.run is None:
+        return None
+    wanted = request.run
+    if parallel is not None:
+        return layout_run(parallel, tokens=wanted.tokens, price_per_gpu_hour=wanted.price_per_gpu_hour,
+                          given_mfu=wanted.mfu is not None)
+    if report is None or report.roofline is None or memory is None:
         return None
     assert request.inputs.seq is not None  # the request checks it
-    return training_run(memory, report.roofline, tokens=request.run.tokens, seq=request.inputs.seq,
-                        price_per_gpu_hour=request.run.price_per_gpu_hour, mfu=request.run.mfu)
+    return training_run(memory, report.roofline, tokens=wanted.tokens, seq=request.inputs.seq,
+                        price_per_gpu_hour=wanted.price_per_gpu_hour, mfu=wanted.mfu)
 
 
 # -- 1. source ---------------------------------------------------------------------------
@@ -417,6 +433,62 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
     return report
 
 
+# -- 5b. a layout over many GPUs -------------------------------------------------------------
+def _layout(request: Request, source: Source, say: Progress) -> tuple[ParallelStep | None, Plan | None]:
+    """The step spread over GPUs: one traced step at the micro-batch, cut into pieces, then the
+    layout asked for, or a plan's search and its best layout (:mod:`nncost.analyses.parallel`)."""
+    step = request.step
+    assert step is not None
+    model = source.given if source.given is not None else source.on(source.built_on())
+    args, kwargs = source.inputs(str(model_device(model)))
+    batch = batch_of((args, kwargs)) or request.inputs.batch_size
+    with say.step(f"tracing one training step of {source.label} at the micro-batch ({batch})", slow=False):
+        trace = capture_step(model, args, kwargs, mode="train", optimizer=step.optimizer, device=step.allocator,
+                             dtype=request.dtype, checkpointing=False, precision=request.precision)
+    heads, kv_heads = _attention_heads(model)
+    seq = (request.inputs.seq or DEFAULT_SEQ) if source.spec is not None and source.spec.token_input else None
+    profile = profile_step(trace, model=source.label, allocator=step.allocator, optimizer=step.optimizer,
+                           batch_size=batch, seq=seq, precision=request.precision, heads=heads, kv_heads=kv_heads)
+    cluster = _cluster(request, model)
+    budget = _budget(None, request.hardware)
+    if step.plan:
+        assert cluster is not None and budget is not None  # the request asks for a catalogue device
+        with say.bar(f"searching layouts of {step.gpus} × {cluster.hardware}", None, counts="layouts") as advance:
+            found = search_layouts(profile, cluster, gpus=step.gpus, budget=budget, global_batch=step.global_batch,
+                                   sequence_parallel=step.sequence_parallel, advance=advance)
+        return (found.best[0] if found.best else None), found
+    layout = Layout(gpus=step.gpus, tensor_parallel=step.tensor_parallel, pipeline_parallel=step.pipeline_parallel,
+                    data_parallel=step.gpus // (step.tensor_parallel * step.pipeline_parallel),
+                    micro_batches=step.micro_batches, micro_batch_size=batch,
+                    sequence_parallel=step.sequence_parallel, checkpointing=bool(step.checkpointing),
+                    sharding=step.sharding)
+    return Layouts(profile).step(layout, cluster, budget), None
+
+
+def _cluster(request: Request, model: nn.Module) -> Cluster | None:
+    """The request's device as a layout's time sees it: its dense matrix peak at the run's
+    precision, the training run's MFU, memory bandwidth, and its links; None without one."""
+    if request.hardware is None or request.hardware == "cpu":
+        return None
+    device = catalogue_device(request.hardware)
+    roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, _run_dtype(request)),
+                             precision=request.precision)
+    mfu = request.run.mfu if request.run is not None and request.run.mfu is not None else ACHIEVABLE_MFU
+    return Cluster(hardware=device.name, peak_flops=roofline.family_peak_flops.get("matmul", roofline.peak_flops),
+                   efficiency=mfu, bandwidth=device.bandwidth, interconnect=device.interconnect,
+                   interconnect_bandwidth=device.interconnect_bandwidth, gpus_per_node=device.gpus_per_node,
+                   network=device.network, network_bandwidth=device.network_bandwidth)
+
+
+def _attention_heads(model: nn.Module) -> tuple[int | None, int | None]:
+    """The attention heads and key/value heads a transformers config names (None where it names none)."""
+    config: Any = getattr(model, "config", None)
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    heads = getattr(text, "num_attention_heads", None)
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    return (int(heads) if heads is not None else None), (int(kv_heads) if kv_heads is not None else None)
+
+
 def _budget(fit: int | str | None, hardware: str | None) -> int | None:
     """The memory budget of a step or of generation: ``fit`` as given (bytes, ``"24GiB"``), else
     the memory of ``hardware`` (:data:`FIT_DEVICE`, or no ``fit``: is the peak inside it?)."""
@@ -613,10 +685,7 @@ def _parallel(model: nn.Module, size: int, hardware: str | None) -> _Parallel | 
     """Tensor parallelism over ``size`` GPUs of ``hardware``, checked against the model's heads."""
     if size == 1:
         return None
-    config: Any = getattr(model, "config", None)
-    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-    heads = getattr(text, "num_attention_heads", None)
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    heads, kv_heads = _attention_heads(model)
     if heads is None or kv_heads is None:
         raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
     if heads % size:

@@ -87,6 +87,13 @@ class Step:
     activation checkpointing; ``gpus`` and ``sharding`` give per-GPU figures of data-parallel
     training; ``fit`` (bytes, ``"24GiB"``, or :data:`FIT_DEVICE` for the memory of the request's
     hardware) asks for the largest batch whose peak fits; ``measure`` also runs one real step.
+
+    A layout spreads the step over ``gpus``: ``tensor_parallel`` × ``pipeline_parallel`` GPUs
+    hold one copy of the model (Megatron's split; 1F1B stages), ``gpus ÷ (T·P)`` copies train on
+    data in parallel, each on ``micro_batches`` micro-batches of the request's batch a step, with
+    ``sequence_parallel`` or not.  ``plan`` searches those degrees, the micro-batches,
+    checkpointing and the ZeRO stage instead, for a ``global_batch`` of samples when given
+    (:mod:`nncost.analyses.parallel`; docs/training.md).
     """
 
     mode: str = "train"
@@ -97,6 +104,12 @@ class Step:
     sharding: str = "none"
     fit: int | str | None = None
     measure: bool = False
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    micro_batches: int = 1
+    sequence_parallel: bool = False
+    plan: bool = False
+    global_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -105,6 +118,48 @@ class Step:
             raise BadRequest(f"allocator semantics must be one of {', '.join(ALLOCATORS)}, got {self.allocator!r}")
         if self.gpus < 1:
             raise BadRequest(f"gpus must be at least 1, got {self.gpus}")
+        self._check_layout()
+
+    @property
+    def parallel(self) -> bool:
+        """Whether the step is spread by a layout (or a plan searches one), not simulated on one GPU."""
+        return (self.tensor_parallel * self.pipeline_parallel > 1 or self.micro_batches > 1 or self.sequence_parallel
+                or self.plan)
+
+    def _check_layout(self) -> None:
+        for name in ("tensor_parallel", "pipeline_parallel", "micro_batches"):
+            if getattr(self, name) < 1:
+                raise BadRequest(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        if self.global_batch is not None and (self.global_batch < 1 or not self.plan):
+            raise BadRequest("a global batch of at least 1 sample is what a plan searches for: add --plan")
+        if not self.parallel:
+            return
+        if self.mode != "train":
+            raise BadRequest("tensor, pipeline and sequence parallelism and micro-batches spread a training step: "
+                             "add --train")
+        if self.fit is not None or self.measure:
+            raise BadRequest("--fit and --measure run one GPU's step; a layout's figures are derived from a "
+                             "traced one: drop them (--plan searches the layouts that fit)")
+        if not isinstance(self.checkpointing, bool):
+            raise BadRequest("a layout checkpoints the transformer blocks whole: checkpointing=True, not module names")
+        if self.plan:
+            given = [flag for flag, value in (("--tensor-parallel", self.tensor_parallel > 1),
+                                              ("--pipeline-parallel", self.pipeline_parallel > 1),
+                                              ("--micro-batches", self.micro_batches > 1),
+                                              ("--checkpointing", self.checkpointing),
+                                              ("--sharding", self.sharding != "none")) if value]
+            if given:
+                raise BadRequest(f"--plan searches tensor and pipeline parallelism, micro-batches, checkpointing and "
+                                 f"the ZeRO stage: drop {', '.join(given)}")
+            return
+        model_gpus = self.tensor_parallel * self.pipeline_parallel
+        if self.gpus % model_gpus:
+            raise BadRequest(f"{self.gpus} GPUs cannot hold whole copies of a model spread over {model_gpus} "
+                             f"(tensor {self.tensor_parallel} × pipeline {self.pipeline_parallel}): --gpus must be a "
+                             "multiple of their product")
+        if self.sequence_parallel and self.tensor_parallel == 1:
+            raise BadRequest("sequence parallelism splits what tensor parallelism repeats: give --tensor-parallel "
+                             "of 2 or more")
 
 
 @dataclass(frozen=True)
@@ -231,6 +286,9 @@ class Request:
             raise BadRequest(f"repeats must be at least 1, got {self.repeats}")
         if self.depth is not None and self.depth < 0:
             raise BadRequest(f"depth must be 0 or more, got {self.depth}")
+        if self.step is not None and self.step.plan and (self.hardware is None or self.hardware == "cpu"):
+            raise BadRequest("a plan sets layouts against a device's memory and links: give --hardware (e.g. "
+                             "h100-sxm)")
         if self.hardware is not None and self.hardware.strip().lower() == "cuda":
             raise BadRequest("'cuda' names allocator semantics, not a device: give a device such as h100-sxm "
                              "for time estimates, and allocator='cuda' for the memory simulation")

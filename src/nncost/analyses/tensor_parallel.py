@@ -41,6 +41,18 @@ def transformer_layers(report: Report) -> set[int]:
             if not layer.is_leaf and layer.parent is not None and counts[(layer.parent, layer.type)] >= 2}
 
 
+def pipeline_blocks(report: Report) -> list[Layer]:
+    """The transformer blocks a pipeline places, in call order: the largest group of repeated
+    blocks (:func:`transformer_layers`) under one parent (``model.layers.0`` … ``.79``; the
+    experts inside a block are groups of their own, smaller); none when nothing repeats."""
+    blocks = transformer_layers(report)
+    groups: dict[tuple[int | None, str], list[Layer]] = {}
+    for layer in report.layers:
+        if layer.index in blocks:
+            groups.setdefault((layer.parent, layer.type), []).append(layer)
+    return max(groups.values(), key=len) if groups else []
+
+
 def split_layers(report: Report) -> set[int]:
     """The layer calls whose own operators each GPU runs 1/N of (this module's docstring)."""
     children: dict[int, list[Layer]] = {}

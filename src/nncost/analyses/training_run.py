@@ -16,6 +16,7 @@ import statistics
 
 from nncost.errors import BadRequest
 from nncost.records.memory import MemoryReport
+from nncost.records.parallel import ParallelStep
 from nncost.records.roofline import Roofline
 from nncost.records.training_run import TrainingRun
 
@@ -71,4 +72,30 @@ def training_run(memory: MemoryReport, roofline: Roofline, *, tokens: int, seq: 
         flops=flops, flops_per_token=flops / (steps * tokens_per_step), peak_flops=peak, efficiency=efficiency,
         efficiency_source="given" if mfu is not None else MFU_SOURCE, seconds=seconds, gpu_hours=gpu_hours,
         price_per_gpu_hour=price_per_gpu_hour,
-        cost=gpu_hours * price_per_gpu_hour if price_per_gpu_hour is not None else None)
+        cost=gpu_hours * price_per_gpu_hour if price_per_gpu_hour is not None else None, step_seconds=seconds / steps)
+
+
+def layout_run(step: ParallelStep, *, tokens: int, price_per_gpu_hour: float | None = None,
+               given_mfu: bool = False) -> TrainingRun:
+    """``tokens`` of training in steps of ``step``'s layout: its global batch of tokens a step,
+    its FLOPs on all its GPUs, and its step time (compute at its efficiency, the pipeline's
+    bubble, the communication: :mod:`nncost.analyses.parallel`)."""
+    if step.tokens_per_step is None:
+        raise BadRequest("a training run counts tokens: it is for token models (hf:NAME, --seq)")
+    if step.step_seconds is None or step.hardware is None or step.peak_flops is None or step.efficiency is None:
+        raise BadRequest("a training run's time is on a device: give --hardware (e.g. h100-sxm)")
+    steps = math.ceil(tokens / step.tokens_per_step)
+    flops = step.flops * steps
+    seconds = steps * step.step_seconds
+    gpu_hours = seconds * step.layout.gpus / 3600
+    communication = sum(x or 0.0 for x in (step.tensor_parallel_seconds, step.pipeline_seconds,
+                                           step.data_parallel_seconds))
+    return TrainingRun(
+        tokens=tokens, tokens_per_step=step.tokens_per_step, steps=steps, gpus=step.layout.gpus,
+        hardware=step.hardware, flops=flops, flops_per_token=flops / (steps * step.tokens_per_step),
+        peak_flops=step.peak_flops, efficiency=step.efficiency,
+        efficiency_source="given" if given_mfu else MFU_SOURCE, seconds=seconds, gpu_hours=gpu_hours,
+        price_per_gpu_hour=price_per_gpu_hour,
+        cost=gpu_hours * price_per_gpu_hour if price_per_gpu_hour is not None else None,
+        step_seconds=step.step_seconds, layout=step.layout.label, bubble_seconds=step.bubble_seconds,
+        communication_seconds=communication)

@@ -16,6 +16,10 @@ class TrainingRun:
     the run's wall time at ``efficiency`` (the fraction of the device's dense matrix peak
     ``peak_flops`` a step achieves, as published runs achieve it: ``efficiency_source``), and
     ``gpu_hours`` its time on all GPUs; ``cost`` is ``gpu_hours × price_per_gpu_hour`` when priced.
+    ``step_seconds`` is one step's time.  Under a ``layout`` (tensor and pipeline parallelism,
+    micro-batches) the step's time also holds the pipeline's ``bubble_seconds`` and the
+    ``communication_seconds`` of its all-reduces, sends and gradient reduction
+    (:class:`nncost.records.parallel.ParallelStep`); ``gpus`` are then all of them.
     """
 
     tokens: int
@@ -32,6 +36,10 @@ class TrainingRun:
     gpu_hours: float
     price_per_gpu_hour: float | None = None
     cost: float | None = None
+    step_seconds: float | None = None
+    layout: str | None = None  # the layout's label (TP8 PP8 DP1 M16 ...), None for data parallelism alone
+    bubble_seconds: float | None = None  # per step
+    communication_seconds: float | None = None  # per step
 
     def to_dict(self) -> dict[str, Any]:
         """The ``training_run`` section of the JSON document."""

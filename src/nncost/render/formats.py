@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from nncost.render import units
 from nncost.render.generation import generation_markdown
 from nncost.render.memory import memory_lines
+from nncost.render.parallel import parallel_markdown, plan_markdown
 from nncost.render.training_run import training_run_lines
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
+    from nncost.records.parallel import ParallelStep, Plan
     from nncost.records.report import Layer, Report
     from nncost.records.training_run import TrainingRun
 
@@ -133,8 +135,41 @@ def training_run_dict(run: TrainingRun) -> dict[str, Any]:
     return asdict(run)
 
 
+def parallel_dict(step: ParallelStep) -> dict[str, Any]:
+    """The ``parallel`` section: the layout, each stage on one of its GPUs, the step's time."""
+    data = asdict(step)
+    data["layout"]["global_batch"] = step.layout.global_batch
+    data["fits"] = step.fits
+    data["bubble_fraction"] = step.bubble_fraction
+    data["tokens_per_second"] = step.tokens_per_second
+    for stage, figures in zip(step.stages, data["stages"], strict=True):
+        figures["blocks"] = list(stage.blocks) if stage.blocks is not None else None
+        figures["held_activation_bytes"] = stage.held_activation_bytes
+    return data
+
+
+PLAN_KEYS = ("peak_bytes", "peak_stage", "tokens_per_step", "flops", "flops_per_gpu", "step_seconds",
+             "compute_seconds", "tensor_parallel_seconds", "pipeline_seconds", "bubble_seconds",
+             "data_parallel_seconds", "optimizer_seconds")
+
+
+def plan_dict(plan: Plan) -> dict[str, Any]:
+    """The ``plan`` section: what was searched, the best layouts (their totals; the first one's
+    stages are the ``parallel`` section) and the others' reasons."""
+    best = []
+    for step in plan.best:
+        figures: dict[str, Any] = {"layout": {**asdict(step.layout), "global_batch": step.layout.global_batch}}
+        figures.update({key: getattr(step, key) for key in PLAN_KEYS})
+        figures["tokens_per_second"] = step.tokens_per_second
+        best.append(figures)
+    return {"gpus": plan.gpus, "hardware": plan.hardware, "budget_bytes": plan.budget_bytes,
+            "global_batch": plan.global_batch, "considered": plan.considered, "fitting": plan.fitting, "best": best,
+            "rejected": [asdict(rejected) for rejected in plan.rejected]}
+
+
 def to_dict(report: Report | None, memory: MemoryReport | None = None,
-            generation: GenerationReport | None = None, training_run: TrainingRun | None = None) -> dict[str, Any]:
+            generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
+            parallel: ParallelStep | None = None, plan: Plan | None = None) -> dict[str, Any]:
     """The whole document of a result (see docs/schema.json)."""
     data: dict[str, Any] = {"schema": SCHEMA}
     if report is not None:
@@ -142,12 +177,15 @@ def to_dict(report: Report | None, memory: MemoryReport | None = None,
     data["memory"] = memory_dict(memory) if memory is not None else None
     data["generation"] = generation_dict(generation) if generation is not None else None
     data["training_run"] = training_run_dict(training_run) if training_run is not None else None
+    data["parallel"] = parallel_dict(parallel) if parallel is not None else None
+    data["plan"] = plan_dict(plan) if plan is not None else None
     return data
 
 
 def to_json(report: Report | None, memory: MemoryReport | None = None, generation: GenerationReport | None = None,
-            training_run: TrainingRun | None = None, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(report, memory, generation, training_run), indent=indent)
+            training_run: TrainingRun | None = None, parallel: ParallelStep | None = None, plan: Plan | None = None,
+            indent: int | None = 2) -> str:
+    return json.dumps(to_dict(report, memory, generation, training_run, parallel, plan), indent=indent)
 
 
 def _flat_row(layer: Layer) -> dict[str, Any]:
@@ -158,16 +196,29 @@ def _flat_row(layer: Layer) -> dict[str, Any]:
 
 
 def to_csv(report: Report | None, memory: MemoryReport | None = None,
-           generation: GenerationReport | None = None, training_run: TrainingRun | None = None) -> str:
+           generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
+           parallel: ParallelStep | None = None, plan: Plan | None = None) -> str:
     """One row per layer; then, each after a blank line, a simulated step's figures as
-    ``memory,value`` rows, a training run's as ``training_run,value`` rows, generation's as
-    ``generation,value`` rows and the decode phase's layers."""
+    ``memory,value`` rows, a layout's as ``parallel,value`` rows and its stages one row each, a
+    plan's best layouts one row each, a training run's as ``training_run,value`` rows,
+    generation's as ``generation,value`` rows and the decode phase's layers."""
     buffer = io.StringIO()
     blocks: list[str] = []
     if report is not None:
         blocks.append(_layers_csv(report))
     if memory is not None:
         blocks.append(_values_csv("memory", memory_dict(memory)))
+    if parallel is not None:
+        values = parallel_dict(parallel)
+        stages = values.pop("stages")
+        blocks.append(_values_csv("parallel", values))
+        blocks.append(_rows_csv([{k: v for k, v in stage.items()} for stage in stages]))
+    if plan is not None:
+        values = plan_dict(plan)
+        best = values.pop("best")
+        blocks.append(_values_csv("plan", values))
+        blocks.append(_rows_csv([{**{f"layout.{k}": v for k, v in row.pop("layout").items()}, **row}
+                                 for row in best]))
     if training_run is not None:
         blocks.append(_values_csv("training_run", training_run_dict(training_run)))
     if generation is not None:
@@ -189,6 +240,19 @@ def _layers_csv(report: Report) -> str:
     writer.writeheader()
     for layer in report.shown():
         writer.writerow(_flat_row(layer))
+    return buffer.getvalue()
+
+
+def _rows_csv(rows: list[dict[str, Any]]) -> str:
+    """A table of rows with the same keys (lists joined by ``;``)."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v)
+                         for k, v in row.items()})
     return buffer.getvalue()
 
 
@@ -329,7 +393,7 @@ def layer_cells(layer: Layer) -> tuple[str, ...]:
 
 def to_markdown(report: Report | None, memory: MemoryReport | None = None,
                 generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
-                depth: int | None = None) -> str:
+                parallel: ParallelStep | None = None, plan: Plan | None = None, depth: int | None = None) -> str:
     """The layer table and the totals as Markdown (for generation, prefill and decode side by
     side); with a simulated step, its section after them, then a training run's."""
     rows: list[str] = []
@@ -349,6 +413,12 @@ def to_markdown(report: Report | None, memory: MemoryReport | None = None,
         rows.append("### Memory")
         rows.append("")
         rows.extend(f"- **{label.strip()}**: {value}" for label, value in memory_lines(memory))
+    if plan is not None:
+        rows += ["", "### Plan", ""]
+        rows += plan_markdown(plan)
+    if parallel is not None:
+        rows += ["", f"### Training over {parallel.layout.gpus:,} GPUs", ""]
+        rows += parallel_markdown(parallel)
     if training_run is not None:
         rows += ["", "### Training run", ""]
         rows.extend(f"- **{label}**: {value}" for label, value in training_run_lines(training_run))

@@ -3,7 +3,8 @@
 At the top the totals (the very lines of the terminal view, :func:`summary_lines`) and the
 command that produced the report; then charts of the leaf layers, the memory timeline of the
 simulated step when a :class:`MemoryReport` is given, the roofline when ``report.roofline`` is
-set, and the whole layer tree, foldable and sortable.  Every figure is one the records hold,
+set, each pipeline stage's memory for a training step spread over GPUs, and the whole layer
+tree, foldable and sortable.  Every figure is one the records hold,
 formatted by :mod:`nncost.render.units`; the charts are hand-written SVG and the behaviour a few
 lines of inline script, so the page is complete, if static, where scripts do not run.
 """
@@ -23,11 +24,22 @@ from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines
 from nncost.render.generation import generation_lines
 from nncost.render.html_assets import SCRIPT, STYLE
 from nncost.render.memory import memory_lines
-from nncost.render.svg import Point, Roof, bar_chart, line_chart, memory_timeline, roofline_chart
+from nncost.render.parallel import STAGE_HEADER, parallel_lines, stage_cells
+from nncost.render.svg import (
+    CATEGORY_COLOURS,
+    Point,
+    Roof,
+    bar_chart,
+    line_chart,
+    memory_timeline,
+    roofline_chart,
+    stacked_bars,
+)
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
+    from nncost.records.parallel import ParallelStep
     from nncost.records.report import Layer, Report
     from nncost.records.roofline import Roofline
 
@@ -137,6 +149,30 @@ def _memory(memory: MemoryReport) -> str:
             f"<figure>{memory_timeline(memory)}</figure>")
 
 
+STAGE_PARTS = (("parameters", CATEGORY_COLOURS[0]), ("gradients", CATEGORY_COLOURS[1]),
+               ("optimizer state", CATEGORY_COLOURS[2]), ("sharding buffers", "#7f7f7f"),
+               ("activations in flight", CATEGORY_COLOURS[3]), ("working set", CATEGORY_COLOURS[4]))
+
+
+def _parallel(step: ParallelStep) -> str:
+    """A layout's figures, each pipeline stage's memory on one GPU as a stacked bar (the tick is
+    its peak, the larger of the forward/backward and the optimizer's high points), and the stages' table."""
+    rows = [(f"stage {stage.index}", (stage.parameter_bytes, stage.gradient_bytes, stage.optimizer_state_bytes,
+                                      stage.communication_bytes, stage.held_activation_bytes, stage.working_bytes),
+             float(stage.peak_bytes)) for stage in step.stages]
+    budget = f"{step.hardware or 'budget'} {units.nbytes(step.budget_bytes)}" if step.budget_bytes else ""
+    chart = stacked_bars(rows, STAGE_PARTS, units.nbytes, "memory of each pipeline stage",
+                         limit=float(step.budget_bytes) if step.budget_bytes else None, limit_text=budget)
+    head = "".join(f"<th{' class=n' if i >= 2 else ''}>{escape(h)}</th>" for i, h in enumerate(STAGE_HEADER))
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if i >= 2 else ''}>{escape(c)}</td>"
+                                    for i, c in enumerate(stage_cells(stage))) + "</tr>" for stage in step.stages)
+    caption = f"Memory of each pipeline stage on one GPU ({step.layout.label})"
+    return (f"<h3>Training over {step.layout.gpus:,} GPUs</h3><div class='side'>{_kv_table(parallel_lines(step))}</div>"
+            f"<figure><figcaption>{escape(caption)}</figcaption>{chart}</figure>"
+            f'<div class="scroll"><table class="layers"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            "</div>")
+
+
 def _descendants(report: Report) -> dict[int, list[Layer]]:
     """Each layer's calls in this report: itself, then every layer below it."""
     below: dict[int, list[Layer]] = {layer.index: [layer] for layer in report.layers}
@@ -226,7 +262,7 @@ def _generation(generation: GenerationReport) -> str:
 
 def to_html(report: Report, memory: MemoryReport | None = None, command: str | None = None,
             open_depth: int | None = None, uid: str | None = None, style: bool = True,
-            generation: GenerationReport | None = None) -> str:
+            generation: GenerationReport | None = None, parallel: ParallelStep | None = None) -> str:
     """The report as one ``<div>``: scoped style, content, and a script bound to this div's id.
 
     Each call gets a fresh id unless ``uid`` is given, so several reports can share a notebook.
@@ -251,6 +287,7 @@ def to_html(report: Report, memory: MemoryReport | None = None, command: str | N
         _generation(generation) if generation is not None else "",
         _roofline(report),
         _memory(memory) if memory is not None else "",
+        _parallel(parallel) if parallel is not None else "",
         _charts(report),
         f"<h3>Layer tree ({len(report.layers)} module calls)</h3>",
         '<div class="tools"><button type="button" class="expand-all">Expand all</button>'
@@ -268,10 +305,11 @@ def to_html(report: Report, memory: MemoryReport | None = None, command: str | N
 
 
 def html_page(report: Report, memory: MemoryReport | None = None, command: str | None = None,
-              open_depth: int | None = None, generation: GenerationReport | None = None) -> str:
+              open_depth: int | None = None, generation: GenerationReport | None = None,
+              parallel: ParallelStep | None = None) -> str:
     """A whole HTML document around :func:`to_html`, for ``--html report.html``."""
     body = to_html(report, memory=memory, command=command, open_depth=open_depth, uid="nncost-report", style=False,
-                   generation=generation)
+                   generation=generation, parallel=parallel)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
             f"<title>nncost: {escape(report.model or 'model')}</title><style>{STYLE}"
@@ -290,11 +328,12 @@ def check_target(path: str | Path) -> Path:
 
 
 def write_html(path: str | Path, report: Report, memory: MemoryReport | None = None, command: str | None = None,
-               open_depth: int | None = None, generation: GenerationReport | None = None) -> None:
+               open_depth: int | None = None, generation: GenerationReport | None = None,
+               parallel: ParallelStep | None = None) -> None:
     """Write :func:`html_page` to ``path``; a clear error when its folder does not exist."""
     target = check_target(path)
     try:
         target.write_text(html_page(report, memory=memory, command=command, open_depth=open_depth,
-                                    generation=generation), encoding="utf-8")
+                                    generation=generation, parallel=parallel), encoding="utf-8")
     except OSError as exc:
         raise BadRequest(f"cannot write the HTML report to {path}: {exc.strerror or exc}") from exc

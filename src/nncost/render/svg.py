@@ -294,3 +294,48 @@ def roofline_chart(roofline: Roofline, points: Sequence[Point], roofs: Sequence[
         parts.append(f'<circle cx="{x}" cy="13" r="4" {look}/><text x="{x + 8:.1f}" y="17">{escape(name)}</text>')
         x += 22 + 6.5 * len(name)
     return _svg(width, height, "".join(parts), "roofline")
+
+
+def stacked_bars(rows: Sequence[tuple[str, Sequence[float], float]], parts: Sequence[tuple[str, str]],
+                 text: Callable[[float], str], label: str, limit: float | None = None,
+                 limit_text: str = "") -> str:
+    """Horizontal stacked bars: one row per ``(name, segments, mark)``, each segment in the colour of
+    its ``parts`` entry (``(name, colour)``), ``mark`` (the row's peak) drawn as a tick and written
+    at the bar's end; ``limit`` (a budget) as a dashed line across every row."""
+    if not rows:
+        return ""
+    row_height, name_width, bar_width, value_width, top = 24, 150, 560, 90, 26
+    width = name_width + bar_width + value_width
+    height = top + row_height * len(rows) + 6
+    span = max([*(max(sum(segments), mark) for _, segments, mark in rows), limit or 0.0]) * 1.04 or 1.0
+
+    def x_of(value: float) -> float:
+        return name_width + bar_width * value / span
+
+    body = []
+    x = float(name_width)
+    for name, colour in parts:
+        body.append(f'<rect x="{x:.1f}" y="6" width="10" height="10" fill="{colour}"/>'
+                    f'<text x="{x + 14:.1f}" y="15">{escape(name)}</text>')
+        x += 30 + 6 * len(name)
+    for i, (name, segments, mark) in enumerate(rows):
+        y = top + i * row_height
+        start = 0.0
+        pieces = []
+        for (part, colour), value in zip(parts, segments, strict=True):
+            if value > 0:
+                length = max(x_of(start + value) - x_of(start), 0.5)
+                pieces.append(f'<rect x="{x_of(start):.1f}" y="{y + 4}" width="{length:.1f}" '
+                              f'height="{row_height - 8}" fill="{colour}"><title>{escape(name)}, {escape(part)}: '
+                              f"{escape(text(value))}</title></rect>")
+            start += value
+        body.append(f'<g><text x="{name_width - 6}" y="{y + 16}" text-anchor="end">{escape(name)}</text>'
+                    + "".join(pieces)
+                    + f'<line class="peak" x1="{x_of(mark):.1f}" x2="{x_of(mark):.1f}" y1="{y + 2}" '
+                      f'y2="{y + row_height - 2}"/>'
+                    f'<text x="{x_of(max(start, mark)) + 4:.1f}" y="{y + 16}">{escape(text(mark))}</text></g>')
+    if limit is not None:
+        lx = x_of(limit)
+        body.append(f'<line class="phase" x1="{lx:.1f}" x2="{lx:.1f}" y1="{top - 4}" y2="{height - 2}"/>'
+                    f'<text class="muted" x="{lx - 3:.1f}" y="{top - 6}" text-anchor="end">{escape(limit_text)}</text>')
+    return _svg(width, height, "".join(body), label)

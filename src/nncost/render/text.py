@@ -10,25 +10,33 @@ from rich.text import Text
 
 from nncost.render.generation import generation_lines, rows
 from nncost.render.memory import render_memory
+from nncost.render.parallel import render_parallel, render_plan
 from nncost.render.table import render_text, terminal_width, tree_table
 from nncost.render.training_run import training_run_lines
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
+    from nncost.records.parallel import ParallelStep, Plan
     from nncost.records.report import Report
     from nncost.records.training_run import TrainingRun
 
 
 def to_text(report: Report | None, memory: MemoryReport | None, generation: GenerationReport | None = None,
-            training_run: TrainingRun | None = None) -> str:
-    """The layer table and totals, then the memory section and a training run's summary; for
-    generation, prefill and decode side by side and the generation's figures."""
+            training_run: TrainingRun | None = None, parallel: ParallelStep | None = None,
+            plan: Plan | None = None) -> str:
+    """The layer table and totals, then the memory section (or a plan's table and the layout's
+    stages) and a training run's summary; for generation, prefill and decode side by side and the
+    generation's figures."""
     if generation is not None:
         return render_generation(generation)
     parts = [render_text(report)] if report is not None else []
     if memory is not None:
         parts.append(render_memory(memory))
+    if plan is not None:
+        parts.append(render_plan(plan))
+    if parallel is not None:
+        parts.append(render_parallel(parallel))
     if training_run is not None:
         parts.append(render_training_run(training_run))
     return "\n".join(parts)
