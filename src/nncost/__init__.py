@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from nncost.pipeline import run
     from nncost.records.comparison import Comparison
     from nncost.records.memory import MemoryReport
+    from nncost.records.parallel import Layout, ParallelStep, Plan, Stage
     from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
     from nncost.records.result import Result
     from nncost.records.roofline import Roofline
@@ -36,6 +37,7 @@ _HOMES = {
     "run": "nncost.pipeline",
     "Comparison": "nncost.records.comparison",
     "MemoryReport": "nncost.records.memory",
+    **dict.fromkeys(("Layout", "ParallelStep", "Plan", "Stage"), "nncost.records.parallel"),
     **dict.fromkeys(("FileParams", "Layer", "Report", "Totals", "Uncounted"), "nncost.records.report"),
     "Result": "nncost.records.result",
     "Roofline": "nncost.records.roofline",
@@ -53,17 +55,21 @@ __all__ = [
     "InputMismatch",
     "Inputs",
     "Layer",
+    "Layout",
     "MemoryReport",
     "ModelFileError",
     "ModelNotFound",
     "NamedSize",
     "NeedsWeights",
     "NncostError",
+    "ParallelStep",
+    "Plan",
     "Report",
     "Request",
     "Result",
     "Roofline",
     "Run",
+    "Stage",
     "Step",
     "TorchFlags",
     "Totals",
