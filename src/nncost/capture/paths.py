@@ -6,16 +6,20 @@ being simulated, and the path decides what is allocated and saved for backward:
 * ``F.linear`` adds its bias in place after a batched matmul on every device, but meta tensors
   count as tensor subclasses there and get an out-of-place add (all hardware);
 * ``scaled_dot_product_attention`` asks the device which fused kernel to use, and meta tensors
-  always get the math path; the CPU takes its flash kernel whenever it can (``hardware="cpu"``);
+  always get the math path, which writes the scores and the probabilities out: the CPU takes its
+  flash kernel whenever it can (``device="cpu"``); a CUDA GPU takes flash attention or the
+  memory-efficient kernel by the checks of PyTorch's ``sdp_utils.cpp`` (``device="cuda"``);
 * ``nn.LSTM`` on the CPU runs oneDNN, one ``mkldnn_rnn_layer`` per layer, where meta runs the
-  per-step decomposition (``hardware="cpu"``).
+  per-step decomposition (``device="cpu"``).
 
-:class:`KernelPaths` is a ``TorchFunctionMode`` that sends these calls down the device's path.
-It changes no global state: it is active only inside a capture.
+:class:`KernelPaths` is a ``TorchFunctionMode`` that sends these calls down the device's path
+(``device="meta"`` keeps only the linear layers' path).  It changes no global state: it is
+active only inside a capture.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -34,10 +38,11 @@ LINEAR, SDPA, MHA, LSTM = F.linear, F.scaled_dot_product_attention, F.multi_head
 class KernelPaths(TorchFunctionMode):
     """Sends the calls listed in the module docstring down the simulated device's kernels."""
 
-    def __init__(self, tracer: Tracer, hardware: str) -> None:
+    def __init__(self, tracer: Tracer, device: str) -> None:
         super().__init__()
         self.tracer = tracer
-        self.cpu = hardware == "cpu"
+        self.cpu = device == "cpu"
+        self.cuda = device == "cuda"
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -51,6 +56,10 @@ class KernelPaths(TorchFunctionMode):
             return self._seeing_inner_calls(func, args, kwargs)
         if self.cpu and func is SDPA and cpu_sdpa_backend(args, kwargs) == FLASH:
             return flash_attention_for_cpu(args, kwargs)
+        if self.cuda and func is SDPA:
+            backend = cuda_sdpa_backend(_sdpa_arguments(args, kwargs))
+            if backend != "math":
+                return fused_attention_for_cuda(backend, _sdpa_arguments(args, kwargs))
         if self.cpu and func is LSTM and onednn_lstm_applies(args):
             return onednn_lstm(args)
         return func(*args, **kwargs)
@@ -115,6 +124,74 @@ def flash_attention_for_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> to
         given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
         bool(given.get("is_causal", False)), attn_mask=given.get("attn_mask"), scale=given.get("scale"))
     return out
+
+
+HALF = (torch.float16, torch.bfloat16)
+FLASH_MAX_HEAD_DIM = 256  # sdp_utils.cpp, check_head_dim_size_flash
+FLASH_HEAD_DIM_MULTIPLE = 8  # attention.cpp pads q, k and v to a multiple of 8 before the flash kernel
+MASK_ALIGNMENT = 8  # attention.cpp, preprocess_mask: the efficient kernel's bias strides
+
+
+def cuda_sdpa_backend(given: dict[str, Any]) -> str:
+    """The kernel ``scaled_dot_product_attention`` runs on a CUDA GPU of compute capability 8.0
+    to 12.1 (A100, H100, H200, B200) for these meta arguments: ``"flash"``, ``"efficient"`` or
+    ``"math"``.
+
+    The checks are those of PyTorch's ``sdp_utils.cpp`` for dense 4-D inputs, in its default
+    priority order: flash attention takes fp16/bf16 without a mask, equal head dims up to 256,
+    and a causal flag only when the query and key lengths are equal; grouped-query heads
+    (``enable_gqa``) only flash takes.  The memory-efficient kernel takes fp32 too, and masks,
+    with head dims a multiple of 8 (fp16/bf16) or 4 (fp32).  On sm90 with cuDNN 9.9 or newer,
+    PyTorch tries cuDNN's attention first where it applies; it reads and writes the same tensors
+    as flash attention (q, k, v in; the output and its log-sum-exp out), so it is costed as flash.
+    """
+    q, k, v = given.get("query"), given.get("key"), given.get("value")
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "meta" and t.dim() == 4 for t in (q, k, v)):
+        return "math"
+    assert isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+    if len({q.dtype, k.dtype, v.dtype}) != 1 or min(q.size(-2), k.size(-2)) == 0:
+        return "math"
+    if any(t.size(-1) != 1 and t.stride(-1) != 1 for t in (q, k, v)):
+        return "math"
+    mask, causal = given.get("attn_mask"), bool(given.get("is_causal", False))
+    grouped = q.size(1) != k.size(1) or k.size(1) != v.size(1)
+    head_dim = q.size(-1)
+    if (q.dtype in HALF and mask is None and head_dim == k.size(-1) == v.size(-1) <= FLASH_MAX_HEAD_DIM
+            and not (causal and q.size(-2) != k.size(-2))):
+        return "flash"
+    alignment = 8 if q.dtype in HALF else 4
+    if (q.dtype in (*HALF, torch.float32) and not grouped and head_dim == k.size(-1)
+            and head_dim % alignment == 0 and v.size(-1) % alignment == 0):
+        return "efficient"
+    return "math"
+
+
+def fused_attention_for_cuda(backend: str, given: dict[str, Any]) -> torch.Tensor:
+    """``scaled_dot_product_attention`` as ``attention.cpp`` runs it on CUDA with ``backend``:
+    flash attention on q, k and v padded to a head dim that is a multiple of 8 (a copy only when
+    it is not one), or the memory-efficient kernel with a boolean mask turned into an additive
+    bias, padded when its strides are not aligned, and broadcast to ``(B, H, L, S)``."""
+    q, k, v = given["query"], given["key"], given["value"]
+    dropout, causal, scale = float(given.get("dropout_p", 0.0)), bool(given.get("is_causal", False)), given.get("scale")
+    if backend == "flash":
+        head_dim = q.size(-1)
+        pad = -head_dim % FLASH_HEAD_DIM_MULTIPLE
+        if pad:
+            q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+            scale = scale if scale is not None else 1 / math.sqrt(head_dim)
+        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout, causal, False, scale=scale)[0]
+        return out[..., :head_dim] if pad else out
+    mask = given.get("attn_mask")
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.where(mask.logical_not(), -math.inf, torch.zeros((), dtype=q.dtype, device=q.device))
+        if any(stride % MASK_ALIGNMENT for stride in mask.stride()[:-1]):
+            length = mask.size(-1)
+            mask = F.pad(mask, (0, MASK_ALIGNMENT - length % MASK_ALIGNMENT))[..., :length]
+        mask = mask.expand(q.size(0), q.size(1), q.size(2), k.size(2))
+    log_sum_exp = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, mask, log_sum_exp, dropout, causal,
+                                                                    scale=scale)[0]
 
 
 def onednn_lstm_applies(args: tuple[Any, ...]) -> bool:

@@ -213,7 +213,10 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
 
     grad_mode = torch.enable_grad() if train else torch.no_grad()
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
-    with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
+    # What CUDA's fused attention and cuDNN's LSTM keep for backward is still to be measured
+    # (docs/memory_cuda.md), so under CUDA semantics a step keeps meta's paths.
+    paths = KernelPaths(tracer, "cpu" if device == "cpu" else "meta")
+    with scopes.hooked(model), grad_mode, hooks, tracer, paths:
         with autocast_or_nothing(mixed):  # forward and loss under autocast when mixed
             output = model(*placed[0], **placed[1])
             phases.forward_end = phases.loss_end = phases.backward_end = len(tracer.ops)
