@@ -10,11 +10,16 @@ being simulated, and the path decides what is allocated and saved for backward:
   flash kernel whenever it can (``device="cpu"``); a CUDA GPU takes flash attention or the
   memory-efficient kernel by the checks of PyTorch's ``sdp_utils.cpp`` (``device="cuda"``);
 * ``nn.LSTM`` on the CPU runs oneDNN, one ``mkldnn_rnn_layer`` per layer, where meta runs the
-  per-step decomposition (``device="cpu"``).
+  per-step decomposition (``device="cpu"``);
+* ``F.dropout`` in training runs the fused ``native_dropout`` on CUDA, which keeps a one-byte
+  bool mask for backward, where meta tensors (like the CPU) multiply by a noise tensor of the
+  input's dtype (``is_fused_kernel_acceptable`` in ``Dropout.cpp``; ``device="cuda"``).
 
 :class:`KernelPaths` is a ``TorchFunctionMode`` that sends these calls down the device's path
-(``device="meta"`` keeps only the linear layers' path).  It changes no global state: it is
-active only inside a capture.
+(``device="meta"`` keeps only the linear layers' path; ``fused_attention=False`` keeps meta's
+attention).  It changes no global state: it is active only inside a capture.  :func:`backward`
+runs a backward pass with it still active, so that the forwards activation checkpointing
+recomputes there take the same paths as the first time.
 """
 
 from __future__ import annotations
@@ -33,16 +38,19 @@ FLASH = int(torch.nn.attention.SDPBackend.FLASH_ATTENTION.value)
 LSTM_MODE = 2  # ideep::rnn_kind::LSTM, as RNN.cpp passes it to mkldnn_rnn_layer
 SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
 LINEAR, SDPA, MHA, LSTM = F.linear, F.scaled_dot_product_attention, F.multi_head_attention_forward, torch._VF.lstm
+DROPOUT = F.dropout
+DROPOUT_ARGS = ("input", "p", "training", "inplace")
 
 
 class KernelPaths(TorchFunctionMode):
     """Sends the calls listed in the module docstring down the simulated device's kernels."""
 
-    def __init__(self, tracer: Tracer, device: str) -> None:
+    def __init__(self, tracer: Tracer, device: str, *, fused_attention: bool = True) -> None:
         super().__init__()
         self.tracer = tracer
         self.cpu = device == "cpu"
         self.cuda = device == "cuda"
+        self.fused_attention = fused_attention
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -56,12 +64,14 @@ class KernelPaths(TorchFunctionMode):
             return self._seeing_inner_calls(func, args, kwargs)
         if self.cpu and func is SDPA and cpu_sdpa_backend(args, kwargs) == FLASH:
             return flash_attention_for_cpu(args, kwargs)
-        if self.cuda and func is SDPA:
+        if self.cuda and self.fused_attention and func is SDPA:
             backend = cuda_sdpa_backend(_sdpa_arguments(args, kwargs))
             if backend != "math":
                 return fused_attention_for_cuda(backend, _sdpa_arguments(args, kwargs))
         if self.cpu and func is LSTM and onednn_lstm_applies(args):
             return onednn_lstm(args)
+        if self.cuda and func is DROPOUT and fused_dropout_applies(args, kwargs):
+            return fused_dropout(args, kwargs)
         return func(*args, **kwargs)
 
     def _seeing_inner_calls(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -90,6 +100,22 @@ class KernelPaths(TorchFunctionMode):
         finally:
             for name, original in originals.items():
                 setattr(F, name, original)
+
+
+def backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` for a scalar ``loss``, with the active torch-function modes still active
+    inside it.
+
+    ``Tensor.backward`` reaches an active mode as a call, and a mode is off while it handles a call,
+    so the backward pass would run without :class:`KernelPaths`: a checkpointed block's recomputed
+    forward would then take the meta path where its first forward took the device's, save other
+    tensors, and fail checkpointing's metadata check.  The engine is called as ``Tensor.backward``
+    calls it, with the seed gradient ``Tensor.backward`` makes for a scalar.
+    """
+    from torch.autograd.graph import _engine_run_backward
+
+    seed = torch.ones_like(loss, memory_format=torch.preserve_format)
+    _engine_run_backward((loss,), (seed,), False, False, (), allow_unreachable=True, accumulate_grad=True)
 
 
 def _sdpa_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +218,27 @@ def fused_attention_for_cuda(backend: str, given: dict[str, Any]) -> torch.Tenso
     log_sum_exp = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, mask, log_sum_exp, dropout, causal,
                                                                     scale=scale)[0]
+
+
+def _dropout_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"p": 0.5, "training": True, "inplace": False} | dict(zip(DROPOUT_ARGS, args, strict=False)) | kwargs
+
+
+def fused_dropout_applies(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether CUDA runs this ``F.dropout`` call as ``native_dropout``: in training, out of place, with
+    0 < p < 1 on a non-empty tensor (``at::dropout``'s ``is_fused_kernel_acceptable``; the in-place
+    ``dropout_`` always takes the unfused path)."""
+    given = _dropout_arguments(args, kwargs)
+    x = given.get("input")
+    return (isinstance(x, torch.Tensor) and bool(given["training"]) and not given["inplace"]
+            and 0 < float(given["p"]) < 1 and x.numel() > 0)
+
+
+def fused_dropout(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``F.dropout`` as CUDA runs it: ``native_dropout``, whose backward keeps its bool mask."""
+    given = _dropout_arguments(args, kwargs)
+    out, _ = torch.ops.aten.native_dropout(given["input"], float(given["p"]), True)
+    return out
 
 
 def onednn_lstm_applies(args: tuple[Any, ...]) -> bool:
