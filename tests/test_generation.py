@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import nncost
 from nncost.capture.generation import cache_bytes
 from nncost.cli import run as cli_run
+from nncost.memory.measure import peak_of_events, without_profiler_noise
 from nncost.request import Generation
 
 transformers = pytest.importorskip("transformers")
@@ -171,3 +172,25 @@ def test_the_html_page_charts_step_time_and_cache_against_the_context(tmp_path: 
     assert 'aria-label="decode step time"' in page and 'aria-label="kv cache"' in page
     assert page.count("<circle") >= 2 * len(g.steps)  # every traced context is a point on both charts
     assert "Time to first token" in page and "KV cache" in page
+
+
+@pytest.mark.parametrize("prompt, new", [(200, 6), (16, 40)])  # the prefill's peak, the decode's
+def test_the_peak_is_the_measured_peak_of_the_real_generate(prompt: int, new: int) -> None:
+    """The CPU allocator's events over a real ``generate`` (bench/memory.py's method) against
+    ``peak_bytes``: in a decode step each layer's cache is replaced by a longer copy, and the
+    copy it replaces is freed as the step goes, so the cache is not held twice."""
+    config = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=256)
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    batch = 4 if new < 10 else 8
+    ids = torch.randint(3, 100, (batch, prompt))
+    held = sum(p.numel() * p.element_size() for p in model.parameters()) + ids.numel() * ids.element_size()
+    with torch.no_grad(), without_profiler_noise(), torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        model.generate(ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0)
+    measured = held + peak_of_events(prof)
+    g = costed(model, batch, prompt, new).generation
+    assert g is not None and g.peak_phase == ("prefill" if new < 10 else "decode")
+    assert g.peak_bytes == pytest.approx(measured, rel=0.01)

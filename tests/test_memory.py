@@ -263,3 +263,60 @@ def test_a_data_dependent_model_says_the_simulation_needs_meta_execution() -> No
 def test_a_wrong_input_names_the_layer_in_the_simulation_too() -> None:
     with pytest.raises(nncost.InputMismatch, match=r"0 \(Linear\) expects 64 input features .* got 32"):
         nncost.memory(mlp(), (32,))
+
+
+def test_saved_for_backward_counts_each_storage_once_for_its_first_saver() -> None:
+    """``Linear → ReLU → Linear`` at batch 8: the first linear keeps its input (counted, although the
+    step made it before the forward), ReLU its output, which the second linear would keep too;
+    parameters are not counted; the model's entry is the sum."""
+    report = nncost.memory(mlp(), (64,), batch_size=8, allocator="cpu")
+    x, hidden = 8 * 64 * FP32, 8 * 256 * FP32
+    assert report.saved_for_backward == {"": x + hidden, "0": x, "1": hidden, "2": 0}
+    assert nncost.memory(mlp(), (64,), batch_size=8, mode="infer").saved_for_backward == {}
+
+
+def test_a_checkpointed_block_keeps_its_input_for_backward() -> None:
+    model = nn.Sequential(nn.Linear(64, 64), mlp())
+    report = nncost.memory(model, (64,), batch_size=8, allocator="cpu", checkpointing=["1"])
+    x = 8 * 64 * FP32
+    assert report.saved_for_backward["1"] == x  # its input, which torch.utils.checkpoint saves
+    assert report.saved_for_backward["1.1"] == 0  # nothing inside it until the backward recomputes it
+    assert report.saved_for_backward[""] == 2 * x
+
+
+def test_dropout_keeps_a_bool_mask_with_cuda_s_kernels_and_a_dtype_mask_with_the_cpu_s() -> None:
+    """CUDA runs ``F.dropout`` as the fused ``native_dropout`` (a 1-byte mask); the CPU and meta
+    tensors multiply by a noise tensor of the input's dtype."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.Dropout(0.1))
+    cuda = nncost.memory(model, (64,), batch_size=8, allocator="cuda").saved_for_backward
+    cpu = nncost.memory(model, (64,), batch_size=8, allocator="cpu").saved_for_backward
+    assert cuda["1"] == 8 * 64 * 1
+    assert cpu["1"] == 8 * 64 * FP32
+    inplace = nn.Sequential(nn.Linear(64, 64), nn.Dropout(0.1, inplace=True))  # dropout_ never fuses
+    assert nncost.memory(inplace, (64,), batch_size=8, allocator="cuda").saved_for_backward["1"] == 8 * 64 * FP32
+
+
+@pytest.mark.parametrize("allocator", ["cpu", "cuda"])
+def test_checkpointed_attention_recomputes_down_the_same_kernels(allocator: str) -> None:
+    """The backward runs with the capture's kernel paths active: a checkpointed block's recomputed
+    forward takes the CPU's flash attention (or CUDA's fused dropout) as its first forward did, and
+    checkpointing's metadata check passes."""
+    model = nn.Sequential(*(nn.TransformerEncoderLayer(64, 4, 128, dropout=0.1, batch_first=True) for _ in range(2)))
+    plain = nncost.memory(model, (16, 64), batch_size=2, allocator=allocator)
+    checkpointed = nncost.memory(model, (16, 64), batch_size=2, allocator=allocator, checkpointing=True)
+    assert checkpointed.checkpointed == ["0", "1"]
+    assert checkpointed.recompute_flops > 0
+    assert checkpointed.saved_for_backward[""] < plain.saved_for_backward[""]
+
+
+def test_a_bf16_layer_norm_keeps_bf16_statistics_on_the_cpu_and_fp32_on_cuda() -> None:
+    """LayerNorm's mean and rstd: the input's dtype on the CPU when the weights are 16-bit too, fp32
+    on CUDA (and on the CPU when autocast leaves the weights in fp32)."""
+    model = nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64))
+    tokens, bf16 = 8, 2
+    cpu = nncost.memory(model, (64,), batch_size=tokens, allocator="cpu", precision="bf16").saved_for_backward
+    cuda = nncost.memory(model, (64,), batch_size=tokens, allocator="cuda", precision="bf16").saved_for_backward
+    mixed = nncost.memory(model, (64,), batch_size=tokens, allocator="cpu", precision="bf16-mixed").saved_for_backward
+    assert cpu["1"] == tokens * 64 * bf16 + 2 * tokens * bf16
+    assert cuda["1"] == tokens * 64 * bf16 + 2 * tokens * FP32
+    assert mixed["1"] == tokens * 64 * bf16 + 2 * tokens * FP32

@@ -533,16 +533,18 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
     model = source.given if source.given is not None else source.on("meta")
     dtype = _run_dtype(request)
     roofline = None
+    kernels = "cuda"  # whose attention kernels run: the roofline device's, else a GPU's, where LLMs are served
     if request.hardware is not None:
         device = calibration.device(request.hardware, say=say)
         roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
                                  precision=request.precision, efficiency=request.efficiency)
+        kernels = device.kind
     batch = request.inputs.batch_size
     parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
     quantize = _Quantize(_weights(request, model), request.kv_cache_dtype)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
-                           name=source.label, parallel=parallel, quantize=quantize)
+                           name=source.label, parallel=parallel, quantize=quantize, kernels=kernels)
     budget = _budget(wanted.fit, request.hardware)
     if budget is None:
         return report
@@ -555,7 +557,7 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
                     return report.peak_bytes
                 return _generate(model, wanted.prompt_tokens, wanted.new_tokens, sequences, dtype=dtype,
                                  roofline=None, name=source.label, peak_only=True, parallel=parallel,
-                                 quantize=quantize).peak_bytes
+                                 quantize=quantize, kernels=kernels).peak_bytes
 
             max_batch = largest_batch(peak_at, budget)
     return replace(report, budget_bytes=budget, max_batch=max_batch)
@@ -590,13 +592,13 @@ class _Traced:
 
 def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None,
               roofline: Roofline | None, name: str, peak_only: bool = False, parallel: _Parallel | None = None,
-              quantize: _Quantize | None = None) -> GenerationReport:
-    """The generation's report: traced (see :mod:`nncost.analyses.generation`) with ``quantize``'s
-    weight format and cache dtype applied to each call, then, with ``parallel``, one GPU's share of
-    it; with ``peak_only``, only what the peak needs."""
+              quantize: _Quantize | None = None, kernels: str = "meta") -> GenerationReport:
+    """The generation's report: traced (see :mod:`nncost.analyses.generation`) with ``kernels``'
+    attention kernels and ``quantize``'s weight format and cache dtype applied to each call, then,
+    with ``parallel``, one GPU's share of it; with ``peak_only``, only what the peak needs."""
     quantize = quantize or _Quantize()
     traced = _trace_generation(model, prompt, new, batch, dtype=dtype, name=name, peak_only=peak_only,
-                               quantize=quantize)
+                               quantize=quantize, kernels=kernels)
     weights = sum(traced.prefill.params.param_bytes_by_dtype.values()) + traced.prefill.params.buffer_bytes
     kv_share = 1
     communication = (0, 0)
@@ -617,11 +619,11 @@ def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: tor
 
 
 def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None, name: str,
-                      peak_only: bool, quantize: _Quantize) -> _Traced:
+                      peak_only: bool, quantize: _Quantize, kernels: str) -> _Traced:
     """Trace the prefill, and enough decode steps to sum all of them."""
     last = prompt + new - 2  # the context of the last decode step
     with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
-                 kv_cache_dtype=quantize.kv_cache_dtype) as run:
+                 kv_cache_dtype=quantize.kv_cache_dtype, kernels=kernels) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
         prefill_trace = quantize(prefill_trace)
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}

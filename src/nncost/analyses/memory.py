@@ -90,6 +90,7 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         sharding=sharding,
         per_gpu=per_gpu(peak_live, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes)
         if sharded else None,
+        saved_for_backward=saved_for_backward(trace),
         optimizer=optimizer if trace.mode == "train" else "none",
         batch_size=batch_size,
         peak_bytes=peak_total,
@@ -109,6 +110,27 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         peak_op=peak_op,
         phase_ends=(trace.forward_end, trace.loss_end, trace.backward_end, len(trace.ops)),
     )
+
+
+def saved_for_backward(trace: StepTrace) -> dict[str, int]:
+    """The bytes each module's forward saved for backward, its submodules included, by qualified name
+    (``MemoryReport.saved_for_backward``), in the order the modules were first called.
+
+    This is the convention of activation-memory formulas (Korthikanti et al. 2022, docs/training.md):
+    a tensor belongs to the operator that keeps it for its backward, so a layer counts the input its
+    first normalisation saves although an earlier layer made it.  Each storage counts once: a view
+    saved twice, or a tensor two operators save, is one storage.
+    """
+    totals = {call.name: 0 for call in trace.layers}
+    for layer, nbytes in trace.saved_in_forward.values():
+        names = set()
+        while 0 <= layer < len(trace.layers):
+            call = trace.layers[layer]
+            names.add(call.name)
+            layer = call.parent if call.parent is not None else -1
+        for name in names:
+            totals[name] += nbytes
+    return totals if trace.saved_in_forward else {}
 
 
 def _phase(trace: StepTrace, op_index: int) -> str:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nncost.capture.meta_kernels import Answering
+from nncost.capture.paths import KernelPaths
 from nncost.capture.placement import (
     attributes_restored,
     named_parameters,
@@ -55,11 +56,14 @@ class GenerationSession:
     model as ``generate`` makes it.  The user's model is put back as it was on exit.
     ``kv_cache_dtype`` (fp8, int8) sizes the cache as if stored in that dtype
     (:func:`nncost.quantization.cache_nbytes`); the traces name the cache's storages, so that
-    :mod:`nncost.analyses.quantize` can size what the steps read and write of it.
+    :mod:`nncost.analyses.quantize` can size what the steps read and write of it.  ``kernels``
+    (``cuda``, ``cpu`` or ``meta``) is the device whose attention kernels the traced calls run
+    (:mod:`nncost.capture.paths`).
     """
 
     def __init__(self, model: nn.Module, batch_size: int, *, dtype: torch.dtype | None = None,
-                 model_name: str = "", max_cache_length: int = 0, kv_cache_dtype: str | None = None) -> None:
+                 model_name: str = "", max_cache_length: int = 0, kv_cache_dtype: str | None = None,
+                 kernels: str = "meta") -> None:
         missing = [name for name in NEEDED if not hasattr(model, name)]
         if missing:
             raise BadRequest(f"{model_name or type(model).__name__} cannot generate: it is not a transformers "
@@ -69,6 +73,7 @@ class GenerationSession:
         self.name = model_name or type(model).__name__
         self.max_cache_length = max_cache_length
         self.kv_cache_dtype = kv_cache_dtype
+        self.kernels = kernels
         quantized = quantized_weights(model)
         if quantized:
             raise BadRequest(f"{self.name} holds quantized weights ({', '.join(quantized)}), whose kernels do not run "
@@ -124,10 +129,10 @@ class GenerationSession:
     def _traced(self, ids: torch.Tensor, kwargs: dict[str, Any], *, first: bool) -> tuple[Trace, Any]:
         scopes = Scopes(self.model)
         tracer = Tracer(ATEN, scopes.current, memoise=True, params=param_storages(self.model))
-        named = _cache_named(kwargs, tracer.storage_id)  # the cache before the call
+        named = _cache_named(kwargs, tracer.watch)  # the cache before the call, whose frees are events
         with scopes.hooked(self.model):
             try:
-                with tracer:
+                with tracer, KernelPaths(tracer, self.kernels):
                     output = self._call(ids, kwargs, first=first)
             except Exception as exc:
                 raise mismatch(exc, scopes, tracer, self.name) from exc
@@ -240,8 +245,9 @@ def _tensors(value: Any, depth: int) -> Iterator[torch.Tensor]:
 
 @contextmanager
 def session(model: nn.Module, batch_size: int, *, dtype: torch.dtype | None = None, model_name: str = "",
-            max_cache_length: int = 0, kv_cache_dtype: str | None = None) -> Iterator[GenerationSession]:
+            max_cache_length: int = 0, kv_cache_dtype: str | None = None,
+            kernels: str = "meta") -> Iterator[GenerationSession]:
     """A :class:`GenerationSession` as a ``with`` block."""
-    with GenerationSession(model, batch_size, dtype=dtype, model_name=model_name,
-                           max_cache_length=max_cache_length, kv_cache_dtype=kv_cache_dtype) as opened:
+    with GenerationSession(model, batch_size, dtype=dtype, model_name=model_name, max_cache_length=max_cache_length,
+                           kv_cache_dtype=kv_cache_dtype, kernels=kernels) as opened:
         yield opened

@@ -6,16 +6,25 @@ being simulated, and the path decides what is allocated and saved for backward:
 * ``F.linear`` adds its bias in place after a batched matmul on every device, but meta tensors
   count as tensor subclasses there and get an out-of-place add (all hardware);
 * ``scaled_dot_product_attention`` asks the device which fused kernel to use, and meta tensors
-  always get the math path; the CPU takes its flash kernel whenever it can (``hardware="cpu"``);
+  always get the math path, which writes the scores and the probabilities out: the CPU takes its
+  flash kernel whenever it can (``device="cpu"``); a CUDA GPU takes flash attention or the
+  memory-efficient kernel by the checks of PyTorch's ``sdp_utils.cpp`` (``device="cuda"``);
 * ``nn.LSTM`` on the CPU runs oneDNN, one ``mkldnn_rnn_layer`` per layer, where meta runs the
-  per-step decomposition (``hardware="cpu"``).
+  per-step decomposition (``device="cpu"``);
+* ``F.dropout`` in training runs the fused ``native_dropout`` on CUDA, which keeps a one-byte
+  bool mask for backward, where meta tensors (like the CPU) multiply by a noise tensor of the
+  input's dtype (``is_fused_kernel_acceptable`` in ``Dropout.cpp``; ``device="cuda"``).
 
-:class:`KernelPaths` is a ``TorchFunctionMode`` that sends these calls down the device's path.
-It changes no global state: it is active only inside a capture.
+:class:`KernelPaths` is a ``TorchFunctionMode`` that sends these calls down the device's path
+(``device="meta"`` keeps only the linear layers' path; ``fused_attention=False`` keeps meta's
+attention).  It changes no global state: it is active only inside a capture.  :func:`backward`
+runs a backward pass with it still active, so that the forwards activation checkpointing
+recomputes there take the same paths as the first time.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -29,15 +38,19 @@ FLASH = int(torch.nn.attention.SDPBackend.FLASH_ATTENTION.value)
 LSTM_MODE = 2  # ideep::rnn_kind::LSTM, as RNN.cpp passes it to mkldnn_rnn_layer
 SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
 LINEAR, SDPA, MHA, LSTM = F.linear, F.scaled_dot_product_attention, F.multi_head_attention_forward, torch._VF.lstm
+DROPOUT = F.dropout
+DROPOUT_ARGS = ("input", "p", "training", "inplace")
 
 
 class KernelPaths(TorchFunctionMode):
     """Sends the calls listed in the module docstring down the simulated device's kernels."""
 
-    def __init__(self, tracer: Tracer, hardware: str) -> None:
+    def __init__(self, tracer: Tracer, device: str, *, fused_attention: bool = True) -> None:
         super().__init__()
         self.tracer = tracer
-        self.cpu = hardware == "cpu"
+        self.cpu = device == "cpu"
+        self.cuda = device == "cuda"
+        self.fused_attention = fused_attention
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -51,8 +64,14 @@ class KernelPaths(TorchFunctionMode):
             return self._seeing_inner_calls(func, args, kwargs)
         if self.cpu and func is SDPA and cpu_sdpa_backend(args, kwargs) == FLASH:
             return flash_attention_for_cpu(args, kwargs)
+        if self.cuda and self.fused_attention and func is SDPA:
+            backend = cuda_sdpa_backend(_sdpa_arguments(args, kwargs))
+            if backend != "math":
+                return fused_attention_for_cuda(backend, _sdpa_arguments(args, kwargs))
         if self.cpu and func is LSTM and onednn_lstm_applies(args):
             return onednn_lstm(args)
+        if self.cuda and func is DROPOUT and fused_dropout_applies(args, kwargs):
+            return fused_dropout(args, kwargs)
         return func(*args, **kwargs)
 
     def _seeing_inner_calls(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -81,6 +100,22 @@ class KernelPaths(TorchFunctionMode):
         finally:
             for name, original in originals.items():
                 setattr(F, name, original)
+
+
+def backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` for a scalar ``loss``, with the active torch-function modes still active
+    inside it.
+
+    ``Tensor.backward`` reaches an active mode as a call, and a mode is off while it handles a call,
+    so the backward pass would run without :class:`KernelPaths`: a checkpointed block's recomputed
+    forward would then take the meta path where its first forward took the device's, save other
+    tensors, and fail checkpointing's metadata check.  The engine is called as ``Tensor.backward``
+    calls it, with the seed gradient ``Tensor.backward`` makes for a scalar.
+    """
+    from torch.autograd.graph import _engine_run_backward
+
+    seed = torch.ones_like(loss, memory_format=torch.preserve_format)
+    _engine_run_backward((loss,), (seed,), False, False, (), allow_unreachable=True, accumulate_grad=True)
 
 
 def _sdpa_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +149,95 @@ def flash_attention_for_cpu(args: tuple[Any, ...], kwargs: dict[str, Any]) -> to
     out, _ = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
         given["query"], given["key"], given["value"], float(given.get("dropout_p", 0.0)),
         bool(given.get("is_causal", False)), attn_mask=given.get("attn_mask"), scale=given.get("scale"))
+    return out
+
+
+HALF = (torch.float16, torch.bfloat16)
+FLASH_MAX_HEAD_DIM = 256  # sdp_utils.cpp, check_head_dim_size_flash
+FLASH_HEAD_DIM_MULTIPLE = 8  # attention.cpp pads q, k and v to a multiple of 8 before the flash kernel
+MASK_ALIGNMENT = 8  # attention.cpp, preprocess_mask: the efficient kernel's bias strides
+
+
+def cuda_sdpa_backend(given: dict[str, Any]) -> str:
+    """The kernel ``scaled_dot_product_attention`` runs on a CUDA GPU of compute capability 8.0
+    to 12.1 (A100, H100, H200, B200) for these meta arguments: ``"flash"``, ``"efficient"`` or
+    ``"math"``.
+
+    The checks are those of PyTorch's ``sdp_utils.cpp`` for dense 4-D inputs, in its default
+    priority order: flash attention takes fp16/bf16 without a mask, equal head dims up to 256,
+    and a causal flag only when the query and key lengths are equal; grouped-query heads
+    (``enable_gqa``) only flash takes.  The memory-efficient kernel takes fp32 too, and masks,
+    with head dims a multiple of 8 (fp16/bf16) or 4 (fp32).  On sm90 with cuDNN 9.9 or newer,
+    PyTorch tries cuDNN's attention first where it applies; it reads and writes the same tensors
+    as flash attention (q, k, v in; the output and its log-sum-exp out), so it is costed as flash.
+    """
+    q, k, v = given.get("query"), given.get("key"), given.get("value")
+    if not all(isinstance(t, torch.Tensor) and t.device.type == "meta" and t.dim() == 4 for t in (q, k, v)):
+        return "math"
+    assert isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+    if len({q.dtype, k.dtype, v.dtype}) != 1 or min(q.size(-2), k.size(-2)) == 0:
+        return "math"
+    if any(t.size(-1) != 1 and t.stride(-1) != 1 for t in (q, k, v)):
+        return "math"
+    mask, causal = given.get("attn_mask"), bool(given.get("is_causal", False))
+    grouped = q.size(1) != k.size(1) or k.size(1) != v.size(1)
+    head_dim = q.size(-1)
+    if (q.dtype in HALF and mask is None and head_dim == k.size(-1) == v.size(-1) <= FLASH_MAX_HEAD_DIM
+            and not (causal and q.size(-2) != k.size(-2))):
+        return "flash"
+    alignment = 8 if q.dtype in HALF else 4
+    if (q.dtype in (*HALF, torch.float32) and not grouped and head_dim == k.size(-1)
+            and head_dim % alignment == 0 and v.size(-1) % alignment == 0):
+        return "efficient"
+    return "math"
+
+
+def fused_attention_for_cuda(backend: str, given: dict[str, Any]) -> torch.Tensor:
+    """``scaled_dot_product_attention`` as ``attention.cpp`` runs it on CUDA with ``backend``:
+    flash attention on q, k and v padded to a head dim that is a multiple of 8 (a copy only when
+    it is not one), or the memory-efficient kernel with a boolean mask turned into an additive
+    bias, padded when its strides are not aligned, and broadcast to ``(B, H, L, S)``."""
+    q, k, v = given["query"], given["key"], given["value"]
+    dropout, causal, scale = float(given.get("dropout_p", 0.0)), bool(given.get("is_causal", False)), given.get("scale")
+    if backend == "flash":
+        head_dim = q.size(-1)
+        pad = -head_dim % FLASH_HEAD_DIM_MULTIPLE
+        if pad:
+            q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+            scale = scale if scale is not None else 1 / math.sqrt(head_dim)
+        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, dropout, causal, False, scale=scale)[0]
+        return out[..., :head_dim] if pad else out
+    mask = given.get("attn_mask")
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.where(mask.logical_not(), -math.inf, torch.zeros((), dtype=q.dtype, device=q.device))
+        if any(stride % MASK_ALIGNMENT for stride in mask.stride()[:-1]):
+            length = mask.size(-1)
+            mask = F.pad(mask, (0, MASK_ALIGNMENT - length % MASK_ALIGNMENT))[..., :length]
+        mask = mask.expand(q.size(0), q.size(1), q.size(2), k.size(2))
+    log_sum_exp = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    return torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, mask, log_sum_exp, dropout, causal,
+                                                                    scale=scale)[0]
+
+
+def _dropout_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {"p": 0.5, "training": True, "inplace": False} | dict(zip(DROPOUT_ARGS, args, strict=False)) | kwargs
+
+
+def fused_dropout_applies(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether CUDA runs this ``F.dropout`` call as ``native_dropout``: in training, out of place, with
+    0 < p < 1 on a non-empty tensor (``at::dropout``'s ``is_fused_kernel_acceptable``; the in-place
+    ``dropout_`` always takes the unfused path)."""
+    given = _dropout_arguments(args, kwargs)
+    x = given.get("input")
+    return (isinstance(x, torch.Tensor) and bool(given["training"]) and not given["inplace"]
+            and 0 < float(given["p"]) < 1 and x.numel() > 0)
+
+
+def fused_dropout(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    """``F.dropout`` as CUDA runs it: ``native_dropout``, whose backward keeps its bool mask."""
+    given = _dropout_arguments(args, kwargs)
+    out, _ = torch.ops.aten.native_dropout(given["input"], float(given["p"]), True)
     return out
 
 

@@ -463,6 +463,17 @@ class Tracer(TorchDispatchMode):
         self._outside[key] = (weakref.ref(storage), -self._outside_count)
         return -self._outside_count
 
+    def watch(self, t: torch.Tensor) -> int:
+        """``storage_id(t)``; and when ``t``'s storage was made before the capture (a cache filled
+        earlier) and dies during it, the free is a memory event, so that the timeline's live
+        bytes are relative to what was alive when the capture began."""
+        sid = self.storage_id(t)
+        if sid < 0 and sid != NO_STORAGE:
+            storage = t.untyped_storage()
+            key = id(storage)
+            self._outside[key] = (weakref.ref(storage, self._freed(key, storage.nbytes(), sid)), sid)
+        return sid
+
     def allocation_id(self, t: torch.Tensor) -> int | None:
         """The allocation that holds ``t``'s storage, if an operator under this tracer made it."""
         storage = t.untyped_storage()
@@ -476,7 +487,7 @@ class Tracer(TorchDispatchMode):
             if self.closed:
                 return
             self.memory_events.append((len(self.ops), -nbytes, allocation))
-            self._live.pop(key, None)
+            (self._live if allocation >= 0 else self._outside).pop(key, None)
 
         return on_free
 

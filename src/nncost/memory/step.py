@@ -5,8 +5,9 @@ warm-up step outside the capture creates it), gradients were released by ``zero_
 (``set_to_none``, PyTorch's default), the input batch is on the device.  Inside the capture:
 forward in train mode, a scalar loss (the sum of every floating output), backward, the
 optimizer's step.  The dispatch tracer records every storage created and freed; a
-``saved_tensors_hooks`` pack hook records which of them autograd saved for backward, and the
-parameters' ``.grad`` after backward say which are gradients.
+``saved_tensors_hooks`` pack hook records which of them autograd saved for backward (and, for
+the forward, which module saved each first), and the parameters' ``.grad`` after backward say
+which are gradients.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.limits import meta_limitation
-from nncost.capture.paths import KernelPaths
+from nncost.capture.paths import KernelPaths, backward
 from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
 from nncost.capture.run import mismatch
 from nncost.capture.scopes import Scopes, tensors_in
@@ -57,6 +58,11 @@ class StepTrace:
     checkpointed: list[str] = field(default_factory=list)  # modules run under activation checkpointing
     gradients: set[int] = field(default_factory=set)  # allocation ids
     saved: set[int] = field(default_factory=set)
+    # What the forward saved for backward: storage (Tracer.storage_id: an allocation, or a storage made
+    # before the step such as an input) -> (the module call that saved it first, its bytes); parameters
+    # and buffers are left out.  A checkpointed block saves its inputs (torch.utils.checkpoint's own
+    # save_for_backward); what it recomputes is saved in the backward, not here.
+    saved_in_forward: dict[int, tuple[int, int]] = field(default_factory=dict)
     parameters: list[ParamRecord] = field(default_factory=list)  # each parameter tensor once
     # (op index, forward op index): from this backward operator on, the backward runs the autograd
     # node that the forward made at that forward operator (its first operator after the last module
@@ -172,7 +178,8 @@ def capture_step(
                 placed = (inputs_mod.place(args, meta, setting.param_dtype),
                           inputs_mod.place(kwargs, meta, setting.param_dtype))
             lineage = _Lineage(tracer)
-            phases, saved = _run(model, placed, tracer, scopes, params, opt, mixed, train, device, lineage)
+            phases, saved, saved_in_forward = _run(model, placed, tracer, scopes, params, opt, mixed, train, device,
+                                                   lineage)
         except NncostError:
             raise
         except Exception as exc:
@@ -207,6 +214,7 @@ def capture_step(
         backward_end=phases.backward_end,
         gradients=phases.gradients,
         saved=saved,
+        saved_in_forward=saved_in_forward,
         parameters=parameters,
         backward_sources=lineage.sources if train else [],
     )
@@ -235,24 +243,34 @@ def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.opti
 
 def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], tracer: Tracer, scopes: Scopes,
          params: list[nn.Parameter], opt: torch.optim.Optimizer | None, mixed: MixedRun | None, train: bool,
-         device: str, lineage: _Lineage) -> tuple[_Phases, set[int]]:
+         device: str, lineage: _Lineage) -> tuple[_Phases, set[int], dict[int, tuple[int, int]]]:
     """Forward, loss, backward and the optimizer's step, traced; the phases' ends, the gradients,
-    the allocations autograd saved for backward, and (in ``lineage``) where each backward node came
-    from."""
+    the allocations autograd saved for backward, what the forward saved (``StepTrace.saved_in_forward``),
+    and (in ``lineage``) where each backward node came from."""
     phases = _Phases()
     saved: set[int] = set()
+    in_forward: dict[int, tuple[int, int]] = {}
+    weights = {t.untyped_storage()._cdata for t in (*model.parameters(), *model.buffers())}
+    forward = True
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         allocation = tracer.allocation_id(t)
         if allocation is not None:
             saved.add(allocation)
+        if forward:
+            _note_saved(t, allocation, tracer, scopes.current(), weights, in_forward)
         return t
 
     grad_mode = torch.enable_grad() if train else torch.no_grad()
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
-    with scopes.hooked(model), grad_mode, hooks, tracer, KernelPaths(tracer, device):
+    # What CUDA's fused attention keeps for backward is still to be measured (docs/memory_cuda.md),
+    # so under CUDA semantics a step keeps meta's attention.
+    paths = KernelPaths(tracer, device, fused_attention=device == "cpu")
+    with scopes.hooked(model), grad_mode, hooks, tracer, paths:
+        # forward and loss under autocast when mixed
         with autocast_or_nothing(mixed), lineage.hooked(model) if train else nullcontext():
             output = model(*placed[0], **placed[1])
+            forward = False
             phases.forward_end = phases.loss_end = phases.backward_end = len(tracer.ops)
             loss = _loss(output) if train else None
         if loss is not None:
@@ -260,7 +278,7 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
                 loss = mixed.scale(loss)  # fp16-mixed: GradScaler.scale
             lineage.watch(loss)
             phases.loss_end = len(tracer.ops)
-            loss.backward()
+            backward(loss)
             phases.backward_end = len(tracer.ops)
             phases.gradients = {a for p in params if p.grad is not None
                                 if (a := tracer.allocation_id(p.grad)) is not None}
@@ -270,7 +288,21 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
             elif opt is not None:
                 opt.step()
         del output
-    return phases, saved
+    return phases, saved, in_forward
+
+
+def _note_saved(t: torch.Tensor, allocation: int | None, tracer: Tracer, layer: int, weights: set[int],
+                found: dict[int, tuple[int, int]]) -> None:
+    """Record the storage of ``t``, saved for backward in module call ``layer``, unless it was saved
+    before or is a parameter's or a buffer's."""
+    if allocation is not None:
+        found.setdefault(allocation, (layer, tracer.allocation_bytes[allocation]))
+        return
+    if t.layout != torch.strided:
+        return
+    storage = t.untyped_storage()
+    if storage._cdata not in weights:
+        found.setdefault(tracer.storage_id(t), (layer, storage.nbytes()))
 
 
 class _Lineage:

@@ -44,6 +44,11 @@ class MemoryReport:
     gpus: int = 1
     sharding: str = "none"
     per_gpu: dict[str, int] | None = None  # the breakdown on each GPU under ``sharding``
+    # Bytes each module's forward saved for backward, by qualified name ("" is the whole model), its
+    # submodules included: the storages (unrounded) of the tensors autograd saved, each counted once,
+    # for the module that saved it first; inputs saved are counted, parameters and buffers are not.
+    # A checkpointed block counts the inputs it keeps for its recomputation. Empty in ``infer`` mode.
+    saved_for_backward: dict[str, int] = field(default_factory=dict)
     budget_bytes: int | None = None
     max_batch: int | None = None  # the largest batch whose peak fits ``budget_bytes``
     # Live bytes per category (in CATEGORIES order) after each allocation or free, keyed by the

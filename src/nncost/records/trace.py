@@ -131,7 +131,9 @@ class Trace:
 
     ``memory_events`` is the allocation timeline of the forward: ``(op_index, delta_bytes,
     allocation)``, positive when an operator creates a storage, negative when the last
-    reference to one dies.
+    reference to one dies; a storage made before the capture whose death the capture watched (a
+    cache replaced during a decode step) has its negative storage id as its allocation, and only
+    its free is an event, so live bytes are relative to what was alive when the capture began.
     """
 
     model: str
