@@ -22,6 +22,7 @@ from nncost.memory.step import capture_step
 from nncost.models import resolve
 from nncost.records.parallel import Layout, Piece, Share, StepProfile
 from nncost.request import Inputs, Request, Run, Step
+from scripts import load_script
 
 pytest.importorskip("transformers")
 jsonschema = pytest.importorskip("jsonschema")
@@ -231,6 +232,27 @@ def test_sequence_parallelism_divides_every_activation(fp32: tuple[Any, StepProf
     sequence = layout_step(profile, layout(4, 4, sp=True)).stages[0].activation_bytes
     assert sequence == pytest.approx(whole / 4, rel=1e-3)
     assert tensor > sequence * 1.1
+
+
+@pytest.mark.parametrize("t", [2, 4])
+def test_a_llama_block_splits_as_korthikanti_says(tmp_path: Path, t: int) -> None:
+    """Korthikanti et al. 2022, §4.2: under tensor parallelism each GPU keeps the inputs of the norms
+    and of the column-parallel projections whole, and 1/t of everything between them; under sequence
+    parallelism 1/t of all of it.  The items of one HF Llama layer are bench/korthikanti.py's
+    (``llama_formula``, written from the layer's code, kv heads = heads, bf16, SDPA's math kernel)."""
+    korthikanti = load_script("bench/korthikanti.py", "nncost_bench_korthikanti_parallel")
+    s, b, h, a, f = 64, 2, 128, 4, 344
+    model = write_config(tmp_path / "llama", hidden_size=h, num_attention_heads=a, num_key_value_heads=a,
+                         intermediate_size=f, num_hidden_layers=3, vocab_size=128, torch_dtype="bfloat16")
+    _, profile = traced(model, precision="bf16", allocator="cuda", batch=b, seq=s)
+    assert profile is not None
+    items = korthikanti.llama_formula(s, b, h, a, f)
+    whole = items["RMSNorm ×2"] + items["QKV input"] + 2 * s * b * h  # and the MLP's input (its gate's)
+    middle = profile.pieces[2].activation_bytes  # model.layers.1: its input made by the block before it
+    assert middle.total == sum(items.values())
+    assert middle.whole == whole
+    assert middle.on_gpu(t) == whole + (sum(items.values()) - whole) // t
+    assert middle.on_gpu(t, sequence_parallel=True) == sum(items.values()) // t
 
 
 def test_checkpointing_recomputes_each_block_forward(llama: Path) -> None:

@@ -247,7 +247,10 @@ def _memory(trace: StepTrace, places: _Places, size: Callable[[int], int], sums:
             nbytes = size(delta)
             born[allocation] = (piece, split, category, nbytes)
             if category == "activations" and op_index < trace.loss_end:
-                sums.activations[piece][split] += nbytes
+                # held where it is used: by the piece whose module saved it first (a block's input,
+                # which the block before it made, is the block's: a pipeline stage receives it)
+                saver = trace.saved_in_forward.get(allocation, (-1, 0))[0]
+                sums.activations[places.of_layer(saver)[0] if saver >= 0 else piece][split] += nbytes
         else:
             piece, split, category, nbytes = born.pop(allocation, (-1, False, "", 0))
         if category != "temporaries":
@@ -390,7 +393,7 @@ class _StageSums:
     largest: tuple[Share, ...]
     activation_bytes: Share  # every piece's
     unchecked_activation_bytes: Share  # the pieces checkpointing leaves alone (embedding, output)
-    block_inputs: int  # the blocks' boundary tensors: what checkpointed blocks keep
+    block_inputs: int  # the tensors its blocks are called with: what checkpointed blocks keep
     block_activations: tuple[Share, ...]  # each distinct block's, one of which is rebuilt at a time
     working: tuple[Share, ...]
     forward_flops: Share
@@ -427,7 +430,8 @@ def _stage_sums(profile: StepProfile, stages: int) -> list[_StageSums]:
             largest=tuple({p.largest_module_bytes for p in pieces}),
             activation_bytes=_add(p.activation_bytes for p in pieces),
             unchecked_activation_bytes=_add(p.activation_bytes for p in others),
-            block_inputs=sum(p.boundary_bytes for p in blocks),
+            block_inputs=sum(profile.pieces[k - 1].boundary_bytes for k in members
+                             if profile.pieces[k].kind == "block"),
             block_activations=tuple({p.activation_bytes for p in blocks}),
             working=_frontier((w.split, w.whole) for p in pieces for w in p.working),
             forward_flops=_add(p.forward_flops for p in pieces), backward_flops=_add(p.backward_flops for p in pieces),

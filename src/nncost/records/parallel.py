@@ -44,7 +44,8 @@ class Piece:
     the input embedding, position tables), ``block`` (one transformer block), or ``output``
     (after the last block: the final norm, the output projection, the loss).  Parameter, gradient
     and optimizer-state bytes are as the traced step held them; ``activation_bytes`` are the
-    tensors autograd saved for backward that the piece's forward created; ``working`` the
+    tensors autograd saved for backward that the piece's modules saved first (split or whole as the
+    operator that made them); ``working`` the
     temporaries live while its forward or backward ran (each a point of the (split, whole)
     frontier: the most at any moment, for any division); ``boundary_bytes`` the tensor the piece
     hands to the next (the residual stream: what a pipeline stage sends, what a checkpointed
