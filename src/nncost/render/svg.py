@@ -301,19 +301,22 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[float], float]], parts: Sequ
                  limit_text: str = "") -> str:
     """Horizontal stacked bars: one row per ``(name, segments, mark)``, each segment in the colour of
     its ``parts`` entry (``(name, colour)``), ``mark`` (the row's peak) drawn as a tick and written
-    at the bar's end; ``limit`` (a budget) as a dashed line across every row."""
+    at the bar's end; ``limit`` (a budget) as a dashed line across every row, or only named when it
+    is more than half again above the longest bar."""
     if not rows:
         return ""
-    row_height, name_width, bar_width, value_width, top = 24, 150, 560, 90, 26
+    row_height, name_width, bar_width, value_width, top = 24, 150, 560, 90, 28
     width = name_width + bar_width + value_width
-    height = top + row_height * len(rows) + 6
-    span = max([*(max(sum(segments), mark) for _, segments, mark in rows), limit or 0.0]) * 1.04 or 1.0
+    height = top + row_height * len(rows) + (22 if limit is not None else 6)
+    highest = max(max(sum(segments), mark) for _, segments, mark in rows) or 1.0
+    drawn = limit is not None and limit <= 1.5 * highest  # a budget far above every bar is named, not drawn
+    span = max(highest, limit if drawn and limit is not None else 0.0) * 1.04
 
     def x_of(value: float) -> float:
         return name_width + bar_width * value / span
 
     body = []
-    x = float(name_width)
+    x = 8.0
     for name, colour in parts:
         body.append(f'<rect x="{x:.1f}" y="6" width="10" height="10" fill="{colour}"/>'
                     f'<text x="{x + 14:.1f}" y="15">{escape(name)}</text>')
@@ -334,8 +337,12 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[float], float]], parts: Sequ
                     + f'<line class="peak" x1="{x_of(mark):.1f}" x2="{x_of(mark):.1f}" y1="{y + 2}" '
                       f'y2="{y + row_height - 2}"/>'
                     f'<text x="{x_of(max(start, mark)) + 4:.1f}" y="{y + 16}">{escape(text(mark))}</text></g>')
-    if limit is not None:
+    bottom = top + row_height * len(rows)
+    if limit is not None and drawn:
         lx = x_of(limit)
-        body.append(f'<line class="phase" x1="{lx:.1f}" x2="{lx:.1f}" y1="{top - 4}" y2="{height - 2}"/>'
-                    f'<text class="muted" x="{lx - 3:.1f}" y="{top - 6}" text-anchor="end">{escape(limit_text)}</text>')
+        body.append(f'<line class="phase" x1="{lx:.1f}" x2="{lx:.1f}" y1="{top - 2}" y2="{bottom + 2}"/>'
+                    f'<text class="muted" x="{lx:.1f}" y="{bottom + 16}" text-anchor="end">{escape(limit_text)}</text>')
+    elif limit is not None:
+        body.append(f'<text class="muted" x="{name_width + bar_width}" y="{bottom + 16}" text-anchor="end">'
+                    f"{escape(limit_text)}, off the scale</text>")
     return _svg(width, height, "".join(body), label)
