@@ -349,7 +349,8 @@ class Cluster:
     network_bandwidth: float | None = None
 
     def link(self, gpus_spanned: int) -> tuple[str, float]:
-        """The link a group of ``gpus_spanned`` consecutive GPUs talks over, and its bandwidth."""
+        """The link a group of ``gpus_spanned`` consecutive GPUs talks over, and its bandwidth; a
+        device with no node size in the catalogue is one node of any size."""
         if self.gpus_per_node is None or gpus_spanned <= self.gpus_per_node:
             if self.interconnect_bandwidth is None:
                 raise BadRequest(f"the catalogue gives no GPU-to-GPU bandwidth for {self.hardware}")
