@@ -317,7 +317,8 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
               say: Progress) -> Report:
     """The report of the forward at the request's batch, with the request's weight format; captures
     at two consecutive batches of 2 or more (the request's and the next, or 2 and 3) give the bytes
-    a sample adds (``feature_map_bytes``, docs/conventions.md), unless the forward needed data to run."""
+    a sample adds (``feature_map_bytes``, docs/conventions.md), unless the forward needed data to run
+    or a layout search is asked for."""
     weights = _weights(request, model)
     run_on = request.device
 
@@ -328,7 +329,10 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
     with say.step(f"profiling {source.label}", slow=run_on != "meta"):
         trace = at(None, say)
         pair: tuple[Trace, Trace] | None = None
-        if trace.fallback_reason is None:  # a forward that needs data is not run again at other batches
+        # a forward that needs data is not run again at other batches, nor one a layout search shows
+        # beside its plan (its feature maps are then the sum over the batch)
+        planning = request.step is not None and request.step.plan
+        if trace.fallback_reason is None and not planning:
             try:
                 smaller = trace if trace.batch_size >= 2 else at(2)
                 pair = (smaller, at(smaller.batch_size + 1))
