@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.limits import meta_limitation
 from nncost.capture.paths import KernelPaths
-from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
+from nncost.capture.placement import attributes_restored, held_tensors, swapped, to_meta, training_flags
 from nncost.capture.run import mismatch
 from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.state import run_state
@@ -180,8 +180,7 @@ def capture_step(
             tracer.close()
         scopes.finish()
         state = mixed.state_bytes(opt) if mixed else state_bytes(opt, device=device)
-        weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
-                                                          (*model.parameters(), *model.buffers())}.values()]
+        weights = [t.untyped_storage().nbytes() for t in held_tensors(model)]
         input_sizes = [t.untyped_storage().nbytes() for t in tensors_in(placed)]
         largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
                              for m in model.modules()), default=0)
