@@ -230,9 +230,11 @@ def test_lstm_kernels_hold_what_onednn_allocates(seq: int, batch: int, inputs: i
     assert 0 <= measured - rule_high(op, backward, out) < max(0.01 * measured, 20_000)
 
 
-def test_only_the_cpu_has_kernel_rules() -> None:
+def test_cuda_has_only_the_dequantizing_4bit_product() -> None:
     assert kernel_memory("cpu") is CPU
-    assert kernel_memory("cuda") is None
+    cuda = kernel_memory("cuda")
+    assert cuda is not None and set(cuda.rules) == {"bitsandbytes::gemm_4bit"} and not cuda.resizers
+    assert kernel_memory("mps") is None
 
 
 # -- whole steps: the simulated peak against the measured one --------------------------------------------------

@@ -234,6 +234,21 @@ def test_checkpoint_early_stop_keeps_layer_attribution_balanced() -> None:
     assert report.recompute_macs < report.backward_macs / 2
 
 
+def test_checkpointed_transformers_layers_leave_the_cache_alone() -> None:
+    """As transformers' own gradient checkpointing: a checkpointed layer gets no KV cache, so its
+    recomputation does not append its keys and values a second time (a cache of 2 × seq)."""
+    transformers = pytest.importorskip("transformers")
+    from nncost.memory.step import capture_step
+
+    seq = 64
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=100, max_position_embeddings=128))
+    trace = capture_step(model, (), {"input_ids": torch.zeros((1, seq), dtype=torch.long)}, checkpointing=True)
+    assert trace.checkpointed == ["model.layers.0", "model.layers.1"]
+    assert not any(len(shape) == 4 and shape[2] == 2 * seq for op in trace.ops for shape in op.out_shapes)
+
+
 def test_plot_writes_a_png(tmp_path: object) -> None:
     pytest.importorskip("matplotlib")
     from pathlib import Path

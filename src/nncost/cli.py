@@ -185,10 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     quantized.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
                            help="store the weights of the matrix products (every Linear, lm_head included) in this "
                                 "format, scales and zero points counted: int4/int8/nf4 compute in the activations' "
-                                "dtype, int8-dynamic in int8, fp8 in fp8 where the device has it (docs/llm.md)")
+                                "dtype, int8-dynamic in int8, fp8 in fp8 where the device has it (docs/llm.md). nf4 "
+                                "with --lora is QLoRA: bitsandbytes' Linear4bit base (lm_head kept), computing in "
+                                "bf16, and a training step over it (docs/training.md)")
     quantized.add_argument("--group-size", type=positive, default=None, metavar="G",
                            help="elements per scale along the input dimension (int4: default 128; int8: default one "
-                                "per output channel; nf4: the block, default 64)")
+                                "per output channel; nf4: the block, default 64; QLoRA: 32 to 4096, a power of 2)")
     quantized.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None,
                            help="with --prompt: store the KV cache in fp8, or int8 with a scale and zero point per "
                                 "token and head")
@@ -212,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "rest")
     adapters = parser.add_argument_group("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')")
     adapters.add_argument("--lora", type=positive, metavar="R", default=None,
-                          help="LoRA adapters of rank R on a frozen base, as peft's get_peft_model puts them")
+                          help="LoRA adapters of rank R on a frozen base, as peft's get_peft_model puts them; with "
+                               "--weights nf4, over a 4-bit base (QLoRA)")
     adapters.add_argument("--lora-alpha", type=positive, metavar="A", default=None,
                           help="LoRA scale numerator, lora_alpha (default 2R)")
     adapters.add_argument("--lora-targets", metavar="NAMES", default="all-linear",

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from nncost import calibration
-from nncost.adapters import with_lora, with_lora_copy
+from nncost.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
@@ -154,19 +154,33 @@ class Source:
     """
 
     def __init__(self, request: Request, spec: ModelSpec | None, module: nn.Module | None, say: Progress,
-                 dtype_source: str | None = None) -> None:
+                 dtype_source: str | None = None, built_in: torch.dtype | None = None) -> None:
         self.request, self.spec, self.say = request, spec, say
         self.dtype_source = dtype_source
+        self.built_in = built_in  # a model with adapters is built in its config's dtype before peft
         self.label = request.name or (spec.label if spec is not None else type(module).__name__)
         if module is not None and request.lora is not None:
-            module = with_lora_copy(module, request.lora)  # peft changes the module it wraps
+            module = with_lora_copy(module, request.lora, nf4=self.nf4_base)  # peft changes the module it wraps
         self._built: dict[str, nn.Module] = {} if module is None else {"given": module}
 
     @property
     def dtype_name(self) -> str:
         """The dtype the floating parameters run in (float32 where nothing says otherwise)."""
-        dtype = resolve_precision(self.request.precision, self.request.dtype).param_dtype or torch.float32
-        return str(dtype).removeprefix("torch.")
+        dtype = resolve_precision(self.request.precision, self.request.dtype).param_dtype or self.built_in
+        return str(dtype or torch.float32).removeprefix("torch.")
+
+    @property
+    def nf4_base(self) -> Nf4Base | None:
+        """QLoRA's base (:attr:`Request.qlora`): the linear weights quantized from the dtype the model
+        is loaded in, the products computed in the run's 16-bit dtype (bf16 where it has none, as
+        QLoRA computes)."""
+        request = self.request
+        if not request.qlora:
+            return None
+        setting = resolve_precision(request.precision, request.dtype)
+        loaded = setting.param_dtype or self.built_in
+        sixteen = [d for d in (loaded, setting.autocast_dtype) if d in (torch.bfloat16, torch.float16)]
+        return Nf4Base(sixteen[0] if sixteen else torch.bfloat16, loaded, request.group_size or NF4_BLOCK)
 
     @property
     def given(self) -> nn.Module | None:
@@ -181,7 +195,8 @@ class Source:
             with self.say.step(f"building {self.label} on {device}", slow=device != "meta"):
                 model = self.spec.build(device)
                 if self.request.lora is not None:
-                    model = with_lora(model, self.request.lora)
+                    model = with_lora(model.to(self.built_in) if self.built_in else model, self.request.lora,
+                                      nf4=self.nf4_base)
                 self._built = {device: model}  # one copy of the weights at a time
         return self._built[device]
 
@@ -258,7 +273,12 @@ def _source(request: Request, say: Progress) -> Source:
                                      or inputs.args is not None):
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
     request, dtype_source = _model_dtype(request, spec)
-    return Source(request, spec, None, say, dtype_source)
+    built_in = None
+    if request.lora is not None and dtype_source == "config":
+        # Loaded in its config's dtype, then given peft's float32 adapters (autocast_adapter_dtype):
+        # the captures keep each parameter's dtype rather than casting all of them to the config's.
+        built_in, request = request.dtype, replace(request, dtype=None)
+    return Source(request, spec, None, say, dtype_source, built_in)
 
 
 def _model_dtype(request: Request, spec: ModelSpec) -> tuple[Request, str | None]:
@@ -342,7 +362,10 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
 
 
 def _weights(request: Request, model: nn.Module) -> WeightFormat | None:
-    """The weight format asked for: a what-if on a model whose weights are not quantized already."""
+    """The weight format asked for: a what-if on a model whose weights are not quantized already
+    (QLoRA's base is built quantized: no what-if on top)."""
+    if request.qlora:
+        return None
     weights = weight_format(request.weights, request.group_size)
     held = quantized_weights(model) if weights is not None else []
     if held:

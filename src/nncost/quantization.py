@@ -31,9 +31,11 @@ from dataclasses import dataclass
 
 from nncost.errors import BadRequest
 
-WEIGHT_FORMATS = ("int8", "int8-dynamic", "int4", "fp8", "nf4")
+NF4 = "nf4"  # bitsandbytes' 4-bit NormalFloat, QLoRA's base
+WEIGHT_FORMATS = ("int8", "int8-dynamic", "int4", "fp8", NF4)
 KV_CACHE_DTYPES = ("fp8", "int8")
 NF4_TABLES_BYTES = 16 * 4 + 256 * 4  # the nf4 code and the second level's 8-bit code, float32
+NF4_BLOCKS = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # the blocks bitsandbytes' quantize_4bit takes
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost.errors import BadRequest
 from nncost.precision import PRECISIONS
-from nncost.quantization import check_kv_cache_dtype, weight_format
+from nncost.quantization import NF4, NF4_BLOCKS, check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
 
 if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
@@ -248,7 +248,9 @@ class Request:
     ``weights`` costs the model with its matrix products' weights stored in a quantized format
     (:data:`nncost.quantization.WEIGHT_FORMATS`, groups of ``group_size``), ``kv_cache_dtype``
     its generation cache stored in fp8 or int8: what-ifs on the traced model
-    (:mod:`nncost.analyses.quantize`).
+    (:mod:`nncost.analyses.quantize`).  ``weights="nf4"`` with ``lora`` is QLoRA instead: the
+    model is built with bitsandbytes' 4-bit linear layers under peft's adapters
+    (:mod:`nncost.adapters`), for its forward and its training step alike.
     """
 
     model: str | nn.Module | Any = field(compare=False)
@@ -300,13 +302,24 @@ class Request:
         check_kv_cache_dtype(self.kv_cache_dtype)
         if self.kv_cache_dtype is not None and self.generation is None:
             raise BadRequest("the KV cache dtype sizes generation's cache: give a generation (--prompt, --new-tokens)")
-        if self.weights is not None and self.step is not None:
-            raise BadRequest("quantized weights are an inference what-if: drop the training step and memory options")
+        if self.qlora and self.group_size is not None and self.group_size not in NF4_BLOCKS:
+            blocks = ", ".join(map(str, NF4_BLOCKS))
+            raise BadRequest(f"QLoRA's base is quantized by bitsandbytes in blocks of {blocks}; "
+                             f"--group-size {self.group_size} is not one")
+        if self.weights is not None and self.step is not None and not self.qlora:
+            raise BadRequest("quantized weights are an inference what-if: drop the training step and memory options "
+                             "(a step over a 4-bit base with adapters is QLoRA: --weights nf4 --lora R)")
         if self.run is not None:
             self._check_run()
         if self.generation is not None and (self.step is not None or self.measure_time):
             raise BadRequest("generation is costed on its own: drop the training step and measured time from the "
                              "request")
+
+    @property
+    def qlora(self) -> bool:
+        """QLoRA: LoRA adapters over a base whose linear layers are bitsandbytes' NF4 ``Linear4bit``
+        (``weights="nf4"`` with ``lora``), built as such rather than costed as a what-if."""
+        return self.weights == NF4 and self.lora is not None
 
     def _check_run(self) -> None:
         if not self.report:

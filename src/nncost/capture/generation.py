@@ -29,6 +29,7 @@ from nncost.capture.meta_kernels import Answering
 from nncost.capture.paths import KernelPaths
 from nncost.capture.placement import (
     attributes_restored,
+    four_bit_format,
     named_parameters,
     needs_swap,
     param_stats,
@@ -143,7 +144,8 @@ class GenerationSession:
         named.update(named_parameters(self.model, tracer.storage_id))
         trace = Trace(model=self.name, execution="meta", device="meta", batch_size=self.batch, layers=scopes.layers,
                       ops=tracer.ops, memory_events=tracer.memory_events, params=param_stats(self.model, self.dtype),
-                      input_bytes=ids.numel() * ids.element_size(), named=named)
+                      input_bytes=ids.numel() * ids.element_size(), named=named,
+                      weight_format=four_bit_format(self.model))
         return trace, output
 
     def prefill(self, prompt_tokens: int) -> tuple[Trace, int]:

@@ -8,6 +8,7 @@ put back in a ``finally``, together with every module's ``training`` flag.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from nncost.quantization import NF4
 from nncost.records.trace import Named, ParamStats
 
 Convert = Callable[[torch.Tensor], torch.Tensor]
@@ -57,10 +59,18 @@ def needs_swap(model: nn.Module, device: torch.device, dtype: torch.dtype | None
 
 @contextmanager
 def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
-    """Replace every parameter and buffer by ``convert(tensor)`` inside the block."""
-    saved: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+    """Replace every parameter and buffer by ``convert(tensor)`` inside the block, and the
+    quantization constants of bitsandbytes' 4-bit layers (their ``quant_state``) as well."""
+    saved: list[tuple[dict[str, Any], str, Any]] = []
     converted: dict[int, torch.Tensor] = {}
+    states: dict[int, Any] = {}  # each QuantState converted once, for its module and its weight
     try:
+        for module in model.modules():
+            state = module.__dict__.get("quant_state")
+            if _is_quant_state(state):
+                states.setdefault(id(state), _converted_state(state, convert))
+                saved.append((module.__dict__, "quant_state", state))
+                module.__dict__["quant_state"] = states[id(state)]
         for module in model.modules():
             stores: tuple[tuple[dict[str, Any], bool], ...] = ((module._parameters, True), (module._buffers, False))
             for store, is_param in stores:
@@ -71,6 +81,10 @@ def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
                     if new is None:
                         data = convert(value)
                         new = nn.Parameter(data, requires_grad=value.requires_grad) if is_param else data
+                        own = value.__dict__.get("quant_state")
+                        if _is_quant_state(own):  # a 4-bit weight reads its constants from itself
+                            new.quant_state = states.setdefault(  # type: ignore[attr-defined]
+                                id(own), _converted_state(own, convert))
                         converted[id(value)] = new
                     saved.append((store, key, value))
                     store[key] = new
@@ -112,11 +126,83 @@ def training_flags(model: nn.Module, training: bool) -> Iterator[None]:
             module.training = flag
 
 
+def _is_quant_state(state: Any) -> bool:
+    """A bitsandbytes ``QuantState``: the constants that turn a 4-bit weight's codes back into numbers."""
+    return state is not None and hasattr(state, "absmax") and hasattr(state, "blocksize")
+
+
+def _converted_state(state: Any, convert: Convert) -> Any:
+    """A copy of a ``QuantState`` whose tensors are ``convert``ed to where the parameters go, each
+    in its own dtype (its nested state too)."""
+    import copy
+
+    new = copy.copy(state)
+    for key, value in vars(state).items():
+        if isinstance(value, torch.Tensor):  # moved as the parameters are, in their own dtype
+            moved = convert(value)
+            setattr(new, key, moved if moved.dtype == value.dtype else moved.to(value.dtype))
+        elif _is_quant_state(value):
+            setattr(new, key, _converted_state(value, convert))
+    return new
+
+
+def quant_state_tensors(module: nn.Module) -> list[torch.Tensor]:
+    """The tensors a bitsandbytes 4-bit layer keeps beside its codes (its ``quant_state``: the
+    8-bit absmax of each block, the second level's float32 absmax per 256 blocks and its code
+    table, the offset, the NF4 code table); none for any other module."""
+    found: list[torch.Tensor] = []
+    state = module.__dict__.get("quant_state")
+    while _is_quant_state(state):
+        found += [t for t in vars(state).values() if isinstance(t, torch.Tensor)]
+        state = getattr(state, "state2", None)
+    return found
+
+
+def four_bit_weights(model: nn.Module) -> dict[int, tuple[int, int]]:
+    """The model's bitsandbytes 4-bit weights by ``id``: the elements each stands for (its
+    ``quant_state.shape``) and the bytes it holds, codes and quantization constants."""
+    found: dict[int, tuple[int, int]] = {}
+    for module in model.modules():
+        state: Any = module.__dict__.get("quant_state")
+        weight = module._parameters.get("weight") if _is_quant_state(state) else None
+        if weight is not None:
+            stored = weight.numel() * weight.element_size()
+            found[id(weight)] = (math.prod(state.shape), stored + sum(t.numel() * t.element_size()
+                                                                     for t in quant_state_tensors(module)))
+    return found
+
+
+def four_bit_format(model: nn.Module) -> str | None:
+    """How the model's bitsandbytes 4-bit weights are stored (``nf4 (bitsandbytes Linear4bit,
+    blocks of 64, double-quantized)``), or None when it has none."""
+    for module in model.modules():
+        state: Any = module.__dict__.get("quant_state")
+        if _is_quant_state(state) and "weight" in module._parameters:
+            nested = ", double-quantized" if getattr(state, "nested", False) else ""
+            return f"{state.quant_type} (bitsandbytes {type(module).__name__}, blocks of {state.blocksize}{nested})"
+    return None
+
+
+def held_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every tensor the model holds in memory, each storage once: parameters, buffers, and the
+    quantization constants of 4-bit layers."""
+    held = [*model.parameters(), *model.buffers(), *(t for m in model.modules() for t in quant_state_tensors(m))]
+    return list({id(t.untyped_storage()): t for t in held}.values())
+
+
 def param_stats(model: nn.Module, dtype: torch.dtype | None) -> ParamStats:
-    """Counts each parameter once (``named_parameters`` removes duplicates by identity)."""
+    """Counts each parameter once (``named_parameters`` removes duplicates by identity); a
+    bitsandbytes 4-bit weight counts the elements it stands for, and its bytes (codes and
+    quantization constants) go under ``nf4``."""
     params = trainable = 0
     by_dtype: dict[str, int] = {}
+    four_bit = four_bit_weights(model)
     for p in model.parameters():
+        if id(p) in four_bit:
+            n, stored = four_bit[id(p)]
+            params += n
+            by_dtype[NF4] = by_dtype.get(NF4, 0) + stored
+            continue
         n = p.numel()
         params += n
         trainable += n if p.requires_grad else 0

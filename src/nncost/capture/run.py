@@ -25,6 +25,7 @@ from nncost.capture import inputs as inputs_mod
 from nncost.capture.limits import meta_limitation
 from nncost.capture.placement import (
     attributes_restored,
+    four_bit_format,
     model_device,
     named_parameters,
     needs_swap,
@@ -152,6 +153,7 @@ def _run(
         params=param_stats(model, dtype),
         input_bytes=input_bytes,
         named=named,
+        weight_format=four_bit_format(model),
     )
 
 

@@ -26,7 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from nncost.capture import inputs as inputs_mod
 from nncost.capture.limits import meta_limitation
 from nncost.capture.paths import KernelPaths, backward
-from nncost.capture.placement import attributes_restored, swapped, to_meta, training_flags
+from nncost.capture.placement import attributes_restored, held_tensors, swapped, to_meta, training_flags
 from nncost.capture.run import mismatch
 from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.state import run_state
@@ -106,12 +106,28 @@ def checkpoint_blocks(model: nn.Module, choice: bool | Sequence[str]) -> list[tu
     return blocks
 
 
+# The keyword arguments by which a transformers layer is handed the KV cache, and whether it should use one.
+_CACHE_KWARGS = ("cache", "layer_past", "past_key_value", "past_key_values")
+
+
 def _checkpointed(module: nn.Module) -> None:
     """Run ``module`` under non-reentrant activation checkpointing (an instance attribute,
-    undone with the model's other attributes when the capture ends)."""
+    undone with the model's other attributes when the capture ends).
+
+    A transformers layer is checkpointed as its own ``GradientCheckpointingLayer`` does it: without
+    its KV cache (``use_cache=False``, the cache argument None, unless the layer only reads the
+    cache).  A layer that wrote into the cache would keep its keys and values, and the graph of
+    its recomputation behind them, alive to the end of the step, and the recomputation would
+    write them a second time."""
     forward = module.forward
+    drops_cache = (any(c.__name__ == "GradientCheckpointingLayer" for c in type(module).__mro__)
+                   and not getattr(module, "_can_checkpoint_with_cache", False))
 
     def run(*args: Any, **kwargs: Any) -> Any:
+        if drops_cache:
+            kwargs.update({key: None for key in _CACHE_KWARGS if kwargs.get(key) is not None})
+            if kwargs.get("use_cache"):
+                kwargs["use_cache"] = False
         return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
     module.forward = run
@@ -192,8 +208,7 @@ def capture_step(
             tracer.close()
         scopes.finish()
         state = mixed.state_bytes(opt) if mixed else state_bytes(opt, device=device)
-        weights = [t.untyped_storage().nbytes() for t in {id(t): t for t in
-                                                          (*model.parameters(), *model.buffers())}.values()]
+        weights = [t.untyped_storage().nbytes() for t in held_tensors(model)]
         input_sizes = [t.untyped_storage().nbytes() for t in tensors_in(placed)]
         held = mixed.holds if mixed else functools.partial(on_device, device)
         parameters = _param_records(model, state_bytes_by_param(opt, held))

@@ -87,6 +87,11 @@ def kernel_memory_markdown() -> str:
     lines += [f"| {', '.join(f'`{op}`' for op in ops)} | {note} |" for note, ops in by_note.items()]
     resized = ", ".join(f"`{op}`" for op in cpu.resizers)
     lines.append(f"\nOutputs sized as the CPU kernel makes them, where the meta kernel differs: {resized}.")
+    from nncost.rules.kernel_memory import bitsandbytes, cuda
+
+    lines += ["\n## kernel memory: cuda\n", f"{inspect.getdoc(cuda)}\n", f"{inspect.getdoc(bitsandbytes)}\n",
+              "| operators | what the kernel holds beyond its outputs |", "|---|---|"]
+    lines += [f"| `{op}` | {note} |" for op, note in cuda.CUDA.notes.items()]
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ ATEN = Registry()
 from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN on import)
     attention,
     backward,
+    bitsandbytes,
     conv,
     elementwise,
     free,
@@ -30,6 +31,7 @@ from nncost.rules.aten import (  # noqa: E402  (the modules register into ATEN o
 )
 
 __all__ = [
-    "ATEN", "attention", "backward", "conv", "elementwise", "free", "fused_attention", "grouped_mm", "linalg",
-    "linear", "movement", "nested", "norm", "optimizer", "pool", "rnn", "small_fused", "special", "spectral", "vision",
+    "ATEN", "attention", "backward", "bitsandbytes", "conv", "elementwise", "free", "fused_attention", "grouped_mm",
+    "linalg", "linear", "movement", "nested", "norm", "optimizer", "pool", "rnn", "small_fused", "special", "spectral",
+    "vision",
 ]

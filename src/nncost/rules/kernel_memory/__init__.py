@@ -56,11 +56,15 @@ class KernelMemory:
 
 
 def kernel_memory(hardware: str) -> KernelMemory | None:
-    """The kernel memory rules for ``hardware`` ("cpu"), or None where nncost has none."""
+    """The kernel memory rules for ``hardware`` ("cpu", "cuda"), or None where nncost has none."""
     if hardware == "cpu":
         from nncost.rules.kernel_memory.cpu import CPU
 
         return CPU
+    if hardware == "cuda":
+        from nncost.rules.kernel_memory.cuda import CUDA
+
+        return CUDA
     return None
 
 

@@ -19,6 +19,8 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from nncost.rules.kernel_memory import KernelMemory
+from nncost.rules.kernel_memory.bitsandbytes import NOTE as BNB_NOTE
+from nncost.rules.kernel_memory.bitsandbytes import gemm_4bit
 
 CPU = KernelMemory("cpu")
 PAGE = 4096
@@ -376,3 +378,6 @@ def lstm_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> int
     copies = sum(nbytes(t) for t in (args[7], *args[10:13]) if isinstance(t, torch.Tensor) and not t.is_contiguous())
     small = 4 * hidden * 4 + batch * hidden * 4  # a bias gradient and a state buffer
     return produced(outputs) + small + weights + weight_grads + seq * batch * gates * 4 + copies
+
+
+CPU.rule("bitsandbytes::gemm_4bit", note=BNB_NOTE + "; one float32 absmax copy")(gemm_4bit(1))
