@@ -232,3 +232,15 @@ def test_the_papers_llama_fits_where_the_paper_says() -> None:
     assert small["trainable"] == 32 * 64 * (4 * (4096 + 4096) + 3 * (4096 + 11008))
     assert large["peak"] < 48e9 and large["before_step"] + large["optimizer"] < 48e9
     assert middle["reserved"] + middle["optimizer"] > 24 * 2**30
+
+
+def test_every_layer_counts_a_4bit_weight_as_the_elements_it_stands_for(config_dir: Path) -> None:
+    """The packed codes hold two elements a byte; the rows count the weight's own shape, as the totals do."""
+    report = nncost.run(Request(str(config_dir), Inputs(batch_size=1, seq=8), lora=Lora(RANK), weights="nf4",
+                                step=Step(optimizer="adamw", allocator="cpu"))).report
+    assert report is not None
+    root = report.layers[0]
+    assert root.params == report.totals.params
+    h = CONFIG["hidden_size"]
+    q_proj = [layer for layer in report.layers if layer.name.endswith("layers.0.self_attn.q_proj")]
+    assert q_proj and q_proj[0].params == h * h + RANK * h + h * RANK  # the base, lora_A, lora_B

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nncost.capture.placement import four_bit_weights
 from nncost.capture.tracer import shape_of
 from nncost.records.trace import LayerCall, Shape
 
@@ -114,7 +115,8 @@ class Scopes:
         """Names, parameter counts and configuration of every module that was called."""
         names = {id(m): name for name, m in self.model.named_modules()}
         param_ids = _param_ids_under(self.model)
-        sizes = {id(p): p.numel() for p in self.model.parameters()}
+        four_bit = four_bit_weights(self.model)  # a packed 4-bit weight counts the elements it stands for
+        sizes = {id(p): four_bit[id(p)][0] if id(p) in four_bit else p.numel() for p in self.model.parameters()}
         for layer, module in zip(self.layers, self._modules, strict=True):
             key = id(module)
             layer.name = names.get(key, type(module).__name__)
