@@ -19,7 +19,8 @@ def allocation_size(allocator: str) -> Callable[[int], int]:
 def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str, batch_size: int,
                  precision: str = "fp32", gpus: int = 1, sharding: str = "none") -> MemoryReport:
     """The memory report of one captured step under ``allocator`` semantics; with ``gpus`` and
-    ``sharding``, also the per-GPU breakdown of data-parallel training."""
+    ``sharding``, also the per-GPU breakdown of data-parallel training, at the highest moment of
+    one GPU's share of the step."""
     size = allocation_size(allocator)
     baseline = {
         "parameters": sum(size(n) for n in trace.param_tensor_bytes),
@@ -38,6 +39,21 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     live.update(baseline)
     peak_total, peak_live, peak_op, in_kernel = sum(live.values()), dict(live), -1, False
     timeline = [(0, tuple(live.values()))]
+    sharded = sharding != "none" or gpus > 1
+    made_by_optimizer: set[int] = set()  # temporaries the optimizer's step made, still live
+    optimizer_live = 0
+    gpu_peak: dict[str, int] = {}
+
+    def on_one_gpu(moment: dict[str, int], optimizer_temporaries: int) -> None:
+        """Keep the highest moment of one GPU's share of the step."""
+        nonlocal gpu_peak
+        share = per_gpu(moment, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes,
+                        optimizer_temporaries=optimizer_temporaries)
+        if not gpu_peak or sum(share.values()) > sum(gpu_peak.values()):
+            gpu_peak = share
+
+    if sharded:
+        on_one_gpu(live, 0)
     # Kernel high points: a call whose kernel holds more than its outputs (workspaces, blocked
     # copies) peaks at the bytes live before the call plus its kernel_bytes.
     kernels = [(i, op.kernel_bytes) for i, op in enumerate(trace.ops) if op.kernel_bytes]
@@ -54,15 +70,28 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
             if total > peak_total:
                 peak_total, peak_live, peak_op, in_kernel = total, dict(live), index, True
                 peak_live["temporaries"] += size(held)
+            if sharded:
+                moment = dict(live)
+                moment["temporaries"] += size(held)
+                on_one_gpu(moment, optimizer_live + (size(held) if index >= trace.backward_end else 0))
 
     for op_index, delta, allocation in trace.memory_events:
         kernels_before(op_index, delta)
         sign = 1 if delta > 0 else -1
-        live[category(allocation)] += sign * size(abs(delta))
+        kind = category(allocation)
+        live[kind] += sign * size(abs(delta))
+        if delta > 0 and kind == "temporaries" and trace.mode == "train" and op_index >= trace.backward_end:
+            made_by_optimizer.add(allocation)
+            optimizer_live += size(delta)
+        elif delta < 0 and allocation in made_by_optimizer:
+            made_by_optimizer.discard(allocation)
+            optimizer_live -= size(-delta)
         timeline.append((op_index, tuple(live.values())))
         total = sum(live.values())
         if total > peak_total:
             peak_total, peak_live, peak_op, in_kernel = total, dict(live), op_index, False
+        if sharded:
+            on_one_gpu(live, optimizer_live)
     kernels_before(len(trace.ops) + 1, 0)
 
     forward = trace.ops[: trace.forward_end]
@@ -78,7 +107,6 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     if allocator == "cuda":
         replayed = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],
                           trace.memory_events)
-    sharded = sharding != "none" or gpus > 1
     return MemoryReport(
         allocator_allocated_bytes=replayed.allocated if replayed else None,
         allocator_reserved_bytes=replayed.reserved if replayed else None,
@@ -88,8 +116,7 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         precision=precision,
         gpus=gpus,
         sharding=sharding,
-        per_gpu=per_gpu(peak_live, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes)
-        if sharded else None,
+        per_gpu=gpu_peak if sharded else None,
         saved_for_backward=saved_for_backward(trace),
         optimizer=optimizer if trace.mode == "train" else "none",
         batch_size=batch_size,

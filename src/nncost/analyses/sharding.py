@@ -12,7 +12,10 @@ model states as the ZeRO paper (Rajbhandari et al., 2020) and FSDP do, over N GP
   largest layer's parameters gathered in full while it runs (and its gradients before the
   reduce-scatter): ``2 × largest layer``.
 
-Activations, temporaries and inputs are per GPU and are not divided.
+Activations, temporaries and inputs are per GPU and are not divided, except the optimizer's own
+temporaries under ZeRO and FSDP: each GPU's optimizer updates its shard only.  The per-GPU peak is
+the highest point of the step after sharding, which need not be the one-GPU peak's moment
+(``nncost.analyses.memory``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from nncost.errors import BadRequest
 STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
 
 
-def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_layer_bytes: int) -> dict[str, int]:
+def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_layer_bytes: int,
+            optimizer_temporaries: int = 0) -> dict[str, int]:
+    """One GPU's share of ``breakdown`` (live bytes by category at one moment of the step), of which
+    ``optimizer_temporaries`` are temporaries the optimizer's step made."""
     if strategy not in STRATEGIES:
         raise BadRequest(f"unknown sharding {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if gpus < 1:
@@ -35,6 +41,7 @@ def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_laye
         out["communication"] = breakdown["gradients"]
     if strategy in ("zero1", "zero2", "zero3", "fsdp"):
         out["optimizer_state"] = -(-breakdown["optimizer_state"] // gpus)
+        out["temporaries"] = breakdown["temporaries"] - optimizer_temporaries + -(-optimizer_temporaries // gpus)
     if strategy in ("zero2", "zero3", "fsdp"):
         out["gradients"] = -(-breakdown["gradients"] // gpus)
         out["communication"] = largest_layer_bytes
