@@ -366,6 +366,25 @@ LLAMA = {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2, "
 LLAMA_BATCH, LLAMA_SEQ = 2, 64
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+@pytest.mark.parametrize("seq", [64, 256])  # the peak in the optimizer's step, in the backward
+def test_a_checkpointed_llama_step_agrees_with_a_measured_one(precision: str, seq: int) -> None:
+    """A real step under the same non-reentrant checkpointing of the decoder layers, measured with
+    the profiler's allocator events.  The real step also stashes the CPU generator's state per
+    checkpointed block (``preserve_rng_state``: a 5,056-byte CPU tensor, made outside any operator
+    the tracer sees), hence a tolerance of one such tensor for each block."""
+    model = small_llama()
+    ids = torch.randint(0, LLAMA["vocab_size"], (LLAMA_BATCH, seq))
+    simulated = nncost.memory(model, kwargs={"input_ids": ids}, optimizer="adamw", allocator="cpu",
+                              checkpointing=True, precision=precision)
+    measured = measure_cpu_peak(model, (), {"input_ids": ids}, mode="train", optimizer="adamw",
+                                precision=precision, checkpointing=True)
+    plain = measure_cpu_peak(model, (), {"input_ids": ids}, mode="train", optimizer="adamw", precision=precision)
+    assert measured < plain  # the measured step checkpoints too
+    rng_state = torch.get_rng_state().numel()
+    assert 0 <= measured - simulated.peak_bytes <= LLAMA["num_hidden_layers"] * rng_state
+
+
 @pytest.mark.parametrize(("precision", "logit_bytes"), [("fp32", 4), ("bf16-mixed", 2)])
 def test_a_checkpointed_step_frees_the_blocks_inputs_when_the_backward_ends(precision: str, logit_bytes: int) -> None:
     """What the forward and backward made and the optimizer's step finds alive is what a training
