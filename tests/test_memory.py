@@ -284,6 +284,23 @@ def test_a_wrong_input_names_the_layer_in_the_simulation_too() -> None:
         nncost.memory(mlp(), (32,))
 
 
+class WrongWidth(ValueError):
+    """An exception class defined in Python: the capture holds it by weak reference."""
+
+
+class ChecksWidth(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 256:
+            raise WrongWidth(f"expected 256 features, got {x.shape[-1]}")
+        return x
+
+
+def test_a_models_own_exception_class_still_names_the_layer() -> None:
+    model = nn.Sequential(nn.Linear(64, 128), ChecksWidth())
+    with pytest.raises(nncost.InputMismatch, match=r"1 \(ChecksWidth\)'s forward raised WrongWidth: expected 256"):
+        nncost.memory(model, (64,), batch_size=2)
+
+
 def test_saved_for_backward_counts_each_storage_once_for_its_first_saver() -> None:
     """``Linear → ReLU → Linear`` at batch 8: the first linear keeps its input (counted, although the
     step made it before the forward), ReLU its output, which the second linear would keep too;
@@ -359,3 +376,60 @@ def test_each_gpu_runs_the_optimizer_on_its_shard_only(strategy: str) -> None:
     unsharded = {"zero1": 2 * layer * layers, "zero3": 3 * layer, "fsdp": 3 * layer}[strategy]  # zero1: params, grads
     activations = 4 * width * (layers + 1) * 2  # inputs and outputs of every layer, forward and backward
     assert sum(report.per_gpu.values()) <= one.peak_bytes / gpus + unsharded + activations
+
+
+def small_llama() -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**LLAMA))
+
+
+# A small Llama: the closed forms below read these values.
+LLAMA = {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 4, "vocab_size": 1000, "max_position_embeddings": 256, "tie_word_embeddings": False}
+LLAMA_BATCH, LLAMA_SEQ = 2, 64
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+@pytest.mark.parametrize("seq", [64, 256])  # the peak in the optimizer's step, in the backward
+def test_a_checkpointed_llama_step_agrees_with_a_measured_one(precision: str, seq: int) -> None:
+    """A real step under the same non-reentrant checkpointing of the decoder layers, measured with
+    the profiler's allocator events.  The real step also stashes the CPU generator's state per
+    checkpointed block (``preserve_rng_state``: a 5,056-byte CPU tensor, made outside any operator
+    the tracer sees), hence a tolerance of one such tensor for each block."""
+    model = small_llama()
+    ids = torch.randint(0, LLAMA["vocab_size"], (LLAMA_BATCH, seq))
+    simulated = nncost.memory(model, kwargs={"input_ids": ids}, optimizer="adamw", allocator="cpu",
+                              checkpointing=True, precision=precision)
+    measured = measure_cpu_peak(model, (), {"input_ids": ids}, mode="train", optimizer="adamw",
+                                precision=precision, checkpointing=True)
+    plain = measure_cpu_peak(model, (), {"input_ids": ids}, mode="train", optimizer="adamw", precision=precision)
+    assert measured < plain  # the measured step checkpoints too
+    rng_state = torch.get_rng_state().numel()
+    assert 0 <= measured - simulated.peak_bytes <= LLAMA["num_hidden_layers"] * rng_state
+
+
+@pytest.mark.parametrize(("precision", "logit_bytes"), [("fp32", 4), ("bf16-mixed", 2)])
+def test_a_checkpointed_step_frees_the_blocks_inputs_when_the_backward_ends(precision: str, logit_bytes: int) -> None:
+    """What the forward and backward made and the optimizer's step finds alive is what a training
+    loop holds there: the gradients (fp32, one per parameter) and the model's output, the logits
+    (kept until the step is done; bf16 under autocast).  Non-reentrant checkpointing ends each
+    block's recomputation by raising inside the recomputed forward and catching it; nothing of
+    that forward, nor the blocks' inputs, may outlive the backward."""
+    from nncost.memory.step import capture_step
+
+    d, f, layers, vocab = (LLAMA[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                              "vocab_size"))
+    params = 2 * vocab * d + layers * (4 * d * d + 3 * d * f + 2 * d) + d
+    ids = torch.randint(0, vocab, (LLAMA_BATCH, LLAMA_SEQ))
+    trace = capture_step(small_llama(), (), {"input_ids": ids}, optimizer="adamw", device="cpu",
+                         checkpointing=True, precision=precision)
+    live: dict[int, int] = {}
+    for op_index, delta, allocation in trace.memory_events:
+        if op_index > trace.backward_end:
+            break
+        if delta > 0 and op_index < trace.backward_end:
+            live[allocation] = delta
+        elif delta < 0:
+            live.pop(allocation, None)
+    assert sum(live.values()) == FP32 * params + LLAMA_BATCH * LLAMA_SEQ * vocab * logit_bytes

@@ -547,7 +547,8 @@ def _measure_step(request: Request, source: Source, report: MemoryReport, say: P
     args, kwargs = source.inputs("cpu")
     measure = measure_cuda_peak if on_cuda else measure_cpu_peak
     with say.step(f"running one real step on {'CUDA' if on_cuda else 'the CPU'}"):
-        return measure(model, args, kwargs, mode=report.mode, optimizer=step.optimizer, precision=request.precision)
+        return measure(model, args, kwargs, mode=report.mode, optimizer=step.optimizer, precision=request.precision,
+                       checkpointing=step.checkpointing)
 
 
 # -- generation ----------------------------------------------------------------------------

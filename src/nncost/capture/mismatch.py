@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 def input_mismatch(exc: Exception, scopes: Scopes, tracer: Tracer, model_name: str) -> InputMismatch:
     """The error a forward that raised ``exc`` is reported with."""
-    failed = scopes.failure[0] if scopes.failure and scopes.failure[1] is exc else None
+    failed = scopes.failed_call(exc)
     module = scopes.module_at(failed) if failed is not None else None
     scopes.finish()
     layer = scopes.layers[failed] if failed is not None else None

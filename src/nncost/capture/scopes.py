@@ -8,7 +8,8 @@ afterwards, also when the forward raises.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -45,6 +46,23 @@ def tensors_in(value: Any) -> list[torch.Tensor]:
     return found
 
 
+def _reference(exc: BaseException) -> Callable[[], BaseException | None]:
+    """A weak reference to ``exc`` where its type allows one (any exception class defined in
+    Python), else a strong one.
+
+    A model's code, or PyTorch's, may catch an exception that left a module call:
+    ``torch.utils.checkpoint`` stops each recomputation by raising from inside the recomputed
+    forward and catching it.  The exception's traceback holds the frames it passed through, and
+    their locals are the recomputed block's tensors, its input among them: held strongly, they
+    would stay alive through the next block's backward and past the end of the backward, where a
+    real step has freed them.  The built-in exceptions take no weak reference; one of those caught
+    inside a model is held until the next failure."""
+    try:
+        return weakref.ref(exc)
+    except TypeError:
+        return lambda: exc
+
+
 def _shapes(tensors: list[torch.Tensor]) -> list[Shape]:
     return [shape_of(t) for t in tensors]
 
@@ -68,8 +86,8 @@ class Scopes:
         self.model = model
         self.layers: list[LayerCall] = []
         self.stack: list[int] = []
-        # (layer index, exception): the innermost call an exception left, kept for error messages
-        self.failure: tuple[int, BaseException] | None = None
+        # (layer index, the exception): the innermost call an exception left, for error messages
+        self._failure: tuple[int, Callable[[], BaseException | None]] | None = None
         self._modules: list[nn.Module] = []
 
     def current(self) -> int:
@@ -99,13 +117,19 @@ class Scopes:
         in_flight = sys.exc_info()[1]
         index = self.stack.pop()
         if in_flight is not None:
-            if self.failure is None or self.failure[1] is not in_flight:
-                self.failure = (index, in_flight)
+            if self._failure is None or self._failure[1]() is not in_flight:
+                self._failure = (index, _reference(in_flight))
             return
         layer = self.layers[index]
         outputs = tensors_in(output)
         layer.output_shapes = _shapes(outputs)
         layer.output_bytes = sum(t.numel() * t.element_size() for t in outputs)
+
+    def failed_call(self, exc: BaseException) -> int | None:
+        """The innermost module call ``exc`` left, if it left one."""
+        if self._failure is None or self._failure[1]() is not exc:
+            return None
+        return self._failure[0]
 
     def module_at(self, index: int) -> nn.Module | None:
         """The module of call ``index``, until :meth:`finish` (an error message reads its attributes)."""

@@ -1,7 +1,8 @@
 """Measuring the real peak of one step, to set beside the simulated one.
 
-The model is deep-copied (a training step changes weights and optimizer state), warmed up with
-one full step so that the optimizer state exists, and the second step is measured:
+The model is deep-copied (a training step changes weights and optimizer state), its blocks put
+under activation checkpointing as the simulation does (``checkpointing``, on the copy), warmed up
+with one full step so that the optimizer state exists, and the second step is measured:
 
 * on the CPU under ``torch.profiler`` with ``profile_memory=True``: the peak is the bytes alive
   before the step (parameters, buffers, optimizer state, inputs) plus the highest running sum of
@@ -23,7 +24,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -35,6 +36,7 @@ from nncost.capture.placement import model_device
 from nncost.capture.scopes import tensors_in
 from nncost.errors import BadRequest, NeedsWeights
 from nncost.memory.optimizers import OPTIMIZERS
+from nncost.memory.step import checkpoint_blocks, checkpointed
 from nncost.precision import Precision, resolve_precision
 
 
@@ -67,12 +69,15 @@ def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: 
 
 
 def _prepared(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device, train: bool,
-              optimizer: str, setting: Precision) -> tuple[nn.Module, Any, Any, torch.optim.Optimizer | None,
-                                                          torch.amp.GradScaler | None]:
-    """A replica of the model on ``device`` in the step's precision, its inputs, optimizer and scaler."""
+              optimizer: str, setting: Precision, checkpointing: bool | Sequence[str] = False,
+              ) -> tuple[nn.Module, Any, Any, torch.optim.Optimizer | None, torch.amp.GradScaler | None]:
+    """A replica of the model on ``device`` in the step's precision, its blocks checkpointed, its
+    inputs, optimizer and scaler."""
     replica = copy.deepcopy(model).to(device).train(train)
     if setting.param_dtype is not None:
         replica = replica.to(setting.param_dtype)
+    for _, block in checkpoint_blocks(replica, checkpointing) if train else []:
+        checkpointed(block)
     params = [p for p in replica.parameters() if p.requires_grad]
     factory = OPTIMIZERS[optimizer] if train else None
     opt = factory(params, device.type == "cuda") if factory is not None and params else None
@@ -85,10 +90,12 @@ def _prepared(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], d
 
 
 def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, mode: str,
-                     optimizer: str, precision: str = "fp32") -> int:
+                     optimizer: str, precision: str = "fp32", checkpointing: bool | Sequence[str] = False) -> int:
     """``precision`` as in ``nncost.memory``: mixed runs forward and loss under
     ``torch.autocast("cpu", dtype)`` (fp16-mixed with a ``torch.amp.GradScaler("cpu")``), pure
-    ``bf16``/``fp16`` casts the replica's floating parameters, buffers and inputs."""
+    ``bf16``/``fp16`` casts the replica's floating parameters, buffers and inputs.
+    ``checkpointing`` as in ``nncost.memory``: the replica's blocks, or those named, run under
+    non-reentrant activation checkpointing in training."""
     if model_device(model).type == "meta":
         raise NeedsWeights("--measure runs a real step: build the model with weights (on CPU)")
     train = mode == "train"
@@ -96,7 +103,7 @@ def measure_cpu_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     mixed = setting if setting.mixed else None
     with torch.random.fork_rng(devices=[]):
         replica, real_args, real_kwargs, opt, scaler = _prepared(model, args, kwargs, torch.device("cpu"), train,
-                                                                 optimizer, setting)
+                                                                 optimizer, setting, checkpointing)
         params = [p for p in replica.parameters() if p.requires_grad]
         _step(replica, real_args, real_kwargs, opt, train, mixed, scaler)  # warm-up: creates the optimizer state
         if opt is not None:
@@ -162,8 +169,9 @@ def peak_of_events(prof: torch.profiler.profile) -> int:
 
 
 def measure_cuda_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, mode: str,
-                      optimizer: str, precision: str = "fp32") -> int:
-    """``torch.cuda.max_memory_allocated()`` over one steady-state step on the current CUDA device."""
+                      optimizer: str, precision: str = "fp32", checkpointing: bool | Sequence[str] = False) -> int:
+    """``torch.cuda.max_memory_allocated()`` over one steady-state step on the current CUDA device
+    (``precision`` and ``checkpointing`` as in :func:`measure_cpu_peak`)."""
     if not torch.cuda.is_available():
         raise BadRequest("measuring on CUDA needs a CUDA device, and none is available")
     if model_device(model).type == "meta":
@@ -177,7 +185,7 @@ def measure_cuda_peak(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str,
     try:
         with torch.random.fork_rng(devices=[torch.cuda.current_device()]):
             replica, real_args, real_kwargs, opt, scaler = _prepared(model, args, kwargs, cuda, train, optimizer,
-                                                                     setting)
+                                                                     setting, checkpointing)
             _step(replica, real_args, real_kwargs, opt, train, mixed, scaler, "cuda")  # warm-up
             if opt is not None:
                 opt.zero_grad(set_to_none=True)

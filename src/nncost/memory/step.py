@@ -110,7 +110,7 @@ def checkpoint_blocks(model: nn.Module, choice: bool | Sequence[str]) -> list[tu
 _CACHE_KWARGS = ("cache", "layer_past", "past_key_value", "past_key_values")
 
 
-def _checkpointed(module: nn.Module) -> None:
+def checkpointed(module: nn.Module) -> None:
     """Run ``module`` under non-reentrant activation checkpointing (an instance attribute,
     undone with the model's other attributes when the capture ends).
 
@@ -184,7 +184,7 @@ def capture_step(
         try:
             blocks = checkpoint_blocks(model, checkpointing) if train else []
             for _, block in blocks:
-                _checkpointed(block)
+                checkpointed(block)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = _optimizer(optimizer, params, device) if train else None
             if mixed:
