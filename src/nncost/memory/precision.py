@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from nncost.capture.tracer import Tracer
+from nncost.memory.graph import backward_nodes
 from nncost.precision import Precision
 
 
@@ -73,16 +74,9 @@ class DeviceKernels(TorchDispatchMode):
         def starting(grad_outputs: Any) -> None:
             self.accumulating = False
 
-        seen: set[int] = set()
-        stack = [loss.grad_fn]
-        while stack:
-            node = stack.pop()
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
+        for node in backward_nodes(loss):
             node.register_prehook(starting)
             node.register_hook(applied)
-            stack.extend(next_node for next_node, _ in node.next_functions)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}

@@ -32,6 +32,7 @@ from nncost.capture.scopes import Scopes, tensors_in
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
+from nncost.memory.graph import backward_nodes
 from nncost.memory.optimizers import OPTIMIZERS, on_device, state_bytes, state_bytes_by_param
 from nncost.memory.precision import FakeTracer, MixedRun, autocast_or_nothing, mixed_run, needs_values
 from nncost.precision import resolve_precision
@@ -358,14 +359,7 @@ class _Lineage:
         """Note, as the backward of ``loss`` runs each node, where its operators start."""
         numbers = [number for number, _ in self.marks]
         made_after = torch._C._autograd._get_sequence_nr()
-        seen: set[int] = set()
-        stack = [loss.grad_fn]
-        while stack:
-            node = stack.pop()
-            if node is None or id(node) in seen:
-                continue
-            seen.add(id(node))
-            stack.extend(next_node for next_node, _ in node.next_functions)
+        for node in backward_nodes(loss):
             number = node._sequence_nr()
             if number >= made_after:  # AccumulateGrad: numbered past every node
                 continue
