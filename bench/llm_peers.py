@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,9 +33,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from _llm_analysis import model_config, run_peer  # noqa: E402
 from _sections import replace_section  # noqa: E402
-
-PEERS = ROOT / ".peers"
 
 LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu", "rms_norm_eps": 1e-5,
          "tie_word_embeddings": False, "torch_dtype": "bfloat16"}
@@ -68,26 +65,16 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 PEER_SCRIPT = r"""
-import json, sys, logging
-config, prompt, new = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import json, sys
+payload, path = json.loads(sys.argv[1]), sys.argv[2]
+config, prompt, new = payload["config"], payload["prompt"], payload["new"]
 out = {}
 try:
     from llm_analysis.analysis import infer
-    path = sys.argv[4]
-    json.dump({"name": "case", "num_layers": config["num_hidden_layers"], "n_head": config["num_attention_heads"],
-               "hidden_dim": config["hidden_size"], "vocab_size": config["vocab_size"],
-               "max_seq_len": config.get("max_position_embeddings"),
-               "num_key_value_heads": config.get("num_key_value_heads"),
-               # llm-analysis has no gated MLP and wants a multiple of d: three d×f matrices are given as
-               # two of d×(1.5 f), rounded to a multiple of d (its own Llama-2-7B config does the same: 4d)
-               "ffn_embed_dim": config["hidden_size"] * max(1, round(1.5 * config["intermediate_size"]
-                                                                     / config["hidden_size"])),
-               "model_type": config["model_type"],
-               "moe_num_experts": config.get("num_local_experts", 1),
-               "moe_top_k": config.get("num_experts_per_tok", 1)}, open(path, "w"))
+    json.dump(payload["model"], open(path, "w"))
     summary = infer(model_name=path, gpu_name="h100-sxm-80gb", dtype_name="w16a16e16", log_level="ERROR",
                     seq_len=prompt, num_tokens_to_generate=new, flops_efficiency=1.0, hbm_memory_efficiency=1.0,
-                    tp_size=int(sys.argv[5]))
+                    tp_size=payload["tp"])
     out["llm_analysis"] = {k: summary[k] for k in ("kv_cache_memory_per_gpu",
         "weight_memory_per_gpu", "prefill_num_flops_fwd_total", "decode_num_flops_fwd_total", "prefill_latency",
         "decode_latency", "decode_tokens_per_sec") if k in summary}
@@ -125,16 +112,8 @@ def nncost_figures(config: dict[str, Any], prompt: int, new: int, tp: int) -> di
 
 
 def peer_figures(config: dict[str, Any], prompt: int, new: int, tp: int) -> dict[str, Any]:
-    if not PEERS.exists():
-        return {"error": f"no peers installed: pip install --target {PEERS} llm-analysis hf-mem"}
-    with tempfile.TemporaryDirectory() as folder:
-        done = subprocess.run([sys.executable, "-c", PEER_SCRIPT, json.dumps(config), str(prompt), str(new),
-                               str(Path(folder) / "model.json"), str(tp)], capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(PEERS)})
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
+    return run_peer(PEER_SCRIPT, {"config": config, "model": model_config(config), "prompt": prompt, "new": new,
+                                  "tp": tp})
 
 
 def kaplan(config: dict[str, Any], prompt: int, new: int) -> dict[str, float]:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +31,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from _llm_analysis import model_config, run_peer  # noqa: E402
 from _sections import replace_section  # noqa: E402
 
-PEERS = ROOT / ".peers"
 HEADING = "### Four Llama runs, side by side"
 
 LLAMA = {"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_act": "silu", "rms_norm_eps": 1e-5,
@@ -96,19 +94,10 @@ SUMMARY_KEYS = ("num_params_total", "num_flops_total_per_micro_batch", "weight_m
 PEER_SCRIPT = r"""
 import json, sys
 case, path = json.loads(sys.argv[1]), sys.argv[2]
-config = case["config"]
 out = {}
 try:
     from llm_analysis.analysis import train
-    json.dump({"name": "case", "num_layers": config["num_hidden_layers"], "n_head": config["num_attention_heads"],
-               "hidden_dim": config["hidden_size"], "vocab_size": config["vocab_size"],
-               "max_seq_len": config.get("max_position_embeddings"),
-               "num_key_value_heads": config.get("num_key_value_heads"),
-               # llm-analysis has no gated MLP and wants a multiple of d: three d×f matrices are given as
-               # two of d×(1.5 f), rounded to a multiple of d (as bench/llm_peers.py does)
-               "ffn_embed_dim": config["hidden_size"] * max(1, round(1.5 * config["intermediate_size"]
-                                                                     / config["hidden_size"])),
-               "model_type": config["model_type"]}, open(path, "w"))
+    json.dump(case["model"], open(path, "w"))
     summary = train(model_name=path, dtype_name="w16a16e16", log_level="ERROR", seq_len=case["seq"],
                     total_num_tokens=case["tokens"], flops_efficiency=case["efficiency"], **case["llm_analysis"])
     out["llm_analysis"] = {k: summary[k] for k in case["keys"] if k in summary}
@@ -164,18 +153,9 @@ def nncost_figures(name: str) -> dict[str, Any]:
 
 def peer_figures(name: str, efficiency: float) -> dict[str, Any]:
     """llm-analysis's summary for the case at MFU ``efficiency``, from its own process (``.peers``)."""
-    if not PEERS.exists():
-        return {"error": f"no peers installed: pip install --target {PEERS} llm-analysis hf-mem"}
-    case = {"config": CASES[name]["config"], "llm_analysis": CASES[name]["llm_analysis"], "seq": SEQ,
-            "tokens": TOKENS, "efficiency": efficiency, "keys": SUMMARY_KEYS}
-    with tempfile.TemporaryDirectory() as folder:
-        done = subprocess.run([sys.executable, "-c", PEER_SCRIPT, json.dumps(case), str(Path(folder) / "model.json")],
-                              capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "PYTHONPATH": str(PEERS)})
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
-    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
+    return run_peer(PEER_SCRIPT, {"model": model_config(CASES[name]["config"]),
+                                  "llm_analysis": CASES[name]["llm_analysis"], "seq": SEQ, "tokens": TOKENS,
+                                  "efficiency": efficiency, "keys": SUMMARY_KEYS})
 
 
 def ratio(value: float | None, base: float | None) -> str:
