@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("training run", "a whole run: the training step repeated over a run's tokens")
     run.add_argument("--tokens", type=token_count, metavar="N", default=None,
                      help="with --train, --seq and --hardware: train on N tokens (2T, 300B, 1.5e12): steps, "
-                          "FLOPs, time, GPU-hours (global batch = --batch x --gpus)")
+                          "FLOPs, time, GPU-hours (global batch = --batch × --gpus; under --tensor-parallel or "
+                          "--pipeline-parallel, --batch × --micro-batches × the data-parallel GPUs)")
     run.add_argument("--price-per-gpu-hour", type=price, metavar="X", default=None,
                      help="with --tokens: the price of one GPU-hour, for the run's cost")
     run.add_argument("--mfu", type=efficiency, metavar="F", default=None,
