@@ -1,9 +1,10 @@
 """One capture: run the model once under the tracer and the module scopes, return a Trace.
 
 Meta execution is the default: no weights, no activation memory, the same shapes and the same
-operators as a real run.  A model that needs data to decide what to do (``nonzero``, NMS,
-``.item()``), or an operator whose meta kernel is missing or stricter than the real one, cannot
-go on without values; it is run again for real on the device that holds its weights, and the
+operators as a real run.  Questions about values the run knows are answered on meta
+(capture.shadows).  A model that needs other data to decide what to do (``nonzero``, NMS,
+``.item()`` of an activation), or an operator whose meta kernel is missing or stricter than the
+real one, cannot go on without values; it is run again for real on the device that holds its weights, and the
 trace says so.  Which failures those are is decided by capture.limits, without reading
 messages; any other failure is the model rejecting its input (InputMismatch).
 
@@ -37,6 +38,7 @@ from nncost.capture.placement import (
     training_flags,
 )
 from nncost.capture.scopes import Scopes
+from nncost.capture.shadows import Shadows, entered
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import InputMismatch, NeedsWeights, first_line
@@ -117,8 +119,10 @@ def _run(
     """One attempt.  On the meta device, ``real_device`` is where a real run would go: a failure that
     is meta execution stopping raises MetaStopped, any other InputMismatch."""
     scopes = Scopes(model)
+    shadows = Shadows() if device.type == "meta" else None
+    convert = to_meta(dtype) if device.type == "meta" else to_device(device, dtype)
     swap = (
-        swapped(model, to_meta(dtype) if device.type == "meta" else to_device(device, dtype))
+        swapped(model, shadows.seeding(convert) if shadows is not None else convert)
         if needs_swap(model, device, dtype)
         else nullcontext()
     )
@@ -127,10 +131,12 @@ def _run(
         tracer = Tracer(ATEN, scopes.current, memoise=memoise, params=param_storages(model))
         placed_args = inputs_mod.place(args, device, dtype)
         placed_kwargs = inputs_mod.place(kwargs, device, dtype)
+        if shadows is not None:
+            shadows.seed_tree((placed_args, placed_kwargs), (args, kwargs))
         input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
         batch = inputs_mod.batch_of((placed_args, placed_kwargs)) or 1
         try:
-            with tracer:
+            with tracer, entered(shadows):
                 output = model(*placed_args, **placed_kwargs)
         except Exception as exc:
             error = mismatch(exc, scopes, tracer, model_name)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,7 @@ from nncost.capture.paths import KernelPaths, backward
 from nncost.capture.placement import attributes_restored, held_tensors, swapped, to_meta, training_flags
 from nncost.capture.run import mismatch
 from nncost.capture.scopes import Scopes, tensors_in
+from nncost.capture.shadows import Shadows, entered
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
@@ -179,7 +180,13 @@ def capture_step(
     tracer = (FakeTracer(ATEN, scopes.current, memoise=False, kernels=kernels) if mixed
               else Tracer(ATEN, scopes.current, memoise=True, kernels=kernels))
     world = mixed.active() if mixed else nullcontext()
-    convert = mixed.convert if mixed else to_meta(setting.param_dtype)
+    shadows: Shadows | None = None  # fake tensors under autocast answer no value questions
+    convert: Callable[[torch.Tensor], torch.Tensor]
+    if mixed:
+        convert = mixed.convert
+    else:
+        shadows = Shadows()
+        convert = shadows.seeding(to_meta(setting.param_dtype))
     meta = torch.device("meta")
     with run_state(meta), training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
@@ -194,9 +201,11 @@ def capture_step(
             else:
                 placed = (inputs_mod.place(args, meta, setting.param_dtype),
                           inputs_mod.place(kwargs, meta, setting.param_dtype))
+                if shadows is not None:
+                    shadows.seed_tree(placed, (args, kwargs))
             lineage = _Lineage(tracer)
             phases, saved, saved_in_forward = _run(model, placed, tracer, scopes, params, opt, mixed, train, device,
-                                                   lineage)
+                                                   lineage, shadows)
         except NncostError:
             raise
         except Exception as exc:
@@ -259,10 +268,12 @@ def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.opti
 
 def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], tracer: Tracer, scopes: Scopes,
          params: list[nn.Parameter], opt: torch.optim.Optimizer | None, mixed: MixedRun | None, train: bool,
-         device: str, lineage: _Lineage) -> tuple[_Phases, set[int], dict[int, tuple[int, int]]]:
+         device: str, lineage: _Lineage,
+         shadows: Shadows | None) -> tuple[_Phases, set[int], dict[int, tuple[int, int]]]:
     """Forward, loss, backward and the optimizer's step, traced; the phases' ends, the gradients,
     the allocations autograd saved for backward, what the forward saved (``StepTrace.saved_in_forward``),
-    and (in ``lineage``) where each backward node came from."""
+    and (in ``lineage``) where each backward node came from.  ``shadows`` answers the forward's
+    questions about values it knows (capture.shadows)."""
     phases = _Phases()
     saved: set[int] = set()
     in_forward: dict[int, tuple[int, int]] = {}
@@ -284,7 +295,7 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
     paths = KernelPaths(tracer, device, fused_attention=device == "cpu")
     with scopes.hooked(model), grad_mode, hooks, tracer, paths:
         # forward and loss under autocast when mixed
-        with autocast_or_nothing(mixed), lineage.hooked(model) if train else nullcontext():
+        with autocast_or_nothing(mixed), lineage.hooked(model) if train else nullcontext(), entered(shadows):
             output = model(*placed[0], **placed[1])
             forward = False
             phases.forward_end = phases.loss_end = phases.backward_end = len(tracer.ops)
