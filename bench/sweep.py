@@ -923,12 +923,12 @@ def execution_table(ran: list[dict[str, Any]]) -> list[str]:
     for reason, n in why.most_common():
         lines.append(f"| {_cell(reason)} | {n} | {', '.join(sorted(examples[reason])[:4])} |")
     lines += ["", "They need values (`.item()`, `.tolist()`, `nonzero`, `repeat_interleave` by counts) that follow "
-              "from the weights or that the run cannot see being made (an index list turned into a tensor inside "
-              "PyTorch's indexing), but for the last two, where a 0-dim CPU tensor made inside the forward meets "
-              "meta activations (`masked_fill` with a `torch.tensor` value in SEW-D). Values that follow from "
-              "known ones (positions, masks, the inputs' and small parameters' values) are answered on meta "
-              "(capture/shadows.py). Mixture-of-experts layers (`_grouped_mm`) run on meta: "
-              "capture/meta_kernels.py answers the kernel whose meta version takes 16-bit matrices only."]
+              "from the weights, or an operator whose output size depends on values, but for the last two, "
+              "where a 0-dim CPU tensor made inside the forward meets meta activations (`masked_fill` with a "
+              "`torch.tensor` value in SEW-D). Values that follow from known ones (positions, masks, the inputs' "
+              "and small parameters' values) are answered on meta (capture/shadows.py). Mixture-of-experts "
+              "layers (`_grouped_mm`) run on meta: capture/meta_kernels.py answers the kernel whose meta "
+              "version takes 16-bit matrices only."]
     return [*lines, ""]
 
 

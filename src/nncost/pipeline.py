@@ -344,7 +344,9 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
 
     def at(batch: int | None, progress: Progress | None = None) -> Trace:
         args, kwargs = source.inputs(inputs_on, batch)
-        return capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=progress)
+        # other batches' inputs carry no values: where they are needed, the sum over the batch is shown instead
+        return capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=progress,
+                       fallback=batch is None)
 
     with say.step(f"profiling {source.label}", slow=run_on != "meta"):
         trace = at(None, say)

@@ -65,7 +65,10 @@ def capture(
     dtype: torch.dtype | None = None,
     model_name: str = "",
     progress: Progress | None = None,
+    fallback: bool = True,
 ) -> Trace:
+    """One forward of ``model`` on ``device`` (see the module docstring); ``fallback=False`` raises
+    :class:`MetaStopped` where a meta run stops, instead of running the model for real."""
     target = torch.device(device)
     if target.type != "meta":
         if model_device(model).type == "meta":
@@ -87,6 +90,8 @@ def capture(
     try:
         return _run(model, args, kwargs, target, dtype, model_name, memoise=True, real_device=_real_device(home))
     except MetaStopped as stopped:
+        if not fallback:
+            raise
         reason = stopped.reason
     if home.type == "meta":
         raise NeedsWeights(

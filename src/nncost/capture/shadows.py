@@ -20,21 +20,23 @@ ones, a CPU tensor holding them (its *shadow*):
   a shadowed tensor from values not known spoils that shadow's storage, which is then unknown
   everywhere it is seen.
 
-Then ``.item()`` of a meta tensor with a shadow answers the shadow's value, and a copy to the CPU
-is the shadow's copy (the tracer records the copy, made to meta, as the operator it is).  Anything
-else is what it was: a value not known still stops the run, which goes on for real
-(capture.run).  Shadows are kept only for tensors of at most :data:`LIMIT` elements, so the CPU
+Indexing by a Python list is followed above the dispatcher, where the list is still a list
+(:class:`_Indexing`).  Then ``.item()`` of a meta tensor with a shadow answers the shadow's
+value, and a copy to the CPU is the shadow's copy (the tracer records the copy, made to meta, as
+the operator it is).  Anything else is what it was: a value not known still stops the run, which
+goes on for real (capture.run).  Shadows are kept only for tensors of at most :data:`LIMIT` elements, so the CPU
 work beside a meta run stays small; a failure of the CPU computation only leaves its outputs
 without a shadow.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
@@ -208,6 +210,44 @@ class Shadows(TorchDispatchMode):
                         self.spoiled.add(shadow.untyped_storage()._cdata)
 
 
-def entered(shadows: Shadows | None) -> Any:
-    """``shadows`` as a context (entered inside the tracer), or nothing when there are none."""
-    return shadows if shadows is not None else nullcontext()
+class _Indexing(TorchFunctionMode):
+    """Indexing by a Python list (``ids[:, [-1, 0]]``): PyTorch turns the list into a meta tensor
+    below the dispatcher, where :class:`Shadows` cannot see its values; here, above it, the same
+    index is applied to the shadow of the indexed tensor."""
+
+    def __init__(self, shadows: Shadows) -> None:
+        super().__init__()
+        self.shadows = shadows
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func is torch.Tensor.__getitem__ and _meta(out) and self.shadows.known(out) is None:
+            base = self.shadows.known(args[0])
+            index = self._index(args[1]) if base is not None and out.numel() <= LIMIT else None
+            if base is not None and index is not None:
+                with torch._C.DisableTorchFunction(), _disable_current_modes():
+                    shadow = base[index]
+                if shadow.shape == out.shape:
+                    self.shadows.values[out] = shadow
+        return out
+
+    def _index(self, index: Any) -> Any:
+        """``index`` with each tensor in it replaced by its values; None when one is not known."""
+        if isinstance(index, torch.Tensor):
+            return self.shadows.known(index)
+        if isinstance(index, (tuple, list)):
+            parts = [self._index(part) for part in index]
+            if any(part is None and original is not None for part, original in zip(parts, index, strict=True)):
+                return None
+            return type(index)(parts)
+        return index
+
+
+@contextmanager
+def entered(shadows: Shadows | None) -> Iterator[None]:
+    """``shadows`` active for the block (entered inside the tracer), or nothing when there are none."""
+    if shadows is None:
+        yield
+        return
+    with shadows, _Indexing(shadows):
+        yield
