@@ -143,3 +143,28 @@ def test_scopes_are_untouched_by_a_shadowed_run() -> None:
     with tracer, entered(Shadows()):
         torch.arange(4, device=META)[[0, 2]].sum().item()
     assert [op.op for op in tracer.ops] == ["arange", "index", "sum"]
+
+
+class AsksItsInput(torch.nn.Module):
+    """Branches on a value of its input, and notes the device of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.devices: list[str] = []
+
+    def forward(self, x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        self.devices.append(x.device.type)
+        for _ in range(int(steps.max())):
+            x = self.fc(x)
+        return x
+
+
+def test_a_question_about_the_input_is_answered_and_no_batch_runs_for_real() -> None:
+    """The request's inputs carry values; the other batches a report captures (for the bytes a sample adds)
+    are made without values, and a forward that needs them is not run for real at those batches."""
+    model = AsksItsInput()
+    report = nncost.profile(model, inputs=(torch.randn(1, 4), torch.tensor([3, 1])))
+    assert report.execution == "meta"
+    assert report.totals.macs == 3 * 4 * 4  # three calls of the layer, as the input's values say
+    assert "cpu" not in model.devices
