@@ -4,8 +4,8 @@ Meta execution is the default: no weights, no activation memory, the same shapes
 operators as a real run.  Questions about values the run knows are answered on meta
 (capture.shadows).  A model that needs other data to decide what to do (``nonzero``, NMS,
 ``.item()`` of an activation), or an operator whose meta kernel is missing or stricter than the
-real one, cannot go on without values; it is run again for real on the device that holds its weights, and the
-trace says so.  Which failures those are is decided by capture.limits, without reading
+real one, cannot go on without values; it is run again for real on the device that holds its
+weights, and the trace says so.  Which failures those are is decided by capture.limits, without reading
 messages; any other failure is the model rejecting its input (InputMismatch).
 
 Each attempt runs outside inference mode and on a fork of the random generators

@@ -24,9 +24,9 @@ Indexing by a Python list is followed above the dispatcher, where the list is st
 (:class:`_Indexing`).  Then ``.item()`` of a meta tensor with a shadow answers the shadow's
 value, and a copy to the CPU is the shadow's copy (the tracer records the copy, made to meta, as
 the operator it is).  Anything else is what it was: a value not known still stops the run, which
-goes on for real (capture.run).  Shadows are kept only for tensors of at most :data:`LIMIT` elements, so the CPU
-work beside a meta run stays small; a failure of the CPU computation only leaves its outputs
-without a shadow.
+goes on for real (capture.run).  Shadows are kept only for tensors of at most :data:`LIMIT`
+elements, so the CPU work beside a meta run stays small; a failure of the CPU computation only
+leaves its outputs without a shadow.
 """
 
 from __future__ import annotations
