@@ -42,6 +42,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
 from nncost.capture.meta_kernels import without_data
+from nncost.capture.scopes import tensors_in
 
 LIMIT = 1 << 20  # elements: the largest tensor given a shadow
 SEED_LIMIT = 1 << 16  # elements: the largest input, parameter or buffer seeded with its values
@@ -56,17 +57,6 @@ _TO_HOST = {aten._to_copy.default}
 
 def _meta(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and without_data(t)
-
-
-def _tensor_leaves(value: Any, found: list[torch.Tensor]) -> None:
-    if isinstance(value, torch.Tensor):
-        found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _tensor_leaves(v, found)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _tensor_leaves(v, found)
 
 
 def _small(t: torch.Tensor) -> bool:
@@ -145,9 +135,7 @@ class Shadows(TorchDispatchMode):
 
     def _follow(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
         writes, computable = self._kind(func)
-        tensors: list[torch.Tensor] = []
-        _tensor_leaves(args, tensors)
-        _tensor_leaves(kwargs, tensors)
+        tensors = tensors_in((args, kwargs))
         shadows: list[torch.Tensor] = []
         for i, t in enumerate(tensors):  # most operators stop at their first argument: an activation, a weight
             shadow = self.known(t)
@@ -159,8 +147,7 @@ class Shadows(TorchDispatchMode):
                 self._spoil(writes, args)
                 return
             shadows.append(shadow)
-        outputs: list[torch.Tensor] = []
-        _tensor_leaves(out, outputs)
+        outputs = tensors_in(out)
         if not any(_meta(t) for t in outputs):
             return
         if not computable or not all(_small(t) for t in outputs):
@@ -181,9 +168,7 @@ class Shadows(TorchDispatchMode):
             shadow_kwargs["device"] = cpu
         with _disable_current_modes():
             result = func(*shadow_args, **shadow_kwargs)
-        results: list[torch.Tensor] = []
-        _tensor_leaves(result, results)
-        for meta, shadow in zip(outputs, results, strict=False):
+        for meta, shadow in zip(outputs, tensors_in(result), strict=False):
             if _meta(meta) and shadow.shape == meta.shape:
                 self.values[meta] = shadow
 
