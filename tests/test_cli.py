@@ -11,15 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from nncost.cli import build_compare_parser, build_parser, run
+from cli_runs import cli
+from nncost.cli import build_compare_parser, build_parser
 
 pytest.importorskip("torchvision")
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 def test_table_fits_120_columns_and_shows_totals() -> None:

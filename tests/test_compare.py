@@ -15,18 +15,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.cli import run
+from cli_runs import cli
 from nncost.errors import BadRequest
 from scripts import load_script
 
 torchvision = pytest.importorskip("torchvision")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 def published(name: str) -> dict[str, float]:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import nncost
+from cli_runs import cli
 from nncost import configs
 from nncost.cli import run as cli_run
 from nncost.errors import BadRequest, ModelNotFound
@@ -53,12 +54,6 @@ def write_config(directory: Path, config: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "config.json").write_text(json.dumps(config))
     return directory
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = cli_run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 def llama_layer_params(d: int, heads: int, kv_heads: int, inner: int) -> int:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.cli import run
+from cli_runs import cli
 
 pytest.importorskip("torchvision")
 
@@ -49,12 +49,6 @@ class Raises(nn.Module):
 def needs_depth(depth):
     return nn.Linear(depth, depth)
 '''
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import nncost
+from cli_runs import cli_json
 from nncost.cli import run
 from nncost.request import Inputs, Lora, Request, Step
 
@@ -27,13 +28,6 @@ def config_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def cli(*argv: str) -> dict[str, Any]:
-    chunks: list[str] = []
-    assert run([*argv, "--format", "json"], out=chunks.append) == 0
-    result: dict[str, Any] = json.loads("".join(chunks))
-    return result
-
-
 def peft_trainable(rank: int, targets: Any) -> tuple[int, int]:
     """peft's own count of (trainable, all) parameters for the same config, built here."""
     model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**{
@@ -44,8 +38,8 @@ def peft_trainable(rank: int, targets: Any) -> tuple[int, int]:
 
 
 def test_the_step_of_a_lora_model_is_the_measured_step(config_dir: Path) -> None:
-    data = cli(str(config_dir), "--seq", "128", "--batch", "4", "--train", "--optimizer", "adam", "--hardware",
-               "cpu", "--lora", "8", "--measure")
+    data = cli_json(str(config_dir), "--seq", "128", "--batch", "4", "--train", "--optimizer", "adam", "--hardware",
+                    "cpu", "--lora", "8", "--measure")
     d, f = CONFIG["hidden_size"], CONFIG["intermediate_size"]
     kv = d // CONFIG["num_attention_heads"] * CONFIG["num_key_value_heads"]
     per_layer = 8 * ((d + d) + (d + kv) * 2 + (d + d) + (d + f) * 2 + (f + d))  # r·(in + out) per linear
@@ -56,7 +50,7 @@ def test_the_step_of_a_lora_model_is_the_measured_step(config_dir: Path) -> None
 
 
 def test_named_targets_and_alpha_reach_peft(config_dir: Path) -> None:
-    data = cli(str(config_dir), "--seq", "16", "--lora", "4", "--lora-targets", "q_proj,v_proj")
+    data = cli_json(str(config_dir), "--seq", "16", "--lora", "4", "--lora-targets", "q_proj,v_proj")
     assert data["totals"]["trainable_params"] == peft_trainable(4, ["q_proj", "v_proj"])[0]
 
 

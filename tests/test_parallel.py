@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 import nncost
+from cli_runs import cli
 from nncost.analyses.parallel import Cluster, Layouts, layout_step, plan, profile_step
-from nncost.cli import build_parser, run
+from nncost.cli import build_parser
 from nncost.memory.step import capture_step
 from nncost.models import resolve
 from nncost.records.parallel import Layout, Piece, Share, StepProfile
@@ -51,12 +52,6 @@ def write_config(folder: Path, **changes: Any) -> Path:
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_config(tmp_path_factory.mktemp("llama"))
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 def traced(model: Path, *, precision: str = "fp32", allocator: str = "cpu", batch: int = BATCH, seq: int = SEQ,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import nncost
-from nncost.cli import run
+from cli_runs import cli
 from nncost.errors import ModelNotFound
 from nncost.models import resolve
 
@@ -32,12 +32,6 @@ class Small(nn.Module):
         x = self.act(self.stem(x))
         x = self.act(x * 2)
         return self.head(x.mean(dim=(2, 3)))
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 def save(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path, **kwargs: object) -> Path:

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import nncost
-from nncost.cli import run
+from cli_runs import cli_json
 from nncost.errors import BadRequest
 from nncost.memory.measure import measure_cpu_peak
 from nncost.quantization import WeightFormat
@@ -45,13 +45,6 @@ BATCH, SEQ, RANK = 4, 128, 8
 def config_dir(tmp_path: Path) -> Path:
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     return tmp_path
-
-
-def cli(*argv: str) -> dict[str, Any]:
-    chunks: list[str] = []
-    assert run([*argv, "--format", "json"], out=chunks.append) == 0
-    result: dict[str, Any] = json.loads("".join(chunks))
-    return result
 
 
 def users_qlora_model(tmp_path: Path, dtype: torch.dtype | None = None) -> Any:
@@ -80,8 +73,8 @@ def test_the_qlora_step_is_the_measured_step_of_a_users_model(config_dir: Path, 
     assert isinstance(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer, bnb.nn.Linear4bit)
     ids = torch.zeros((BATCH, SEQ), dtype=torch.long)
     measured = measure_cpu_peak(model, (), {"input_ids": ids}, mode="train", optimizer="adamw")
-    data = cli(str(config_dir), "--seq", str(SEQ), "--batch", str(BATCH), "--train", "--optimizer", "adamw",
-               "--allocator", "cpu", "--lora", str(RANK), "--weights", "nf4")
+    data = cli_json(str(config_dir), "--seq", str(SEQ), "--batch", str(BATCH), "--train", "--optimizer", "adamw",
+                    "--allocator", "cpu", "--lora", str(RANK), "--weights", "nf4")
     trainable, total = model.get_nb_trainable_parameters()
     assert data["totals"]["trainable_params"] == trainable
     assert data["totals"]["params"] == total
@@ -107,7 +100,7 @@ def test_the_users_own_qlora_model_is_profiled_as_it_is_stored(config_dir: Path,
 def test_the_base_weighs_nf4_codes_and_double_quantized_constants(config_dir: Path, tmp_path: Path) -> None:
     """4 bits a weight, an 8-bit absmax a block of 64, a float32 absmax a 256 blocks, the offset
     and the two code tables: the closed form, and what bitsandbytes holds in the real model."""
-    data = cli(str(config_dir), "--seq", "16", "--lora", str(RANK), "--weights", "nf4")
+    data = cli_json(str(config_dir), "--seq", "16", "--lora", str(RANK), "--weights", "nf4")
     by_dtype = data["totals"]["param_bytes_by_dtype"]
     closed = sum(WeightFormat("nf4").nbytes(shape) for shape in quantized_shapes())
     assert by_dtype["nf4"] == closed
@@ -134,8 +127,8 @@ def test_the_api_takes_the_same_request(config_dir: Path) -> None:
     request = Request(str(config_dir), Inputs(batch_size=2, seq=32), lora=Lora(RANK), weights="nf4",
                       precision="bf16", step=Step(optimizer="adamw", allocator="cpu"))
     result = nncost.run(request)
-    data = cli(str(config_dir), "--seq", "32", "--batch", "2", "--train", "--optimizer", "adamw", "--lora", str(RANK),
-               "--weights", "nf4", "--precision", "bf16", "--allocator", "cpu")
+    data = cli_json(str(config_dir), "--seq", "32", "--batch", "2", "--train", "--optimizer", "adamw", "--lora",
+                    str(RANK), "--weights", "nf4", "--precision", "bf16", "--allocator", "cpu")
     assert result.memory is not None and result.memory.peak_bytes == data["memory"]["peak_bytes"]
     assert result.report is not None
     by_dtype = result.report.totals.param_bytes_by_dtype
@@ -167,7 +160,7 @@ def test_only_nf4_with_adapters_trains_over_quantized_weights(config_dir: Path) 
 
 
 def test_a_larger_block_has_fewer_constants(config_dir: Path) -> None:
-    data = cli(str(config_dir), "--seq", "16", "--lora", str(RANK), "--weights", "nf4", "--group-size", "128")
+    data = cli_json(str(config_dir), "--seq", "16", "--lora", str(RANK), "--weights", "nf4", "--group-size", "128")
     assert data["totals"]["param_bytes_by_dtype"]["nf4"] == sum(WeightFormat("nf4", 128).nbytes(s)
                                                                  for s in quantized_shapes())
 

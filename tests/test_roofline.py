@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
+from cli_runs import cli
 from nncost.analyses.roofline import bandwidth_at, make_roofline, op_seconds, roof_family
-from nncost.cli import run
 from nncost.errors import BadRequest
 from nncost.hardware import catalogue_device
 from nncost.hardware.catalogue import Device
@@ -215,12 +215,6 @@ def test_no_estimate_beats_the_physical_bound(net: tuple[nn.Module, tuple[int, .
         assert layer.estimated_seconds is not None
         assert layer.estimated_seconds >= layer.flops / fastest * (1 - 1e-9)
         assert layer.estimated_seconds >= (layer.read_bytes + layer.write_bytes) / device.bandwidth * (1 - 1e-9)
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 def test_done_when_resnet50_on_h100_in_bf16_prints_times_and_bounds() -> None:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import nncost
+from cli_runs import cli
 from nncost.capture.saved import PICKLED, TORCHSCRIPT, WEIGHTS, inspect_saved
-from nncost.cli import run
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -39,12 +39,6 @@ class Marked(nn.Module):
         MARK.write_text("code from the file ran")
         super().__setstate__(state)
 '''
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 @pytest.fixture

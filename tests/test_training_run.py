@@ -12,20 +12,15 @@ from pathlib import Path
 import pytest
 
 import nncost
+from cli_runs import cli
 from nncost.analyses.training_run import A100_BF16_PEAK, ACHIEVABLE_MFU, MFU_SOURCE, PUBLISHED_FLOP_RATES
-from nncost.cli import run, token_count
+from nncost.cli import token_count
 from nncost.errors import BadRequest
 from nncost.request import Inputs, Request, Run, Step
 
 pytest.importorskip("transformers")
 
 HIDDEN, LAYERS, VOCAB, INTERMEDIATE, SEQ, BATCH, GPUS = 256, 2, 1000, 688, 256, 2, 8
-
-
-def cli(*argv: str) -> tuple[int, str]:
-    chunks: list[str] = []
-    code = run(list(argv), out=chunks.append)
-    return code, "".join(chunks)
 
 
 @pytest.fixture
