@@ -479,3 +479,20 @@ def test_every_layout_flag_has_help() -> None:
                        ("--sequence-parallel", "along the sequence"), ("--plan", "five fastest layouts"),
                        ("--global-batch", "with --plan")):
         assert flag in text and says in text, flag
+
+
+def test_an_operator_without_a_rule_is_named_in_every_layout(fp32: tuple[Any, StepProfile]) -> None:
+    """An operator the registry cannot cost adds nothing to a layout's FLOPs or time, so the layout says
+    so, as a single-GPU step does: the step traced with one of its calls marked uncounted."""
+    trace, profile = fp32
+    assert profile.uncounted == {}
+    k = next(i for i, op in enumerate(trace.ops) if op.op == "mm")
+    ops = [*trace.ops[:k], replace(trace.ops[k], counted=False, flops=0, macs=0), *trace.ops[k + 1:]]
+    marked = profile_step(replace(trace, ops=ops), model="llama", allocator="cpu", optimizer="adam",
+                          batch_size=BATCH, seq=SEQ, precision="fp32", heads=HEADS, kv_heads=KV_HEADS)
+    assert marked.uncounted == {"mm": 1}
+    step = layout_step(marked, layout(gpus=2, p=2, m=2), h100())
+    assert step.uncounted == {"mm": 1}
+    assert "UNCOUNTED ops in the step  mm×1" in str(step)
+    document = step.to_dict()
+    assert document["uncounted"] == {"mm": 1}

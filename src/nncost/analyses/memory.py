@@ -11,6 +11,16 @@ from nncost.records.memory import CATEGORIES, MemoryReport
 from nncost.rules.registry import op_label
 
 
+def uncounted_calls(trace: StepTrace) -> dict[str, int]:
+    """The step's operators without a cost rule, by name: how many calls of each (their FLOPs are not in
+    any figure, and the report says so)."""
+    calls: dict[str, int] = {}
+    for op in trace.ops:
+        if not op.counted:
+            calls[op.op] = calls.get(op.op, 0) + 1
+    return calls
+
+
 def allocation_size(allocator: str) -> Callable[[int], int]:
     """Bytes an allocation of ``n`` bytes takes: exact on CPU, in the caching allocator's blocks on CUDA."""
     return round_request if allocator == "cuda" else lambda n: n
@@ -99,10 +109,7 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     # Under checkpointing the backward re-runs module forwards: those ops are attributed to a layer.
     recompute = [op for op in backward if op.layer >= 0]
     step = trace.ops[trace.backward_end :]
-    uncounted: dict[str, int] = {}
-    for op in trace.ops:
-        if not op.counted:
-            uncounted[op.op] = uncounted.get(op.op, 0) + 1
+    uncounted = uncounted_calls(trace)
     replayed = None
     if allocator == "cuda":
         replayed = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],

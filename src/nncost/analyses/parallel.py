@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from nncost.analyses.build import build_report
-from nncost.analyses.memory import allocation_size
+from nncost.analyses.memory import allocation_size, uncounted_calls
 from nncost.analyses.sharding import per_gpu
 from nncost.analyses.tensor_parallel import pipeline_blocks, split_layers
 from nncost.errors import BadRequest
@@ -99,7 +99,8 @@ def profile_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         model=model, batch_size=batch_size, seq=seq, precision=precision, optimizer=optimizer, allocator=allocator,
         pieces=pieces, input_bytes=sum(size(n) for n in trace.input_tensor_bytes), optimizer_flops=optimizer_flops,
         optimizer_temporary_bytes=optimizer_temporaries, trainable_params=sum(p.numel for p in trainable),
-        trainable_param_bytes=sum(size(p.nbytes) for p in trainable), heads=heads, kv_heads=kv_heads)
+        trainable_param_bytes=sum(size(p.nbytes) for p in trainable), heads=heads, kv_heads=kv_heads,
+        uncounted=uncounted_calls(trace))
 
 
 def _forward_report(trace: StepTrace, model: str, batch_size: int) -> Report:
@@ -486,7 +487,7 @@ class Layouts:
             layout=layout, model=self.profile.model, stages=tuple(stages), peak_bytes=worst.peak_bytes,
             peak_stage=worst.index, tokens_per_step=layout.global_batch * seq if seq is not None else None,
             flops=t * d * sum(s.flops_per_step for s in stages), flops_per_gpu=max(s.flops_per_step for s in stages),
-            budget_bytes=budget)
+            budget_bytes=budget, uncounted=self.profile.uncounted)
         return _timed(figures, cluster) if cluster is not None else figures
 
     def _stage(self, sums: _StageSums, layout: Layout, cluster: Cluster | None) -> Stage:

@@ -9,7 +9,7 @@ throughout; :mod:`nncost.analyses.parallel` derives them, docs/training.md says 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -77,7 +77,8 @@ class StepProfile:
     piece.  ``optimizer_flops`` and ``optimizer_temporary_bytes`` (the optimizer's most
     temporaries at once) are the whole model's, over ``trainable_params`` elements of
     ``trainable_param_bytes``; ``input_bytes`` the batch's inputs; ``heads`` and ``kv_heads`` the
-    config's attention heads (None when it names none).
+    config's attention heads (None when it names none); ``uncounted`` the step's operators without a
+    cost rule, by name, with their calls (not in any FLOPs or time).
     """
 
     model: str
@@ -94,6 +95,7 @@ class StepProfile:
     trainable_param_bytes: int
     heads: int | None = None
     kv_heads: int | None = None
+    uncounted: dict[str, int] = field(default_factory=dict)
 
     @property
     def blocks(self) -> int:
@@ -192,7 +194,8 @@ class ParallelStep:
     (sends) + ``bubble_seconds`` + ``data_parallel_seconds`` + ``optimizer_seconds``: the 1F1B
     pipeline of the slowest stage's micro-batches, its fill and drain, then the gradients'
     reduction and the optimizer.  ``flops_per_gpu`` is the most any GPU executes in a step;
-    ``flops`` what all of them execute together.
+    ``flops`` what all of them execute together.  ``uncounted``: the step's operators without a
+    cost rule, by name, with their calls, which no figure here includes.
     """
 
     layout: Layout
@@ -217,6 +220,7 @@ class ParallelStep:
     tensor_parallel_link: str | None = None  # the link each kind of traffic crosses
     pipeline_link: str | None = None
     data_parallel_link: str | None = None
+    uncounted: dict[str, int] = field(default_factory=dict)
 
     @property
     def fits(self) -> bool | None:

@@ -61,6 +61,9 @@ def parallel_lines(step: ParallelStep) -> list[tuple[str, str]]:
         for label, seconds, note in parts:
             if seconds:
                 lines.append((f"  {label}", f"{units.seconds(seconds)}" + (f" ({note})" if note else "")))
+    if step.uncounted:
+        ops = ", ".join(f"{op}×{n}" for op, n in step.uncounted.items())
+        lines.append(("UNCOUNTED ops in the step", f"{ops} (no cost rule: not in the FLOPs or the time)"))
     return lines
 
 
