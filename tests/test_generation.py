@@ -161,6 +161,18 @@ def test_tensor_parallel_needs_a_divisor_of_the_heads() -> None:
         nncost.run(nncost.Request(tiny("llama"), generation=Generation(4, 2, tensor_parallel=3)))
 
 
+def test_tensor_parallel_stays_within_a_node_as_a_training_layout_does() -> None:
+    """16 GPUs of an 8-GPU H100 node would send every all-reduce over the network, not NVLink: refused, with
+    the training layout's words."""
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=16, num_key_value_heads=16, vocab_size=128)
+    model = transformers.LlamaForCausalLM(config)
+    with pytest.raises(nncost.BadRequest, match="tensor parallelism runs within a node: at most 8 GPUs of h100-sxm"):
+        nncost.run(nncost.Request(model, generation=Generation(4, 2, tensor_parallel=16), hardware="h100-sxm"))
+    eight = nncost.run(nncost.Request(model, generation=Generation(4, 2, tensor_parallel=8), hardware="h100-sxm"))
+    assert eight.generation is not None and eight.generation.tensor_parallel == 8
+
+
 def test_the_html_page_charts_step_time_and_cache_against_the_context(tmp_path: Any) -> None:
     from nncost.render.html import write_html
 

@@ -43,6 +43,7 @@ from nncost.analyses.parallel import plan as search_layouts
 from nncost.analyses.quantize import quantized
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
 from nncost.analyses.tensor_parallel import (
+    check_tensor_parallel,
     communication_bytes,
     link_seconds,
     shard_segments,
@@ -718,15 +719,11 @@ def _parallel(model: nn.Module, size: int, hardware: str | None) -> _Parallel | 
     if size == 1:
         return None
     heads, kv_heads = _attention_heads(model)
-    if heads is None or kv_heads is None:
-        raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
-    if heads % size:
-        raise BadRequest(f"{heads} attention heads cannot be split over {size} GPUs: tensor parallelism needs a "
-                         "divisor of the head count")
-    link = None
-    if hardware is not None and hardware != "cpu":
-        link = catalogue_device(hardware).interconnect_bandwidth
-    return _Parallel(size, int(kv_heads), link)
+    device = catalogue_device(hardware) if hardware is not None and hardware != "cpu" else None
+    check_tensor_parallel(heads, size, gpus_per_node=device.gpus_per_node if device is not None else None,
+                          hardware=device.name if device is not None else "")
+    assert kv_heads is not None  # named whenever the heads are (_attention_heads)
+    return _Parallel(size, kv_heads, device.interconnect_bandwidth if device is not None else None)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from nncost.analyses.build import build_report
 from nncost.analyses.memory import allocation_size, uncounted_calls
 from nncost.analyses.sharding import per_gpu
-from nncost.analyses.tensor_parallel import pipeline_blocks, split_layers
+from nncost.analyses.tensor_parallel import check_tensor_parallel, link_seconds, pipeline_blocks, split_layers
 from nncost.errors import BadRequest
 from nncost.memory.step import StepTrace
 from nncost.records.parallel import Layout, ParallelStep, Piece, Plan, Rejected, Share, Stage, StepProfile
@@ -460,14 +460,8 @@ class Layouts:
         if layout.gpus != t * layout.pipeline_parallel * layout.data_parallel:
             raise BadRequest(f"{layout.gpus} GPUs are not {t} × {layout.pipeline_parallel} × {layout.data_parallel}")
         if t > 1:
-            if profile.heads is None:
-                raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
-            if profile.heads % t:
-                raise BadRequest(f"{profile.heads} attention heads cannot be split over {t} GPUs: tensor "
-                                 "parallelism needs a divisor of the head count")
-            if cluster is not None and cluster.gpus_per_node is not None and t > cluster.gpus_per_node:
-                raise BadRequest(f"tensor parallelism runs within a node: at most {cluster.gpus_per_node} GPUs of "
-                                 f"{cluster.hardware}, not {t}")
+            check_tensor_parallel(profile.heads, t, gpus_per_node=cluster.gpus_per_node if cluster else None,
+                                  hardware=cluster.hardware if cluster else "")
         if layout.pipeline_parallel > profile.blocks:
             raise BadRequest(f"{layout.pipeline_parallel} pipeline stages cannot share {profile.blocks} transformer "
                              f"blocks: at most {profile.blocks}")
@@ -537,11 +531,6 @@ def _ring(nbytes: float, gpus: int) -> float:
     return 2 * (gpus - 1) / gpus * nbytes
 
 
-def _one_way(nbytes: float, bandwidth: float) -> float:
-    """Seconds to send ``nbytes`` one way over a link quoted both ways together."""
-    return nbytes / (bandwidth / 2)
-
-
 def _stage_seconds(sums: _StageSums, layout: Layout, cluster: Cluster, flops: int, held: dict[str, int],
                    updated: float, optimizer_flops: float) -> dict[str, float]:
     """One stage's seconds: per micro-batch its compute, all-reduces and sends; per step its
@@ -552,16 +541,16 @@ def _stage_seconds(sums: _StageSums, layout: Layout, cluster: Cluster, flops: in
     if t > 1:
         again = sums.block_reduce_forward if layout.checkpointing else 0  # the recomputed forward's
         reduced = sums.reduce_forward + sums.reduce_backward + again
-        tensor = _one_way(_ring(reduced, t), cluster.link(t)[1])
+        tensor = link_seconds(_ring(reduced, t), cluster.link(t)[1])
     if p > 1:
-        pipeline = _one_way((sums.send_bytes + sums.receive_bytes) / t, cluster.link(layout.gpus)[1])
+        pipeline = link_seconds((sums.send_bytes + sums.receive_bytes) / t, cluster.link(layout.gpus)[1])
     if d > 1:
         weights = sums.parameter_bytes.on_gpu(t)
         grads = sums.gradient_bytes.on_gpu(t)
         part = (d - 1) / d
         moved = {"none": 2 * part * grads, "ddp": 2 * part * grads, "zero1": part * (grads + weights),
                  "zero2": part * (m * grads + weights)}.get(layout.sharding, part * m * (2 * weights + grads))
-        data = _one_way(moved, cluster.link(t * d)[1])
+        data = link_seconds(moved, cluster.link(t * d)[1])
     sharded = layout.sharding in SHARDED_OPTIMIZER and d > 1
     touched = (2 * held["parameters"] if not sharded else 2 * sums.parameter_bytes.on_gpu(t) / d) + updated + \
         2 * held["optimizer_state"]  # parameters read and written, gradients read, state read and written

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import replace
 
 from nncost.analyses.generation import Segment
+from nncost.errors import BadRequest
 from nncost.records.report import Layer, Report
 from nncost.records.trace import OpCall, Trace
 
@@ -145,6 +146,21 @@ def communication_bytes(report: Report, split: set[int], n: int) -> int:
     return round(total)
 
 
-def link_seconds(nbytes: int, interconnect_bandwidth: float) -> float:
+def check_tensor_parallel(heads: int | None, size: int, gpus_per_node: int | None = None,
+                          hardware: str = "") -> None:
+    """A clear error where ``size`` GPUs cannot split a model of ``heads`` attention heads (None: its
+    config names none), or span more than one node of ``gpus_per_node`` GPUs of ``hardware``:
+    tensor parallelism's all-reduces run within a node."""
+    if heads is None:
+        raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
+    if heads % size:
+        raise BadRequest(f"{heads} attention heads cannot be split over {size} GPUs: tensor parallelism needs a "
+                         "divisor of the head count")
+    if gpus_per_node is not None and size > gpus_per_node:
+        raise BadRequest(f"tensor parallelism runs within a node: at most {gpus_per_node} GPUs of {hardware}, "
+                         f"not {size}")
+
+
+def link_seconds(nbytes: float, interconnect_bandwidth: float) -> float:
     """Time to send ``nbytes`` one way over a link quoted at ``interconnect_bandwidth`` both ways."""
     return nbytes / (interconnect_bandwidth / 2)
