@@ -26,6 +26,15 @@ KernelRule = Callable[[tuple[Any, ...], Sequence[torch.Tensor]], int]
 Resizer = Callable[[tuple[Any, ...], Any], Any]
 
 
+def nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def produced(outputs: Sequence[torch.Tensor]) -> int:
+    """The bytes of a call's outputs."""
+    return sum(nbytes(t) for t in outputs)
+
+
 @dataclass
 class KernelMemory:
     """The kernel memory rules of one kind of hardware."""

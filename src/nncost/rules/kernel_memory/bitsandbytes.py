@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from nncost.rules.kernel_memory import KernelRule
+from nncost.rules.kernel_memory import KernelRule, produced
 
 NOTE = ("the weight dequantized into the activations' dtype, and the block absmax in float32, beside the output "
         "(bitsandbytes' dequantize-then-multiply path)")
@@ -29,6 +29,6 @@ def gemm_4bit(absmax_copies: int) -> KernelRule:
         a, shape_b, absmax_8bit = args[0], args[2], args[7]
         n, k = int(shape_b[0]), int(shape_b[1])
         absmax = absmax_copies * 4 * absmax_8bit.numel() if isinstance(absmax_8bit, torch.Tensor) else 0
-        return absmax + n * k * a.element_size() + sum(t.numel() * t.element_size() for t in outputs)
+        return absmax + n * k * a.element_size() + produced(outputs)
 
     return held

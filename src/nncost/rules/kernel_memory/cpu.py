@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch._prims_common import suggest_memory_format
 
-from nncost.rules.kernel_memory import KernelMemory
+from nncost.rules.kernel_memory import KernelMemory, nbytes, produced
 from nncost.rules.kernel_memory.bitsandbytes import NOTE as BNB_NOTE
 from nncost.rules.kernel_memory.bitsandbytes import gemm_4bit
 
@@ -35,14 +35,6 @@ def simd_lanes() -> int:
 def padded(channels: int) -> int:
     lanes = simd_lanes()
     return -(-channels // lanes) * lanes
-
-
-def nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def produced(outputs: Sequence[torch.Tensor]) -> int:
-    return sum(nbytes(t) for t in outputs)
 
 
 # -- convolution (oneDNN) ------------------------------------------------------------------------
