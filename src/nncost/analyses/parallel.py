@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 
 from nncost.analyses.build import build_report
 from nncost.analyses.memory import allocation_size, uncounted_calls
-from nncost.analyses.sharding import per_gpu
+from nncost.analyses.sharding import SHARDS_OPTIMIZER, per_gpu
 from nncost.analyses.tensor_parallel import check_tensor_parallel, link_seconds, pipeline_blocks, split_layers
 from nncost.errors import BadRequest
 from nncost.memory.step import StepTrace
@@ -59,7 +59,6 @@ from nncost.records.trace import ParamStats, Trace
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)  # what a plan tries, without a global batch
 ZERO_STAGES = ("ddp", "zero1", "zero2", "zero3")  # the data-parallel shardings a plan tries
-SHARDED_OPTIMIZER = ("zero1", "zero2", "zero3", "fsdp")
 
 
 # -- the profile ---------------------------------------------------------------------------
@@ -501,7 +500,7 @@ class Layouts:
         held = per_gpu({"parameters": weights, "gradients": grads, "optimizer_state": states,
                         "activations": activations * in_flight + rebuilt, "temporaries": working, "inputs": inputs},
                        gpus=d, strategy=layout.sharding, largest_layer_bytes=largest)
-        sharded = layout.sharding in SHARDED_OPTIMIZER and d > 1
+        sharded = layout.sharding in SHARDS_OPTIMIZER and d > 1
         updated = grads / d if sharded else grads  # the trainable parameter bytes this GPU updates
         share_updated = updated / profile.trainable_param_bytes if profile.trainable_param_bytes else 0.0
         optimizer_temporaries = round(profile.optimizer_temporary_bytes * share_updated)
@@ -551,7 +550,7 @@ def _stage_seconds(sums: _StageSums, layout: Layout, cluster: Cluster, flops: in
         moved = {"none": 2 * part * grads, "ddp": 2 * part * grads, "zero1": part * (grads + weights),
                  "zero2": part * (m * grads + weights)}.get(layout.sharding, part * m * (2 * weights + grads))
         data = link_seconds(moved, cluster.link(t * d)[1])
-    sharded = layout.sharding in SHARDED_OPTIMIZER and d > 1
+    sharded = layout.sharding in SHARDS_OPTIMIZER and d > 1
     touched = (2 * held["parameters"] if not sharded else 2 * sums.parameter_bytes.on_gpu(t) / d) + updated + \
         2 * held["optimizer_state"]  # parameters read and written, gradients read, state read and written
     optimizer = max(optimizer_flops / rate, touched / cluster.bandwidth)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from nncost.errors import BadRequest
 
 STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
+SHARDS_OPTIMIZER = ("zero1", "zero2", "zero3", "fsdp")  # the strategies that divide the optimizer state
 
 
 def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_layer_bytes: int,
@@ -39,7 +40,7 @@ def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_laye
     out["communication"] = 0
     if strategy == "ddp":
         out["communication"] = breakdown["gradients"]
-    if strategy in ("zero1", "zero2", "zero3", "fsdp"):
+    if strategy in SHARDS_OPTIMIZER:
         out["optimizer_state"] = -(-breakdown["optimizer_state"] // gpus)
         out["temporaries"] = breakdown["temporaries"] - optimizer_temporaries + -(-optimizer_temporaries // gpus)
     if strategy in ("zero2", "zero3", "fsdp"):
