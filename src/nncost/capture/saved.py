@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.errors import ModelFileError, ModelNotFound
+from nncost.errors import ModelFileError, ModelNotFound, first_line
 
 TORCHSCRIPT = "torchscript"
 WEIGHTS = "weights"
@@ -160,8 +160,7 @@ def load_torchscript(path: str | Path) -> nn.Module:
             scripted = torch.jit.load(str(path), map_location=torch.get_default_device())
     except Exception as exc:
         raise ModelFileError(f"{path} looks like a TorchScript archive, but torch.jit.load failed: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-                             ) from exc
+                             f"{first_line(exc)}") from exc
     name = str(getattr(scripted, "original_name", "") or "TorchScript")
     named = type(name if name.isidentifier() else "TorchScript", (TorchScriptModule,), {})
     return named(scripted)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nncost.errors import ModelFileError, ModelNotFound
+from nncost.errors import ModelFileError, ModelNotFound, first_line
 
 OLDEST_OPSET = 7  # the first opset with today's Conv, Gemm, BatchNormalization and Upsample
 
@@ -60,8 +60,7 @@ def check_model(model: Any, base: Path, path: Path, checked: Any) -> Any:
     try:
         onnx.checker.check_model(checked)
     except Exception as exc:  # onnx.checker.ValidationError and friends
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path} is not a valid ONNX model: {first}") from exc
+        raise ModelFileError(f"{path} is not a valid ONNX model: {first_line(exc)}") from exc
     return model
 
 

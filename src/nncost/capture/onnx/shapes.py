@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from nncost.errors import BadRequest, ModelFileError
+from nncost.errors import BadRequest, ModelFileError, first_line
 
 Dim = int | str | None  # a size, a symbol, or unknown
 Shape = tuple[int, ...]
@@ -135,8 +135,7 @@ def infer_once(model: Any) -> Any:
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
     except Exception as exc:  # InferenceError, ValidationError, a C++ RuntimeError
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"ONNX shape inference failed on this model: {first}") from exc
+        raise ModelFileError(f"ONNX shape inference failed on this model: {first_line(exc)}") from exc
 
 
 def known_shapes(model: Any) -> dict[str, Shape]:
