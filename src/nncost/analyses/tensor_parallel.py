@@ -80,21 +80,24 @@ def split_layers(report: Report) -> set[int]:
             if runs_matrix_work(part):
                 split.update(layer.index for layer in part)
         inside.add(block.index)
-    for layer in report.layers:
-        if layer.index not in inside and layer.own_params and not any(
-                a.index in blocks for a in _ancestors(layer, report)) and any(
-                op.unit in SPLIT_UNITS for op in layer.self_ops):
+    for layer in report.layers:  # outside every block (``inside`` holds each block's whole subtree)
+        if layer.index not in inside and layer.own_params and any(op.unit in SPLIT_UNITS for op in layer.self_ops):
             split.add(layer.index)
     return split
 
 
-def _ancestors(layer: Layer, report: Report) -> list[Layer]:
-    by_index = {la.index: la for la in report.layers}
-    found = []
-    while layer.parent is not None:
-        layer = by_index[layer.parent]
-        found.append(layer)
-    return found
+def _under_blocks(report: Report, blocks: set[int]) -> set[int]:
+    """The layers that are one of ``blocks`` or inside one, in one walk up the parents."""
+    by_index = {layer.index: layer for layer in report.layers}
+    under: dict[int, bool] = {}
+
+    def is_under(index: int) -> bool:
+        if index not in under:
+            parent = by_index[index].parent
+            under[index] = index in blocks or (parent is not None and is_under(parent))
+        return under[index]
+
+    return {layer.index for layer in report.layers if is_under(layer.index)}
 
 
 def _divided(value: int, n: int) -> int:
@@ -133,8 +136,7 @@ def communication_bytes(report: Report, split: set[int], n: int) -> int:
         return 0
     ring = 2 * (n - 1) / n
     blocks = transformer_layers(report)
-    inside = {layer.index for layer in report.layers
-              if layer.index in blocks or any(a.index in blocks for a in _ancestors(layer, report))}
+    inside = _under_blocks(report, blocks)
     total = sum(2 * ring * layer.output_bytes for layer in report.layers if layer.index in blocks)
     for layer in report.layers:
         if layer.index in split and layer.index not in inside and layer.is_leaf:
