@@ -64,5 +64,4 @@ def memory_lines(report: MemoryReport) -> list[tuple[str, str]]:
 
 
 def render_memory(report: MemoryReport) -> str:
-    width = max(len(label) for label, _ in memory_lines(report))
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in memory_lines(report)) + "\n"
+    return "\n".join(units.aligned(memory_lines(report))) + "\n"

@@ -117,10 +117,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric_from: i
 
 def render_parallel(step: ParallelStep) -> str:
     """The layout's summary block, then one row per pipeline stage."""
-    lines = parallel_lines(step)
-    width = max(len(label) for label, _ in lines)
     out = [f"training over {step.layout.gpus:,} GPUs (each figure one GPU's)"]
-    out += [f"  {label:<{width}}  {value}" for label, value in lines]
+    out += units.aligned(parallel_lines(step), "  ")
     out.append("")
     out += ["  " + row for row in _table(STAGE_HEADER, [stage_cells(s) for s in step.stages], 2)]
     return "\n".join(out) + "\n"

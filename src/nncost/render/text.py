@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.text import Text
 
+from nncost.render import units
 from nncost.render.generation import generation_lines, rows
 from nncost.render.memory import render_memory
 from nncost.render.parallel import render_parallel, render_plan
@@ -44,9 +45,7 @@ def to_text(report: Report | None, memory: MemoryReport | None, generation: Gene
 
 def render_training_run(run: TrainingRun) -> str:
     """The run's summary block: a title, then its labelled figures."""
-    lines = training_run_lines(run)
-    width = max(len(label) for label, _ in lines)
-    return "training run\n" + "".join(f"  {label:<{width}}  {value}\n" for label, value in lines)
+    return "training run\n" + "".join(line + "\n" for line in units.aligned(training_run_lines(run), "  "))
 
 
 def render_generation(generation: GenerationReport, width: int | None = None) -> str:
@@ -61,8 +60,7 @@ def render_generation(generation: GenerationReport, width: int | None = None) ->
     for line in notes:
         console.print(Text(line))
     console.print()
-    label_width = max(len(label) for label, _ in generation_lines(generation))
-    for label, value in generation_lines(generation):
-        console.print(Text(f"{label:<{label_width}}  {value}"))
+    for line in units.aligned(generation_lines(generation)):
+        console.print(Text(line))
     out: str = console.file.getvalue()  # type: ignore[attr-defined]
     return "".join(line.rstrip() + "\n" for line in out.splitlines())

@@ -163,3 +163,9 @@ def path(name: str, limit: int) -> str:
             return _cut(name, _merge([*cuts, (middle, middle + excess + 1)]))
         return _cut(name, whole)
     return ELLIPSIS + name[-(limit - 1):]
+
+
+def aligned(lines: Sequence[tuple[str, str]], indent: str = "") -> list[str]:
+    """Each (label, value) pair as one line, the values in one column."""
+    width = max((len(label) for label, _ in lines), default=0)
+    return [f"{indent}{label:<{width}}  {value}" for label, value in lines]
