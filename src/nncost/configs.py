@@ -178,8 +178,7 @@ def with_overrides(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, 
     try:
         rebuilt = type(config).from_dict(data)
     except _invalid_config() as exc:
-        shown = ", ".join(f"{key}={json.dumps(value)}" for key, value in overrides.items())
-        raise BadRequest(f"with {shown} the config is not valid: {_first_line(exc)}") from None
+        raise BadRequest(f"with {overrides_text(overrides)} the config is not valid: {_first_line(exc)}") from None
     rebuilt._name_or_path = config._name_or_path
     return rebuilt
 
@@ -235,6 +234,11 @@ def _invalid_config() -> tuple[type[Exception], ...]:
     except ImportError:
         return (ValueError, TypeError)
     return (ValueError, TypeError, StrictDataclassError)
+
+
+def overrides_text(overrides: Mapping[str, Any]) -> str:
+    """``--config`` overrides as a user writes them: ``num_hidden_layers=2, rope_theta=10000.0``."""
+    return ", ".join(f"{key}={json.dumps(value)}" for key, value in overrides.items())
 
 
 def _first_line(exc: Exception) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.configs import config_dtype, is_config_path, load_config
+from nncost.configs import config_dtype, is_config_path, load_config, overrides_text
 from nncost.errors import BadRequest, ModelNotFound, NncostError, did_you_mean, first_line
 
 Builder = Callable[[], nn.Module]
@@ -265,7 +264,7 @@ def _hf_config(name: str, overrides: Mapping[str, Any] | None, trust_remote_code
     """A transformers model from its config (``hf:NAME``'s default, the Hub's, a local one),
     random weights, nothing else downloaded; its input is token ids."""
     config = load_config(name, overrides, trust_remote_code)
-    shown = ", ".join(f"{key}={json.dumps(value)}" for key, value in (overrides or {}).items())
+    shown = overrides_text(overrides or {})
     return ModelSpec(
         label=f"{name} ({shown})" if shown else name,
         family="hf",
