@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from torch import nn
 
 import nncost
 from nncost.capture.fast_meta import SHAPE_FUNCTIONS
+from nncost.capture.tracer import Tracer
 
 
 class Functional(nn.Module):
@@ -270,3 +273,27 @@ def test_multihead_attention_fast_path_counts_the_same_macs() -> None:
     expected = b * length * 3 * e * e + 2 * b * length * length * e + b * length * e * e
     assert meta.totals.macs == real.totals.macs == expected
     assert real.uncounted == []
+
+
+class _CountedTracer(Tracer):
+    calls: ClassVar[list[bool]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _CountedTracer.calls.append(self.record_calls)
+
+
+@pytest.mark.parametrize(("model", "size", "light"), [
+    # batch 2 creates the storages batch 1 does: one more forward, at 2
+    (lambda: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1)), (3, 16, 16), 1),
+    # batch 1 skips the copies a transpose makes at every larger batch: forwards at 2 and 3
+    (lambda: nn.TransformerEncoderLayer(64, 4, 128, batch_first=True), (16, 64), 2),
+])
+def test_a_profile_captures_once_and_runs_light_forwards_for_the_feature_maps(
+        monkeypatch: pytest.MonkeyPatch, model: Any, size: tuple[int, ...], light: int) -> None:
+    """One capture records the calls; the feature maps of a sample need only what other batches
+    allocate, from forwards whose tracer records no calls (docs/conventions.md)."""
+    monkeypatch.setattr(_CountedTracer, "calls", [])
+    monkeypatch.setattr("nncost.capture.run.Tracer", _CountedTracer)
+    nncost.profile(model(), size)
+    assert _CountedTracer.calls == [True] + [False] * light

@@ -3,7 +3,7 @@ the run, and the answers are the real values."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -168,3 +168,49 @@ def test_a_question_about_the_input_is_answered_and_no_batch_runs_for_real() -> 
     assert report.execution == "meta"
     assert report.totals.macs == 3 * 4 * 4  # three calls of the layer, as the input's values say
     assert "cpu" not in model.devices
+
+
+class CountedShadows(Shadows):
+    made: ClassVar[list[CountedShadows]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        CountedShadows.made.append(self)
+
+
+class AsksOneBuffer(torch.nn.Module):
+    """A CNN block whose forward reads one small buffer's value (how many times to apply its conv)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(3)
+        self.register_buffer("repeats", torch.tensor(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(int(self.repeats)):
+            x = self.bn(self.conv(x))
+        return x
+
+
+def test_no_value_is_copied_when_nothing_asks_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forward that asks no question about values keeps no shadows at all: no parameter or buffer is
+    copied, and no dispatch or function mode runs beside the tracer."""
+    monkeypatch.setattr(CountedShadows, "made", [])
+    monkeypatch.setattr("nncost.capture.run.Shadows", CountedShadows)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 4))
+    report = nncost.profile(model, (3, 8, 8))
+    assert report.execution == "meta" and CountedShadows.made == []
+
+
+def test_only_the_values_asked_for_are_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward asks one buffer's value: shadows are kept for that run, and of the six parameters and
+    buffers seeded (conv weight and bias, BatchNorm's four, the buffer asked) only the one asked for
+    is copied."""
+    monkeypatch.setattr(CountedShadows, "made", [])
+    monkeypatch.setattr("nncost.capture.run.Shadows", CountedShadows)
+    report = nncost.profile(AsksOneBuffer(), (3, 8, 8))
+    assert report.execution == "meta"
+    assert report.totals.macs == 2 * 8 * 8 * 3 * 3 * 3 * 3  # the conv twice, as the buffer says
+    assert CountedShadows.made and all(shadows.copies == 1 for shadows in CountedShadows.made)

@@ -17,7 +17,26 @@ import torch
 REDUCED = (torch.float16, torch.bfloat16)
 
 
+def _dense(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out in one of the dense formats whose strides ``empty_like`` keeps."""
+    if x.is_contiguous():
+        return True
+    if x.dim() == 4:
+        return x.is_contiguous(memory_format=torch.channels_last)
+    return x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def meta_like(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``torch.empty_like(t, device="meta", dtype=dtype)``.  For a meta ``t`` that is a Python
+    reference costing half a millisecond; a plain dense tensor's strides are copied directly (a
+    tensor subclass decides for itself)."""
+    if type(t) in (torch.Tensor, torch.nn.Parameter) and _dense(t):
+        return torch.empty_strided(t.shape, t.stride(), dtype=dtype, device="meta")
+    return torch.empty_like(t, device="meta", dtype=dtype)
+
+
 def batch_norm_stats_shapes(x: Any, weight: Any, bias: Any, running_mean: Any, *rest: Any) -> Any:
+    """BatchNorm's output like its input (:func:`meta_like`), and the two per-channel statistics."""
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         return None
     stats_dtype = running_mean.dtype if isinstance(running_mean, torch.Tensor) else (
@@ -25,7 +44,7 @@ def batch_norm_stats_shapes(x: Any, weight: Any, bias: Any, running_mean: Any, *
     )
     channels = x.shape[1]
     return (
-        torch.empty_like(x),
+        meta_like(x, x.dtype),
         torch.empty((channels,), dtype=stats_dtype, device="meta"),
         torch.empty((channels,), dtype=stats_dtype, device="meta"),
     )

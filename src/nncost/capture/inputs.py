@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_map
 
+from nncost.capture.fast_meta import meta_like
 from nncost.errors import BadRequest
 
 SizeSpec = Sequence[int] | Sequence[Sequence[int]]
@@ -42,7 +43,7 @@ def place(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
             return t
         target = dtype if dtype is not None and t.is_floating_point() else t.dtype
         if device.type == "meta":
-            return torch.empty_like(t, device="meta", dtype=target)
+            return meta_like(t, target)
         if t.device.type == "meta":
             if target.is_floating_point:
                 return torch.randn(t.shape, dtype=target, device=device)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
+from nncost.capture.fast_meta import meta_like
 from nncost.quantization import NF4
 from nncost.records.trace import Named, ParamStats
 
@@ -26,7 +27,7 @@ Convert = Callable[[torch.Tensor], torch.Tensor]
 def to_meta(dtype: torch.dtype | None) -> Convert:
     def convert(t: torch.Tensor) -> torch.Tensor:
         target = dtype if dtype is not None and t.is_floating_point() else t.dtype
-        return torch.empty_like(t, device="meta", dtype=target)
+        return meta_like(t, target)
 
     return convert
 

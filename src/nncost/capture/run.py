@@ -15,9 +15,9 @@ device would, and the caller's state is left as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import nullcontext
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -46,6 +46,7 @@ from nncost.records.trace import Trace
 from nncost.rules import ATEN
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 class MetaStopped(Exception):
@@ -88,7 +89,8 @@ def capture(
         trace.weight_format = f"{', '.join(quantized)} (as stored)"
         return trace
     try:
-        return _run(model, args, kwargs, target, dtype, model_name, memoise=True, real_device=_real_device(home))
+        return on_meta(lambda shadows: _run(model, args, kwargs, target, dtype, model_name, memoise=True,
+                                            real_device=_real_device(home), shadows=shadows))
     except MetaStopped as stopped:
         if not fallback:
             raise
@@ -105,9 +107,78 @@ def capture(
     return trace
 
 
+def on_meta(attempt: Callable[[Shadows | None], T]) -> T:
+    """``attempt`` on meta without shadows, and where it stops, again with them (capture.shadows):
+    only a model that asks about values pays for keeping them.  Raises :class:`MetaStopped` where
+    the second attempt stops too."""
+    try:
+        return attempt(None)
+    except MetaStopped:
+        return attempt(Shadows())
+
+
+def allocations_at(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    device: str = "meta",
+    dtype: torch.dtype | None = None,
+) -> list[int]:
+    """The bytes of each storage one forward creates, in the order it creates them
+    (``analyses.build.allocation_sizes`` of its capture), from a tracer that records no calls and
+    no module scopes.  On meta, raises :class:`MetaStopped` where the forward cannot run there;
+    elsewhere it runs for real."""
+    target = torch.device(device)
+    if target.type != "meta":
+        return _allocations(model, args, kwargs, target, dtype, None, None)
+    real_device = _real_device(model_device(model))
+    return on_meta(lambda shadows: _allocations(model, args, kwargs, target, dtype, real_device, shadows))
+
+
 def _real_device(home: torch.device) -> torch.device:
     """Where a real run of a model whose weights are on ``home`` goes: there, or the CPU for none."""
     return home if home.type != "meta" else torch.device("cpu")
+
+
+@contextmanager
+def _placed(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device,
+            dtype: torch.dtype | None, shadows: Shadows | None) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The model and its inputs on ``device`` for one forward in eval mode, on its own random
+    generators, without gradients; the model put back afterwards, every attribute the forward
+    rebinds included; ``shadows`` seeded with the values the caller had."""
+    convert = to_meta(dtype) if device.type == "meta" else to_device(device, dtype)
+    swap = (
+        swapped(model, shadows.seeding(convert) if shadows is not None else convert)
+        if needs_swap(model, device, dtype)
+        else nullcontext()
+    )
+    with run_state(device), attributes_restored(model), training_flags(model, False), swap, torch.no_grad():
+        placed = inputs_mod.place(args, device, dtype), inputs_mod.place(kwargs, device, dtype)
+        if shadows is not None:
+            shadows.seed_tree(placed, (args, kwargs))
+        yield placed
+
+
+def _allocations(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device,
+                 dtype: torch.dtype | None, real_device: torch.device | None, shadows: Shadows | None) -> list[int]:
+    """One forward of :func:`allocations_at`."""
+    tracer = Tracer(ATEN, _no_layer, memoise=device.type == "meta", record_calls=False)
+    with _placed(model, args, kwargs, device, dtype, shadows) as (placed_args, placed_kwargs):
+        try:
+            with tracer, entered(shadows):
+                model(*placed_args, **placed_kwargs)
+        except Exception as exc:
+            if real_device is not None and meta_limitation(exc, tracer.failed_call, real_device):
+                raise MetaStopped(first_line(exc)) from exc
+            raise
+        finally:
+            tracer.close()
+    return [delta for _, delta, _ in tracer.memory_events if delta > 0]
+
+
+def _no_layer() -> int:
+    return -1
 
 
 def _run(
@@ -120,24 +191,14 @@ def _run(
     *,
     memoise: bool,
     real_device: torch.device | None = None,
+    shadows: Shadows | None = None,
 ) -> Trace:
     """One attempt.  On the meta device, ``real_device`` is where a real run would go: a failure that
-    is meta execution stopping raises MetaStopped, any other InputMismatch."""
+    is meta execution stopping raises MetaStopped, any other InputMismatch.  ``shadows`` answers
+    questions about the values a meta run knows."""
     scopes = Scopes(model)
-    shadows = Shadows() if device.type == "meta" else None
-    convert = to_meta(dtype) if device.type == "meta" else to_device(device, dtype)
-    swap = (
-        swapped(model, shadows.seeding(convert) if shadows is not None else convert)
-        if needs_swap(model, device, dtype)
-        else nullcontext()
-    )
-    with (run_state(device), attributes_restored(model), training_flags(model, False), swap, scopes.hooked(model),
-          torch.no_grad()):
+    with _placed(model, args, kwargs, device, dtype, shadows) as (placed_args, placed_kwargs), scopes.hooked(model):
         tracer = Tracer(ATEN, scopes.current, memoise=memoise, params=param_storages(model))
-        placed_args = inputs_mod.place(args, device, dtype)
-        placed_kwargs = inputs_mod.place(kwargs, device, dtype)
-        if shadows is not None:
-            shadows.seed_tree((placed_args, placed_kwargs), (args, kwargs))
         input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
         batch = inputs_mod.batch_of((placed_args, placed_kwargs)) or 1
         try:

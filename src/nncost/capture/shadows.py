@@ -11,7 +11,8 @@ ones (``masking_utils.find_packed_sequence_indices``).
 ones, a CPU tensor holding them (its *shadow*):
 
 - **seeds**: the real values of the inputs and of the model's parameters and buffers, where the
-  caller had them (:meth:`Shadows.seed`, :meth:`Shadows.seeding`);
+  caller had them (:meth:`Shadows.seed`, :meth:`Shadows.seeding`), copied to the CPU the first
+  time an operator or a question needs them;
 - **factories**: ``arange``, ``zeros``, ``full``... run on the CPU beside the meta call (not
   ``empty``, whose values are undefined, nor a random one);
 - **every other operator** whose tensor arguments all have shadows (or are real CPU tensors) runs
@@ -69,16 +70,21 @@ class Shadows(TorchDispatchMode):
     def __init__(self) -> None:
         super().__init__()
         self.values: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.seeds: WeakIdKeyDictionary = WeakIdKeyDictionary()  # meta tensor -> the real one it stands for
+        self.copies = 0  # seeds copied because their values were asked for
         self.spoiled: set[int] = set()  # shadow storages written from unknown values
         self._kinds: dict[Any, tuple[tuple[int, ...], bool]] = {}
 
     # -- seeds -------------------------------------------------------------------------------
     def seed(self, meta: Any, real: Any) -> None:
-        """Give ``meta`` the values of ``real`` (same shape; ``real`` cast to ``meta``'s dtype)."""
+        """Give ``meta`` the values of ``real`` (same shape; ``real`` cast to ``meta``'s dtype).
+
+        Only a reference is kept: the values are copied the first time they are asked for
+        (:meth:`known`), so a run that asks nothing copies nothing.  ``real`` is not written while
+        the run lasts: the model holds its meta stand-in instead."""
         if (_meta(meta) and isinstance(real, torch.Tensor) and not without_data(real)
                 and real.numel() <= SEED_LIMIT and _small(real) and real.shape == meta.shape):
-            with _disable_current_modes(), torch.no_grad():
-                self.values[meta] = real.detach().to(device="cpu", dtype=meta.dtype, copy=True)
+            self.seeds[meta] = real
 
     def seed_tree(self, metas: Any, reals: Any) -> None:
         """:meth:`seed` for each pair of leaves of two trees of the same structure."""
@@ -105,7 +111,14 @@ class Shadows(TorchDispatchMode):
         if not without_data(t):
             return t if t.device.type == "cpu" else None
         shadow = self.values.get(t)
-        if shadow is None or shadow.untyped_storage()._cdata in self.spoiled:
+        if shadow is None:
+            real = self.seeds.pop(t, None)
+            if real is None:
+                return None
+            with _disable_current_modes(), torch.no_grad():
+                shadow = self.values[t] = real.detach().to(device="cpu", dtype=t.dtype, copy=True)
+            self.copies += 1
+        if shadow.untyped_storage()._cdata in self.spoiled:
             return None
         return shadow
 
@@ -190,7 +203,10 @@ class Shadows(TorchDispatchMode):
         for position in writes:
             if position < len(args):
                 for t in tree_flatten(args[position])[0]:
-                    shadow = self.values.get(t) if _meta(t) else None
+                    if not _meta(t):
+                        continue
+                    self.seeds.pop(t, None)
+                    shadow = self.values.get(t)
                     if shadow is not None:
                         self.spoiled.add(shadow.untyped_storage()._cdata)
 
