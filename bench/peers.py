@@ -244,7 +244,7 @@ def render(
 ) -> str:
     threads = next((r.get("threads") for rows in results.values() for r in rows if r.get("threads")), "?")
     lines = [
-        SECTION,
+        a.section,
         "",
         "nncost against thop, ptflops, fvcore, torchinfo, calflops and `torch.utils.flop_counter.FlopCounterMode`, "
         "made by `bench/peers.py`.",
@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-cap", type=float, default=840.0, help="no retry starts past this many seconds in")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds before a (tool, case) process is killed")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    ap.add_argument("--section", default=SECTION, help="the heading of the section --write-docs replaces")
     ap.add_argument("--json", type=Path, help="also dump the raw results here")
     ap.add_argument("--write-docs", action="store_true", help="also write the section into --out (docs/benchmarks.md)")
     a = ap.parse_args(argv)
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
     if a.write_docs:
-        replace_section(a.out, SECTION, section, new_page="# Benchmarks\n")
+        replace_section(a.out, a.section, section, new_page="# Benchmarks\n")
         print(f"wrote {a.out}", file=sys.stderr)
     return 0
 
