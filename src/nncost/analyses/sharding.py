@@ -11,9 +11,10 @@ model states as the ZeRO paper (Rajbhandari et al., 2020) and FSDP do, over N GP
 * ``zero3`` and ``fsdp`` (full shard): parameters, gradients and optimizer state / N, plus the
   largest layer's parameters gathered in full while it runs (and its gradients before the
   reduce-scatter): ``2 × largest layer``.  The casts of parameters that only autocast's cache
-  holds (bf16-/fp16-mixed: the 16-bit copies of the fp32 weights, which a checkpointed forward
-  does not save) are made from the gathered unit and go with it: at most the largest layer's
-  casts are live.  Casts a matrix product saves for backward stay, as autograd keeps them.
+  holds through the forward (bf16-/fp16-mixed: the 16-bit copies of the fp32 weights, which a
+  checkpointed forward does not save) are made from the gathered unit and go with it: at most the
+  largest layer's casts are live.  Casts a matrix product saves for backward stay, as autograd
+  keeps them, and so do a checkpointed block's recomputed casts, which live until its backward ends.
 
 Activations, temporaries and inputs are per GPU and are not divided, except the optimizer's own
 temporaries under ZeRO and FSDP: each GPU's optimizer updates its shard only.  The per-GPU peak is

@@ -57,9 +57,11 @@ class StepTrace:
     loss_end: int
     backward_end: int
     largest_layer_bytes: int = 0  # the most parameter bytes any one module holds directly
-    # Casts of parameters to another dtype made by the forward or a recomputation (autocast's
-    # 16-bit copies of fp32 weights): their allocation ids, and the most bytes of such casts of the
-    # parameters one module holds directly (one FSDP unit's casts).
+    # Casts of parameters to another dtype made by the forward (autocast's 16-bit copies of fp32
+    # weights, which its cache keeps to the end of the forward): their allocation ids, and the most
+    # bytes of such casts of the parameters one module holds directly (one FSDP unit's casts).  A
+    # checkpointed block's recomputation casts again; those casts live until the block's backward
+    # ends and are not listed.
     parameter_casts: set[int] = field(default_factory=set)
     largest_layer_cast_bytes: int = 0
     checkpointed: list[str] = field(default_factory=list)  # modules run under activation checkpointing
@@ -229,7 +231,7 @@ def capture_step(
         parameters = _param_records(model, state_bytes_by_param(opt, held))
         largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
                              for m in model.modules()), default=0)
-        casts, largest_cast = _parameter_casts(model, tracer, phases.backward_end)
+        casts, largest_cast = _parameter_casts(model, tracer, phases.forward_end)
     return StepTrace(
         mode=mode,
         ops=tracer.ops,
@@ -267,7 +269,7 @@ def _param_records(model: nn.Module, state: dict[int, int]) -> list[ParamRecord]
 def _parameter_casts(model: nn.Module, tracer: Tracer, end: int) -> tuple[set[int], int]:
     """The allocations that are casts of a parameter (``_to_copy`` of its storage) made before op
     ``end``, and the most bytes of casts that the parameters one module holds directly have, each
-    parameter's cast counted once however often it is made (a checkpointed block casts again)."""
+    parameter's cast counted once however often it is made."""
     owner: dict[int, tuple[int, int]] = {}  # storage id -> (module, parameter)
     for m, module in enumerate(model.modules()):
         for p in module._parameters.values():
