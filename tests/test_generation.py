@@ -161,6 +161,16 @@ def test_tensor_parallel_needs_a_divisor_of_the_heads() -> None:
         nncost.run(nncost.Request(tiny("llama"), generation=Generation(4, 2, tensor_parallel=3)))
 
 
+def test_tensor_parallel_needs_a_divisor_or_a_multiple_of_the_key_value_heads() -> None:
+    """28 query heads and 4 key-value heads (Qwen2.5-7B's): 7 GPUs divide the query heads only, and
+    are no multiple of the key-value heads that a GPU could repeat: refused."""
+    config = transformers.LlamaConfig(hidden_size=224, intermediate_size=128, num_hidden_layers=1,
+                                      num_attention_heads=28, num_key_value_heads=4, vocab_size=128)
+    model = transformers.LlamaForCausalLM(config)
+    with pytest.raises(nncost.BadRequest, match="4 key-value heads cannot be split over 7 GPUs"):
+        nncost.run(nncost.Request(model, generation=Generation(4, 2, tensor_parallel=7)))
+
+
 def test_tensor_parallel_stays_within_a_node_as_a_training_layout_does() -> None:
     """16 GPUs of an 8-GPU H100 node would send every all-reduce over the network, not NVLink: refused, with
     the training layout's words."""

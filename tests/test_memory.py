@@ -378,6 +378,78 @@ def test_each_gpu_runs_the_optimizer_on_its_shard_only(strategy: str) -> None:
     assert sum(report.per_gpu.values()) <= one.peak_bytes / gpus + unsharded + activations
 
 
+
+def stacked_linears(width: int, layers: int) -> nn.Sequential:
+    """Repeated blocks of one bias-free ``width × width`` linear layer each: checkpointing's blocks."""
+    return nn.Sequential(*(nn.Sequential(nn.Linear(width, width, bias=False), nn.ReLU()) for _ in range(layers)))
+
+
+def test_fsdp_gathers_one_layers_autocast_casts_at_a_time() -> None:
+    """bf16-mixed under FSDP with checkpointing: autocast's bf16 casts of the fp32 weights are
+    made from the unit FSDP has gathered, and the checkpointed forward saves none of them, so at
+    most one layer's casts are live on a GPU, not the whole model's.
+
+    Closed form of one GPU's peak, P = L·w² parameters over G GPUs: the optimizer's step holds
+    the fp32 parameters, gradients and AdamW's two moments, 16·P/G bytes, and FSDP's gathered
+    layer and its gradient, 2·4·w².  The backward of a layer holds at most the same, plus its bf16
+    cast (2·w²) and its weight's bf16 gradient (2·w²), with the small activations of batch 2."""
+    width, layers, gpus, batch = 256, 16, 16, 2
+    report = nncost.memory(stacked_linears(width, layers), (width,), batch_size=batch, optimizer="adamw",
+                           allocator="cpu", precision="bf16-mixed", gpus=gpus, sharding="fsdp", checkpointing=True)
+    assert report.per_gpu is not None
+    params, layer = layers * width * width, width * width
+    model_states = 16 * params // gpus + 2 * FP32 * layer
+    activations = 8 * batch * width * (layers + 2)  # each block's input, and a few fp32 rows in flight
+    assert model_states <= report.peak_per_gpu_bytes <= model_states + 2 * 2 * layer + activations
+    # the whole model's casts, 2·P bytes, would be more than all of that allowance
+    assert 2 * params > 2 * 2 * layer + activations
+
+
+def test_fsdp_keeps_the_casts_a_matrix_product_saves() -> None:
+    """Without checkpointing, each matrix product saves its bf16 weight for backward: autograd
+    holds those casts until the backward, whatever FSDP frees, so the end of the forward holds all
+    of them (2·P bytes) besides the sharded fp32 parameters and moments and the gathered layer."""
+    width, layers, gpus = 256, 16, 16
+    report = nncost.memory(stacked_linears(width, layers), (width,), batch_size=2, optimizer="adamw",
+                           allocator="cpu", precision="bf16-mixed", gpus=gpus, sharding="fsdp")
+    assert report.per_gpu is not None
+    params, layer = layers * width * width, width * width
+    assert report.per_gpu["activations"] >= 2 * (params - layer)
+    assert report.peak_per_gpu_bytes >= 12 * params // gpus + 2 * FP32 * layer + 2 * params
+
+
+LLAMA_3_70B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 8192,
+               "num_hidden_layers": 80, "num_attention_heads": 64, "num_key_value_heads": 8,
+               "intermediate_size": 28672, "vocab_size": 128256, "rope_theta": 500000.0,
+               "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+               "torch_dtype": "bfloat16"}  # its published config.json
+
+
+@pytest.mark.slow
+def test_llama_3_70b_fsdp_mixed_is_bf16_plus_the_fp32_master_state(tmp_path: Path) -> None:
+    """``--seq 4096 --train --optimizer adamw --hardware h100-sxm --gpus 64 --sharding fsdp
+    --checkpointing``: bf16-mixed keeps fp32 parameters, gradients and AdamW's two moments
+    (16 bytes a parameter, sharded over 64 GPUs) where bf16 keeps 16-bit ones; its per-GPU peak
+    is the bf16 one plus that master state, within 20% (the activations differ: mixed keeps an
+    fp32 residual stream, and the two attention paths differ)."""
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_3_70B))
+    c = LLAMA_3_70B
+    h, layers, vocab, inter = c["hidden_size"], c["num_hidden_layers"], c["vocab_size"], c["intermediate_size"]
+    kv = h // c["num_attention_heads"] * c["num_key_value_heads"]
+    params = 2 * vocab * h + h + layers * (2 * h * h + 2 * h * kv + 3 * h * inter + 2 * h)
+    assert params == 70_553_706_496  # Meta's 70.6 B
+
+    def per_gpu(precision: str) -> int:
+        step = nncost.Step(optimizer="adamw", gpus=64, sharding="fsdp", checkpointing=True)
+        request = nncost.Request(str(tmp_path), nncost.Inputs(seq=4096), precision=precision,
+                                 hardware="h100-sxm", report=False, step=step)
+        memory = nncost.run(request).memory
+        assert memory is not None
+        return memory.peak_per_gpu_bytes
+
+    expected = per_gpu("bf16") + 16 * params / 64
+    assert abs(per_gpu("bf16-mixed") / expected - 1) <= 0.2
+
 def small_llama() -> nn.Module:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)

@@ -413,6 +413,10 @@ def test_the_views_show_the_stages_and_the_plan(llama: Path, tmp_path: Path) -> 
     (("--train", "--gpus", "2", "--tensor-parallel", "2", "--measure"), "drop them"),
     (("--train", "--gpus", "2", "--pipeline-parallel", "2", "--plot", "x.png"), "--plot draws the step one GPU"),
     (("--prompt", "4", "--new-tokens", "2", "--pipeline-parallel", "2"), "drop them with --prompt"),
+    (("--train", "--plan"), "--plan searches layouts over --gpus N"),
+    (("--train", "--sharding", "fsdp"), "give their number, --gpus N"),
+    (("--train", "--sharding", "ddp", "--gpus", "1"), "give their number, --gpus N"),
+    (("--train", "--gpus", "2", "--tensor-parallel", "2", "--sharding", "zero1"), "hold one copy spread over 2"),
 ])
 def test_layout_errors_are_one_sentence(llama: Path, capsys: pytest.CaptureFixture[str], flags: tuple[str, ...],
                                         message: str) -> None:
@@ -424,8 +428,23 @@ def test_layout_errors_are_one_sentence(llama: Path, capsys: pytest.CaptureFixtu
 
 
 def test_a_plan_needs_a_device(llama: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _ = cli(str(llama), "--seq", str(SEQ), "--train", "--plan")
+    code, _ = cli(str(llama), "--seq", str(SEQ), "--train", "--plan", "--gpus", "8")
     assert code == 2 and "give --hardware" in capsys.readouterr().err
+
+
+def test_tensor_parallelism_divides_the_key_value_heads(tmp_path: Path) -> None:
+    """Qwen2.5-7B's attention: 28 query heads, 4 key-value heads.  7 GPUs divide the query heads,
+    but not the 4 key-value heads, nor are they a multiple of them (each head repeated on
+    T / 4 GPUs): refused.  4 GPUs (one key-value head each) are taken."""
+    model = write_config(tmp_path / "qwen", hidden_size=224, num_attention_heads=28, num_key_value_heads=4,
+                         num_hidden_layers=2, intermediate_size=256)
+
+    def layout(t: int) -> Request:
+        return Request(str(model), Inputs(seq=16), report=False, step=Step(allocator="cpu", gpus=t, tensor_parallel=t))
+
+    with pytest.raises(nncost.BadRequest, match="4 key-value heads cannot be split over 7 GPUs"):
+        nncost.run(layout(7))
+    assert nncost.run(layout(4)).parallel is not None
 
 
 def test_tensor_parallelism_stays_in_a_node(tmp_path: Path) -> None:

@@ -119,6 +119,40 @@ def test_the_terminal_shows_the_run(llama: Path) -> None:
         assert code == 0 and marker in text
 
 
+def test_a_run_whose_step_does_not_fit_says_so(tmp_path: Path) -> None:
+    """A 3.1 B-parameter model trained with AdamW in fp32 under DDP keeps 16 bytes a parameter on
+    every GPU (parameters, gradients, two moments), 49 GB: more than a T4's 16 GiB, so the run's
+    costs are those of a run that cannot run as laid out.  The text says so in a warning line, the
+    JSON in ``fits``; the same holds for a layout's run (here tensor parallelism over 2 T4s, 25 GB
+    of model states on each GPU)."""
+    hidden, vocab, inter, layers, kv = 8192, 32_000, 28672, 3, 1024
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 64,
+              "num_key_value_heads": 8, "vocab_size": vocab, "max_position_embeddings": 512,
+              "tie_word_embeddings": False, "torch_dtype": "float32"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    params = 2 * vocab * hidden + hidden + layers * (2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * inter
+                                                     + 2 * hidden)
+    t4 = 16 * 2**30
+    assert 16 * params > t4 and 16 * params / 2 > t4
+    for layout in ({}, {"tensor_parallel": 2}):
+        step = Step(optimizer="adamw", gpus=2, sharding="none" if layout else "ddp", **layout)
+        result = nncost.run(Request(str(tmp_path), Inputs(seq=16), hardware="t4", depth=0, step=step,
+                                    run=Run(10**9)))
+        run = result.to_dict()["training_run"]
+        assert run["fits"] is False and run["budget_bytes"] == t4 and run["step_peak_bytes"] > t4
+        warning = [line for line in str(result).splitlines() if line.strip().startswith("warning")]
+        assert len(warning) == 1 and "the step does not fit" in warning[0] and "16.00 GiB of t4" in warning[0]
+
+
+def test_a_run_whose_step_fits_has_no_warning(llama: Path) -> None:
+    code, text = cli(str(llama), "--seq", str(SEQ), "--train", "--hardware", "a100-80gb", "--tokens", "1B")
+    assert code == 0, text
+    assert "warning" not in text and "does not fit" not in text
+    document = json.loads(cli(str(llama), "--seq", str(SEQ), "--train", "--hardware", "a100-80gb", "--tokens", "1B",
+                              "--format", "json")[1])
+    assert document["training_run"]["fits"] is True
+
 @pytest.mark.parametrize("argv, message", [
     (("--seq", "64", "--hardware", "a100-80gb", "--tokens", "1B"), "--train"),
     (("--seq", "64", "--train", "--tokens", "1B"), "--hardware"),

@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="GPUs in all, with --sharding: data-parallel, or GPUS ÷ (T·P) copies under "
                              "--tensor-parallel T and --pipeline-parallel P")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
-                        help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard")
+                        help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard, over --gpus N (2 or more)")
     parallel = parser.add_argument_group(
         "parallelism", "split the model over GPUs in the Megatron layout (hf: language models); every figure one GPU's")
     parallel.add_argument("--tensor-parallel", type=positive, metavar="T", default=1,

@@ -722,7 +722,7 @@ def _parallel(model: nn.Module, size: int, hardware: str | None) -> _Parallel | 
     heads, kv_heads = _attention_heads(model)
     device = catalogue_device(hardware) if hardware is not None and hardware != "cpu" else None
     check_tensor_parallel(heads, size, gpus_per_node=device.gpus_per_node if device is not None else None,
-                          hardware=device.name if device is not None else "")
+                          hardware=device.name if device is not None else "", kv_heads=kv_heads)
     assert kv_heads is not None  # named whenever the heads are (_attention_heads)
     return _Parallel(size, kv_heads, device.interconnect_bandwidth if device is not None else None)
 

@@ -119,6 +119,7 @@ class Step:
         if self.gpus < 1:
             raise BadRequest(f"gpus must be at least 1, got {self.gpus}")
         self._check_layout()
+        self._check_sharding()
 
     @property
     def parallel(self) -> bool:
@@ -151,6 +152,8 @@ class Step:
             if given:
                 raise BadRequest(f"--plan searches tensor and pipeline parallelism, micro-batches, checkpointing and "
                                  f"the ZeRO stage: drop {', '.join(given)}")
+            if self.gpus < 2:
+                raise BadRequest("--plan searches layouts over --gpus N: give the GPUs to plan for (2 or more)")
             return
         model_gpus = self.tensor_parallel * self.pipeline_parallel
         if self.gpus % model_gpus:
@@ -160,6 +163,19 @@ class Step:
         if self.sequence_parallel and self.tensor_parallel == 1:
             raise BadRequest("sequence parallelism splits what tensor parallelism repeats: give --tensor-parallel "
                              "of 2 or more")
+
+    def _check_sharding(self) -> None:
+        """A sharding divides the training state over data-parallel copies of the model: two or more."""
+        if self.sharding == "none" or self.plan:
+            return
+        model_gpus = self.tensor_parallel * self.pipeline_parallel
+        if model_gpus == 1 and self.gpus < 2:
+            raise BadRequest(f"--sharding {self.sharding} spreads the training state over data-parallel GPUs: "
+                             "give their number, --gpus N (2 or more)")
+        if self.gpus // model_gpus < 2:
+            raise BadRequest(f"--sharding {self.sharding} spreads the training state over copies of the model, and "
+                             f"{self.gpus} GPUs hold one copy spread over {model_gpus}: give --gpus "
+                             f"{2 * model_gpus} or more, or drop --sharding")
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,15 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     sharded = sharding != "none" or gpus > 1
     made_by_optimizer: set[int] = set()  # temporaries the optimizer's step made, still live
     optimizer_live = 0
+    casts_live = 0  # temporaries that are casts of parameters (StepTrace.parameter_casts), live
     gpu_peak: dict[str, int] = {}
 
     def on_one_gpu(moment: dict[str, int], optimizer_temporaries: int) -> None:
         """Keep the highest moment of one GPU's share of the step."""
         nonlocal gpu_peak
         share = per_gpu(moment, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes,
-                        optimizer_temporaries=optimizer_temporaries)
+                        optimizer_temporaries=optimizer_temporaries, parameter_casts=casts_live,
+                        largest_layer_cast_bytes=trace.largest_layer_cast_bytes)
         if not gpu_peak or sum(share.values()) > sum(gpu_peak.values()):
             gpu_peak = share
 
@@ -90,6 +92,8 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         sign = 1 if delta > 0 else -1
         kind = category(allocation)
         live[kind] += sign * size(abs(delta))
+        if kind == "temporaries" and allocation in trace.parameter_casts:
+            casts_live += sign * size(abs(delta))
         if delta > 0 and kind == "temporaries" and trace.mode == "train" and op_index >= trace.backward_end:
             made_by_optimizer.add(allocation)
             optimizer_live += size(delta)

@@ -460,7 +460,7 @@ class Layouts:
             raise BadRequest(f"{layout.gpus} GPUs are not {t} × {layout.pipeline_parallel} × {layout.data_parallel}")
         if t > 1:
             check_tensor_parallel(profile.heads, t, gpus_per_node=cluster.gpus_per_node if cluster else None,
-                                  hardware=cluster.hardware if cluster else "")
+                                  hardware=cluster.hardware if cluster else "", kv_heads=profile.kv_heads)
         if layout.pipeline_parallel > profile.blocks:
             raise BadRequest(f"{layout.pipeline_parallel} pipeline stages cannot share {profile.blocks} transformer "
                              f"blocks: at most {profile.blocks}")
@@ -650,6 +650,8 @@ def plan(profile: StepProfile, cluster: Cluster, *, gpus: int, budget: int, glob
 
 def _reason(message: str) -> str:
     """A layout error as a reason shared by every layout it rejects (numbers of its own left out)."""
+    if "key-value heads cannot be split" in message:
+        return "tensor parallelism does not divide the key-value heads"
     if "heads cannot be split" in message:
         return "tensor parallelism does not divide the attention heads"
     if "within a node" in message:

@@ -10,7 +10,11 @@ model states as the ZeRO paper (Rajbhandari et al., 2020) and FSDP do, over N GP
   gradient is assumed on top).
 * ``zero3`` and ``fsdp`` (full shard): parameters, gradients and optimizer state / N, plus the
   largest layer's parameters gathered in full while it runs (and its gradients before the
-  reduce-scatter): ``2 × largest layer``.
+  reduce-scatter): ``2 × largest layer``.  The casts of parameters that only autocast's cache
+  holds through the forward (bf16-/fp16-mixed: the 16-bit copies of the fp32 weights, which a
+  checkpointed forward does not save) are made from the gathered unit and go with it: at most the
+  largest layer's casts are live.  Casts a matrix product saves for backward stay, as autograd
+  keeps them, and so do a checkpointed block's recomputed casts, which live until its backward ends.
 
 Activations, temporaries and inputs are per GPU and are not divided, except the optimizer's own
 temporaries under ZeRO and FSDP: each GPU's optimizer updates its shard only.  The per-GPU peak is
@@ -27,9 +31,11 @@ SHARDS_OPTIMIZER = ("zero1", "zero2", "zero3", "fsdp")  # the strategies that di
 
 
 def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_layer_bytes: int,
-            optimizer_temporaries: int = 0) -> dict[str, int]:
+            optimizer_temporaries: int = 0, parameter_casts: int = 0,
+            largest_layer_cast_bytes: int = 0) -> dict[str, int]:
     """One GPU's share of ``breakdown`` (live bytes by category at one moment of the step), of which
-    ``optimizer_temporaries`` are temporaries the optimizer's step made."""
+    ``optimizer_temporaries`` are temporaries the optimizer's step made and ``parameter_casts``
+    temporaries that are casts of parameters (``largest_layer_cast_bytes``: the largest layer's)."""
     if strategy not in STRATEGIES:
         raise BadRequest(f"unknown sharding {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if gpus < 1:
@@ -49,4 +55,5 @@ def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_laye
     if strategy in ("zero3", "fsdp"):
         out["parameters"] = -(-breakdown["parameters"] // gpus)
         out["communication"] = 2 * largest_layer_bytes
+        out["temporaries"] -= parameter_casts - min(parameter_casts, largest_layer_cast_bytes)
     return out

@@ -149,15 +149,22 @@ def communication_bytes(report: Report, split: set[int], n: int) -> int:
 
 
 def check_tensor_parallel(heads: int | None, size: int, gpus_per_node: int | None = None,
-                          hardware: str = "") -> None:
+                          hardware: str = "", kv_heads: int | None = None) -> None:
     """A clear error where ``size`` GPUs cannot split a model of ``heads`` attention heads (None: its
-    config names none), or span more than one node of ``gpus_per_node`` GPUs of ``hardware``:
-    tensor parallelism's all-reduces run within a node."""
+    config names none) and ``kv_heads`` key-value heads, or span more than one node of
+    ``gpus_per_node`` GPUs of ``hardware``: tensor parallelism's all-reduces run within a node.
+
+    The key-value heads of grouped-query attention are split as the query heads are, each GPU
+    holding kv_heads / size of them, or, when there are fewer of them than GPUs, each repeated on
+    size / kv_heads GPUs (Megatron-LM, vLLM): the size must divide them or be a multiple of them."""
     if heads is None:
         raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
     if heads % size:
         raise BadRequest(f"{heads} attention heads cannot be split over {size} GPUs: tensor parallelism needs a "
                          "divisor of the head count")
+    if kv_heads is not None and kv_heads % size and size % kv_heads:
+        raise BadRequest(f"{kv_heads} key-value heads cannot be split over {size} GPUs: tensor parallelism needs a "
+                         "divisor of the key-value head count, or a multiple of it (each head then repeated)")
     if gpus_per_node is not None and size > gpus_per_node:
         raise BadRequest(f"tensor parallelism runs within a node: at most {gpus_per_node} GPUs of {hardware}, "
                          f"not {size}")

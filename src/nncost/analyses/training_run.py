@@ -73,7 +73,8 @@ def training_run(memory: MemoryReport, roofline: Roofline, *, tokens: int, seq: 
         flops=flops, flops_per_token=flops / (steps * tokens_per_step), peak_flops=peak, efficiency=efficiency,
         efficiency_source="given" if mfu is not None else MFU_SOURCE, seconds=seconds, gpu_hours=gpu_hours,
         price_per_gpu_hour=price_per_gpu_hour,
-        cost=gpu_hours * price_per_gpu_hour if price_per_gpu_hour is not None else None, step_seconds=seconds / steps)
+        cost=gpu_hours * price_per_gpu_hour if price_per_gpu_hour is not None else None, step_seconds=seconds / steps,
+        fits=memory.fits, step_peak_bytes=memory.peak_per_gpu_bytes, budget_bytes=memory.budget_bytes)
 
 
 def layout_run(step: ParallelStep, *, tokens: int, price_per_gpu_hour: float | None = None,
@@ -99,4 +100,5 @@ def layout_run(step: ParallelStep, *, tokens: int, price_per_gpu_hour: float | N
         price_per_gpu_hour=price_per_gpu_hour,
         cost=gpu_hours * price_per_gpu_hour if price_per_gpu_hour is not None else None,
         step_seconds=step.step_seconds, layout=step.layout.label, bubble_seconds=step.bubble_seconds,
-        communication_seconds=communication)
+        communication_seconds=communication, fits=step.fits, step_peak_bytes=step.peak_bytes,
+        budget_bytes=step.budget_bytes)

@@ -57,6 +57,13 @@ class StepTrace:
     loss_end: int
     backward_end: int
     largest_layer_bytes: int = 0  # the most parameter bytes any one module holds directly
+    # Casts of parameters to another dtype made by the forward (autocast's 16-bit copies of fp32
+    # weights, which its cache keeps to the end of the forward): their allocation ids, and the most
+    # bytes of such casts of the parameters one module holds directly (one FSDP unit's casts).  A
+    # checkpointed block's recomputation casts again; those casts live until the block's backward
+    # ends and are not listed.
+    parameter_casts: set[int] = field(default_factory=set)
+    largest_layer_cast_bytes: int = 0
     checkpointed: list[str] = field(default_factory=list)  # modules run under activation checkpointing
     gradients: set[int] = field(default_factory=set)  # allocation ids
     saved: set[int] = field(default_factory=set)
@@ -224,6 +231,7 @@ def capture_step(
         parameters = _param_records(model, state_bytes_by_param(opt, held))
         largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
                              for m in model.modules()), default=0)
+        casts, largest_cast = _parameter_casts(model, tracer, phases.forward_end)
     return StepTrace(
         mode=mode,
         ops=tracer.ops,
@@ -233,6 +241,8 @@ def capture_step(
         state_tensor_bytes=state,
         input_tensor_bytes=input_sizes,
         largest_layer_bytes=largest_layer,
+        parameter_casts=casts,
+        largest_layer_cast_bytes=largest_cast,
         checkpointed=[name for name, _ in blocks],
         forward_end=phases.forward_end,
         loss_end=phases.loss_end,
@@ -254,6 +264,30 @@ def _param_records(model: nn.Module, state: dict[int, int]) -> list[ParamRecord]
                 records[id(p)] = ParamRecord(name, p.numel(), p.untyped_storage().nbytes(), state.get(id(p), 0),
                                              p.requires_grad)
     return list(records.values())
+
+
+def _parameter_casts(model: nn.Module, tracer: Tracer, end: int) -> tuple[set[int], int]:
+    """The allocations that are casts of a parameter (``_to_copy`` of its storage) made before op
+    ``end``, and the most bytes of casts that the parameters one module holds directly have, each
+    parameter's cast counted once however often it is made."""
+    owner: dict[int, tuple[int, int]] = {}  # storage id -> (module, parameter)
+    for m, module in enumerate(model.modules()):
+        for p in module._parameters.values():
+            if p is not None and p.layout == torch.strided:
+                owner.setdefault(tracer.storage_id(p), (m, id(p)))
+    casts: set[int] = set()
+    cast_bytes: dict[int, dict[int, int]] = {}  # module -> parameter -> bytes of its cast
+    for op in tracer.ops[:end]:
+        if op.op != "_to_copy" or not op.reads or not op.writes:
+            continue
+        source = owner.get(op.reads[0][0])
+        allocation = op.writes[0][0]
+        if source is None or allocation < 0:
+            continue
+        casts.add(allocation)
+        by_param = cast_bytes.setdefault(source[0], {})
+        by_param[source[1]] = max(by_param.get(source[1], 0), tracer.allocation_bytes[allocation])
+    return casts, max((sum(by_param.values()) for by_param in cast_bytes.values()), default=0)
 
 
 def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.optim.Optimizer | None:

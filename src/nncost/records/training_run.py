@@ -20,6 +20,9 @@ class TrainingRun:
     micro-batches) the step's time also holds the pipeline's ``bubble_seconds`` and the
     ``communication_seconds`` of its all-reduces, sends and gradient reduction
     (:class:`nncost.records.parallel.ParallelStep`); ``gpus`` are then all of them.
+    ``fits`` says whether the step the run repeats fits each GPU: its per-GPU peak
+    ``step_peak_bytes`` against the device's ``budget_bytes`` (None without a budget).  A run whose
+    step does not fit could not run as laid out; its figures are still given, and the views say so.
     """
 
     tokens: int
@@ -40,6 +43,9 @@ class TrainingRun:
     layout: str | None = None  # the layout's label (TP8 PP8 DP1 M16 ...), None for data parallelism alone
     bubble_seconds: float | None = None  # per step
     communication_seconds: float | None = None  # per step
+    fits: bool | None = None
+    step_peak_bytes: int | None = None
+    budget_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``training_run`` section of the JSON document."""

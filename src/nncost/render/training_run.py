@@ -25,6 +25,10 @@ def training_run_lines(run: TrainingRun) -> list[tuple[str, str]]:
     ]
     if run.cost is not None:
         lines.append(("cost", f"{_amount(run.cost)} at {run.price_per_gpu_hour:g} a GPU-hour"))
+    if run.fits is False and run.step_peak_bytes is not None and run.budget_bytes is not None:
+        lines.insert(0, ("warning", f"the step does not fit: {units.nbytes(run.step_peak_bytes)} a GPU against "
+                                    f"{units.nbytes(run.budget_bytes)} of {run.hardware}; this run could not run "
+                                    "as laid out"))
     return lines
 
 
