@@ -388,11 +388,14 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
 
 def _main(args: argparse.Namespace) -> str:
     from nncost.pipeline import run as run_request
+    from nncost.render.files import writable
 
+    if args.explain and args.format in ("csv", "markdown"):
+        raise BadRequest(f"--explain shows one layer's formulas as text (the default) or JSON, not {args.format}")
     if args.html:
-        from nncost.render.html import check_target
-
-        check_target(args.html)
+        writable(args.html, "the HTML report")
+    if args.plot:
+        writable(args.plot, "the memory plot")
     result = run_request(build_request(args), Progress(forced=args.progress))
     if args.plot:
         from nncost.render.plot import plot_memory
@@ -506,6 +509,12 @@ def _render(args: argparse.Namespace, result: Result) -> str:
     """The one document of the result, in the asked format."""
     if args.explain:
         assert result.report is not None
+        if args.format == "json":
+            import json
+
+            from nncost.render.explain import explanation
+
+            return json.dumps(explanation(result.report.layer(args.explain)), indent=2, ensure_ascii=False)
         return result.report.explain(args.explain)
     if args.format == "json":
         return result.to_json()

@@ -1,0 +1,66 @@
+"""What a new user tripped on (issue 23): each a clear answer instead of a crash, a wrong unit
+or a silent default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cli_runs import cli
+
+pytest.importorskip("torchvision")
+
+
+def _no_run(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the run started before the bad path was refused")
+
+
+# -- output files --------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--plot", "--html"])
+def test_an_output_file_in_a_missing_directory_is_refused_before_the_run(
+        flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("nncost.pipeline.run", _no_run)
+    target = tmp_path / "nowhere" / "x.png"
+    code, _ = cli("resnet18", "--train", flag, str(target))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"the directory {target.parent} does not exist" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("flag", ["--plot", "--html"])
+def test_an_output_file_under_a_file_is_refused(
+        flag: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("nncost.pipeline.run", _no_run)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    code, _ = cli("resnet18", "--train", flag, str(tmp_path / "notes.txt" / "x.out"))
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_plot_refuses_a_path_it_cannot_write() -> None:
+    pytest.importorskip("matplotlib")
+    from nncost.errors import BadRequest
+    from nncost.render.files import writable
+
+    with pytest.raises(BadRequest, match="it is a directory"):
+        writable(Path.cwd(), "the memory plot")
+
+
+# -- --explain ------------------------------------------------------------------------------------
+def test_explain_in_json_is_the_explanation_as_data() -> None:
+    code, text = cli("resnet18", "--explain", "conv1", "--format", "json")
+    assert code == 0
+    data = json.loads(text)
+    assert data["name"] == "conv1" and data["type"] == "Conv2d"
+    assert data["params"] == 64 * 7 * 7 * 3  # Co × K·K·Cin, no bias
+    assert data["output_shapes"] == [[1, 64, 112, 112]]
+    assert data["totals"]["macs"] == 112 * 112 * 64 * 3 * 7 * 7
+    assert [(op["op"], op["counted"]) for op in data["ops"]] == [("aten.convolution", True)]
+    assert sum(op["macs"] for op in data["ops"]) == data["totals"]["macs"]
+
+
+def test_explain_refuses_a_table_format(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = cli("resnet18", "--explain", "conv1", "--format", "csv")
+    assert code == 2 and "--explain shows" in capsys.readouterr().err
