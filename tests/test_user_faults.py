@@ -64,3 +64,31 @@ def test_explain_in_json_is_the_explanation_as_data() -> None:
 def test_explain_refuses_a_table_format(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = cli("resnet18", "--explain", "conv1", "--format", "csv")
     assert code == 2 and "--explain shows" in capsys.readouterr().err
+
+
+# -- number formats -------------------------------------------------------------------------------
+def test_counts_and_bytes_have_prefixes_past_tera() -> None:
+    from nncost.render import units
+
+    assert units.count(26_284_193.22e12) == "26.28 E"
+    assert units.count(3.5e15) == "3.50 P"
+    assert units.count(999_999.5) == "1.00 M"  # not '1000.00 K'
+    assert units.nbytes(3 << 50) == "3.00 PiB"
+    assert units.nbytes(5 << 60) == "5.00 EiB"
+
+
+@pytest.mark.parametrize("s, text", [
+    (53_805, "14.9 h"), (90, "1.50 min"), (59.5, "59.5 s"), (3600, "1.00 h"), (2 * 86400, "2.00 days"),
+    (1.2e6, "13.9 days"), (0.0123, "12.3 ms"),
+])
+def test_long_times_are_in_minutes_hours_and_days(s: float, text: str) -> None:
+    from nncost.render import units
+
+    assert units.seconds(s) == text
+
+
+def test_did_you_mean_ends_the_sentence_once(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = cli("resnet5")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "did you mean 'resnet50'" in err
+    assert "?." not in err and err.endswith("?")

@@ -232,7 +232,7 @@ def _torchvision(name: str) -> ModelSpec:
                             "pip install 'nncost[vision]'") from exc
     known = torchvision.models.list_models()
     if name not in known:
-        raise ModelNotFound(f"unknown model {name!r}{did_you_mean(name, known)}. Other forms: {OTHER_FORMS}")
+        raise ModelNotFound(f"unknown model {name!r} (other forms: {OTHER_FORMS}){did_you_mean(name, known)}")
     return ModelSpec(
         label=name,
         family="torchvision",
