@@ -92,3 +92,54 @@ def test_did_you_mean_ends_the_sentence_once(capsys: pytest.CaptureFixture[str])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "did you mean 'resnet50'" in err
     assert "?." not in err and err.endswith("?")
+
+
+# -- warnings -------------------------------------------------------------------------------------
+def test_a_mixed_step_without_a_gpu_is_one_line_naming_the_users_device(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU here: the step runs CUDA autocast itself")
+    code, _ = cli("resnet18", "--input", "3x64x64", "--train", "--precision", "bf16-mixed",
+                  "--hardware", "a100-80gb")
+    err = capsys.readouterr().err
+    assert code == 0
+    notes = [line for line in err.splitlines() if "no GPU here" in line]
+    assert len(notes) == 1 and notes[0].startswith("nncost: warning: no GPU here: the bf16-mixed step of a100-80gb")
+    assert "UserWarning" not in err and "hardware='cuda'" not in err and "warnings.warn" not in err
+
+
+# -- the API's renamed keyword --------------------------------------------------------------------
+def _small_net() -> object:
+    from torch import nn
+
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_memory_keeps_the_old_hardware_keyword_with_a_deprecation_warning() -> None:
+    import nncost
+
+    with pytest.warns(DeprecationWarning, match=r"memory\(hardware=\.\.\.\) is now memory\(allocator=\.\.\.\)"):
+        old = nncost.memory(_small_net(), (16,), batch_size=4, hardware="cpu")
+    new = nncost.memory(_small_net(), (16,), batch_size=4, allocator="cpu")
+    assert old.allocator == new.allocator == "cpu"
+    assert old.peak_bytes == new.peak_bytes
+
+
+def test_memory_with_allocator_alone_warns_nothing() -> None:
+    import warnings
+
+    import nncost
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        report = nncost.memory(_small_net(), (16,), allocator="cpu")
+    assert report.allocator == "cpu"
+
+
+def test_memory_refuses_both_names_disagreeing() -> None:
+    import nncost
+    from nncost.errors import BadRequest
+
+    with pytest.warns(DeprecationWarning), pytest.raises(BadRequest, match="give allocator only"):
+        nncost.memory(_small_net(), (16,), hardware="cuda", allocator="cpu")

@@ -11,13 +11,14 @@ import re
 import shlex
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
-from nncost.errors import BadRequest, NncostError
+from nncost.errors import BadRequest, NncostError, NncostWarning
 from nncost.hardware.catalogue import names as hardware_names
 from nncost.memory.optimizers import OPTIMIZERS
 from nncost.precision import PRECISIONS
@@ -368,7 +369,8 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
     args.command = "nncost " + shlex.join(words)
     write = out or (lambda text: sys.stdout.write(text if text.endswith("\n") else text + "\n"))
     try:
-        write(command(args))
+        with _caveats_in_one_line():
+            write(command(args))
         return 0
     except NncostError as exc:
         if args.debug:
@@ -384,6 +386,24 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
         print(f"nncost: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+@contextmanager
+def _caveats_in_one_line() -> Iterator[None]:
+    """nncost's own warnings (:class:`NncostWarning`) as one line on stderr, without Python's
+    file, line and source; other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, NncostWarning):
+            print(f"nncost: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _main(args: argparse.Namespace) -> str:

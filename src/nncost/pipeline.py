@@ -24,6 +24,7 @@ requests and call :func:`run`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -56,8 +57,9 @@ from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
-from nncost.errors import BadRequest, NeedsWeights
+from nncost.errors import BadRequest, NeedsWeights, NncostWarning
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
+from nncost.memory.precision import cpu_stands_in
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
 from nncost.precision import resolve_precision
@@ -445,6 +447,7 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
                             batch_size=batch_of((args, kwargs)) or batch or request.inputs.batch_size,
                             precision=request.precision, gpus=step.gpus, sharding=step.sharding)
 
+    _warn_cpu_autocast(request)
     with say.step(f"simulating the memory of {label}", slow=False):
         report = simulate(None)
     budget = _budget(step.fit, request.hardware)
@@ -463,6 +466,19 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
     return report
 
 
+def _warn_cpu_autocast(request: Request) -> None:
+    """A mixed-precision step of a GPU traced on a machine without one runs CPU autocast's op
+    lists: say so once, naming the device the user asked about."""
+    step = request.step
+    assert step is not None
+    if not resolve_precision(request.precision, request.dtype).mixed or not cpu_stands_in(step.allocator):
+        return
+    device = request.hardware or "a CUDA GPU"
+    warnings.warn(f"no GPU here: the {request.precision} step of {device} is traced with CPU autocast's op lists, "
+                  "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA autocast "
+                  "runs them in fp32 (docs/memory.md, 'Mixed precision')", NncostWarning, stacklevel=3)
+
+
 # -- 5b. a layout over many GPUs -------------------------------------------------------------
 def _layout(request: Request, source: Source, say: Progress) -> tuple[ParallelStep | None, Plan | None]:
     """The step spread over GPUs: one traced step at the micro-batch, cut into pieces, then the
@@ -472,6 +488,7 @@ def _layout(request: Request, source: Source, say: Progress) -> tuple[ParallelSt
     model = source.given if source.given is not None else source.on(source.built_on())
     args, kwargs = source.inputs(str(model_device(model)))
     batch = batch_of((args, kwargs)) or request.inputs.batch_size
+    _warn_cpu_autocast(request)
     with say.step(f"tracing one training step of {source.label} at the micro-batch ({batch})", slow=False):
         trace = capture_step(model, args, kwargs, mode="train", optimizer=step.optimizer, device=step.allocator,
                              dtype=request.dtype, checkpointing=False, precision=request.precision)
