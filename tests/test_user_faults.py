@@ -143,3 +143,28 @@ def test_memory_refuses_both_names_disagreeing() -> None:
 
     with pytest.warns(DeprecationWarning), pytest.raises(BadRequest, match="give allocator only"):
         nncost.memory(_small_net(), (16,), hardware="cuda", allocator="cpu")
+
+
+# -- --fit ---------------------------------------------------------------------------------------
+def test_a_budget_without_a_unit_that_holds_no_model_is_refused_before_the_run(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("nncost.pipeline.run", _no_run)
+    code, _ = cli("resnet18", "--train", "--fit", "24")
+    err = capsys.readouterr().err
+    assert code == 2 and "did you mean 24GiB?" in err and "24 bytes" in err
+
+
+@pytest.mark.parametrize("text, nbytes", [("24GiB", 24 << 30), ("80GB", 80 * 10**9), ("4e9", 4 * 10**9),
+                                          ("2097152", 2 << 20)])
+def test_budgets_with_a_unit_or_a_large_number_of_bytes_are_read(text: str, nbytes: int) -> None:
+    from nncost.analyses.fit import parse_bytes
+
+    assert parse_bytes(text) == nbytes
+
+
+def test_a_generation_budget_is_checked_too() -> None:
+    from nncost.errors import BadRequest
+    from nncost.request import Generation
+
+    with pytest.raises(BadRequest, match="did you mean 80GiB"):
+        Generation(128, 16, fit="80")

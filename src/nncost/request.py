@@ -79,6 +79,14 @@ class Inputs:
             raise BadRequest(f"batch {self.batch_size} of {self.seq} tokens is more than a tensor can hold")
 
 
+def _check_budget(fit: int | str | None) -> None:
+    """A ``fit`` budget given as text is read now, so a mistyped one is refused before any run."""
+    if isinstance(fit, str) and fit != FIT_DEVICE:
+        from nncost.analyses.fit import parse_bytes
+
+        parse_bytes(fit)
+
+
 @dataclass(frozen=True)
 class Step:
     """The memory simulation of one training step (``mode="train"``) or inference pass.
@@ -118,6 +126,7 @@ class Step:
             raise BadRequest(f"allocator semantics must be one of {', '.join(ALLOCATORS)}, got {self.allocator!r}")
         if self.gpus < 1:
             raise BadRequest(f"gpus must be at least 1, got {self.gpus}")
+        _check_budget(self.fit)
         self._check_layout()
 
     @property
@@ -202,6 +211,7 @@ class Generation:
             raise BadRequest(f"new tokens must be at least 1, got {self.new_tokens}")
         if self.tensor_parallel < 1:
             raise BadRequest(f"tensor parallelism needs at least 1 GPU, got {self.tensor_parallel}")
+        _check_budget(self.fit)
 
 
 @dataclass(frozen=True)
