@@ -168,3 +168,24 @@ def test_a_generation_budget_is_checked_too() -> None:
 
     with pytest.raises(BadRequest, match="did you mean 80GiB"):
         Generation(128, 16, fit="80")
+
+
+# -- input sizes ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("size, got", [("3x224", 3), ("224", 2), ("1x3x224x224", 5)])
+def test_an_input_size_with_the_wrong_number_of_dimensions_says_so(
+        size: str, got: int, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = cli("resnet18", "--input", size)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"conv1 (Conv2d) expects a 4-dimensional input N×C×H×W (an input size of C×H×W" in err
+    assert f"got {got} dimensions" in err and "input channels" not in err
+
+
+def test_a_one_dimensional_convolution_names_its_length() -> None:
+    from torch import nn
+
+    from nncost.capture.mismatch import expectation
+
+    text = expectation(nn.Conv1d(4, 8, 3), [(1, 7)])
+    assert text is not None and "N×C×L" in text and "got 2 dimensions" in text
+    assert expectation(nn.Conv1d(4, 8, 3), [(4, 7)]) is None  # an unbatched C×L that fits
