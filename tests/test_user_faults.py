@@ -177,7 +177,7 @@ def test_an_input_size_with_the_wrong_number_of_dimensions_says_so(
     code, _ = cli("resnet18", "--input", size)
     err = capsys.readouterr().err
     assert code == 2
-    assert f"conv1 (Conv2d) expects a 4-dimensional input N×C×H×W (an input size of C×H×W" in err
+    assert "conv1 (Conv2d) expects a 4-dimensional input N×C×H×W (an input size of C×H×W" in err
     assert f"got {got} dimensions" in err and "input channels" not in err
 
 
