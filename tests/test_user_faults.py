@@ -189,3 +189,75 @@ def test_a_one_dimensional_convolution_names_its_length() -> None:
     text = expectation(nn.Conv1d(4, 8, 3), [(1, 7)])
     assert text is not None and "N×C×L" in text and "got 2 dimensions" in text
     assert expectation(nn.Conv1d(4, 8, 3), [(4, 7)]) is None  # an unbatched C×L that fits
+
+
+# -- the Hub, unreachable -------------------------------------------------------------------------
+TINY_GPT2 = {"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16, "vocab_size": 64, "n_positions": 32}
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hub cache in tmp_path, HF_HUB_OFFLINE unset, and a Hub that does not answer: the
+    reachability check is replaced, and a download that would use the network fails the test."""
+    pytest.importorskip("transformers")
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    asked: list[str] = []
+
+    def reachable(endpoint: str, timeout: float | None = None) -> bool:
+        asked.append(endpoint)
+        return False
+
+    monkeypatch.setattr("nncost.configs.hub_reachable", reachable)
+    download = huggingface_hub.hf_hub_download
+
+    def cache_only(*args: object, **kwargs: object) -> str:
+        assert kwargs.get("local_files_only") is True, "the network was used after the Hub did not answer"
+        return download(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", cache_only)
+    return cache
+
+
+def test_an_unreachable_hub_is_one_sentence_at_once(unreachable_hub: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = cli("hf:someorg/not-cached")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "hf:someorg/not-cached" in err and "did not answer in 2 s" in err and str(unreachable_hub) in err
+
+
+def test_an_unreachable_hub_still_reads_the_cache(unreachable_hub: Path) -> None:
+    snapshot = unreachable_hub / "models--someorg--tiny" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps(TINY_GPT2))
+    (unreachable_hub / "models--someorg--tiny" / "refs").mkdir()
+    (unreachable_hub / "models--someorg--tiny" / "refs" / "main").write_text("a" * 40)
+    code, text = cli("hf:someorg/tiny", "--seq", "8", "--format", "json")
+    assert code == 0
+    # wte + wpe + one block (2 layer norms, qkv, proj, fc, fc proj) + ln_f
+    d = 16
+    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    assert json.loads(text)["totals"]["params"] == 64 * d + 32 * d + block + 2 * d
+
+
+def test_the_reachability_check_gives_up_on_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+
+    from nncost.configs import hub_reachable
+
+    with socket.socket() as probe:  # a port on this machine that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert hub_reachable(f"http://127.0.0.1:{port}", timeout=0.5) is False

@@ -23,6 +23,7 @@ from typing import Any
 from nncost.errors import BadRequest, ModelNotFound, did_you_mean
 
 CONFIG_FILE = "config.json"
+HUB_TIMEOUT = 2.0  # seconds the Hub's host has to accept a connection before nncost reads only its cache
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -104,18 +105,22 @@ def hub_config(repo_id: str, revision: str | None = None, overrides: Mapping[str
 
 def download_config(repo_id: str, revision: str | None = None) -> Path:
     """``config.json`` of a Hub repository, through the local cache; one sentence when it
-    cannot be had."""
+    cannot be had.  Whether the Hub answers is asked once, in :data:`HUB_TIMEOUT` seconds, so an
+    offline machine reads its cache, or says it has no copy, without huggingface_hub's retries."""
     try:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub import errors as hub
     except ImportError as exc:
         raise ModelNotFound("hf:ORG/NAME models need huggingface_hub: pip install 'nncost[hf]'") from exc
     where = f"hf:{repo_id}" + (f"@{revision}" if revision else "")
+    offline = bool(constants.HF_HUB_OFFLINE)
+    unreachable = not offline and not hub_reachable(constants.ENDPOINT)
     try:
-        return Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision))
+        return Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, local_files_only=offline or unreachable))
     except hub.LocalEntryNotFoundError:
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
-        raise ModelNotFound(f"cannot read the config of {where}: the Hugging Face Hub cannot be reached{offline} "
+        why = (" (HF_HUB_OFFLINE is set)" if offline
+               else f" ({constants.ENDPOINT} did not answer in {HUB_TIMEOUT:g} s)" if unreachable else "")
+        raise ModelNotFound(f"cannot read the config of {where}: the Hugging Face Hub cannot be reached{why} "
                             f"and the local cache ({constants.HF_HUB_CACHE}) has no copy of it") from None
     except hub.GatedRepoError:
         raise ModelNotFound(f"{where} is gated: accept its terms on huggingface.co and log in (hf auth login) "
@@ -128,6 +133,26 @@ def download_config(repo_id: str, revision: str | None = None) -> Path:
         raise ModelNotFound(f"{where} has no {CONFIG_FILE}: it is not a transformers model") from None
     except hub.HfHubHTTPError as exc:
         raise ModelNotFound(f"cannot read the config of {where}: {exc}".splitlines()[0]) from None
+
+
+def hub_reachable(endpoint: str, timeout: float | None = None) -> bool:
+    """Whether a TCP connection to the Hub's host (or the HTTPS proxy in the environment) opens
+    within ``timeout`` seconds (:data:`HUB_TIMEOUT`)."""
+    import socket
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxy = urllib.request.getproxies().get(urlsplit(endpoint).scheme or "https")
+    url = urlsplit(proxy if proxy and not urllib.request.proxy_bypass(urlsplit(endpoint).hostname or "")
+                   else endpoint)
+    if url.hostname is None:
+        return True  # nothing to ask: let huggingface_hub say what is wrong
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT if timeout is None else timeout):
+            return True
+    except OSError:
+        return False
 
 
 def read_json(file: Path) -> dict[str, Any]:
