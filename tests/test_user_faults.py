@@ -261,3 +261,48 @@ def test_the_reachability_check_gives_up_on_a_closed_port(monkeypatch: pytest.Mo
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert hub_reachable(f"http://127.0.0.1:{port}", timeout=0.5) is False
+
+
+# -- configs with missing fields ------------------------------------------------------------------
+def _write(directory: Path, config: dict[str, object]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_a_config_missing_size_fields_names_the_defaults_taken(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    partial = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+               "intermediate_size": 128}
+    code, _ = cli(str(_write(tmp_path / "llama", partial)), "--seq", "8")
+    notes = [line for line in capsys.readouterr().err.splitlines() if "does not give" in line]
+    assert code == 0 and len(notes) == 1
+    # LlamaConfig's own defaults: a 32,000-token vocabulary and 2,048 positions
+    assert "vocab_size=32000, max_position_embeddings=2048: LlamaConfig's defaults" in notes[0]
+    assert notes[0].startswith("nncost: warning: ") and "num_key_value_heads" not in notes[0]
+
+
+def test_defaulted_fields_go_by_the_files_names_and_overrides_count_as_given(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from nncost.configs import defaulted_sizes, local_config
+
+    raw = {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2}
+    with pytest.warns(UserWarning, match="does not give vocab_size=50257, n_positions=1024"):
+        config = local_config(_write(tmp_path / "gpt2", raw))
+    assert defaulted_sizes(config, raw) == {"vocab_size": 50257, "n_positions": 1024}
+    assert defaulted_sizes(config, raw, {"vocab_size": 100}) == {"n_positions": 1024}
+    assert defaulted_sizes(config, {**raw, "max_position_embeddings": 64, "vocab_size": 100}) == {}
+
+
+def test_a_config_that_gives_every_size_warns_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    import warnings
+
+    from nncost.configs import local_config
+
+    whole = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        local_config(_write(tmp_path / "whole", whole))

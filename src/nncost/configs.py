@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nncost.errors import BadRequest, ModelNotFound, did_you_mean
+from nncost.errors import BadRequest, ModelNotFound, NncostWarning, did_you_mean
 
 CONFIG_FILE = "config.json"
+# the fields of a transformers config that set a model's size, by their canonical names: one the
+# file leaves out is filled by the class's default, which is said (:func:`defaulted_sizes`)
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+               "vocab_size", "max_position_embeddings", "num_local_experts", "num_experts", "num_experts_per_tok",
+               "moe_intermediate_size", "n_routed_experts")
 HUB_TIMEOUT = 2.0  # seconds the Hub's host has to accept a connection before nncost reads only its cache
 
 
@@ -83,8 +89,9 @@ def local_config(path: Path, overrides: Mapping[str, Any] | None = None, trust_r
         raise ModelNotFound(f"{path} has no {CONFIG_FILE}" if path.is_dir() else f"no such file: {path}")
     raw = read_json(file)
     check_code(raw, str(path), trust_remote_code)
-    config = _from_pretrained(str(path), trust_remote_code)
-    return with_overrides(config, raw, overrides)
+    config = with_overrides(_from_pretrained(str(path), trust_remote_code), raw, overrides)
+    _warn_defaults(config, raw, overrides, str(file))
+    return config
 
 
 def hub_config(repo_id: str, revision: str | None = None, overrides: Mapping[str, Any] | None = None,
@@ -100,7 +107,9 @@ def hub_config(repo_id: str, revision: str | None = None, overrides: Mapping[str
         config = _from_pretrained(repo_id, True, revision=revision)
     else:
         config = _from_pretrained(str(file.parent), False)
-    return with_overrides(config, raw, overrides)
+    config = with_overrides(config, raw, overrides)
+    _warn_defaults(config, raw, overrides, f"hf:{repo_id}'s {CONFIG_FILE}")
+    return config
 
 
 def download_config(repo_id: str, revision: str | None = None) -> Path:
@@ -153,6 +162,30 @@ def hub_reachable(endpoint: str, timeout: float | None = None) -> bool:
             return True
     except OSError:
         return False
+
+
+def defaulted_sizes(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The fields of :data:`SIZE_FIELDS` that ``config`` has but neither the file it was read
+    from (``raw``, under any alias of the class's ``attribute_map``) nor ``overrides`` gives: the
+    values its class took from its defaults, by their names in the file (``n_embd`` for gpt2)."""
+    aliases = type(config).attribute_map
+    given = {aliases.get(key, key) for key in (*raw, *(overrides or {}))}
+    values = config.to_dict()
+    fields = dict.fromkeys(aliases.get(name, name) for name in SIZE_FIELDS)
+    defaulted = {key: values[key] for key in fields if key in values and key not in given and values[key] is not None}
+    heads = values.get(aliases.get("num_attention_heads", "num_attention_heads"))
+    if "num_key_value_heads" in defaulted and defaulted["num_key_value_heads"] == heads:
+        del defaulted["num_key_value_heads"]  # left out, as multi-head attention's files do
+    return defaulted
+
+
+def _warn_defaults(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str) -> None:
+    defaulted = defaulted_sizes(config, raw, overrides)
+    if defaulted:
+        fields = ", ".join(f"{key}={value!r}" for key, value in defaulted.items())
+        warnings.warn(f"{where} does not give {fields}: {type(config).__name__}'s defaults, which size the "
+                      "model, are used (set them in the file or with --config KEY=VALUE)", NncostWarning,
+                      stacklevel=3)
 
 
 def read_json(file: Path) -> dict[str, Any]:
