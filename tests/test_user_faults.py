@@ -306,3 +306,70 @@ def test_a_config_that_gives_every_size_warns_nothing(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         local_config(_write(tmp_path / "whole", whole))
+
+
+# -- narrow terminals ------------------------------------------------------------------------------
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 256, "max_position_embeddings": 512}
+
+
+def _header_and_rows(text: str) -> tuple[str, list[str]]:
+    """The header line of the first table in ``text`` (the line above its rule) and its rows."""
+    lines = text.splitlines()
+    rule = next(i for i, line in enumerate(lines) if set(line.strip()) <= {"─", "-", " "} and line.strip())
+    rows = []
+    for line in lines[rule + 1:]:
+        if not line.strip() or line.startswith(("Columns", "Names")):
+            break
+        rows.append(line)
+    return lines[rule - 1], rows
+
+
+def test_the_generation_table_fits_60_columns_with_whole_headers_and_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("transformers")
+    from nncost.render.generation import HEADER
+
+    monkeypatch.setenv("COLUMNS", "60")
+    code, text = cli(str(_write(tmp_path / "llama", TINY_LLAMA)), "--prompt", "16", "--new-tokens", "4",
+                     "--hardware", "h100-sxm", "--depth", "2")
+    assert code == 0
+    header, rows = _header_and_rows(text)
+    shown = [name for name in HEADER if name in header]
+    assert "Layer" in shown and "Decode time" in shown
+    assert sum(len(name) for name in shown) + 2 * (len(shown) - 1) <= len(header)  # every shown header whole
+    assert rows and all(len(row) <= 60 for row in rows)
+    names = [row.split()[0] for row in rows]
+    assert "model.embed_tokens" in names and "lm_head" in names and not any(set(n) <= {"…"} for n in names)
+    assert "Columns left out to fit 60" in text
+
+
+def test_the_plan_and_stage_tables_fit_the_width_and_name_what_they_leave_out() -> None:
+    from nncost.render.parallel import PLAN_DROP_ORDER, PLAN_HEADER, _table
+
+    row = ("1", "8", "2", "4", "32 × 1", "yes", "no", "zero1", "75.43 GiB", "10.3 s", "50.68 K", "2.8%")
+    wide = _table(PLAN_HEADER, [row], 8, 200, PLAN_DROP_ORDER)
+    assert len(wide) == 3 and all(name in wide[0] for name in PLAN_HEADER)
+    narrow = _table(PLAN_HEADER, [row], 8, 60, PLAN_DROP_ORDER)
+    assert all(len(line) <= 60 for line in narrow)
+    assert narrow[0].split() == ["#", "TP", "PP", "DP", "Sharding", "Peak", "per", "GPU", "Tokens/s"]
+    assert narrow[2].split() == ["1", "8", "2", "4", "zero1", "75.43", "GiB", "50.68", "K"]
+    note = " ".join(line.strip() for line in narrow[3:])
+    assert note == ("Columns left out to fit 60: Bubble, Step time, SP, Micro-batches, Checkpointing "
+                    "(all in --format json)")
+
+
+def test_compare_breaks_model_names_between_their_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nncost.render.compare import stacked
+
+    assert stacked("mobilenet_v3_small", 10) == "mobilenet_\nv3_small"
+    assert stacked("hf:meta-llama/Llama-3-8B", 12) == "hf:meta-\nllama/Llama-\n3-8B"
+    assert stacked("resnet18", 5) == "resnet18"  # one piece stays whole
+    monkeypatch.setenv("COLUMNS", "60")
+    code, text = cli("compare", "resnet18", "mobilenet_v3_small", "efficientnet_b0", "--input", "3x64x64")
+    assert code == 0
+    pieces = {"resnet18", "mobilenet_", "v3_small", "efficientnet_", "b0", "mobilenet_v3_small", "efficientnet_b0"}
+    headers = [line for line in text.splitlines() if "Params" not in line and "─" not in line]
+    words = {word for line in headers[:4] for word in line.split()}
+    assert words - {"3", "models", "·", "batch", "1", "ratios", "to"} <= pieces
+    assert all(len(line) <= 60 for line in text.splitlines())

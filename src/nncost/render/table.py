@@ -82,11 +82,12 @@ def _shortened(names: Sequence[str], depths: Sequence[int], room: int) -> tuple[
 
 
 def plan(names: Sequence[str], cells: Sequence[Sequence[str]], depths: Sequence[int], headers: Sequence[str],
-         width: int) -> Layout:
+         width: int, drop_order: Sequence[str] = DROP_ORDER) -> Layout:
     """The layout of a table of ``cells`` (one row per name, one cell per header; the first cell
-    is the name) in ``width`` columns, by the rules of this module's docstring."""
+    is the name) in ``width`` columns, by the rules of this module's docstring; the columns of
+    ``drop_order`` go first to last when they do not fit."""
     natural = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    droppable = [i for h in DROP_ORDER for i, name in enumerate(headers) if name == h]
+    droppable = [i for h in drop_order for i, name in enumerate(headers) if name == h]
     layout = None
     for n in range(len(droppable) + 1):
         shown = tuple(i for i in range(len(headers)) if i not in droppable[:n])
@@ -127,12 +128,15 @@ def layer_table(report: Report, depth: int | None = None, width: int | None = No
 
 
 def tree_table(title: str, layers: Sequence[Layer], headers: Sequence[str], cells: Sequence[Sequence[str]],
-               width: int | None = None, left: int = 2) -> tuple[Table, list[str]]:
+               width: int | None = None, left: int = 2,
+               drop_order: Sequence[str] = DROP_ORDER) -> tuple[Table, list[str]]:
     """Rows of ``cells`` (the first cell of each is the layer's name) under ``headers``, indented
-    by depth and laid out for ``width`` columns by this module's rules, and the notes under it;
-    the first ``left`` columns are text, the others numbers."""
+    by depth and laid out for ``width`` columns by this module's rules (``drop_order``: the
+    columns given up first to last), and the notes under it; the first ``left`` columns are
+    text, the others numbers."""
     width = width or terminal_width()
-    layout = plan([layer.label for layer in layers], cells, [layer.depth for layer in layers], headers, width)
+    layout = plan([layer.label for layer in layers], cells, [layer.depth for layer in layers], headers, width,
+                  drop_order)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, title=title)
     for i, column_width in zip(layout.shown, layout.widths, strict=True):
         table.add_column(headers[i], width=column_width, no_wrap=True, justify="left" if i < left else "right")
