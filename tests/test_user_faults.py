@@ -373,3 +373,87 @@ def test_compare_breaks_model_names_between_their_parts(monkeypatch: pytest.Monk
     words = {word for line in headers[:4] for word in line.split()}
     assert words - {"3", "models", "·", "batch", "1", "ratios", "to"} <= pieces
     assert all(len(line) <= 60 for line in text.splitlines())
+
+
+# -- context limits -------------------------------------------------------------------------------
+LONG_LLAMA = {**TINY_LLAMA, "max_position_embeddings": 131_072}
+
+
+def test_a_prompt_past_the_context_is_refused_naming_the_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    model = str(_write(tmp_path / "llama", LONG_LLAMA))
+    code, _ = cli(model, "--prompt", "10000000", "--new-tokens", "16")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "reads at most 131,072 tokens (max_position_embeddings in its config)" in err
+    assert "10,000,016 in all" in err and "--ignore-context-limit" in err
+    # the prompt and new tokens together: 131,060 + 13 is one past the limit, + 12 is at it
+    assert cli(model, "--prompt", "131060", "--new-tokens", "13")[0] == 2
+    capsys.readouterr()
+    monkeypatch.setattr("nncost.pipeline._generation", lambda *args: pytest.skip("the check passed"))
+    with pytest.raises(pytest.skip.Exception):
+        cli(model, "--prompt", "131060", "--new-tokens", "12")
+
+
+def test_gpt2_refuses_a_seq_past_its_1024_positions(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    code, _ = cli("hf:gpt2", "--seq", "4096", "--config", "n_layer=1")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "reads at most 1,024 tokens (n_positions in its config), and --seq 4,096 is past that" in err
+    assert cli("hf:gpt2", "--seq", "1024", "--config", "n_layer=1")[0] == 0
+
+
+def test_the_default_seq_is_checked_and_the_limit_can_be_ignored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("transformers")
+    model = str(_write(tmp_path / "short", {**TINY_LLAMA, "max_position_embeddings": 64}))
+    code, _ = cli(model)
+    assert code == 2 and "the default --seq of 128 is past that" in capsys.readouterr().err
+    code, text = cli(model, "--seq", "256", "--ignore-context-limit", "--format", "json")
+    assert code == 0 and json.loads(text)["layers"][0]["input_shapes"] == [[1, 256]]
+
+
+def test_a_request_may_ignore_the_limit() -> None:
+    pytest.importorskip("transformers")
+    import transformers
+
+    import nncost
+    from nncost.errors import BadRequest
+    from nncost.request import Generation, Inputs, Request
+
+    module = transformers.LlamaForCausalLM(transformers.LlamaConfig(**{
+        k: v for k, v in TINY_LLAMA.items() if k != "model_type"} | {"max_position_embeddings": 16}))
+    with pytest.raises(BadRequest, match="LlamaForCausalLM reads at most 16 tokens"):
+        nncost.run(Request(module, Inputs(), generation=Generation(12, 8)))
+    result = nncost.run(Request(module, Inputs(), generation=Generation(12, 8), ignore_context_limit=True))
+    assert result.generation is not None and result.generation.new_tokens == 8
+
+
+@pytest.mark.parametrize("rope, mpe, tokens, source", [
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32_768}, 32_768, 131_072,
+     "rope_scaling yarn: factor 4 × original_max_position_embeddings 32,768"),
+    # DeepSeek-V3's: the stretched context is the position field itself
+    ({"rope_type": "yarn", "factor": 40.0, "original_max_position_embeddings": 4096}, 163_840, 163_840,
+     "max_position_embeddings in its config"),
+    ({"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0}, 131_072, 131_072, "max_position_embeddings in its config"),
+    ({"rope_type": "linear", "factor": 4.0}, 2048, 8192,
+     "rope_scaling linear: factor 4 × max_position_embeddings 2,048"),
+])
+def test_the_context_of_a_rope_scaled_config(rope: dict[str, object], mpe: int, tokens: int, source: str) -> None:
+    transformers = pytest.importorskip("transformers")
+    from nncost.configs import context_limit
+
+    config = transformers.LlamaConfig(max_position_embeddings=mpe, rope_scaling=rope)
+    assert context_limit(config) == (tokens, source)
+
+
+def test_configs_without_absolute_positions_have_no_limit() -> None:
+    transformers = pytest.importorskip("transformers")
+    from nncost.configs import context_limit
+
+    assert context_limit(transformers.T5Config()) is None
+    assert context_limit(None) is None
+    assert context_limit(transformers.BertConfig()) == (512, "max_position_embeddings in its config")

@@ -148,6 +148,7 @@ def compare(
     trust_pickle: bool = False,
     progress: pipeline.Progress | None = None,
     hardware: str | None = None,
+    ignore_context_limit: bool = False,
 ) -> Comparison:
     """Several models side by side: totals, ratios to the first model, and the stages they share.
 
@@ -161,7 +162,8 @@ def compare(
     ``allocator``) and compares its peak.  ``stage_depth`` is the depth of the layers matched by
     name across models (1: the model's direct children, e.g. resnet's ``layer1`` to ``layer4``).
     ``trust_pickle`` lets a ``.pt`` file that holds a whole pickled module be unpickled, which
-    runs code stored in the file (:class:`Request`).  ``hardware`` is the old name of
+    runs code stored in the file (:class:`Request`).  ``ignore_context_limit`` costs a ``seq``
+    past a transformers config's context (:class:`Request`).  ``hardware`` is the old name of
     ``allocator``, kept with a ``DeprecationWarning``.
     """
     allocator = _renamed_allocator("compare", allocator, hardware)
@@ -181,7 +183,8 @@ def compare(
         if not isinstance(item, (str, nn.Module)):
             raise BadRequest(f"compare() takes model names, nn.Modules or Reports, got {type(item).__name__}")
         request = Request(item, Inputs(sizes, batch_size, seq), name=label, dtype=resolve_dtype(dtype),
-                          device=device, step=step, flags=flags, trust_pickle=trust_pickle)
+                          device=device, step=step, flags=flags, trust_pickle=trust_pickle,
+                          ignore_context_limit=ignore_context_limit)
         result = pipeline.run(request, progress)
         assert result.report is not None
         labelled.append((label or result.report.model, result.report, result.memory))

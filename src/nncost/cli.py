@@ -155,6 +155,10 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="meta",
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    parser.add_argument("--ignore-context-limit", action="store_true",
+                        help="cost a sequence (--seq, or --prompt plus --new-tokens) longer than the context a "
+                             "transformers config allows (max_position_embeddings, n_positions, or its rope "
+                             "scaling's), e.g. a rope-scaling what-if; refused by default")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -440,7 +444,8 @@ def _compare(args: argparse.Namespace) -> str:
         raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
     comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
                          allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device,
-                         stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress())
+                         stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress(),
+                         ignore_context_limit=args.ignore_context_limit)
     if args.format == "json":
         return comparison.to_json()
     if args.format == "csv":
@@ -486,7 +491,8 @@ def build_request(args: argparse.Namespace) -> Request:
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
-                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args))
+                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args),
+                   ignore_context_limit=args.ignore_context_limit)
 
 
 def _lora(args: argparse.Namespace) -> Lora | None:

@@ -19,7 +19,7 @@ import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from nncost.errors import BadRequest, ModelNotFound, NncostWarning, did_you_mean
 
@@ -186,6 +186,61 @@ def _warn_defaults(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, 
         warnings.warn(f"{where} does not give {fields}: {type(config).__name__}'s defaults, which size the "
                       "model, are used (set them in the file or with --config KEY=VALUE)", NncostWarning,
                       stacklevel=3)
+
+
+class ContextLimit(NamedTuple):
+    """The most tokens a model reads in one sequence, and where the figure comes from (the
+    config field, or the rope scaling that extends it)."""
+
+    tokens: int
+    source: str
+
+
+# the config fields that bound the positions a model reads, first match wins (an alias of the
+# class's attribute_map counts: gpt2's max_position_embeddings is its n_positions)
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+# rope types whose factor stretches the original positions; llama3 and longrope configs give
+# their extended context as max_position_embeddings itself
+STRETCHING_ROPE = ("linear", "dynamic", "yarn")
+
+
+def context_limit(config: Any) -> ContextLimit | None:
+    """The context a transformers config allows: its position field (:data:`POSITION_FIELDS`),
+    or, with ``rope_scaling`` (``rope_parameters``) of a stretching type, ``factor`` × the
+    original positions (``original_max_position_embeddings``, else the position field) when that
+    is larger (yarn's 4 × 32,768 = 131,072).  None when the config bounds no positions (relative
+    position schemes such as T5's, or a module without a config)."""
+    if config is None:
+        return None
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    aliases = getattr(type(text), "attribute_map", {})
+    for name in POSITION_FIELDS:
+        value = getattr(text, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            base = ContextLimit(value, f"{aliases.get(name, name)} in its config")
+            return _rope_stretched(text, base) or base
+    return None
+
+
+def _rope_stretched(config: Any, base: ContextLimit) -> ContextLimit | None:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if not isinstance(params, Mapping):
+        return None
+    # one set of parameters, or one per attention type (gemma3's full and sliding attention)
+    sets = list(params.values()) if params and all(isinstance(v, Mapping) for v in params.values()) else [params]
+    best = None
+    for rope in sets:
+        kind, factor = rope.get("rope_type") or rope.get("type"), rope.get("factor")
+        if kind not in STRETCHING_ROPE or not isinstance(factor, (int, float)) or factor <= 1:
+            continue
+        original = rope.get("original_max_position_embeddings") or getattr(config, "original_max_position_embeddings",
+                                                                           None)
+        field = "original_max_position_embeddings" if original else base.source.removesuffix(" in its config")
+        original = original or base.tokens
+        tokens = int(factor * original)
+        if tokens > base.tokens and (best is None or tokens > best.tokens):
+            best = ContextLimit(tokens, f"rope_scaling {kind}: factor {factor:g} × {field} {original:,}")
+    return best
 
 
 def read_json(file: Path) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
+from nncost.configs import ContextLimit, context_limit
 from nncost.errors import BadRequest, NeedsWeights, NncostWarning
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.memory.precision import cpu_stands_in
@@ -262,6 +263,8 @@ def _source(request: Request, say: Progress) -> Source:
         if request.generation is None and not (request.inputs.sizes or request.inputs.args is not None
                                                   or request.inputs.kwargs):
             raise BadRequest("no inputs: give input_size=(C, H, W), inputs=... or kwargs=...")
+        _check_context(request, type(request.model).__name__, context_limit(getattr(request.model, "config", None)),
+                       token_input=False)
         return Source(request, None, request.model, say)
     if not isinstance(request.model, str):
         raise BadRequest(f"a model is a torch.nn.Module or a model name, got {type(request.model).__name__}")
@@ -275,6 +278,7 @@ def _source(request: Request, say: Progress) -> Source:
     if not spec.token_input and not (inputs.sizes or spec.default_inputs or spec.example_inputs
                                      or inputs.args is not None):
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
+    _check_context(request, spec.label, spec.context, token_input=spec.token_input)
     request, dtype_source = _model_dtype(request, spec)
     built_in = None
     if request.lora is not None and dtype_source == "config":
@@ -282,6 +286,30 @@ def _source(request: Request, say: Progress) -> Source:
         # the captures keep each parameter's dtype rather than casting all of them to the config's.
         built_in, request = request.dtype, replace(request, dtype=None)
     return Source(request, spec, None, say, dtype_source, built_in)
+
+
+def _check_context(request: Request, label: str, limit: ContextLimit | None, *, token_input: bool) -> None:
+    """Refuse a sequence longer than the model's context: a generation's prompt and new tokens
+    together, or the ``seq`` of a token model's forward or step (its default included), unless
+    the request ignores the limit."""
+    if limit is None or request.ignore_context_limit:
+        return
+    generation = request.generation
+    if generation is not None:
+        tokens = generation.prompt_tokens + generation.new_tokens
+        asked = (f"a prompt of {generation.prompt_tokens:,} tokens and {generation.new_tokens:,} new ones "
+                 f"({tokens:,} in all)")
+        fix = "a shorter --prompt or fewer --new-tokens"
+    elif token_input:
+        tokens = request.inputs.seq or DEFAULT_SEQ
+        asked = f"--seq {tokens:,}" if request.inputs.seq is not None else f"the default --seq of {tokens:,}"
+        fix = f"--seq {limit.tokens:,} or less"
+    else:
+        return
+    if tokens > limit.tokens:
+        raise BadRequest(f"{label} reads at most {limit.tokens:,} tokens ({limit.source}), and {asked} is past "
+                         f"that: give {fix}, or --ignore-context-limit (ignore_context_limit=True) to cost it "
+                         "anyway, as a rope-scaling what-if")
 
 
 def _model_dtype(request: Request, spec: ModelSpec) -> tuple[Request, str | None]:

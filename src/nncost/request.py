@@ -251,7 +251,10 @@ class Request:
     ``config.json``, or the file) takes ``config_overrides`` (``{"num_hidden_layers": 2}``; dots
     reach nested configs), and a custom architecture is built from its repository's code only
     with ``trust_remote_code``.  Such a model runs in ``dtype`` when given, else in the dtype its
-    config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.
+    config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.  A sequence (the
+    ``seq`` of a forward or a training step, a generation's prompt and new tokens together) longer
+    than the context its config allows (:func:`nncost.configs.context_limit`) is refused unless
+    ``ignore_context_limit`` (a what-if of a longer rope scaling, say).
     ``trust_pickle`` lets a ``.pt``/``.pth`` file that holds a module saved whole
     (``torch.save(model)``) be unpickled: unpickling runs code stored in the file, so nncost
     never does it unasked (a TorchScript archive or a state dict needs no trust).
@@ -286,6 +289,7 @@ class Request:
     flags: TorchFlags = field(default_factory=TorchFlags.current)
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False
+    ignore_context_limit: bool = False
 
     def __post_init__(self) -> None:
         if self.device.split(":")[0] not in DEVICES:
