@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nncost.render import units
-from nncost.render.table import terminal_width
+from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.comparison import Comparison, Entry, Stage

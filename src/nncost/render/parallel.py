@@ -143,12 +143,10 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric_from: i
 def render_parallel(step: ParallelStep, width: int | None = None) -> str:
     """The layout's summary block, then one row per pipeline stage, in ``width`` columns (the
     terminal's when None)."""
-    from nncost.render.table import terminal_width  # the table's module renders this one's lines
-
     out = [f"training over {step.layout.gpus:,} GPUs (each figure one GPU's)"]
     out += units.aligned(parallel_lines(step), "  ")
     out.append("")
-    out += _table(STAGE_HEADER, [stage_cells(s) for s in step.stages], 2, width or terminal_width(),
+    out += _table(STAGE_HEADER, [stage_cells(s) for s in step.stages], 2, width or units.terminal_width(),
                   STAGE_DROP_ORDER)
     return "\n".join(out) + "\n"
 
@@ -156,12 +154,10 @@ def render_parallel(step: ParallelStep, width: int | None = None) -> str:
 def render_plan(plan: Plan, width: int | None = None) -> str:
     """The fastest layouts that fit, then the count of the others by reason, in ``width``
     columns (the terminal's when None)."""
-    from nncost.render.table import terminal_width
-
     out = ["plan", *(f"  {line}" for line in plan_lines(plan)), ""]
     if plan.best:
         rows = [plan_cells(rank, step) for rank, step in enumerate(plan.best, start=1)]
-        out += _table(PLAN_HEADER, rows, 8, width or terminal_width(), PLAN_DROP_ORDER)
+        out += _table(PLAN_HEADER, rows, 8, width or units.terminal_width(), PLAN_DROP_ORDER)
     else:
         out.append("  no layout fits")
     return "\n".join(out) + "\n"

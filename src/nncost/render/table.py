@@ -15,7 +15,6 @@ The table is laid out for a width (the terminal's, or ``table(width=)``), by the
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from rich.text import Text
 
 from nncost.render import units
 from nncost.render.formats import header, row_cells, summary_lines
+from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.report import Layer, Report
@@ -37,12 +37,6 @@ GAP = 2  # spaces between two columns
 # the name; MACs from FLOPs (2 per MAC) in the layers that have them.
 DROP_ORDER = ("Output", "Type", "Bound", "MACs", "Output shape", "%FLOPs", "%time", "Params", "Est. time",
               "Measured")
-FALLBACK_WIDTH = 120  # when the output is not a terminal and COLUMNS is not set
-
-
-def terminal_width() -> int:
-    """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads it), 120 off a terminal."""
-    return shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
 
 
 @dataclass(frozen=True)

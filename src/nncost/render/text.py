@@ -12,8 +12,9 @@ from nncost.render import units
 from nncost.render.generation import DROP_ORDER, generation_lines, rows
 from nncost.render.memory import render_memory
 from nncost.render.parallel import render_parallel, render_plan
-from nncost.render.table import render_text, terminal_width, tree_table
+from nncost.render.table import render_text, tree_table
 from nncost.render.training_run import training_run_lines
+from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 
 NONE = "-"  # a figure that is zero or does not apply, in every view
 ELLIPSIS = "…"
+FALLBACK_WIDTH = 120  # when the output is not a terminal and COLUMNS is not set
+
+
+def terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads it), 120 off a terminal:
+    the width every terminal view lays itself out for."""
+    return shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
 
 
 COUNT_PREFIXES = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
