@@ -75,6 +75,8 @@ def test_counts_and_bytes_have_prefixes_past_tera() -> None:
     assert units.count(999_999.5) == "1.00 M"  # not '1000.00 K'
     assert units.nbytes(3 << 50) == "3.00 PiB"
     assert units.nbytes(5 << 60) == "5.00 EiB"
+    assert units.rate(2.5e18) == "2.5 EFLOP/s"
+    assert units.bandwidth(1.8e15) == "1.8 PB/s"
 
 
 @pytest.mark.parametrize("s, text", [

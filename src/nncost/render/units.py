@@ -101,7 +101,8 @@ def seconds(s: float) -> str:
 
 def rate(flops_per_second: float) -> str:
     """3.1e14 -> '310 TFLOP/s'."""
-    for threshold, suffix in ((1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s")):
+    for threshold, suffix in ((1e18, "EFLOP/s"), (1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"),
+                              (1e6, "MFLOP/s")):
         if abs(flops_per_second) >= threshold:
             return f"{flops_per_second / threshold:.3g} {suffix}"
     return f"{flops_per_second:.3g} FLOP/s"
@@ -109,7 +110,7 @@ def rate(flops_per_second: float) -> str:
 
 def bandwidth(bytes_per_second: float) -> str:
     """3.35e12 -> '3.35 TB/s' (decimal, as datasheets quote bandwidth)."""
-    for threshold, suffix in ((1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s")):
+    for threshold, suffix in ((1e15, "PB/s"), (1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s")):
         if abs(bytes_per_second) >= threshold:
             return f"{bytes_per_second / threshold:.3g} {suffix}"
     return f"{bytes_per_second:.3g} B/s"
