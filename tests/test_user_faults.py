@@ -343,7 +343,7 @@ def test_the_generation_table_fits_60_columns_with_whole_headers_and_names(
     assert rows and all(len(row) <= 60 for row in rows)
     names = [row.split()[0] for row in rows]
     assert "model.embed_tokens" in names and "lm_head" in names and not any(set(n) <= {"…"} for n in names)
-    assert "Columns left out to fit 60" in text
+    assert "Columns left out to fit 60" in text and "(all in --format json)" in text
 
 
 def test_the_plan_and_stage_tables_fit_the_width_and_name_what_they_leave_out() -> None:

@@ -104,13 +104,13 @@ def plan(names: Sequence[str], cells: Sequence[Sequence[str]], depths: Sequence[
     return Layout(shown, (room, *others), 1, labels, dropped, True)
 
 
-def notes(layout: Layout, width: int) -> list[str]:
-    """The lines under the table that say what it leaves out."""
+def notes(layout: Layout, width: int, whole_in: str = "--format csv") -> list[str]:
+    """The lines under the table that say what it leaves out, and which view (``whole_in``) has it."""
     lines = []
     if layout.dropped:
-        lines.append(f"Columns left out to fit {width}: {', '.join(layout.dropped)} (all in --format csv)")
+        lines.append(f"Columns left out to fit {width}: {', '.join(layout.dropped)} (all in {whole_in})")
     if layout.shortened:
-        lines.append("Names shortened in the middle (…); whole in --format csv")
+        lines.append(f"Names shortened in the middle (…); whole in {whole_in}")
     return lines
 
 
@@ -122,12 +122,12 @@ def layer_table(report: Report, depth: int | None = None, width: int | None = No
 
 
 def tree_table(title: str, layers: Sequence[Layer], headers: Sequence[str], cells: Sequence[Sequence[str]],
-               width: int | None = None, left: int = 2,
-               drop_order: Sequence[str] = DROP_ORDER) -> tuple[Table, list[str]]:
+               width: int | None = None, left: int = 2, drop_order: Sequence[str] = DROP_ORDER,
+               whole_in: str = "--format csv") -> tuple[Table, list[str]]:
     """Rows of ``cells`` (the first cell of each is the layer's name) under ``headers``, indented
     by depth and laid out for ``width`` columns by this module's rules (``drop_order``: the
-    columns given up first to last), and the notes under it; the first ``left`` columns are
-    text, the others numbers."""
+    columns given up first to last), and the notes under it, pointing to ``whole_in`` for what
+    is left out; the first ``left`` columns are text, the others numbers."""
     width = width or terminal_width()
     layout = plan([layer.label for layer in layers], cells, [layer.depth for layer in layers], headers, width,
                   drop_order)
@@ -137,7 +137,7 @@ def tree_table(title: str, layers: Sequence[Layer], headers: Sequence[str], cell
     for layer, row, label in zip(layers, cells, layout.labels, strict=True):
         shown = [" " * (layout.indent * layer.depth) + label, *(row[i] for i in layout.shown[1:])]
         table.add_row(*shown, style="bold" if layer.depth == 0 else None)
-    return table, notes(layout, width)
+    return table, notes(layout, width, whole_in)
 
 
 class LayerView:

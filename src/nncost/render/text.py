@@ -55,7 +55,8 @@ def render_generation(generation: GenerationReport, width: int | None = None) ->
     header, shown, cells = rows(generation, generation.prefill.depth)
     title = (f"{generation.prefill.model} · {generation.batch_size} × ({generation.prompt_tokens:,} prompt + "
              f"{generation.new_tokens:,} new tokens)")
-    table, notes = tree_table(title, shown, header, cells, width, drop_order=DROP_ORDER)
+    # the CSV holds the prefill's layers only; the JSON both phases'
+    table, notes = tree_table(title, shown, header, cells, width, drop_order=DROP_ORDER, whole_in="--format json")
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     console.print(table)
     for line in notes:
