@@ -146,8 +146,10 @@ def download_config(repo_id: str, revision: str | None = None) -> Path:
 
 def hub_reachable(endpoint: str, timeout: float | None = None) -> bool:
     """Whether a TCP connection to the Hub's host (or the HTTPS proxy in the environment) opens
-    within ``timeout`` seconds (:data:`HUB_TIMEOUT`)."""
+    within ``timeout`` seconds (:data:`HUB_TIMEOUT`), name lookup included: the attempt runs in
+    a daemon thread, so a resolver that does not answer cannot hold the command longer."""
     import socket
+    import threading
     import urllib.request
     from urllib.parse import urlsplit
 
@@ -156,12 +158,20 @@ def hub_reachable(endpoint: str, timeout: float | None = None) -> bool:
                    else endpoint)
     if url.hostname is None:
         return True  # nothing to ask: let huggingface_hub say what is wrong
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=HUB_TIMEOUT if timeout is None else timeout):
-            return True
-    except OSError:
-        return False
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    limit = HUB_TIMEOUT if timeout is None else timeout
+    answered, opened = threading.Event(), []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection(address, timeout=limit):
+                opened.append(True)
+        except OSError:
+            pass
+        answered.set()
+
+    threading.Thread(target=connect, daemon=True, name="nncost-hub-check").start()
+    return answered.wait(limit) and bool(opened)
 
 
 def defaulted_sizes(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
