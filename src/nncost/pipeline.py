@@ -501,7 +501,7 @@ def _warn_cpu_autocast(request: Request) -> None:
     assert step is not None
     if not resolve_precision(request.precision, request.dtype).mixed or not cpu_stands_in(step.allocator):
         return
-    device = request.hardware or "a CUDA GPU"
+    device = request.hardware if request.hardware not in (None, "cpu") else "a CUDA GPU"
     warnings.warn(f"no GPU here: the {request.precision} step of {device} is traced with CPU autocast's op lists, "
                   "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA autocast "
                   "runs them in fp32 (docs/memory.md, 'Mixed precision')", NncostWarning, stacklevel=3)
