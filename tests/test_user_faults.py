@@ -459,3 +459,10 @@ def test_configs_without_absolute_positions_have_no_limit() -> None:
     assert context_limit(transformers.T5Config()) is None
     assert context_limit(None) is None
     assert context_limit(transformers.BertConfig()) == (512, "max_position_embeddings in its config")
+
+
+def test_a_plot_of_no_simulated_step_is_refused_before_the_run(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.setattr("nncost.pipeline.run", _no_run)
+    code, _ = cli("hf:gpt2", "--prompt", "8", "--new-tokens", "2", "--plot", str(tmp_path / "x.png"))
+    assert code == 2 and "--plot draws the step one GPU simulates" in capsys.readouterr().err

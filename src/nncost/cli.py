@@ -44,6 +44,9 @@ MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME 
 TRUST_PICKLE_HELP = ("unpickle a module saved whole with torch.save(model); unpickling runs code stored in the "
                      "file, so only for files you trust (a state dict or a TorchScript archive needs no trust)")
 
+PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
+                     "generation or a layout over GPUs")
+
 
 class UsageError(NncostError):
     """A flag or value the parser rejects; the message ends with where the help is."""
@@ -419,14 +422,15 @@ def _main(args: argparse.Namespace) -> str:
     if args.html:
         writable(args.html, "the HTML report")
     if args.plot:
+        if args.prompt is not None or args.tensor_parallel > 1 or _training_layout(args):
+            raise BadRequest(PLOT_NEEDS_A_STEP)
         writable(args.plot, "the memory plot")
     result = run_request(build_request(args), Progress(forced=args.progress))
     if args.plot:
         from nncost.render.plot import plot_memory
 
         if result.memory is None:
-            raise BadRequest("--plot draws the step one GPU simulates: add --train (or another memory option), "
-                             "without a layout over GPUs")
+            raise BadRequest(PLOT_NEEDS_A_STEP)
         plot_memory(result.memory, args.plot)
     if args.html:
         from nncost.render.html import write_html
