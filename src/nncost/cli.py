@@ -237,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--checkpointing", action="store_true",
                         help="with --train: activation checkpointing of the model's repeated blocks")
     memory.add_argument("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
-                        help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory. "
-                             "With --prompt: the most sequences generated at once that fit")
+                        help="the largest batch whose peak fits, e.g. 24GiB or 80GB (a plain number is bytes); "
+                             "alone: the --hardware device's memory. With --prompt: the most sequences generated at "
+                             "once that fit")
     memory.add_argument("--allocator", choices=ALLOCATORS, default=None,
                         help="allocator semantics of the simulation: cpu (exact bytes) or cuda (512-byte blocks, "
                              "the caching allocator replayed); default: that of --hardware's device, else cuda")
