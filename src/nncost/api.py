@@ -7,6 +7,7 @@ the command line alike.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -102,6 +103,7 @@ def memory(
     precision: str = "fp32",
     name: str | None = None,
     on_simulate: Callable[[], None] | None = None,
+    hardware: str | None = None,
 ) -> MemoryReport:
     """Simulate the memory of one training step (``mode="train"``) or inference pass (``"infer"``).
 
@@ -116,10 +118,12 @@ def memory(
     ``"fp16-mixed"`` (``torch.autocast`` over forward and loss, fp32 master weights, gradients and
     optimizer state; fp16 with a GradScaler), or pure ``"bf16"`` / ``"fp16"`` (the whole model
     in that dtype); see docs/memory.md.  ``on_simulate`` is called after every step a ``fit``
-    search simulates (a progress bar).
+    search simulates (a progress bar).  ``hardware`` is the old name of ``allocator``, kept with a
+    ``DeprecationWarning``.
     """
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
+    allocator = _renamed_allocator("memory", allocator, hardware)
     step = Step(mode=mode, optimizer=optimizer, allocator=allocator, gpus=gpus, sharding=sharding, fit=fit,
                 checkpointing=checkpointing if isinstance(checkpointing, bool) else tuple(checkpointing))
     request = Request(model, _inputs(input_size, inputs, kwargs, batch_size), name=name, dtype=resolve_dtype(dtype),
@@ -143,6 +147,8 @@ def compare(
     stage_depth: int = 1,
     trust_pickle: bool = False,
     progress: pipeline.Progress | None = None,
+    hardware: str | None = None,
+    ignore_context_limit: bool = False,
 ) -> Comparison:
     """Several models side by side: totals, ratios to the first model, and the stages they share.
 
@@ -156,8 +162,11 @@ def compare(
     ``allocator``) and compares its peak.  ``stage_depth`` is the depth of the layers matched by
     name across models (1: the model's direct children, e.g. resnet's ``layer1`` to ``layer4``).
     ``trust_pickle`` lets a ``.pt`` file that holds a whole pickled module be unpickled, which
-    runs code stored in the file (:class:`Request`).
+    runs code stored in the file (:class:`Request`).  ``ignore_context_limit`` costs a ``seq``
+    past a transformers config's context (:class:`Request`).  ``hardware`` is the old name of
+    ``allocator``, kept with a ``DeprecationWarning``.
     """
+    allocator = _renamed_allocator("compare", allocator, hardware)
     items = list(models.items()) if isinstance(models, Mapping) else [(None, m) for m in models]
     if len(items) < 2:
         raise BadRequest(f"compare needs at least two models, got {len(items)}")
@@ -174,7 +183,8 @@ def compare(
         if not isinstance(item, (str, nn.Module)):
             raise BadRequest(f"compare() takes model names, nn.Modules or Reports, got {type(item).__name__}")
         request = Request(item, Inputs(sizes, batch_size, seq), name=label, dtype=resolve_dtype(dtype),
-                          device=device, step=step, flags=flags, trust_pickle=trust_pickle)
+                          device=device, step=step, flags=flags, trust_pickle=trust_pickle,
+                          ignore_context_limit=ignore_context_limit)
         result = pipeline.run(request, progress)
         assert result.report is not None
         labelled.append((label or result.report.model, result.report, result.memory))
@@ -241,6 +251,19 @@ def _sizes(input_size: SizeSpec | None) -> tuple[tuple[int, ...], ...] | None:
     if sizes and isinstance(sizes[0], (list, tuple, torch.Size)):
         return tuple(tuple(s) for s in sizes)
     return (tuple(sizes),)
+
+
+def _renamed_allocator(function: str, allocator: str, hardware: str | None) -> str:
+    """``allocator``, or the allocator semantics given by the old name ``hardware=`` (with a
+    ``DeprecationWarning``: ``hardware`` now names the roofline's device, as in :func:`profile`)."""
+    if hardware is None:
+        return allocator
+    warnings.warn(f"{function}(hardware=...) is now {function}(allocator=...): 'hardware' names the device of time "
+                  "estimates, 'allocator' the memory semantics (cpu or cuda)", DeprecationWarning, stacklevel=3)
+    if allocator != "cuda" and allocator != hardware:
+        raise BadRequest(f"{function}() got allocator={allocator!r} and its old name hardware={hardware!r}: give "
+                         "allocator only")
+    return hardware
 
 
 def _inputs(input_size: SizeSpec | None, inputs: Any, kwargs: dict[str, Any] | None, batch_size: int) -> Inputs:

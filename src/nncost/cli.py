@@ -11,13 +11,14 @@ import re
 import shlex
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
-from nncost.errors import BadRequest, NncostError
+from nncost.errors import BadRequest, NncostError, NncostWarning
 from nncost.hardware.catalogue import names as hardware_names
 from nncost.memory.optimizers import OPTIMIZERS
 from nncost.precision import PRECISIONS
@@ -42,6 +43,9 @@ MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME 
                " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.pt (TorchScript) | x.onnx")
 TRUST_PICKLE_HELP = ("unpickle a module saved whole with torch.save(model); unpickling runs code stored in the "
                      "file, so only for files you trust (a state dict or a TorchScript archive needs no trust)")
+
+PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
+                     "generation or a layout over GPUs")
 
 
 class UsageError(NncostError):
@@ -154,6 +158,10 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=DEVICES, default="meta",
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    parser.add_argument("--ignore-context-limit", action="store_true",
+                        help="cost a sequence (--seq, or --prompt plus --new-tokens) longer than the context a "
+                             "transformers config allows (max_position_embeddings, n_positions, or its rope "
+                             "scaling's), e.g. a rope-scaling what-if; refused by default")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -229,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument("--checkpointing", action="store_true",
                         help="with --train: activation checkpointing of the model's repeated blocks")
     memory.add_argument("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
-                        help="the largest batch whose peak fits, e.g. 24GiB; alone: the --hardware device's memory. "
-                             "With --prompt: the most sequences generated at once that fit")
+                        help="the largest batch whose peak fits, e.g. 24GiB or 80GB (a plain number is bytes); "
+                             "alone: the --hardware device's memory. With --prompt: the most sequences generated at "
+                             "once that fit")
     memory.add_argument("--allocator", choices=ALLOCATORS, default=None,
                         help="allocator semantics of the simulation: cpu (exact bytes) or cuda (512-byte blocks, "
                              "the caching allocator replayed); default: that of --hardware's device, else cuda")
@@ -368,7 +377,8 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
     args.command = "nncost " + shlex.join(words)
     write = out or (lambda text: sys.stdout.write(text if text.endswith("\n") else text + "\n"))
     try:
-        write(command(args))
+        with _caveats_in_one_line():
+            write(command(args))
         return 0
     except NncostError as exc:
         if args.debug:
@@ -386,20 +396,42 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
         return 1
 
 
+@contextmanager
+def _caveats_in_one_line() -> Iterator[None]:
+    """nncost's own warnings (:class:`NncostWarning`) as one line on stderr, without Python's
+    file, line and source; other warnings as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, NncostWarning):
+            print(f"nncost: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def _main(args: argparse.Namespace) -> str:
     from nncost.pipeline import run as run_request
+    from nncost.render.files import writable
 
+    if args.explain and args.format in ("csv", "markdown"):
+        raise BadRequest(f"--explain shows one layer's formulas as text (the default) or JSON, not {args.format}")
     if args.html:
-        from nncost.render.html import check_target
-
-        check_target(args.html)
+        writable(args.html, "the HTML report")
+    if args.plot:
+        if args.prompt is not None or args.tensor_parallel > 1 or _training_layout(args):
+            raise BadRequest(PLOT_NEEDS_A_STEP)
+        writable(args.plot, "the memory plot")
     result = run_request(build_request(args), Progress(forced=args.progress))
     if args.plot:
         from nncost.render.plot import plot_memory
 
         if result.memory is None:
-            raise BadRequest("--plot draws the step one GPU simulates: add --train (or another memory option), "
-                             "without a layout over GPUs")
+            raise BadRequest(PLOT_NEEDS_A_STEP)
         plot_memory(result.memory, args.plot)
     if args.html:
         from nncost.render.html import write_html
@@ -417,7 +449,8 @@ def _compare(args: argparse.Namespace) -> str:
         raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
     comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
                          allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device,
-                         stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress())
+                         stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress(),
+                         ignore_context_limit=args.ignore_context_limit)
     if args.format == "json":
         return comparison.to_json()
     if args.format == "csv":
@@ -463,7 +496,8 @@ def build_request(args: argparse.Namespace) -> Request:
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
-                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args))
+                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args),
+                   ignore_context_limit=args.ignore_context_limit)
 
 
 def _lora(args: argparse.Namespace) -> Lora | None:
@@ -506,6 +540,12 @@ def _render(args: argparse.Namespace, result: Result) -> str:
     """The one document of the result, in the asked format."""
     if args.explain:
         assert result.report is not None
+        if args.format == "json":
+            import json
+
+            from nncost.render.explain import explanation
+
+            return json.dumps(explanation(result.report.layer(args.explain)), indent=2, ensure_ascii=False)
         return result.report.explain(args.explain)
     if args.format == "json":
         return result.to_json()

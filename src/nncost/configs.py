@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from nncost.errors import BadRequest, ModelNotFound, did_you_mean
+from nncost.errors import BadRequest, ModelNotFound, NncostWarning, did_you_mean
 
 CONFIG_FILE = "config.json"
+# the fields of a transformers config that set a model's size, by their canonical names: one the
+# file leaves out is filled by the class's default, which is said (:func:`defaulted_sizes`)
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+               "vocab_size", "max_position_embeddings", "num_local_experts", "num_experts", "num_experts_per_tok",
+               "moe_intermediate_size", "n_routed_experts")
+HUB_TIMEOUT = 2.0  # seconds the Hub's host has to accept a connection before nncost reads only its cache
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -82,8 +89,9 @@ def local_config(path: Path, overrides: Mapping[str, Any] | None = None, trust_r
         raise ModelNotFound(f"{path} has no {CONFIG_FILE}" if path.is_dir() else f"no such file: {path}")
     raw = read_json(file)
     check_code(raw, str(path), trust_remote_code)
-    config = _from_pretrained(str(path), trust_remote_code)
-    return with_overrides(config, raw, overrides)
+    config = with_overrides(_from_pretrained(str(path), trust_remote_code), raw, overrides)
+    _warn_defaults(config, raw, overrides, str(file))
+    return config
 
 
 def hub_config(repo_id: str, revision: str | None = None, overrides: Mapping[str, Any] | None = None,
@@ -99,23 +107,29 @@ def hub_config(repo_id: str, revision: str | None = None, overrides: Mapping[str
         config = _from_pretrained(repo_id, True, revision=revision)
     else:
         config = _from_pretrained(str(file.parent), False)
-    return with_overrides(config, raw, overrides)
+    config = with_overrides(config, raw, overrides)
+    _warn_defaults(config, raw, overrides, f"hf:{repo_id}'s {CONFIG_FILE}")
+    return config
 
 
 def download_config(repo_id: str, revision: str | None = None) -> Path:
     """``config.json`` of a Hub repository, through the local cache; one sentence when it
-    cannot be had."""
+    cannot be had.  Whether the Hub answers is asked once, in :data:`HUB_TIMEOUT` seconds, so an
+    offline machine reads its cache, or says it has no copy, without huggingface_hub's retries."""
     try:
         from huggingface_hub import constants, hf_hub_download
         from huggingface_hub import errors as hub
     except ImportError as exc:
         raise ModelNotFound("hf:ORG/NAME models need huggingface_hub: pip install 'nncost[hf]'") from exc
     where = f"hf:{repo_id}" + (f"@{revision}" if revision else "")
+    offline = bool(constants.HF_HUB_OFFLINE)
+    unreachable = not offline and not hub_reachable(constants.ENDPOINT)
     try:
-        return Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision))
+        return Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision, local_files_only=offline or unreachable))
     except hub.LocalEntryNotFoundError:
-        offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
-        raise ModelNotFound(f"cannot read the config of {where}: the Hugging Face Hub cannot be reached{offline} "
+        why = (" (HF_HUB_OFFLINE is set)" if offline
+               else f" ({constants.ENDPOINT} did not answer in {HUB_TIMEOUT:g} s)" if unreachable else "")
+        raise ModelNotFound(f"cannot read the config of {where}: the Hugging Face Hub cannot be reached{why} "
                             f"and the local cache ({constants.HF_HUB_CACHE}) has no copy of it") from None
     except hub.GatedRepoError:
         raise ModelNotFound(f"{where} is gated: accept its terms on huggingface.co and log in (hf auth login) "
@@ -128,6 +142,115 @@ def download_config(repo_id: str, revision: str | None = None) -> Path:
         raise ModelNotFound(f"{where} has no {CONFIG_FILE}: it is not a transformers model") from None
     except hub.HfHubHTTPError as exc:
         raise ModelNotFound(f"cannot read the config of {where}: {exc}".splitlines()[0]) from None
+
+
+def hub_reachable(endpoint: str, timeout: float | None = None) -> bool:
+    """Whether a TCP connection to the Hub's host (or the HTTPS proxy in the environment) opens
+    within ``timeout`` seconds (:data:`HUB_TIMEOUT`), name lookup included: the attempt runs in
+    a daemon thread, so a resolver that does not answer cannot hold the command longer."""
+    import socket
+    import threading
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    proxy = urllib.request.getproxies().get(urlsplit(endpoint).scheme or "https")
+    url = urlsplit(proxy if proxy and not urllib.request.proxy_bypass(urlsplit(endpoint).hostname or "")
+                   else endpoint)
+    if url.hostname is None:
+        return True  # nothing to ask: let huggingface_hub say what is wrong
+    address = (url.hostname, url.port or (443 if url.scheme == "https" else 80))
+    limit = HUB_TIMEOUT if timeout is None else timeout
+    answered, opened = threading.Event(), []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection(address, timeout=limit):
+                opened.append(True)
+        except OSError:
+            pass
+        answered.set()
+
+    threading.Thread(target=connect, daemon=True, name="nncost-hub-check").start()
+    return answered.wait(limit) and bool(opened)
+
+
+def defaulted_sizes(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The fields of :data:`SIZE_FIELDS` that ``config`` has but neither the file it was read
+    from (``raw``, under any alias of the class's ``attribute_map``) nor ``overrides`` gives: the
+    values its class took from its defaults, by their names in the file (``n_embd`` for gpt2)."""
+    aliases = type(config).attribute_map
+    given = {aliases.get(key, key) for key in (*raw, *(overrides or {}))}
+    values = config.to_dict()
+    fields = dict.fromkeys(aliases.get(name, name) for name in SIZE_FIELDS)
+    defaulted = {key: values[key] for key in fields if key in values and key not in given and values[key] is not None}
+    heads = values.get(aliases.get("num_attention_heads", "num_attention_heads"))
+    if "num_key_value_heads" in defaulted and defaulted["num_key_value_heads"] == heads:
+        del defaulted["num_key_value_heads"]  # left out, as multi-head attention's files do
+    return defaulted
+
+
+def _warn_defaults(config: Any, raw: Mapping[str, Any], overrides: Mapping[str, Any] | None, where: str) -> None:
+    defaulted = defaulted_sizes(config, raw, overrides)
+    if defaulted:
+        fields = ", ".join(f"{key}={value!r}" for key, value in defaulted.items())
+        warnings.warn(f"{where} does not give {fields}: {type(config).__name__}'s defaults, which size the "
+                      "model, are used (set them in the file or with --config KEY=VALUE)", NncostWarning,
+                      stacklevel=3)
+
+
+class ContextLimit(NamedTuple):
+    """The most tokens a model reads in one sequence, and where the figure comes from (the
+    config field, or the rope scaling that extends it)."""
+
+    tokens: int
+    source: str
+
+
+# the config fields that bound the positions a model reads, first match wins (an alias of the
+# class's attribute_map counts: gpt2's max_position_embeddings is its n_positions)
+POSITION_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+# rope types whose factor stretches the original positions; llama3 and longrope configs give
+# their extended context as max_position_embeddings itself
+STRETCHING_ROPE = ("linear", "dynamic", "yarn")
+
+
+def context_limit(config: Any) -> ContextLimit | None:
+    """The context a transformers config allows: its position field (:data:`POSITION_FIELDS`),
+    or, with ``rope_scaling`` (``rope_parameters``) of a stretching type, ``factor`` × the
+    original positions (``original_max_position_embeddings``, else the position field) when that
+    is larger (yarn's 4 × 32,768 = 131,072).  None when the config bounds no positions (relative
+    position schemes such as T5's, or a module without a config)."""
+    if config is None:
+        return None
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    aliases = getattr(type(text), "attribute_map", {})
+    for name in POSITION_FIELDS:
+        value = getattr(text, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            base = ContextLimit(value, f"{aliases.get(name, name)} in its config")
+            return _rope_stretched(text, base) or base
+    return None
+
+
+def _rope_stretched(config: Any, base: ContextLimit) -> ContextLimit | None:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if not isinstance(params, Mapping):
+        return None
+    # one set of parameters, or one per attention type (gemma3's full and sliding attention)
+    sets = list(params.values()) if params and all(isinstance(v, Mapping) for v in params.values()) else [params]
+    best = None
+    for rope in sets:
+        kind, factor = rope.get("rope_type") or rope.get("type"), rope.get("factor")
+        if kind not in STRETCHING_ROPE or not isinstance(factor, (int, float)) or factor <= 1:
+            continue
+        original = rope.get("original_max_position_embeddings") or getattr(config, "original_max_position_embeddings",
+                                                                           None)
+        field = "original_max_position_embeddings" if original else base.source.removesuffix(" in its config")
+        original = original or base.tokens
+        tokens = int(factor * original)
+        if tokens > base.tokens and (best is None or tokens > best.tokens):
+            best = ContextLimit(tokens, f"rope_scaling {kind}: factor {factor:g} × {field} {original:,}")
+    return best
 
 
 def read_json(file: Path) -> dict[str, Any]:

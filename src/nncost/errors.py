@@ -40,6 +40,10 @@ class CalibrationError(NncostError):
     """The ``cpu`` could not be calibrated plausibly: its figures broke physical bounds on every attempt."""
 
 
+class NncostWarning(UserWarning):
+    """A caveat about the figures of a run that still goes on; the CLI prints it as one line."""
+
+
 def did_you_mean(name: str, known: Iterable[str], *, prefix: str = "", n: int = 5) -> str:
     """``"; did you mean 'resnet34', 'resnet18'?"`` for the names in ``known`` close to ``name``
     (each shown with ``prefix``), or ``""`` when none is close.  Every "unknown X" message ends

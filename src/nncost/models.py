@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.configs import config_dtype, is_config_path, load_config, overrides_text
+from nncost.configs import ContextLimit, config_dtype, context_limit, is_config_path, load_config, overrides_text
 from nncost.errors import BadRequest, ModelNotFound, NncostError, did_you_mean, first_line
 
 Builder = Callable[[], nn.Module]
@@ -61,6 +61,7 @@ class ModelSpec:
     # (args, kwargs) to run with when no input size is given (a .pt2 file's example inputs)
     example_inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     config_dtype: torch.dtype | None = None  # the dtype a transformers config names (from_pretrained's "auto")
+    context: ContextLimit | None = None  # the most tokens a sequence may have (a transformers config's positions)
 
     def build(self, device: str = "meta") -> nn.Module:
         with torch.device(device):
@@ -232,7 +233,7 @@ def _torchvision(name: str) -> ModelSpec:
                             "pip install 'nncost[vision]'") from exc
     known = torchvision.models.list_models()
     if name not in known:
-        raise ModelNotFound(f"unknown model {name!r}{did_you_mean(name, known)}. Other forms: {OTHER_FORMS}")
+        raise ModelNotFound(f"unknown model {name!r} (other forms: {OTHER_FORMS}){did_you_mean(name, known)}")
     return ModelSpec(
         label=name,
         family="torchvision",
@@ -272,6 +273,7 @@ def _hf_config(name: str, overrides: Mapping[str, Any] | None, trust_remote_code
         token_input=True,
         encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
         config_dtype=config_dtype(config),
+        context=context_limit(config),
     )
 
 

@@ -24,6 +24,7 @@ requests and call :func:`run`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
@@ -56,8 +57,10 @@ from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import allocations_at, capture
-from nncost.errors import BadRequest, NeedsWeights
+from nncost.configs import ContextLimit, context_limit
+from nncost.errors import BadRequest, NeedsWeights, NncostWarning
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
+from nncost.memory.precision import cpu_stands_in
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
 from nncost.precision import resolve_precision
@@ -260,6 +263,8 @@ def _source(request: Request, say: Progress) -> Source:
         if request.generation is None and not (request.inputs.sizes or request.inputs.args is not None
                                                   or request.inputs.kwargs):
             raise BadRequest("no inputs: give input_size=(C, H, W), inputs=... or kwargs=...")
+        _check_context(request, type(request.model).__name__, context_limit(getattr(request.model, "config", None)),
+                       token_input=False)
         return Source(request, None, request.model, say)
     if not isinstance(request.model, str):
         raise BadRequest(f"a model is a torch.nn.Module or a model name, got {type(request.model).__name__}")
@@ -273,6 +278,7 @@ def _source(request: Request, say: Progress) -> Source:
     if not spec.token_input and not (inputs.sizes or spec.default_inputs or spec.example_inputs
                                      or inputs.args is not None):
         raise BadRequest(f"{spec.label} needs an input size: --input CxHxW")
+    _check_context(request, spec.label, spec.context, token_input=spec.token_input)
     request, dtype_source = _model_dtype(request, spec)
     built_in = None
     if request.lora is not None and dtype_source == "config":
@@ -280,6 +286,30 @@ def _source(request: Request, say: Progress) -> Source:
         # the captures keep each parameter's dtype rather than casting all of them to the config's.
         built_in, request = request.dtype, replace(request, dtype=None)
     return Source(request, spec, None, say, dtype_source, built_in)
+
+
+def _check_context(request: Request, label: str, limit: ContextLimit | None, *, token_input: bool) -> None:
+    """Refuse a sequence longer than the model's context: a generation's prompt and new tokens
+    together, or the ``seq`` of a token model's forward or step (its default included), unless
+    the request ignores the limit."""
+    if limit is None or request.ignore_context_limit:
+        return
+    generation = request.generation
+    if generation is not None:
+        tokens = generation.prompt_tokens + generation.new_tokens
+        asked = (f"a prompt of {generation.prompt_tokens:,} tokens and {generation.new_tokens:,} new ones "
+                 f"({tokens:,} in all)")
+        fix = "a shorter --prompt or fewer --new-tokens"
+    elif token_input:
+        tokens = request.inputs.seq or DEFAULT_SEQ
+        asked = f"--seq {tokens:,}" if request.inputs.seq is not None else f"the default --seq of {tokens:,}"
+        fix = f"--seq {limit.tokens:,} or less"
+    else:
+        return
+    if tokens > limit.tokens:
+        raise BadRequest(f"{label} reads at most {limit.tokens:,} tokens ({limit.source}), and {asked} is past "
+                         f"that: give {fix}, or --ignore-context-limit (ignore_context_limit=True) to cost it "
+                         "anyway, as a rope-scaling what-if")
 
 
 def _model_dtype(request: Request, spec: ModelSpec) -> tuple[Request, str | None]:
@@ -446,6 +476,7 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
                             batch_size=batch_of((args, kwargs)) or batch or request.inputs.batch_size,
                             precision=request.precision, gpus=step.gpus, sharding=step.sharding)
 
+    _warn_cpu_autocast(request)
     with say.step(f"simulating the memory of {label}", slow=False):
         report = simulate(None)
     budget = _budget(step.fit, request.hardware)
@@ -464,6 +495,19 @@ def _step(request: Request, source: Source, say: Progress) -> MemoryReport:
     return report
 
 
+def _warn_cpu_autocast(request: Request) -> None:
+    """A mixed-precision step of a GPU traced on a machine without one runs CPU autocast's op
+    lists: say so once, naming the device the user asked about."""
+    step = request.step
+    assert step is not None
+    if not resolve_precision(request.precision, request.dtype).mixed or not cpu_stands_in(step.allocator):
+        return
+    device = request.hardware if request.hardware not in (None, "cpu") else "a CUDA GPU"
+    warnings.warn(f"no GPU here: the {request.precision} step of {device} is traced with CPU autocast's op lists, "
+                  "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA autocast "
+                  "runs them in fp32 (docs/memory.md, 'Mixed precision')", NncostWarning, stacklevel=3)
+
+
 # -- 5b. a layout over many GPUs -------------------------------------------------------------
 def _layout(request: Request, source: Source, say: Progress) -> tuple[ParallelStep | None, Plan | None]:
     """The step spread over GPUs: one traced step at the micro-batch, cut into pieces, then the
@@ -473,6 +517,7 @@ def _layout(request: Request, source: Source, say: Progress) -> tuple[ParallelSt
     model = source.given if source.given is not None else source.on(source.built_on())
     args, kwargs = source.inputs(str(model_device(model)))
     batch = batch_of((args, kwargs)) or request.inputs.batch_size
+    _warn_cpu_autocast(request)
     with say.step(f"tracing one training step of {source.label} at the micro-batch ({batch})", slow=False):
         trace = capture_step(model, args, kwargs, mode="train", optimizer=step.optimizer, device=step.allocator,
                              dtype=request.dtype, checkpointing=False, precision=request.precision)

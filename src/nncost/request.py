@@ -79,6 +79,14 @@ class Inputs:
             raise BadRequest(f"batch {self.batch_size} of {self.seq} tokens is more than a tensor can hold")
 
 
+def _check_budget(fit: int | str | None) -> None:
+    """A ``fit`` budget given as text is read now, so a mistyped one is refused before any run."""
+    if isinstance(fit, str) and fit != FIT_DEVICE:
+        from nncost.analyses.fit import parse_bytes
+
+        parse_bytes(fit)
+
+
 @dataclass(frozen=True)
 class Step:
     """The memory simulation of one training step (``mode="train"``) or inference pass.
@@ -118,6 +126,7 @@ class Step:
             raise BadRequest(f"allocator semantics must be one of {', '.join(ALLOCATORS)}, got {self.allocator!r}")
         if self.gpus < 1:
             raise BadRequest(f"gpus must be at least 1, got {self.gpus}")
+        _check_budget(self.fit)
         self._check_layout()
         self._check_sharding()
 
@@ -218,6 +227,7 @@ class Generation:
             raise BadRequest(f"new tokens must be at least 1, got {self.new_tokens}")
         if self.tensor_parallel < 1:
             raise BadRequest(f"tensor parallelism needs at least 1 GPU, got {self.tensor_parallel}")
+        _check_budget(self.fit)
 
 
 @dataclass(frozen=True)
@@ -257,7 +267,10 @@ class Request:
     ``config.json``, or the file) takes ``config_overrides`` (``{"num_hidden_layers": 2}``; dots
     reach nested configs), and a custom architecture is built from its repository's code only
     with ``trust_remote_code``.  Such a model runs in ``dtype`` when given, else in the dtype its
-    config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.
+    config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.  A sequence (the
+    ``seq`` of a forward or a training step, a generation's prompt and new tokens together) longer
+    than the context its config allows (:func:`nncost.configs.context_limit`) is refused unless
+    ``ignore_context_limit`` (a what-if of a longer rope scaling, say).
     ``trust_pickle`` lets a ``.pt``/``.pth`` file that holds a module saved whole
     (``torch.save(model)``) be unpickled: unpickling runs code stored in the file, so nncost
     never does it unasked (a TorchScript archive or a state dict needs no trust).
@@ -292,6 +305,7 @@ class Request:
     flags: TorchFlags = field(default_factory=TorchFlags.current)
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False
+    ignore_context_limit: bool = False
 
     def __post_init__(self) -> None:
         if self.device.split(":")[0] not in DEVICES:

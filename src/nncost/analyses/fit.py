@@ -12,6 +12,7 @@ from collections.abc import Callable
 from nncost.errors import BadRequest
 
 MAX_BATCH = 1 << 24
+SMALLEST_UNITLESS = 1 << 20  # a budget without a unit below this many bytes is a forgotten unit
 
 
 def largest_batch(peak_at: Callable[[int], int], budget: int) -> int:
@@ -51,7 +52,10 @@ def largest_batch(peak_at: Callable[[int], int], budget: int) -> int:
 
 
 def parse_bytes(text: str) -> int:
-    """``24GiB``, ``80GB``, ``512MiB``, ``1e9`` → bytes (binary units for *iB, decimal for *B)."""
+    """``24GiB``, ``80GB``, ``512MiB``, ``1e9`` → bytes (binary units for *iB, decimal for *B).
+
+    A number without a unit is bytes; one under a MiB holds no model, so it is refused as a
+    forgotten unit (``24`` → did you mean 24GiB?) rather than answered with batch 0."""
     units = {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
              "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "b": 1}
     cleaned = text.strip().lower().replace(" ", "")
@@ -63,4 +67,7 @@ def parse_bytes(text: str) -> int:
         raise BadRequest(f"cannot read {text!r} as a memory size; try 24GiB or 80GB") from None
     if value <= 0:
         raise BadRequest(f"a memory budget must be positive, got {text!r}")
+    if not suffix and value < SMALLEST_UNITLESS:
+        raise BadRequest(f"a memory budget of {text.strip()} has no unit, so it is {int(value):,} bytes, too little "
+                         f"for any model; did you mean {text.strip()}GiB?")
     return int(value)

@@ -53,9 +53,13 @@ def expectation(module: nn.Module, shapes: list[Any]) -> str | None:
         return None
     if isinstance(module, nn.modules.conv._ConvNd):
         spatial = len(module.kernel_size)
-        if len(first) not in (spatial + 1, spatial + 2):
-            return (f"expects a {spatial + 2}-dimensional input (N×C×{'×'.join('HWD'[:spatial][::-1])} or "
-                    f"without N), got {len(first)} dimensions")
+        sizes = "C×" + {1: "L", 2: "H×W", 3: "D×H×W"}[spatial]
+        # N×C×... is read as an unbatched C×... only when its first dimension is the channels:
+        # otherwise a size one dimension short (3x224 for C×H×W) would read as 1 channel
+        unbatched = len(first) == spatial + 1 and first[0] == module.in_channels
+        if len(first) != spatial + 2 and not unbatched:
+            return (f"expects a {spatial + 2}-dimensional input N×{sizes} (an input size of {sizes}, "
+                    f"{spatial + 1} dimensions without the batch), got {len(first)} dimensions")
         channels = first[-spatial - 1]
         if channels != module.in_channels:
             return f"expects {module.in_channels} input channels, got {channels}"

@@ -10,7 +10,6 @@ GradScaler's no-overflow branch and the CPU stand-in for CUDA autocast on a mach
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -118,12 +117,8 @@ class MixedRun:
         self.hardware = device
         # Autograd's engine cannot run a backward over fake CUDA tensors on a machine without a GPU
         # (it asks the CUDA driver about device 0): CPU fake tensors and CPU autocast stand in.
-        self.stand_in = device == "cuda" and not torch.cuda.is_available()
+        self.stand_in = cpu_stands_in(device)
         self.device = torch.device("cpu" if self.stand_in else device)
-        if self.stand_in:
-            warnings.warn("no GPU here: the bf16/fp16-mixed step for hardware='cuda' runs CPU autocast's op lists, "
-                          "which keep softmax, layer/group norm, exp, pow, sum and cumsum in 16 bits where CUDA "
-                          "autocast runs them in fp32 (docs/memory.md, 'Mixed precision')", stacklevel=4)
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # plain tensor attributes of the model
         self.scaler = torch.amp.GradScaler("cpu") if precision.grad_scaler else None
         self.scaler_tensors: list[torch.Tensor] = []
@@ -192,6 +187,13 @@ def needs_values(exc: BaseException) -> bool:
     from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
 
     return isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException))
+
+
+def cpu_stands_in(device: str) -> bool:
+    """Whether a mixed step of ``device`` semantics runs on CPU fake tensors under CPU autocast
+    (``cuda`` on a machine without a GPU), whose op lists keep softmax, layer/group norm, exp,
+    pow, sum and cumsum in 16 bits where CUDA autocast runs them in fp32."""
+    return device == "cuda" and not torch.cuda.is_available()
 
 
 def mixed_run(precision: Precision, device: str) -> MixedRun | None:

@@ -106,4 +106,4 @@ class Comparison:
     def __rich_console__(self, console: Any, options: Any) -> Any:
         from nncost.render.compare import renderables
 
-        yield from renderables(self)
+        yield from renderables(self, options.max_width)

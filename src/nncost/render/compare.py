@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nncost.render import units
-from nncost.render.table import terminal_width
+from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.comparison import Comparison, Entry, Stage
@@ -88,36 +89,110 @@ def stage_title(comparison: Comparison) -> str:
 
 
 # -- terminal ------------------------------------------------------------------------------
-def totals_table(comparison: Comparison) -> Table:
+SEPARATORS = "/:-_. "
+
+
+def stacked(name: str, width: int) -> str:
+    """``name`` on lines of at most ``width`` characters, broken after its separators (``/``,
+    ``:``, ``-``, ``_``, ``.``, a space), so a narrow column never splits a name mid-word; a
+    piece longer than ``width`` stays whole on its line."""
+    lines = [""]
+    for piece in _pieces(name):
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines.append(piece)
+        else:
+            lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _pieces(name: str) -> list[str]:
+    """``name`` cut after each separator, each piece keeping its separator."""
+    return [p for p in re.findall(rf"[^{re.escape(SEPARATORS)}]*[{re.escape(SEPARATORS)}]?", name) if p]
+
+
+def _longest_word(cells: list[str]) -> int:
+    return max((len(word) for cell in cells for word in cell.split()), default=1)
+
+
+def _headers(names: list[str], columns: list[list[str]], room: int) -> list[str]:
+    """The columns' names as they are when the columns fit ``room`` so; else each stacked to
+    the width its cells take in ``room`` shared among the columns (never below their longest
+    word, which rich keeps whole)."""
+    one_line = [max([len(name), *map(len, cells)]) for name, cells in zip(names, columns, strict=True)]
+    if sum(one_line) + 2 * len(one_line) <= room:
+        return names
+    share = max(room // max(len(columns), 1) - 2, 1)
+    return [stacked(name, max(_longest_word(cells), _longest_piece(name),
+                              min(max(map(len, cells), default=1), share)))
+            for name, cells in zip(names, columns, strict=True)]
+
+
+def _longest_piece(name: str) -> int:
+    return max((len(piece.rstrip()) for piece in _pieces(name)), default=1)
+
+
+def totals_table(comparison: Comparison, width: int | None = None) -> Table:
+    width = width or terminal_width()
+    rows = totals_rows(comparison)
+    labels = [row[0] for row in rows]
+    columns = [[row[i + 1] for row in rows] for i in range(len(comparison.models))]
+    headers = _headers([e.model for e in comparison.models], columns, width - max(map(len, labels)) - 2)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=title(comparison))
-    table.add_column("", no_wrap=True, style="bold")
-    for e in comparison.models:
-        table.add_column(e.model, justify="right", overflow="fold")
-    for row in totals_rows(comparison):
+    table.add_column("", style="bold")
+    for header in headers:
+        table.add_column(header, justify="right", overflow="fold")
+    for row in rows:
         table.add_row(*row)
     return table
 
 
-def stage_table(comparison: Comparison) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=stage_title(comparison))
-    for i, header in enumerate(stage_header(comparison)):
-        table.add_column(header, justify="left" if i == 0 else "right", overflow="fold")
-    for stage in comparison.stages:
-        table.add_row(*stage_row(stage))
-    return table
+def _natural_width(header: list[str], rows: list[list[str]]) -> int:
+    """The width of a table whose cells are each on one line and whose headers are stacked no
+    wider than their cells (two spaces between columns)."""
+    widths = [max([_longest_piece(name), *(len(cell) for cell in cells)])
+              for name, *cells in zip(header, *rows, strict=True)]
+    return sum(widths) + 2 * (len(widths) - 1)
 
 
-def renderables(comparison: Comparison) -> list[Any]:
-    items: list[Any] = [totals_table(comparison)]
+def stage_tables(comparison: Comparison, width: int | None = None) -> list[Table]:
+    """The stages' params and MACs side by side, or, when that is wider than ``width``, one table
+    of params and one of MACs."""
+    width = width or terminal_width()
+    header, rows = stage_header(comparison), [stage_row(s) for s in comparison.stages]
+    n = len(comparison.models)
+    if _natural_width(header, rows) <= width:
+        parts = [(stage_title(comparison), header, rows)]
+    else:
+        names = ["Stage", *(e.model for e in comparison.models)]
+        parts = [(f"{stage_title(comparison)}: {what}", names, [[row[0], *row[1 + k * n:1 + (k + 1) * n]]
+                                                                for row in rows])
+                 for k, what in enumerate(("params", "MACs"))]
+    tables = []
+    for caption, names, cells in parts:
+        stage_width = max(len(row[0]) for row in [names, *cells])
+        columns = [[row[i] for row in cells] for i in range(1, len(names))]
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title=caption)
+        table.add_column(names[0], justify="left", no_wrap=True)
+        for header_text in _headers(names[1:], columns, width - stage_width - 2):
+            table.add_column(header_text, justify="right", overflow="fold")
+        for row in cells:
+            table.add_row(*row)
+        tables.append(table)
+    return tables
+
+
+def renderables(comparison: Comparison, width: int | None = None) -> list[Any]:
+    items: list[Any] = [totals_table(comparison, width)]
     if comparison.stages:
-        items.append(stage_table(comparison))
+        items.extend(stage_tables(comparison, width))
     return items
 
 
 def render_text(comparison: Comparison, width: int | None = None) -> str:
     """The comparison as plain text in ``width`` columns (the terminal's when None)."""
-    console = Console(file=io.StringIO(), width=width or terminal_width(), color_system=None, force_terminal=False)
-    for item in renderables(comparison):
+    width = width or terminal_width()
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+    for item in renderables(comparison, width):
         console.print(item)
     out: str = console.file.getvalue()  # type: ignore[attr-defined]
     return "".join(line.rstrip() + "\n" for line in out.splitlines())

@@ -64,15 +64,22 @@ def params_formula(layer: Layer) -> str | None:
 
 def op_formula(op: OpCall) -> str:
     """One operator call: its rule's formula with the call's shapes, and the result."""
+    head, formula = _op_parts(op)
+    if formula is None:
+        return f"{head}: UNCOUNTED (no cost rule); reads {_n(op.read_bytes)} B, writes {_n(op.write_bytes)} B"
+    return f"{head}: {formula}\n    → MACs = {_n(op.macs)}, FLOPs = {_n(op.flops)}"
+
+
+def _op_parts(op: OpCall) -> tuple[str, str | None]:
+    """The operator's label and its rule's formula with the call's shapes plugged in where
+    nncost knows how (None: no rule counts it)."""
     rule = ATEN.get(op.op)
     head = op_label(op.op)
     if rule is None and ONNX.get(op.op) is not None:  # ONNX op types are CamelCase: no clash with ATen
         rule, head = ONNX.get(op.op), f"onnx {op.op}"
     if rule is None:
-        return f"{head}: UNCOUNTED (no cost rule); reads {_n(op.read_bytes)} B, writes {_n(op.write_bytes)} B"
-    plugged = _plugged(op)
-    result = f"MACs = {_n(op.macs)}, FLOPs = {_n(op.flops)}"
-    return f"{head}: {plugged or rule.formula}\n    → {result}"
+        return head, None
+    return head, _plugged(op) or rule.formula
 
 
 def _plugged(op: OpCall) -> str | None:
@@ -159,3 +166,31 @@ def explain(layer: Layer) -> str:
     lines.append(f"  total: MACs {_n(layer.macs)}, FLOPs {_n(layer.flops)}, output {_n(layer.output_bytes)} B,"
                  f" read {_n(layer.read_bytes)} B, written {_n(layer.write_bytes)} B")
     return "\n".join(lines)
+
+
+def explanation(layer: Layer) -> dict[str, Any]:
+    """The parts of :func:`explain` as plain data, for ``--explain LAYER --format json``: the
+    layer, its parameters' closed form, every operator call with its formula and figures (none
+    left out), the routed products' lines, and the totals."""
+    own_macs = sum(op.macs for op in layer.self_ops)
+    own_flops = sum(op.flops for op in layer.self_ops)
+    ops = []
+    for op in layer.self_ops:
+        head, formula = _op_parts(op)
+        ops.append({"op": head, "formula": formula, "counted": formula is not None, "macs": op.macs,
+                    "flops": op.flops, "read_bytes": op.read_bytes, "write_bytes": op.write_bytes})
+    return {
+        "layer": layer.label,
+        "name": layer.name,
+        "type": layer.type,
+        "input_shapes": [list(s) for s in layer.input_shapes],
+        "output_shapes": [list(s) for s in layer.output_shapes],
+        "params_formula": params_formula(layer),
+        "own_params": layer.own_params,
+        "params": layer.params,
+        "ops": ops,
+        "routed": [line.strip() for line in routed_lines(layer)],
+        "children": None if layer.is_leaf else {"macs": layer.macs - own_macs, "flops": layer.flops - own_flops},
+        "totals": {"macs": layer.macs, "flops": layer.flops, "output_bytes": layer.output_bytes,
+                   "read_bytes": layer.read_bytes, "write_bytes": layer.write_bytes},
+    }

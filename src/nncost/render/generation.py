@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 HEADER = ("Layer", "Type", "Prefill MACs", "Prefill time", "Decode MACs", "Decode time", "%decode time")
 HEADER_UNTIMED = ("Layer", "Type", "Prefill MACs", "Prefill FLOPs", "Decode MACs", "Decode FLOPs")
+# The columns a narrow terminal gives up, first to last: the layer and what its decode costs stay
+# (decode is most of a generation's time)
+DROP_ORDER = ("Type", "%decode time", "Prefill FLOPs", "Decode FLOPs", "Prefill MACs", "Decode MACs",
+              "Prefill time")
 
 
 def _count(value: int) -> str:

@@ -18,8 +18,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nncost.errors import BadRequest
 from nncost.render import units
+from nncost.render.files import writable, write_failed
 from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines
 from nncost.render.generation import generation_lines
 from nncost.render.html_assets import SCRIPT, STYLE
@@ -317,23 +317,13 @@ def html_page(report: Report, memory: MemoryReport | None = None, command: str |
             f"<body>{body}</body></html>\n")
 
 
-def check_target(path: str | Path) -> Path:
-    """``path`` as a file the report can be written to, or a one-sentence :class:`BadRequest`."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise BadRequest(f"cannot write the HTML report to {path}: the directory {target.parent} does not exist")
-    if target.is_dir():
-        raise BadRequest(f"cannot write the HTML report to {path}: it is a directory")
-    return target
-
-
 def write_html(path: str | Path, report: Report, memory: MemoryReport | None = None, command: str | None = None,
                open_depth: int | None = None, generation: GenerationReport | None = None,
                parallel: ParallelStep | None = None) -> None:
     """Write :func:`html_page` to ``path``; a clear error when its folder does not exist."""
-    target = check_target(path)
+    target = writable(path, "the HTML report")
     try:
         target.write_text(html_page(report, memory=memory, command=command, open_depth=open_depth,
                                     generation=generation, parallel=parallel), encoding="utf-8")
     except OSError as exc:
-        raise BadRequest(f"cannot write the HTML report to {path}: {exc.strerror or exc}") from exc
+        raise write_failed(path, "the HTML report", exc) from exc

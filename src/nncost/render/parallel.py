@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 from nncost.render import units
@@ -13,6 +14,10 @@ STAGE_HEADER = ("Stage", "Blocks", "Params", "Weights+grads+optimizer", "Activat
                 "Peak")
 PLAN_HEADER = ("#", "TP", "PP", "DP", "Micro-batches", "SP", "Checkpointing", "Sharding", "Peak per GPU",
                "Step time", "Tokens/s", "Bubble")
+# The columns a narrow terminal gives up, first to last: a stage's peak, and a layout's degrees,
+# memory and speed, stay
+STAGE_DROP_ORDER = ("Working", "Activations × in flight", "Weights+grads+optimizer", "Params", "Blocks")
+PLAN_DROP_ORDER = ("Bubble", "Step time", "SP", "Micro-batches", "Checkpointing", "Sharding")
 
 
 def _seconds(value: float | None) -> str:
@@ -105,31 +110,54 @@ def plan_lines(plan: Plan) -> list[str]:
     return lines
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric_from: int) -> list[str]:
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]], numeric_from: int, width: int,
+           drop_order: tuple[str, ...], indent: str = "  ") -> list[str]:
+    """The rows under the header, indented, in ``width`` columns: whole cells, the columns of
+    ``drop_order`` left out first to last while the table is wider, and lines naming those."""
+    shown = list(range(len(header)))
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
 
+    def fits() -> bool:
+        return len(indent) + sum(widths[i] for i in shown) + 2 * (len(shown) - 1) <= width
+
+    dropped = []
+    for name in drop_order:
+        if fits():
+            break
+        if name in header:
+            shown.remove(header.index(name))
+            dropped.append(name)
+
     def line(cells: tuple[str, ...]) -> str:
-        return "  ".join(cell.rjust(w) if i >= numeric_from else cell.ljust(w)
-                         for i, (cell, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return indent + "  ".join(cells[i].rjust(widths[i]) if i >= numeric_from else cells[i].ljust(widths[i])
+                                  for i in shown).rstrip()
 
-    return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
+    lines = [line(header), indent + "  ".join("-" * widths[i] for i in shown), *(line(row) for row in rows)]
+    if dropped:
+        note = f"Columns left out to fit {width}: {', '.join(dropped)} (all in --format json)"
+        lines += textwrap.wrap(note, width=max(width, 20), initial_indent=indent, subsequent_indent=indent,
+                               break_on_hyphens=False)
+    return lines
 
 
-def render_parallel(step: ParallelStep) -> str:
-    """The layout's summary block, then one row per pipeline stage."""
+def render_parallel(step: ParallelStep, width: int | None = None) -> str:
+    """The layout's summary block, then one row per pipeline stage, in ``width`` columns (the
+    terminal's when None)."""
     out = [f"training over {step.layout.gpus:,} GPUs (each figure one GPU's)"]
     out += units.aligned(parallel_lines(step), "  ")
     out.append("")
-    out += ["  " + row for row in _table(STAGE_HEADER, [stage_cells(s) for s in step.stages], 2)]
+    out += _table(STAGE_HEADER, [stage_cells(s) for s in step.stages], 2, width or units.terminal_width(),
+                  STAGE_DROP_ORDER)
     return "\n".join(out) + "\n"
 
 
-def render_plan(plan: Plan) -> str:
-    """The fastest layouts that fit, then the count of the others by reason."""
+def render_plan(plan: Plan, width: int | None = None) -> str:
+    """The fastest layouts that fit, then the count of the others by reason, in ``width``
+    columns (the terminal's when None)."""
     out = ["plan", *(f"  {line}" for line in plan_lines(plan)), ""]
     if plan.best:
         rows = [plan_cells(rank, step) for rank, step in enumerate(plan.best, start=1)]
-        out += ["  " + row for row in _table(PLAN_HEADER, rows, 8)]
+        out += _table(PLAN_HEADER, rows, 8, width or units.terminal_width(), PLAN_DROP_ORDER)
     else:
         out.append("  no layout fits")
     return "\n".join(out) + "\n"

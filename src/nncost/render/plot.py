@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from nncost.errors import BadRequest
 from nncost.records.memory import CATEGORIES
 from nncost.render import units
+from nncost.render.files import writable, write_failed
 
 if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
@@ -41,5 +42,9 @@ def plot_memory(report: MemoryReport, path: str) -> None:
     axes.set_title(f"{report.model}: {what}, batch {report.batch_size} ({report.allocator} allocator semantics)")
     axes.legend(loc="upper left", fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+    try:
+        figure.savefig(writable(path, "the memory plot"))
+    except OSError as exc:
+        raise write_failed(path, "the memory plot", exc) from exc
+    finally:
+        plt.close(figure)

@@ -15,7 +15,6 @@ The table is laid out for a width (the terminal's, or ``table(width=)``), by the
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from rich.text import Text
 
 from nncost.render import units
 from nncost.render.formats import header, row_cells, summary_lines
+from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.report import Layer, Report
@@ -37,12 +37,6 @@ GAP = 2  # spaces between two columns
 # the name; MACs from FLOPs (2 per MAC) in the layers that have them.
 DROP_ORDER = ("Output", "Type", "Bound", "MACs", "Output shape", "%FLOPs", "%time", "Params", "Est. time",
               "Measured")
-FALLBACK_WIDTH = 120  # when the output is not a terminal and COLUMNS is not set
-
-
-def terminal_width() -> int:
-    """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads it), 120 off a terminal."""
-    return shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
 
 
 @dataclass(frozen=True)
@@ -82,11 +76,12 @@ def _shortened(names: Sequence[str], depths: Sequence[int], room: int) -> tuple[
 
 
 def plan(names: Sequence[str], cells: Sequence[Sequence[str]], depths: Sequence[int], headers: Sequence[str],
-         width: int) -> Layout:
+         width: int, drop_order: Sequence[str] = DROP_ORDER) -> Layout:
     """The layout of a table of ``cells`` (one row per name, one cell per header; the first cell
-    is the name) in ``width`` columns, by the rules of this module's docstring."""
+    is the name) in ``width`` columns, by the rules of this module's docstring; the columns of
+    ``drop_order`` go first to last when they do not fit."""
     natural = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(headers)]
-    droppable = [i for h in DROP_ORDER for i, name in enumerate(headers) if name == h]
+    droppable = [i for h in drop_order for i, name in enumerate(headers) if name == h]
     layout = None
     for n in range(len(droppable) + 1):
         shown = tuple(i for i in range(len(headers)) if i not in droppable[:n])
@@ -109,13 +104,13 @@ def plan(names: Sequence[str], cells: Sequence[Sequence[str]], depths: Sequence[
     return Layout(shown, (room, *others), 1, labels, dropped, True)
 
 
-def notes(layout: Layout, width: int) -> list[str]:
-    """The lines under the table that say what it leaves out."""
+def notes(layout: Layout, width: int, whole_in: str = "--format csv") -> list[str]:
+    """The lines under the table that say what it leaves out, and which view (``whole_in``) has it."""
     lines = []
     if layout.dropped:
-        lines.append(f"Columns left out to fit {width}: {', '.join(layout.dropped)} (all in --format csv)")
+        lines.append(f"Columns left out to fit {width}: {', '.join(layout.dropped)} (all in {whole_in})")
     if layout.shortened:
-        lines.append("Names shortened in the middle (…); whole in --format csv")
+        lines.append(f"Names shortened in the middle (…); whole in {whole_in}")
     return lines
 
 
@@ -127,19 +122,22 @@ def layer_table(report: Report, depth: int | None = None, width: int | None = No
 
 
 def tree_table(title: str, layers: Sequence[Layer], headers: Sequence[str], cells: Sequence[Sequence[str]],
-               width: int | None = None, left: int = 2) -> tuple[Table, list[str]]:
+               width: int | None = None, left: int = 2, drop_order: Sequence[str] = DROP_ORDER,
+               whole_in: str = "--format csv") -> tuple[Table, list[str]]:
     """Rows of ``cells`` (the first cell of each is the layer's name) under ``headers``, indented
-    by depth and laid out for ``width`` columns by this module's rules, and the notes under it;
-    the first ``left`` columns are text, the others numbers."""
+    by depth and laid out for ``width`` columns by this module's rules (``drop_order``: the
+    columns given up first to last), and the notes under it, pointing to ``whole_in`` for what
+    is left out; the first ``left`` columns are text, the others numbers."""
     width = width or terminal_width()
-    layout = plan([layer.label for layer in layers], cells, [layer.depth for layer in layers], headers, width)
+    layout = plan([layer.label for layer in layers], cells, [layer.depth for layer in layers], headers, width,
+                  drop_order)
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True, title=title)
     for i, column_width in zip(layout.shown, layout.widths, strict=True):
         table.add_column(headers[i], width=column_width, no_wrap=True, justify="left" if i < left else "right")
     for layer, row, label in zip(layers, cells, layout.labels, strict=True):
         shown = [" " * (layout.indent * layer.depth) + label, *(row[i] for i in layout.shown[1:])]
         table.add_row(*shown, style="bold" if layer.depth == 0 else None)
-    return table, notes(layout, width)
+    return table, notes(layout, width, whole_in)
 
 
 class LayerView:

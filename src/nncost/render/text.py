@@ -9,11 +9,12 @@ from rich.console import Console
 from rich.text import Text
 
 from nncost.render import units
-from nncost.render.generation import generation_lines, rows
+from nncost.render.generation import DROP_ORDER, generation_lines, rows
 from nncost.render.memory import render_memory
 from nncost.render.parallel import render_parallel, render_plan
-from nncost.render.table import render_text, terminal_width, tree_table
+from nncost.render.table import render_text, tree_table
 from nncost.render.training_run import training_run_lines
+from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
@@ -54,7 +55,8 @@ def render_generation(generation: GenerationReport, width: int | None = None) ->
     header, shown, cells = rows(generation, generation.prefill.depth)
     title = (f"{generation.prefill.model} · {generation.batch_size} × ({generation.prompt_tokens:,} prompt + "
              f"{generation.new_tokens:,} new tokens)")
-    table, notes = tree_table(title, shown, header, cells, width)
+    # the CSV holds the prefill's layers only; the JSON both phases'
+    table, notes = tree_table(title, shown, header, cells, width, drop_order=DROP_ORDER, whole_in="--format json")
     console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
     console.print(table)
     for line in notes:

@@ -16,7 +16,7 @@ def training_run_lines(run: TrainingRun) -> list[tuple[str, str]]:
         ("tokens", f"{units.count(run.tokens)} in {run.steps:,} steps of {run.tokens_per_step:,} tokens"),
         ("FLOPs", f"{run.flops:.3g}, {units.count(run.flops_per_token)} a token (forward, backward, optimizer)"),
         ("rate", f"{units.percent(run.efficiency)} of {units.rate(run.peak_flops)} a GPU: {run.efficiency_source}"),
-        ("time", f"{units.duration(run.seconds)} on {run.gpus:,} × {run.hardware}"
+        ("time", f"{units.seconds(run.seconds)} on {run.gpus:,} × {run.hardware}"
                  + (f", {run.layout}" if run.layout else "")),
         *([("step", f"{units.seconds(run.step_seconds)}: {units.seconds(run.bubble_seconds or 0)} of it the "
                     f"pipeline's bubble, {units.seconds(run.communication_seconds or 0)} communication")]

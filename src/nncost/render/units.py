@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 
 NONE = "-"  # a figure that is zero or does not apply, in every view
 ELLIPSIS = "…"
+FALLBACK_WIDTH = 120  # when the output is not a terminal and COLUMNS is not set
+
+
+def terminal_width() -> int:
+    """The terminal's columns (``COLUMNS`` first, as ``shutil`` reads it), 120 off a terminal:
+    the width every terminal view lays itself out for."""
+    return shutil.get_terminal_size((FALLBACK_WIDTH, 24)).columns
+
+
+COUNT_PREFIXES = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
+                  (1e3, "K"))
+BYTE_PREFIXES = ((1 << 80, "YiB"), (1 << 70, "ZiB"), (1 << 60, "EiB"), (1 << 50, "PiB"), (1 << 40, "TiB"),
+                 (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB"))
 
 
 def count(n: float) -> str:
-    """1234567 -> '1.23 M' (decimal prefixes, as parameter and MAC counts are quoted)."""
-    for threshold, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= threshold:
+    """1234567 -> '1.23 M' (decimal prefixes up to Y, as parameter and MAC counts are quoted)."""
+    for threshold, suffix in COUNT_PREFIXES:
+        if abs(n) >= threshold * 0.999995:  # what rounds up to 1,000.00 of a prefix is 1.00 of the next
             return f"{n / threshold:.2f} {suffix}"
     return f"{int(n)}" if float(n).is_integer() else f"{n:.2f}"
 
 
 def nbytes(n: float) -> str:
-    """1536 -> '1.50 KiB' (binary prefixes, as memory is quoted)."""
-    for threshold, suffix in ((1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if abs(n) >= threshold:
+    """1536 -> '1.50 KiB' (binary prefixes up to YiB, as memory is quoted)."""
+    for threshold, suffix in BYTE_PREFIXES:
+        if abs(n) >= threshold * 0.999995:
             return f"{n / threshold:.2f} {suffix}"
     return f"{int(n)} B"
 
@@ -67,26 +81,28 @@ def _figures(x: float) -> str:
     return f"{x:#.3g}".rstrip(".")
 
 
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+
+
 def seconds(s: float) -> str:
-    """0.00123 -> '1.23 ms', 5.1e-6 -> '5.10 µs' (every view's times: the table, totals and HTML)."""
+    """0.00123 -> '1.23 ms', 5.1e-6 -> '5.10 µs', 90 -> '1.50 min', 53805 -> '14.9 h',
+    1.2e6 -> '13.9 days' (every view's times: a layer's, a time to first token, a run's)."""
+    if abs(s) >= 2 * DAY:
+        return f"{_figures(s / DAY)} days"
+    if abs(s) >= HOUR * 0.9995:
+        return f"{_figures(s / HOUR)} h"
+    if abs(s) >= MINUTE * 0.9995:
+        return f"{_figures(s / MINUTE)} min"
     for threshold, suffix, scale in ((1.0, "s", 1.0), (1e-3, "ms", 1e3), (1e-6, "µs", 1e6)):
         if abs(s) >= threshold * 0.9995:  # what rounds up to 1,000 of a unit is 1.00 of the next
             return f"{_figures(s * scale)} {suffix}"
     return f"{_figures(s * 1e9)} ns"
 
 
-def duration(s: float) -> str:
-    """A run's wall time: 5400 -> '1.50 h', 1.2e6 -> '13.9 days'; shorter times as :func:`seconds`."""
-    if s >= 2 * 86400:
-        return f"{_figures(s / 86400)} days"
-    if s >= 3600:
-        return f"{_figures(s / 3600)} h"
-    return seconds(s)
-
-
 def rate(flops_per_second: float) -> str:
     """3.1e14 -> '310 TFLOP/s'."""
-    for threshold, suffix in ((1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"), (1e6, "MFLOP/s")):
+    for threshold, suffix in ((1e18, "EFLOP/s"), (1e15, "PFLOP/s"), (1e12, "TFLOP/s"), (1e9, "GFLOP/s"),
+                              (1e6, "MFLOP/s")):
         if abs(flops_per_second) >= threshold:
             return f"{flops_per_second / threshold:.3g} {suffix}"
     return f"{flops_per_second:.3g} FLOP/s"
@@ -94,7 +110,7 @@ def rate(flops_per_second: float) -> str:
 
 def bandwidth(bytes_per_second: float) -> str:
     """3.35e12 -> '3.35 TB/s' (decimal, as datasheets quote bandwidth)."""
-    for threshold, suffix in ((1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s")):
+    for threshold, suffix in ((1e15, "PB/s"), (1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s")):
         if abs(bytes_per_second) >= threshold:
             return f"{bytes_per_second / threshold:.3g} {suffix}"
     return f"{bytes_per_second:.3g} B/s"
