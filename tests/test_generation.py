@@ -63,10 +63,9 @@ def test_prefill_and_decode_are_the_real_generate(kind: str, batch: int, prompt:
     result = costed(model, batch, prompt, new)
     g = result.generation
     assert g is not None and g.prefill.execution == "meta"
-    decode = g.decode.totals.macs if g.decode is not None else 0
-    assert g.prefill.totals.macs + decode == macs
+    assert g.prefill.totals.macs + g.decode.totals.macs == macs
     assert g.kv_cache_bytes == real_cache
-    assert (g.decode is None) == (new == 1) and g.decode_steps == new - 1
+    assert g.decode_steps == new - 1 and (g.decode.totals.macs == 0) == (new == 1)
 
 
 def test_a_window_that_fills_midway_is_summed_exactly() -> None:
@@ -132,6 +131,29 @@ def test_the_cli_document_has_the_generation_section(tmp_path: Any) -> None:
     assert g["prompt_tokens"] == 16 and g["new_tokens"] == 4 and g["batch"] == 1
     assert g["decode"]["macs"] > 0 and g["prefill"]["macs"] > g["decode"]["macs"] / 3
     assert g["kv_cache_bytes"] == (16 + 4 - 1) * g["kv_cache_bytes_per_token"]
+
+
+def test_one_new_token_has_a_decode_phase_of_zeros() -> None:
+    """The prefill yields the only new token: the decode phase is there, every figure and time 0."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema.json").read_text())
+    result = costed(tiny("llama"), 1, 8, 1, hardware="h100-sxm")
+    g = result.generation
+    assert g is not None and g.decode_steps == 0
+    totals = g.decode.totals
+    assert (totals.macs, totals.flops, totals.read_bytes, totals.write_bytes, totals.estimated_seconds) == (0, 0, 0, 0,
+                                                                                                           0.0)
+    assert g.tokens_per_second is None and not g.decode.uncounted
+    data = json.loads(result.to_json())
+    jsonschema.validate(data, schema)
+    decode = data["generation"]["decode"]
+    assert data["generation"]["decode_steps"] == 0
+    assert {key: decode[key] for key in ("macs", "flops", "read_bytes", "write_bytes", "seconds")} == dict.fromkeys(
+        ("macs", "flops", "read_bytes", "write_bytes", "seconds"), 0)
+    assert all(layer["macs"] == layer["read_bytes"] == 0 for layer in decode["layers"])
+    assert "no step (1 new token)" in str(result) and result.to_csv() and result.to_markdown()
 
 
 def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:

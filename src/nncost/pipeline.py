@@ -36,7 +36,7 @@ from nncost import calibration
 from nncost.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
-from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
+from nncost.analyses.generation import Segment, decode_report, linear_segments, no_decode, step_samples
 from nncost.analyses.memory import analyse_step
 from nncost.analyses.parallel import Cluster, Layouts, profile_step
 from nncost.analyses.parallel import plan as search_layouts
@@ -691,15 +691,15 @@ def _generation_report(traced: _Traced, prompt: int, new: int, batch: int, weigh
         peaks.append(("decode", share(traced.cache_before_last), peak_live_bytes(traced.last_step.memory_events)[0]))
     phase, peak_cache, working = max(peaks, key=lambda p: p[1] + p[2])
     prefill = build_report(traced.prefill)
-    decode = decode_report(traced.segments, roofline) if traced.segments else None
+    decode = decode_report(traced.segments, roofline) if traced.segments else no_decode(traced.prefill, roofline)
     send = (0.0, 0.0)
     if roofline is not None:
         prefill = estimate(prefill, roofline)
         if parallel is not None and parallel.link is not None:
             send = (link_seconds(communication[0], parallel.link), link_seconds(communication[1], parallel.link))
     ttft = prefill.totals.estimated_seconds + send[0] if prefill.totals.estimated_seconds is not None else None
-    decode_seconds = decode.totals.estimated_seconds + send[1] if decode is not None and \
-        decode.totals.estimated_seconds is not None else None
+    decode_seconds = decode.totals.estimated_seconds + send[1] if decode.totals.estimated_seconds is not None \
+        else None
     samples = tuple((context, macs, seconds, share(traced.caches.get(context, 0))) for context, macs, seconds in
                     step_samples(traced.segments, roofline)) if traced.segments else ()
     return GenerationReport(

@@ -134,6 +134,15 @@ def decode_report(segments: list[Segment], roofline: Roofline | None) -> Report:
     return timed
 
 
+def no_decode(prefill: Trace, roofline: Roofline | None) -> Report:
+    """The decode phase of a generation of one new token (the prefill yields it): zero steps, the
+    prefill's layers with no operators, so that every figure, and with a roofline every time, is 0."""
+    report = build_report(replace(prefill, ops=[], memory_events=[]))
+    if roofline is None:
+        return report
+    return estimate(report, roofline, op_time=lambda op: (0.0, 0.0), calls=0)
+
+
 def step_samples(segments: list[Segment], roofline: Roofline | None) -> list[tuple[int, int, float | None]]:
     """(context length, MACs, seconds) of the step at each segment's ends: the step's cost
     against the context length, a line between those points, for charts."""

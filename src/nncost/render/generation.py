@@ -27,10 +27,10 @@ def rows(generation: GenerationReport, depth: int | None = None) -> tuple[tuple[
     """The header, the layers shown and their cells: each prefill layer beside the same layer's
     figures summed over the decode steps."""
     prefill, decode = generation.prefill, generation.decode
-    decode_by_index = {layer.index: layer for layer in decode.layers} if decode is not None else {}
+    decode_by_index = {layer.index: layer for layer in decode.layers} if generation.decode_steps else {}
     timed = prefill.roofline is not None
     header: tuple[str, ...] = HEADER if timed else HEADER_UNTIMED
-    total = decode.totals.estimated_seconds if decode is not None else None
+    total = decode.totals.estimated_seconds
     shown = prefill.shown(depth)
     cells: list[tuple[str, ...]] = []
     for layer in shown:
@@ -64,7 +64,7 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
           if g.tensor_parallel > 1 else []),
         ("Params", f"{units.grouped(prefill.totals.params)} ({units.count(prefill.totals.params)})"),
         ("Prefill", _phase(prefill)),
-        ("Decode", _phase(decode) + " over all steps" if decode is not None else "none (1 new token)"),
+        ("Decode", _phase(decode) + " over all steps" if g.decode_steps else "no step (1 new token)"),
         ("KV cache", f"{units.nbytes(g.kv_cache_bytes)} after the last step; "
                      f"{units.nbytes(g.kv_cache_bytes_per_token)} per token of one sequence"
                      + (f"; stored as {g.kv_cache_dtype}" if g.kv_cache_dtype else "")),
@@ -89,9 +89,8 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                                                  f"in {units.nbytes(g.budget_bytes)} (simulated at that number and "
                                                  "the next)"))
     uncounted = {u.op: u.calls for u in prefill.uncounted}
-    if decode is not None:
-        for u in decode.uncounted:
-            uncounted[u.op] = uncounted.get(u.op, 0) + u.calls
+    for u in decode.uncounted:
+        uncounted[u.op] = uncounted.get(u.op, 0) + u.calls
     lines.append(("UNCOUNTED ops", ", ".join(f"{op}×{n}" for op, n in uncounted.items())) if uncounted
                  else ("Uncounted ops", "none"))
     return lines
