@@ -75,8 +75,10 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                         f"{units.nbytes(g.peak_working_bytes)}"),
     ]
     if g.time_to_first_token_seconds is not None and prefill.roofline is not None:
-        lines.append(("Hardware", f"{prefill.roofline.hardware}, {prefill.roofline.precision}, efficiency "
-                                  f"{prefill.roofline.efficiency:g} (roofline)"))
+        roofline = prefill.roofline
+        lines.append(("Hardware", f"{roofline.hardware}, weights {roofline.dtype}, matrix work "
+                                  f"{roofline.family_dtype.get('matmul', roofline.dtype)}, efficiency "
+                                  f"{roofline.efficiency:g} (roofline)"))
         lines.append(("Time to first token", units.seconds(g.time_to_first_token_seconds)))
     if g.tokens_per_second is not None:
         lines.append(("Decode rate", f"{g.tokens_per_second:,.1f} tokens/s per sequence, "
