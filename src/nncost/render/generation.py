@@ -73,6 +73,7 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
         ("Peak memory", f"{units.nbytes(g.peak_bytes)} in the {g.peak_phase}: weights "
                         f"{units.nbytes(g.weights_bytes)} + cache {units.nbytes(g.peak_cache_bytes)} + working "
                         f"{units.nbytes(g.peak_working_bytes)}"),
+        *_experts_lines(g),
     ]
     if g.time_to_first_token_seconds is not None and prefill.roofline is not None:
         roofline = prefill.roofline
@@ -96,6 +97,31 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
     lines.append(("UNCOUNTED ops", ", ".join(f"{op}×{n}" for op, n in uncounted.items())) if uncounted
                  else ("Uncounted ops", "none"))
     return lines
+
+
+def _experts_lines(generation: GenerationReport) -> list[tuple[str, str]]:
+    """For a mixture of experts, the experts each phase is expected to read of its first routed
+    parameter (nncost.analyses.routing)."""
+    from nncost.records.trace import token_rows
+    from nncost.render.explain import ROUTING_ASSUMED, experts_read
+
+    phases = [("prefill", generation.prefill)] + ([("a decode step", generation.decode)] if generation.decode_steps
+                                                   else [])
+    read = []
+    for phase, report in phases:
+        for layer in report.layers:
+            tokens = token_rows(layer.input_shapes)
+            routed = next((op.routed for op in layer.self_ops if op.routed is not None), None)
+            if routed is not None and tokens:
+                top_k, expected = experts_read(routed, tokens)
+                read.append((phase, tokens, top_k, expected, routed.slices))
+                break
+    if not read:
+        return []
+    _, _, top_k, _, experts = read[0]
+    each = ", ".join(f"{phase} {expected:.3g} (T = {tokens:,})" for phase, tokens, _, expected, _ in read)
+    return [("Experts read", f"those the tokens route to, E·(1 − (1 − k/E)^T) of E = {experts}, k = {top_k:g}: "
+                             f"{each}; {ROUTING_ASSUMED}")]
 
 
 def _phase(report: Report) -> str:
