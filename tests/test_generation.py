@@ -81,6 +81,7 @@ def test_a_window_that_fills_midway_is_summed_exactly() -> None:
 
 def test_every_step_is_its_own_trace_summed() -> None:
     """The closed-form sum equals tracing every decode step one by one, figure by figure."""
+    from nncost.analyses.reads import bytes_read
     from nncost.capture.generation import session
 
     model = tiny("gemma2")
@@ -89,7 +90,7 @@ def test_every_step_is_its_own_trace_summed() -> None:
     sums = dict.fromkeys(("macs", "flops", "read_bytes", "write_bytes"), 0)
     with session(model, 2, max_cache_length=4 + 15 - 1) as run:
         for context in range(4, 4 + 15 - 1):
-            trace = run.decode_at(context)[0]
+            trace = bytes_read(run.decode_at(context)[0])
             for key in sums:
                 sums[key] += sum(getattr(op, key) for op in trace.ops)
     assert sums == {key: getattr(g.decode.totals, key) for key in sums}
@@ -154,6 +155,21 @@ def test_one_new_token_has_a_decode_phase_of_zeros() -> None:
         ("macs", "flops", "read_bytes", "write_bytes", "seconds"), 0)
     assert all(layer["macs"] == layer["read_bytes"] == 0 for layer in decode["layers"])
     assert "no step (1 new token)" in str(result) and result.to_csv() and result.to_markdown()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_embedding_reads_the_rows_it_gathers_not_the_table(batch: int) -> None:
+    """A lookup reads one row of hidden_size floats and one int64 index a token: a decode step of B
+    sequences B rows, the prefill B·P; never the vocabulary's 128 rows."""
+    g = costed(tiny("llama"), batch, 5, 4).generation
+    assert g is not None
+    row = 64 * 4 + 8  # hidden_size float32 values and the token's index
+
+    def embedding(report: nncost.Report) -> int:
+        return next(layer.read_bytes for layer in report.layers if layer.name == "model.embed_tokens")
+
+    assert embedding(g.prefill) == batch * 5 * row
+    assert embedding(g.decode) == g.decode_steps * batch * row
 
 
 def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:

@@ -336,7 +336,7 @@ def test_generation_of_a_float32_moe_runs_on_meta() -> None:
 def test_expected_experts_is_the_mean_of_simulated_uniform_routing(experts: int, top_k: int, tokens: int) -> None:
     """Each token draws its top-k as k distinct experts uniformly at random, independently of the
     others: the mean number of distinct experts over many draws is E·(1 − (1 − k/E)^T)."""
-    from nncost.analyses.routing import expected_experts
+    from nncost.analyses.reads import expected_experts
 
     generator = torch.Generator().manual_seed(experts * 1000 + top_k * 10 + tokens)
     trials = 4000
@@ -368,7 +368,7 @@ def tiny_mixtral_generation(batch: int) -> tuple[Any, int]:
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_decode_step_reads_the_experts_its_tokens_route_to(batch: int) -> None:
-    from nncost.analyses.routing import expected_experts
+    from nncost.analyses.reads import expected_experts
 
     g, expert_bytes = tiny_mixtral_generation(batch)
     layer = next(layer for layer in g.decode.layers if layer.name.endswith("mlp.experts"))

@@ -41,8 +41,8 @@ from nncost.analyses.memory import analyse_step
 from nncost.analyses.parallel import Cluster, Layouts, profile_step
 from nncost.analyses.parallel import plan as search_layouts
 from nncost.analyses.quantize import quantized
+from nncost.analyses.reads import bytes_read
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
-from nncost.analyses.routing import routed_reads
 from nncost.analyses.tensor_parallel import (
     check_tensor_parallel,
     communication_bytes,
@@ -362,7 +362,7 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
                 pair = (smaller, at(smaller.batch_size + 1))
             except Exception:  # a model that runs at one batch only: the sum over it instead
                 pair = None
-    return build_report(routed_reads(quantized(trace, weights)), pair=pair)
+    return build_report(bytes_read(quantized(trace, weights)), pair=pair)
 
 
 def _weights(request: Request, model: nn.Module) -> WeightFormat | None:
@@ -657,14 +657,14 @@ def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dt
     with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
                  kv_cache_dtype=quantize.kv_cache_dtype, kernels=kernels) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
-        prefill_trace = routed_reads(quantize(prefill_trace))
+        prefill_trace = bytes_read(quantize(prefill_trace))
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}
         traced: dict[int, Trace] = {}
 
         def step_at(context: int) -> Trace:
             if context not in traced:
                 step, _, caches[context] = run.decode_at(context)
-                traced[context] = routed_reads(quantize(step))
+                traced[context] = bytes_read(quantize(step))
             return traced[context]
 
         segments = [] if new == 1 or peak_only else linear_segments(step_at, prompt, last)

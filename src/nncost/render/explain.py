@@ -137,7 +137,7 @@ ROUTING_ASSUMED = "routing assumed uniform and independent from token to token"
 
 def experts_read(routed: Routed, tokens: int) -> tuple[float, float]:
     """(k, the expected slices ``tokens`` tokens read of a routed parameter)."""
-    from nncost.analyses.routing import expected_experts
+    from nncost.analyses.reads import expected_experts
 
     top_k = routed.rows / tokens
     return top_k, expected_experts(routed.slices, top_k, tokens)
