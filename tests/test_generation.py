@@ -172,6 +172,43 @@ def test_the_embedding_reads_the_rows_it_gathers_not_the_table(batch: int) -> No
     assert embedding(g.decode) == g.decode_steps * batch * row
 
 
+def test_a_long_generation_costs_the_same_work_as_a_short_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """10⁸ new tokens trace as many decode steps as 10³ and sum their time without a figure a step;
+    the MACs are the closed form: per step the projections, MLP and LM head, and the attention over
+    the L + 1 keys a step at context L sees (QKᵀ and PV, 2 layers × 4 heads × 16 × 2)."""
+    from nncost.analyses import roofline
+    from nncost.capture.generation import GenerationSession
+
+    calls: list[int] = []
+    decode_at = GenerationSession.decode_at
+
+    def counted(self: GenerationSession, context: int) -> Any:
+        calls.append(context)
+        return decode_at(self, context)
+
+    def bounded(op: Any, slope: Any, count: int, timed: Any) -> Any:
+        assert count <= roofline.SUMMED_CALLS, "a figure for every step"
+        return series(op, slope, count, timed)
+
+    series = roofline.op_seconds_series
+    monkeypatch.setattr(GenerationSession, "decode_at", counted)
+    monkeypatch.setattr(roofline, "op_seconds_series", bounded)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=128, max_position_embeddings=2**40))
+    traced = []
+    for new in (10**3, 10**8):
+        calls.clear()
+        g = costed(model, 1, 8, new, hardware="h100-sxm").generation
+        assert g is not None and g.tokens_per_second is not None
+        traced.append(len(calls))
+        steps, first = new - 1, 8  # the steps' contexts: 8, 9, …, 8 + new − 2
+        linear = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) + 64 * 128
+        keys = steps * first + steps * (steps - 1) // 2 + steps  # Σ (L + 1)
+        assert g.decode.totals.macs == steps * linear + 2 * 4 * 16 * 2 * keys
+    assert traced[0] == traced[1] <= 6
+
+
 def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:
     """Llama, 2 GPUs: heads, MLP columns, embedding and output projection split, norms whole;
     two all-reduces of each layer's output, the embedding's all-reduce and the logits' gather."""
