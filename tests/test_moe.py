@@ -200,6 +200,9 @@ def test_explain_shows_the_routed_experts_and_says_uniform_is_an_assumption() ->
     assert "16 tokens, 2 slices per token (top-k): each token uses 1/2 of it, 24,576 active" in text
     assert "if the routing were uniform (an assumption" in text
     assert "MACs = Σ_g m_g·k·n = M·K·N = 32·64·192" in text
+    expected = 4 * (1 - (1 - 2 / 4) ** 16)  # of 4 experts, top-2, 16 tokens: 3.99994
+    assert (f"bytes read: the slices its tokens route to, E·(1 − (1 − k/E)^T) = {expected:.3g} of E = 4 (T = 16, "
+            "k = 2), routing assumed uniform and independent") in text
     # one row for the experts: no per-expert module call that did not happen
     assert [layer.name for layer in report.layers if ".mlp.experts" in layer.name] == [
         f"model.layers.{i}.mlp.experts{child}" for i in range(2) for child in ("", ".act_fn")]
