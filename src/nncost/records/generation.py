@@ -15,9 +15,9 @@ class GenerationReport:
 
     ``prefill`` is the report of the prefill call; ``decode`` holds every layer's figures summed
     over the decode steps (with ``new_tokens`` 1 there is none, and every figure is 0).  Bytes are
-    the whole batch's unless named per token.  ``kv_cache_bytes`` is what the model's cache object holds after the last
-    step (every storage it keeps alive); ``kv_cache_bytes_per_token`` what one more token of one
-    sequence adds before any sliding window fills.  ``peak_bytes`` is weights + cache +
+    the whole batch's unless named per token.  ``kv_cache_bytes`` is what the model's cache object
+    holds after the last step (every storage it keeps alive); ``kv_cache_bytes_per_token`` what one
+    more token of one sequence adds before any sliding window fills.  ``peak_bytes`` is weights + cache +
     the working memory of the call at the peak.  Times are on the report's roofline, when one was
     asked for: ``time_to_first_token_seconds`` is the prefill, ``tokens_per_second`` one
     sequence's decode rate.  ``steps`` has (context length, MACs, seconds, cache bytes) of the
