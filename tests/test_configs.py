@@ -354,6 +354,26 @@ def test_dtype_and_precision_override_the_configs(tmp_path: Path) -> None:
     assert 2 * params <= step.breakdown["parameters"] < 2 * params + 1024
 
 
+@pytest.mark.parametrize(("precision", "size", "matrix"), [("fp32", 4, "fp32"), ("fp16", 2, "fp16"),
+                                                            ("bf16", 2, "bf16")])
+def test_a_precision_given_overrides_the_configs_dtype_in_generation(tmp_path: Path, precision: str, size: int,
+                                                                    matrix: str) -> None:
+    directory = str(write_config(tmp_path / "tiny-llama", TINY_LLAMA))  # bfloat16
+    params = llama_params(TINY_LLAMA)
+    code, text = cli(directory, "--prompt", "8", "--new-tokens", "2", "--hardware", "h100-sxm", "--precision",
+                     precision, "--format", "json")
+    assert code == 0
+    data = json.loads(text)
+    rotary = TINY_LLAMA["hidden_size"] // TINY_LLAMA["num_attention_heads"]  # inv_freq, original_inv_freq: d/2 each
+    assert data["generation"]["weights_bytes"] == size * (params + rotary)
+    assert data["dtype_source"] == "request"
+    code, text = cli(directory, "--prompt", "8", "--new-tokens", "2", "--hardware", "h100-sxm", "--precision",
+                     precision)
+    assert code == 0 and f"matrix work {matrix}," in text
+    code, text = cli(directory, "--seq", "8", "--precision", precision, "--format", "json")
+    assert code == 0 and json.loads(text)["totals"]["param_bytes"] == size * params
+
+
 def test_config_documents_follow_the_schema(tmp_path: Path) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     directory = str(write_config(tmp_path / "tiny-llama", TINY_LLAMA))

@@ -63,10 +63,9 @@ def test_prefill_and_decode_are_the_real_generate(kind: str, batch: int, prompt:
     result = costed(model, batch, prompt, new)
     g = result.generation
     assert g is not None and g.prefill.execution == "meta"
-    decode = g.decode.totals.macs if g.decode is not None else 0
-    assert g.prefill.totals.macs + decode == macs
+    assert g.prefill.totals.macs + g.decode.totals.macs == macs
     assert g.kv_cache_bytes == real_cache
-    assert (g.decode is None) == (new == 1) and g.decode_steps == new - 1
+    assert g.decode_steps == new - 1 and (g.decode.totals.macs == 0) == (new == 1)
 
 
 def test_a_window_that_fills_midway_is_summed_exactly() -> None:
@@ -82,6 +81,7 @@ def test_a_window_that_fills_midway_is_summed_exactly() -> None:
 
 def test_every_step_is_its_own_trace_summed() -> None:
     """The closed-form sum equals tracing every decode step one by one, figure by figure."""
+    from nncost.analyses.reads import bytes_read
     from nncost.capture.generation import session
 
     model = tiny("gemma2")
@@ -90,7 +90,7 @@ def test_every_step_is_its_own_trace_summed() -> None:
     sums = dict.fromkeys(("macs", "flops", "read_bytes", "write_bytes"), 0)
     with session(model, 2, max_cache_length=4 + 15 - 1) as run:
         for context in range(4, 4 + 15 - 1):
-            trace = run.decode_at(context)[0]
+            trace = bytes_read(run.decode_at(context)[0])
             for key in sums:
                 sums[key] += sum(getattr(op, key) for op in trace.ops)
     assert sums == {key: getattr(g.decode.totals, key) for key in sums}
@@ -132,6 +132,81 @@ def test_the_cli_document_has_the_generation_section(tmp_path: Any) -> None:
     assert g["prompt_tokens"] == 16 and g["new_tokens"] == 4 and g["batch"] == 1
     assert g["decode"]["macs"] > 0 and g["prefill"]["macs"] > g["decode"]["macs"] / 3
     assert g["kv_cache_bytes"] == (16 + 4 - 1) * g["kv_cache_bytes_per_token"]
+
+
+def test_one_new_token_has_a_decode_phase_of_zeros() -> None:
+    """The prefill yields the only new token: the decode phase is there, every figure and time 0."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    schema = json.loads((Path(__file__).resolve().parents[1] / "docs" / "schema.json").read_text())
+    result = costed(tiny("llama"), 1, 8, 1, hardware="h100-sxm")
+    g = result.generation
+    assert g is not None and g.decode_steps == 0
+    totals = g.decode.totals
+    assert (totals.macs, totals.flops, totals.read_bytes, totals.write_bytes, totals.estimated_seconds) == (0, 0, 0, 0,
+                                                                                                           0.0)
+    assert g.tokens_per_second is None and not g.decode.uncounted
+    data = json.loads(result.to_json())
+    jsonschema.validate(data, schema)
+    decode = data["generation"]["decode"]
+    assert data["generation"]["decode_steps"] == 0
+    assert {key: decode[key] for key in ("macs", "flops", "read_bytes", "write_bytes", "seconds")} == dict.fromkeys(
+        ("macs", "flops", "read_bytes", "write_bytes", "seconds"), 0)
+    assert all(layer["macs"] == layer["read_bytes"] == 0 for layer in decode["layers"])
+    assert "no step (1 new token)" in str(result) and result.to_csv() and result.to_markdown()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_embedding_reads_the_rows_it_gathers_not_the_table(batch: int) -> None:
+    """A lookup reads one row of hidden_size floats and one int64 index a token: a decode step of B
+    sequences B rows, the prefill B·P; never the vocabulary's 128 rows."""
+    g = costed(tiny("llama"), batch, 5, 4).generation
+    assert g is not None
+    row = 64 * 4 + 8  # hidden_size float32 values and the token's index
+
+    def embedding(report: nncost.Report) -> int:
+        return next(layer.read_bytes for layer in report.layers if layer.name == "model.embed_tokens")
+
+    assert embedding(g.prefill) == batch * 5 * row
+    assert embedding(g.decode) == g.decode_steps * batch * row
+
+
+def test_a_long_generation_costs_the_same_work_as_a_short_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """10⁸ new tokens trace as many decode steps as 10³ and sum their time without a figure a step;
+    the MACs are the closed form: per step the projections, MLP and LM head, and the attention over
+    the L + 1 keys a step at context L sees (QKᵀ and PV, 2 layers × 4 heads × 16 × 2)."""
+    from nncost.analyses import roofline
+    from nncost.capture.generation import GenerationSession
+
+    calls: list[int] = []
+    decode_at = GenerationSession.decode_at
+
+    def counted(self: GenerationSession, context: int) -> Any:
+        calls.append(context)
+        return decode_at(self, context)
+
+    def bounded(op: Any, slope: Any, count: int, timed: Any) -> Any:
+        assert count <= roofline.SUMMED_CALLS, "a figure for every step"
+        return series(op, slope, count, timed)
+
+    series = roofline.op_seconds_series
+    monkeypatch.setattr(GenerationSession, "decode_at", counted)
+    monkeypatch.setattr(roofline, "op_seconds_series", bounded)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=128, max_position_embeddings=2**40))
+    traced = []
+    for new in (10**3, 10**8):
+        calls.clear()
+        g = costed(model, 1, 8, new, hardware="h100-sxm").generation
+        assert g is not None and g.tokens_per_second is not None
+        traced.append(len(calls))
+        steps, first = new - 1, 8  # the steps' contexts: 8, 9, …, 8 + new − 2
+        linear = 2 * (2 * 64 * 64 + 2 * 64 * 32 + 3 * 64 * 128) + 64 * 128
+        keys = steps * first + steps * (steps - 1) // 2 + steps  # Σ (L + 1)
+        assert g.decode.totals.macs == steps * linear + 2 * 4 * 16 * 2 * keys
+    assert traced[0] == traced[1] <= 6
 
 
 def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:

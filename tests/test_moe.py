@@ -200,6 +200,9 @@ def test_explain_shows_the_routed_experts_and_says_uniform_is_an_assumption() ->
     assert "16 tokens, 2 slices per token (top-k): each token uses 1/2 of it, 24,576 active" in text
     assert "if the routing were uniform (an assumption" in text
     assert "MACs = Σ_g m_g·k·n = M·K·N = 32·64·192" in text
+    expected = 4 * (1 - (1 - 2 / 4) ** 16)  # of 4 experts, top-2, 16 tokens: 3.99994
+    assert (f"bytes read: the slices its tokens route to, E·(1 − (1 − k/E)^T) = {expected:.3g} of E = 4 (T = 16, "
+            "k = 2), routing assumed uniform and independent") in text
     # one row for the experts: no per-expert module call that did not happen
     assert [layer.name for layer in report.layers if ".mlp.experts" in layer.name] == [
         f"model.layers.{i}.mlp.experts{child}" for i in range(2) for child in ("", ".act_fn")]
@@ -328,3 +331,83 @@ def test_generation_of_a_float32_moe_runs_on_meta() -> None:
     result = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=2), generation=Generation(8, 4)))
     assert result.report is not None and result.report.execution == "meta"
     assert result.report.totals.active_params == 189_248 - 2 * 4 * 3 * 64 * 96 // 2
+
+
+# -- the experts a step reads ----------------------------------------------------------------
+@pytest.mark.parametrize(("experts", "top_k", "tokens"), [(8, 2, 1), (8, 2, 3), (8, 2, 16), (128, 8, 1),
+                                                          (128, 8, 5), (64, 6, 40)])
+def test_expected_experts_is_the_mean_of_simulated_uniform_routing(experts: int, top_k: int, tokens: int) -> None:
+    """Each token draws its top-k as k distinct experts uniformly at random, independently of the
+    others: the mean number of distinct experts over many draws is E·(1 − (1 − k/E)^T)."""
+    from nncost.analyses.reads import expected_experts
+
+    generator = torch.Generator().manual_seed(experts * 1000 + top_k * 10 + tokens)
+    trials = 4000
+    scores = torch.rand(trials, tokens, experts, generator=generator)
+    chosen = scores.topk(top_k, dim=-1).indices  # k distinct experts a token, uniform over the k-subsets
+    hit = torch.zeros(trials, experts, dtype=torch.bool)
+    hit.scatter_(1, chosen.reshape(trials, -1), True)
+    distinct = hit.sum(dim=1).double()
+    error = 4 * distinct.std().item() / trials ** 0.5 + 1e-9  # four standard errors of the mean
+    assert abs(distinct.mean().item() - expected_experts(experts, top_k, tokens)) <= error
+    assert expected_experts(experts, top_k, 1) == pytest.approx(top_k)
+
+
+def tiny_mixtral_generation(batch: int) -> tuple[Any, int]:
+    """A Mixtral of 8 experts, top-2, tiny sizes, generating on meta in float32: the generation, and
+    the bytes of one layer's expert weights (gate_up (E, 2I, H) and down (E, H, I))."""
+    from nncost.request import Generation
+
+    config = transformers.MixtralConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=96,
+                                        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=64)
+    with torch.device("meta"):
+        model = transformers.MixtralForCausalLM(config)
+    result = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=batch), generation=Generation(6, 5),
+                                       hardware="h100-sxm"))
+    assert result.generation is not None
+    return result.generation, 8 * 3 * HIDDEN * 96 * 4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_decode_step_reads_the_experts_its_tokens_route_to(batch: int) -> None:
+    from nncost.analyses.reads import expected_experts
+
+    g, expert_bytes = tiny_mixtral_generation(batch)
+    layer = next(layer for layer in g.decode.layers if layer.name.endswith("mlp.experts"))
+    one_expert = expert_bytes / 8
+    weights = g.decode_steps * expected_experts(8, 2, batch) * one_expert  # T = batch tokens a step
+    activations = layer.read_bytes - weights  # the rows, the routing's indices, the activations
+    assert 0 <= activations < g.decode_steps * one_expert / 4
+    assert layer.macs == g.decode_steps * batch * 2 * 3 * HIDDEN * 96  # top-2 of the MACs, unchanged
+    assert "E·(1 − (1 − k/E)^T)" in str(g) and "routing assumed uniform" in str(g)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "active"), [
+    # Mixtral-8x7B's published config; 12.9B active parameters (Mistral AI, "Mixtral of experts", 2023)
+    ({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "hidden_size": 4096,
+      "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+      "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 32000, "max_position_embeddings": 32768,
+      "rope_theta": 1e6, "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16"}, 12.9e9),
+    # Qwen3-30B-A3B's published config; 3.3B activated (Qwen3 model card)
+    ({"model_type": "qwen3_moe", "architectures": ["Qwen3MoeForCausalLM"], "hidden_size": 2048,
+      "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32,
+      "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8,
+      "decoder_sparse_step": 1, "mlp_only_layers": [], "norm_topk_prob": True, "vocab_size": 151936,
+      "max_position_embeddings": 40960, "rope_theta": 1e6, "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+      "torch_dtype": "bfloat16"}, 3.3e9),
+], ids=["mixtral-8x7b", "qwen3-30b-a3b"])
+def test_moe_decode_is_near_the_active_weights_bandwidth_bound(tmp_path: Path, config: dict[str, Any],
+                                                              active: float) -> None:
+    """Batch-1 decode reads the active weights once a step: tokens/s near 3.35 TB/s (the H100 SXM
+    datasheet) over the published active parameters in bf16."""
+    directory = tmp_path / config["model_type"]
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps(config))
+    chunks: list[str] = []
+    assert run([str(directory), "--prompt", "1024", "--new-tokens", "128", "--hardware", "h100-sxm",
+                "--precision", "bf16", "--format", "json"], out=chunks.append) == 0
+    tokens_per_second = json.loads("".join(chunks))["generation"]["tokens_per_second"]
+    bound = 3.35e12 / (active * 2)
+    assert tokens_per_second == pytest.approx(bound, rel=0.15)

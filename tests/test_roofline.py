@@ -256,3 +256,52 @@ def test_fit_alone_takes_the_device_memory(tmp_path: Path) -> None:
     assert "Largest batch that fits" in text and "16.00 GiB" in text
     assert cli(f"{source}:build", "--input", "64", "--fit")[0] == 2  # no device, no budget
     assert cli(f"{source}:build", "--input", "64", "--hardware", "h100")[0] == 2
+
+
+# -- a run of calls growing by a line, summed without one array entry a call -------------------
+def brute_force_sum(op: OpCall, slope: tuple[int, int, int, int], count: int,
+                    roofline: Roofline) -> tuple[float, float]:
+    """Every call on its own through op_seconds: (compute-bound seconds, memory-bound seconds)."""
+    from dataclasses import replace
+
+    from nncost.analyses.roofline import op_overhead
+
+    sums = [0.0, 0.0]
+    for k in range(count):
+        call = replace(op, flops=op.flops + k * slope[1], read_bytes=op.read_bytes + k * slope[2],
+                       write_bytes=op.write_bytes + k * slope[3])
+        compute, memory = op_seconds(call, roofline)
+        sums[compute < memory] += max(compute, memory) + op_overhead(call, roofline)
+    return sums[0], sums[1]
+
+
+@pytest.mark.parametrize(("unit", "flops", "read", "write", "slope"), [
+    ("matmul", 10**9, 10**6, 10**5, (0, 0, 0, 0)),  # compute-bound throughout
+    ("matmul", 10**6, 10**8, 10**5, (0, 10**3, 10**5, 0)),  # memory-bound throughout
+    ("attention", 10**5, 10**4, 10**3, (0, 10**8, 10**3, 0)),  # memory-bound, then compute-bound
+    ("attention", 10**10, 10**4, 10**3, (0, -10**7, 10**6, 10)),  # compute-bound, then memory-bound
+    ("gather", 0, 10**9, 10**4, (0, 0, 0, 10)),  # a lookup moves its rows twice
+])
+@pytest.mark.parametrize("count", [1, 2, 37, 300])
+def test_a_run_of_calls_is_summed_in_closed_form(unit: str, flops: int, read: int, write: int,
+                                                slope: tuple[int, int, int, int], count: int) -> None:
+    from nncost.analyses.roofline import op_seconds_sum
+
+    op = OpCall(op="op", layer=0, macs=0, flops=flops, read_bytes=read, write_bytes=write, counted=True, unit=unit,
+                dtype="float32")
+    h100 = make_roofline(catalogue_device("h100-sxm"))
+    assert op_seconds_sum(op, slope, count, h100) == pytest.approx(brute_force_sum(op, slope, count, h100),
+                                                                   rel=1e-9, abs=1e-18)
+    curve = curve_roofline()  # call by call up to SUMMED_CALLS
+    assert op_seconds_sum(op, slope, count, curve) == pytest.approx(brute_force_sum(op, slope, count, curve),
+                                                                    rel=1e-9, abs=1e-18)
+
+
+def test_a_long_run_under_a_bandwidth_curve_is_summed_from_a_bounded_sample() -> None:
+    from nncost.analyses.roofline import SUMMED_CALLS, op_seconds_sum
+
+    op = OpCall(op="op", layer=0, macs=0, flops=10**6, read_bytes=1 << 14, write_bytes=1 << 10, counted=True,
+                unit="attention", dtype="float32")
+    slope, count = (0, 10**3, 1 << 6, 0), 5 * SUMMED_CALLS + 123
+    sampled = sum(op_seconds_sum(op, slope, count, curve_roofline()))
+    assert sampled == pytest.approx(sum(brute_force_sum(op, slope, count, curve_roofline())), rel=1e-3)

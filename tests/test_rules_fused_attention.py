@@ -1,7 +1,8 @@
 """The flash and memory-efficient attention kernels called directly, against the SDPA rules.
 
 Layout ``(B, L, H, E)``; dense count ``MACs = B·H·L·S·(E + Ev)``, ``FLOPs = 2·MACs + 6·B·H·L·S``;
-backward ``MACs = 2·forward``, ``FLOPs = 2·MACs + 4·B·H·L·S``.  Packed variable-length batches
+backward ``MACs = B·H·L·S·(3E + 2Ev)`` (``Q·Kᵀ`` recomputed, then the four gradient products, as
+PyTorch's ``sdpa_backward_flop_count``), ``FLOPs = 2·MACs + 4·B·H·L·S``.  Packed variable-length batches
 (B + 1 cumulative offsets) count each of the B sequences at the longest lengths.
 """
 
@@ -122,7 +123,8 @@ def test_backward_kernels_agree_with_the_sdpa_backward(batch: int, kv_heads: int
     expected = sdpa_backward.fn((batch, heads, length, ev), (batch, heads, length, e), (batch, kv_heads, source, e),
                                 (batch, kv_heads, source, ev), out=())
     scores = batch * heads * length * source
-    assert expected == (2 * scores * (e + ev), 4 * scores * (e + ev) + 4 * scores)
+    macs = scores * (3 * e + 2 * ev)  # Q·Kᵀ, dO·Vᵀ, Pᵀ·dO, dS·K, dSᵀ·Q
+    assert expected == (macs, 2 * macs + 4 * scores)
     if packed:
         q, k, v, o = (batch * length, heads, e), (batch * source, kv_heads, e), (batch * source, kv_heads, ev), (
             batch * length, heads, ev)
@@ -155,7 +157,7 @@ def test_varlen_attention_counts_like_the_packed_flash_kernel(batch: int, heads:
     backward = ATEN.get("torch_attn::_varlen_attn_backward")
     assert backward is not None
     cum = (batch + 1,)
-    macs, _ = dense(batch, heads, max_q, max_k, e, e)
     scores = batch * heads * max_q * max_k
+    macs = 5 * scores * e  # Q·Kᵀ recomputed, then the four gradient products
     assert backward.fn(q.shape, q.shape, k.shape, k.shape, q.shape, (heads, batch * max_q), cum, cum, max_q, max_k,
-                       False, (2,), out=()) == (2 * macs, 4 * macs + 4 * scores)
+                       False, (2,), out=()) == (macs, 2 * macs + 4 * scores)

@@ -186,9 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-remote-code", action="store_true",
                         help="build a custom architecture (auto_map) from its repository's Python code, which runs "
                              "that code on this machine")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default); bf16/fp16 run the model in that dtype; *-mixed: autocast with fp32 "
-                             "master weights (matrix work at the 16-bit peak)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="fp32 (default: a transformers config's own dtype, else float32; given, float32 "
+                             "whatever the config says); bf16/fp16 run the model in that dtype; *-mixed: autocast "
+                             "with fp32 master weights (matrix work at the 16-bit peak)")
     quantized = parser.add_argument_group("quantization", "what-ifs: the model's weights and cache stored narrower")
     quantized.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
                            help="store the weights of the matrix products (every Linear, lm_head included) in this "
@@ -491,8 +492,11 @@ def build_request(args: argparse.Namespace) -> Request:
     if args.tokens is None and (args.price_per_gpu_hour is not None or args.mfu is not None):
         raise BadRequest("--price-per-gpu-hour and --mfu go with a training run: add --tokens N")
     run = Run(args.tokens, args.price_per_gpu_hour, args.mfu) if args.tokens is not None else None
+    dtype = resolve_dtype(args.dtype)
+    if args.precision == "fp32" and dtype is None:  # asked for: float32 over a config's own dtype, as bf16/fp16 are
+        dtype = resolve_dtype("float32")
     return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
-                   dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
+                   dtype=dtype, precision=args.precision or "fp32", device=args.device, hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,

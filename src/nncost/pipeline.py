@@ -37,11 +37,12 @@ from nncost import calibration
 from nncost.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
 from nncost.analyses.build import allocation_sizes, build_report, peak_live_bytes, same_storages
 from nncost.analyses.fit import largest_batch, parse_bytes
-from nncost.analyses.generation import Segment, decode_report, linear_segments, step_samples
+from nncost.analyses.generation import Segment, decode_report, linear_segments, no_decode, step_samples
 from nncost.analyses.memory import analyse_step
 from nncost.analyses.parallel import Cluster, Layouts, profile_step
 from nncost.analyses.parallel import plan as search_layouts
 from nncost.analyses.quantize import quantized
+from nncost.analyses.reads import bytes_read
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
 from nncost.analyses.tensor_parallel import (
     check_tensor_parallel,
@@ -392,7 +393,7 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
                     allocations[3] = at(3)
             except Exception:  # a model that runs at one batch only: the sum over it instead
                 allocations = None
-    return build_report(quantized(trace, weights), allocations=allocations)
+    return build_report(bytes_read(quantized(trace, weights)), allocations=allocations)
 
 
 def _weights(request: Request, model: nn.Module) -> WeightFormat | None:
@@ -702,14 +703,14 @@ def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dt
     with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
                  kv_cache_dtype=quantize.kv_cache_dtype, kernels=kernels) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
-        prefill_trace = quantize(prefill_trace)
+        prefill_trace = bytes_read(quantize(prefill_trace))
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}
         traced: dict[int, Trace] = {}
 
         def step_at(context: int) -> Trace:
             if context not in traced:
                 step, _, caches[context] = run.decode_at(context)
-                traced[context] = quantize(step)
+                traced[context] = bytes_read(quantize(step))
             return traced[context]
 
         segments = [] if new == 1 or peak_only else linear_segments(step_at, prompt, last)
@@ -737,15 +738,15 @@ def _generation_report(traced: _Traced, prompt: int, new: int, batch: int, weigh
         peaks.append(("decode", share(traced.cache_before_last), peak_live_bytes(traced.last_step.memory_events)[0]))
     phase, peak_cache, working = max(peaks, key=lambda p: p[1] + p[2])
     prefill = build_report(traced.prefill)
-    decode = decode_report(traced.segments, roofline) if traced.segments else None
+    decode = decode_report(traced.segments, roofline) if traced.segments else no_decode(traced.prefill, roofline)
     send = (0.0, 0.0)
     if roofline is not None:
         prefill = estimate(prefill, roofline)
         if parallel is not None and parallel.link is not None:
             send = (link_seconds(communication[0], parallel.link), link_seconds(communication[1], parallel.link))
     ttft = prefill.totals.estimated_seconds + send[0] if prefill.totals.estimated_seconds is not None else None
-    decode_seconds = decode.totals.estimated_seconds + send[1] if decode is not None and \
-        decode.totals.estimated_seconds is not None else None
+    decode_seconds = decode.totals.estimated_seconds + send[1] if decode.totals.estimated_seconds is not None \
+        else None
     samples = tuple((context, macs, seconds, share(traced.caches.get(context, 0))) for context, macs, seconds in
                     step_samples(traced.segments, roofline)) if traced.segments else ()
     return GenerationReport(

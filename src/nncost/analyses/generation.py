@@ -7,8 +7,10 @@ FLOPs and bytes are linear in ``L`` is summed in closed form, and :func:`linear_
 finds those runs: it traces the first two steps and the middle and last step of a range, and
 splits the range in two wherever the middle or the last step is off the line.  A window that
 fills inside a range is found in a few splits, so 2,048 steps take a handful of traces while
-the sum stays that of every step.  Step time is not linear (a roof changes, a cache level
-ends), so it is summed step by step from each operator's line.
+the sum stays that of every step.  Step time is not one line (an operator can go from one roof
+to the other), but under one bandwidth each operator's two roofs are lines, so its time is summed
+in closed form on each side of where they cross (:func:`~nncost.analyses.roofline.op_seconds_sum`).
+Nothing is kept per step: the cost of 10⁸ new tokens is that of a few traced steps.
 """
 
 from __future__ import annotations
@@ -16,10 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from nncost.analyses.build import build_report
-from nncost.analyses.roofline import estimate, op_overhead, op_seconds, op_seconds_series
+from nncost.analyses.roofline import estimate, op_overhead, op_seconds, op_seconds_sum
 from nncost.records.report import Report
 from nncost.records.roofline import Roofline
 from nncost.records.trace import OpCall, Trace
@@ -123,15 +123,23 @@ def decode_report(segments: list[Segment], roofline: Roofline | None) -> Report:
     for position in range(len(trace.ops)):
         compute_bound = memory_bound = 0.0
         for segment in segments:
-            op, slope = segment.base.ops[position], segment.slopes[position]
-            compute, memory, overhead = op_seconds_series(op, slope, segment.count, roofline)
-            total = np.maximum(compute, memory) + overhead
-            compute_bound += float(total[compute >= memory].sum())
-            memory_bound += float(total[compute < memory].sum())
+            on_compute, on_memory = op_seconds_sum(segment.base.ops[position], segment.slopes[position],
+                                                   segment.count, roofline)
+            compute_bound += on_compute
+            memory_bound += on_memory
         series[id(trace.ops[position])] = (compute_bound, memory_bound)
     steps = sum(segment.count for segment in segments)
     timed = estimate(report, roofline, op_time=lambda op: series[id(op)], calls=steps)
     return timed
+
+
+def no_decode(prefill: Trace, roofline: Roofline | None) -> Report:
+    """The decode phase of a generation of one new token (the prefill yields it): zero steps, the
+    prefill's layers with no operators, so that every figure, and with a roofline every time, is 0."""
+    report = build_report(replace(prefill, ops=[], memory_events=[]))
+    if roofline is None:
+        return report
+    return estimate(report, roofline, op_time=lambda op: (0.0, 0.0), calls=0)
 
 
 def step_samples(segments: list[Segment], roofline: Roofline | None) -> list[tuple[int, int, float | None]]:

@@ -149,7 +149,69 @@ def op_seconds_series(op: OpCall, slope: tuple[int, int, int, int], count: int, 
     """(compute, memory, overhead) seconds of ``count`` calls of ``op`` whose MACs, FLOPs, read
     and written bytes grow by ``slope`` from one call to the next (decode steps over a growing
     cache): :func:`op_seconds` for each call, as arrays."""
-    k = np.arange(count, dtype=np.float64)
+    return _series_at(op, slope, np.arange(count, dtype=np.float64), roofline)
+
+
+# A run of calls whose memory roof follows a bandwidth curve (a calibrated cpu) is summed call by
+# call up to this many calls, and from this many evenly spread calls beyond.
+SUMMED_CALLS = 4096
+
+
+def op_seconds_sum(op: OpCall, slope: tuple[int, int, int, int], count: int, roofline: Roofline
+                   ) -> tuple[float, float]:
+    """(seconds of the compute-bound calls, seconds of the memory-bound calls), overhead included,
+    of :func:`op_seconds_series`'s ``count`` calls, in time independent of ``count``.
+
+    Under one bandwidth both roofs are lines in the call's index ``k``, so the calls are
+    compute-bound on one side of the index where the lines cross and memory-bound on the other,
+    and each side is an arithmetic series.  Under a bandwidth curve the memory roof is not a line:
+    up to :data:`SUMMED_CALLS` calls are summed one by one, more are summed from that many calls
+    at the middles of equal runs of calls, each standing for its run.
+    """
+    if count <= 0:
+        return 0.0, 0.0
+    if roofline.bandwidth_curve:
+        if count <= SUMMED_CALLS:
+            calls, weight = np.arange(count, dtype=np.float64), np.ones(count)
+        else:
+            edges = np.round(np.linspace(0, count, SUMMED_CALLS + 1))
+            calls, weight = np.floor((edges[:-1] + edges[1:]) / 2), np.diff(edges)
+        on_compute, on_memory, fixed = _series_at(op, slope, calls, roofline)
+        total = (np.maximum(on_compute, on_memory) + fixed) * weight
+        return float(total[on_compute >= on_memory].sum()), float(total[on_compute < on_memory].sum())
+    kind = roof_family(op.unit)
+    e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
+    e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
+    peak = peak_of(op, kind, roofline) * e
+    bandwidth = roofline.bandwidth * e_memory
+    c0, c1 = op.flops / peak, slope[1] / peak
+    if op.unit == "gather":
+        m0, m1 = 2 * op.write_bytes / bandwidth, 2 * slope[3] / bandwidth
+    else:
+        m0, m1 = (op.read_bytes + op.write_bytes) / bandwidth, (slope[2] + slope[3]) / bandwidth
+    overhead = op_overhead(op, roofline)
+    d0, d1 = c0 - m0, c1 - m1  # compute minus memory seconds: ≥ 0 where compute-bound
+    last = count - 1
+    if d1 == 0:
+        compute_bound = (0, last) if d0 >= 0 else (0, -1)
+    elif d1 > 0:
+        compute_bound = (min(count, max(0, math.ceil(-d0 / d1))), last)
+    else:
+        compute_bound = (0, max(-1, min(last, math.floor(-d0 / d1))))
+    first, end = compute_bound
+    memory_bound = (end + 1, last) if first == 0 else (0, first - 1)
+
+    def series(x0: float, x1: float, span: tuple[int, int]) -> float:
+        a, b = span
+        n = b - a + 1
+        return 0.0 if n <= 0 else float(n * (x0 + overhead) + x1 * (a + b) * n / 2)
+
+    return series(c0, c1, compute_bound), series(m0, m1, memory_bound)
+
+
+def _series_at(op: OpCall, slope: tuple[int, int, int, int], k: np.ndarray, roofline: Roofline
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`op_seconds_series` at the calls ``k`` only."""
     flops = op.flops + slope[1] * k
     read, write = op.read_bytes + slope[2] * k, op.write_bytes + slope[3] * k
     kind = roof_family(op.unit)
@@ -159,7 +221,7 @@ def op_seconds_series(op: OpCall, slope: tuple[int, int, int, int], count: int, 
     working_set = read if op.op.endswith("_") else moved
     e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
     memory = moved / (_bandwidths(roofline, working_set) * e_memory)
-    return compute, memory, np.full(count, op_overhead(op, roofline))
+    return compute, memory, np.full(k.shape, op_overhead(op, roofline))
 
 
 def _bandwidths(roofline: Roofline, working_sets: np.ndarray) -> np.ndarray:

@@ -14,10 +14,10 @@ class GenerationReport:
     each (the prefill yields the first new token), for ``batch_size`` sequences at once.
 
     ``prefill`` is the report of the prefill call; ``decode`` holds every layer's figures summed
-    over the decode steps (None when ``new_tokens`` is 1).  Bytes are the whole batch's unless
-    named per token.  ``kv_cache_bytes`` is what the model's cache object holds after the last
-    step (every storage it keeps alive); ``kv_cache_bytes_per_token`` what one more token of one
-    sequence adds before any sliding window fills.  ``peak_bytes`` is weights + cache +
+    over the decode steps (with ``new_tokens`` 1 there is none, and every figure is 0).  Bytes are
+    the whole batch's unless named per token.  ``kv_cache_bytes`` is what the model's cache object
+    holds after the last step (every storage it keeps alive); ``kv_cache_bytes_per_token`` what one
+    more token of one sequence adds before any sliding window fills.  ``peak_bytes`` is weights + cache +
     the working memory of the call at the peak.  Times are on the report's roofline, when one was
     asked for: ``time_to_first_token_seconds`` is the prefill, ``tokens_per_second`` one
     sequence's decode rate.  ``steps`` has (context length, MACs, seconds, cache bytes) of the
@@ -30,7 +30,7 @@ class GenerationReport:
     batch_size: int
     cache: str  # the model's cache class and the classes of its layers
     prefill: Report
-    decode: Report | None
+    decode: Report
     decode_steps: int
     kv_cache_bytes: int
     kv_cache_bytes_per_token: int
@@ -52,7 +52,7 @@ class GenerationReport:
 
     @property
     def decode_seconds(self) -> float | None:
-        return self.decode.totals.estimated_seconds if self.decode is not None else None
+        return self.decode.totals.estimated_seconds
 
     def to_dict(self) -> dict[str, Any]:
         """The ``generation`` section of the document (:func:`nncost.render.formats.generation_dict`)."""

@@ -107,7 +107,7 @@ def generation_dict(generation: GenerationReport) -> dict[str, Any]:
         "batch": g.batch_size,
         "cache": g.cache,
         "prefill": _phase_dict(g.prefill, layers=False),
-        "decode": _phase_dict(g.decode, layers=True) if g.decode is not None else None,
+        "decode": _phase_dict(g.decode, layers=True),
         "decode_steps": g.decode_steps,
         "kv_cache_bytes": g.kv_cache_bytes,
         "kv_cache_bytes_per_token": g.kv_cache_bytes_per_token,
@@ -224,12 +224,9 @@ def to_csv(report: Report | None, memory: MemoryReport | None = None,
     if generation is not None:
         values = generation_dict(generation)
         values.pop("steps")
-        decode = values["decode"]
-        if decode is not None:
-            decode.pop("layers")
+        values["decode"].pop("layers")
         blocks.append(_values_csv("generation", values))
-        if generation.decode is not None:
-            blocks.append(_layers_csv(generation.decode))
+        blocks.append(_layers_csv(generation.decode))
     buffer.write("\n".join(blocks))
     return buffer.getvalue()
 

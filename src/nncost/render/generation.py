@@ -31,10 +31,10 @@ def rows(generation: GenerationReport, depth: int | None = None) -> tuple[tuple[
     """The header, the layers shown and their cells: each prefill layer beside the same layer's
     figures summed over the decode steps."""
     prefill, decode = generation.prefill, generation.decode
-    decode_by_index = {layer.index: layer for layer in decode.layers} if decode is not None else {}
+    decode_by_index = {layer.index: layer for layer in decode.layers} if generation.decode_steps else {}
     timed = prefill.roofline is not None
     header: tuple[str, ...] = HEADER if timed else HEADER_UNTIMED
-    total = decode.totals.estimated_seconds if decode is not None else None
+    total = decode.totals.estimated_seconds
     shown = prefill.shown(depth)
     cells: list[tuple[str, ...]] = []
     for layer in shown:
@@ -68,7 +68,7 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
           if g.tensor_parallel > 1 else []),
         ("Params", f"{units.grouped(prefill.totals.params)} ({units.count(prefill.totals.params)})"),
         ("Prefill", _phase(prefill)),
-        ("Decode", _phase(decode) + " over all steps" if decode is not None else "none (1 new token)"),
+        ("Decode", _phase(decode) + " over all steps" if g.decode_steps else "no step (1 new token)"),
         ("KV cache", f"{units.nbytes(g.kv_cache_bytes)} after the last step; "
                      f"{units.nbytes(g.kv_cache_bytes_per_token)} per token of one sequence"
                      + (f"; stored as {g.kv_cache_dtype}" if g.kv_cache_dtype else "")),
@@ -77,10 +77,13 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
         ("Peak memory", f"{units.nbytes(g.peak_bytes)} in the {g.peak_phase}: weights "
                         f"{units.nbytes(g.weights_bytes)} + cache {units.nbytes(g.peak_cache_bytes)} + working "
                         f"{units.nbytes(g.peak_working_bytes)}"),
+        *_experts_lines(g),
     ]
     if g.time_to_first_token_seconds is not None and prefill.roofline is not None:
-        lines.append(("Hardware", f"{prefill.roofline.hardware}, {prefill.roofline.precision}, efficiency "
-                                  f"{prefill.roofline.efficiency:g} (roofline)"))
+        roofline = prefill.roofline
+        lines.append(("Hardware", f"{roofline.hardware}, weights {roofline.dtype}, matrix work "
+                                  f"{roofline.family_dtype.get('matmul', roofline.dtype)}, efficiency "
+                                  f"{roofline.efficiency:g} (roofline)"))
         lines.append(("Time to first token", units.seconds(g.time_to_first_token_seconds)))
     if g.tokens_per_second is not None:
         lines.append(("Decode rate", f"{g.tokens_per_second:,.1f} tokens/s per sequence, "
@@ -93,12 +96,36 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                                                  f"in {units.nbytes(g.budget_bytes)} (simulated at that number and "
                                                  "the next)"))
     uncounted = {u.op: u.calls for u in prefill.uncounted}
-    if decode is not None:
-        for u in decode.uncounted:
-            uncounted[u.op] = uncounted.get(u.op, 0) + u.calls
+    for u in decode.uncounted:
+        uncounted[u.op] = uncounted.get(u.op, 0) + u.calls
     lines.append(("UNCOUNTED ops", ", ".join(f"{op}×{n}" for op, n in uncounted.items())) if uncounted
                  else ("Uncounted ops", "none"))
     return lines
+
+
+def _experts_lines(generation: GenerationReport) -> list[tuple[str, str]]:
+    """For a mixture of experts, the experts each phase is expected to read of its first routed
+    parameter (nncost.analyses.routing)."""
+    from nncost.records.trace import token_rows
+    from nncost.render.explain import ROUTING_ASSUMED, experts_read
+
+    phases = [("prefill", generation.prefill)] + ([("a decode step", generation.decode)] if generation.decode_steps
+                                                   else [])
+    read = []
+    for phase, report in phases:
+        for layer in report.layers:
+            tokens = token_rows(layer.input_shapes)
+            routed = next((op.routed for op in layer.self_ops if op.routed is not None), None)
+            if routed is not None and tokens:
+                top_k, expected = experts_read(routed, tokens)
+                read.append((phase, tokens, top_k, expected, routed.slices))
+                break
+    if not read:
+        return []
+    _, _, top_k, _, experts = read[0]
+    each = ", ".join(f"{phase} {expected:.3g} (T = {tokens:,})" for phase, tokens, _, expected, _ in read)
+    return [("Experts read", f"those the tokens route to, E·(1 − (1 − k/E)^T) of E = {experts}, k = {top_k:g}: "
+                             f"{each}; {ROUTING_ASSUMED}")]
 
 
 def _phase(report: Report) -> str:

@@ -5,9 +5,11 @@ Conventions, chosen to mirror the forward ones:
 * convolution: the input gradient and the weight gradient each cost the forward's MACs (when
   autograd asks for them: the first layer needs no input gradient, a frozen layer no weight
   gradient); the bias gradient one FLOP per output element.
-* fused attention: the four gradient products (dV = Pᵀ·dO, dP = dO·Vᵀ, dQ = dS·K, dK = dSᵀ·Q),
-  twice the forward's MACs, dense like the forward; the flash kernels' recomputation of QKᵀ is an
-  implementation choice and is not counted; softmax backward 4 FLOPs per score.
+* fused attention: five products, dense like the forward: the scores ``Q·Kᵀ`` recomputed (the
+  fused kernels keep only the softmax's log-sum-exp, never the scores), then the four gradient
+  products (dV = Pᵀ·dO, dP = dO·Vᵀ, dQ = dS·K, dK = dSᵀ·Q); ``B·H·L·S·(3E + 2Ev)`` MACs, as
+  PyTorch's ``FlopCounterMode`` counts them; softmax backward 4 FLOPs per score.  SDPA's math
+  path runs as separate operators and keeps its scores, so it counts the four products only.
 * recurrent kernels: twice the forward's MACs (gradients of inputs and hidden states, and of the
   weights).
 * normalisation with computed statistics: 8 FLOPs per element for the input gradient, 1 each
@@ -56,12 +58,14 @@ def convolution_backward(grad_out: Shape, x: Shape, w: Shape, bias_sizes: Any, s
     "_scaled_dot_product_cudnn_attention_backward",
     "_scaled_dot_product_fused_attention_overrideable_backward",
     unit="attention",
-    formula="MACs = 2 × forward MACs (dV, dP, dQ, dK), dense; FLOPs = 2·MACs + 4·B·H·L·S",
+    formula="q (B,H,L,E), k (B,H,S,E), v (B,H,S,Ev): MACs = B·H·L·S·(3E + 2Ev), Q·Kᵀ recomputed then dV, dP, dQ, "
+    "dK, dense; FLOPs = 2·MACs + 4·B·H·L·S",
 )
 def sdpa_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     forward = attention_cost(q, k, v)
     scores = numel(q[:-2]) * q[-2] * k[-2]
-    return Cost(2 * forward.macs, 4 * forward.macs + SOFTMAX_BACKWARD_FLOPS * scores)
+    macs = 2 * forward.macs + scores * q[-1]  # the four gradient products and the recomputed Q·Kᵀ
+    return Cost(macs, 2 * macs + SOFTMAX_BACKWARD_FLOPS * scores)
 
 
 @ATEN.rule("mkldnn_rnn_layer_backward", unit="matmul", formula="MACs = 2 × forward MACs")

@@ -3,8 +3,8 @@ and the variable-length attention of ``torch.nn.attention.varlen`` (``torch_attn
 
 They are counted as the SDPA rules count them (``attention.py``, ``backward.py``): dense ``Q·Kᵀ``
 and ``P·V`` products, ``B·H·L·S·(E + Ev)`` MACs, also when causal, plus 6 FLOPs per score; the
-backward twice the forward's MACs plus 4 FLOPs per score, without the flash kernels'
-recomputation of ``Q·Kᵀ``.  On the same shapes they give the same figures as SDPA.
+backward ``B·H·L·S·(3E + 2Ev)`` MACs, the four gradient products and the kernels' recomputation
+of ``Q·Kᵀ``, plus 4 FLOPs per score.  On the same shapes they give the same figures as SDPA.
 
 Their tensors are laid out ``(B, L, H, E)``, heads after the sequence.  Variable-length batches
 pack the sequences of every batch element into one dimension, ``(ΣL, H, E)`` for flash and
@@ -80,8 +80,8 @@ def efficient_attention_forward(q: Shape, k: Shape, v: Shape, bias: Any = None, 
 @ATEN.rule(
     "_flash_attention_backward",
     unit="attention",
-    formula="as _flash_attention_forward's shapes: MACs = 2 × forward MACs (dV, dP, dQ, dK), dense, "
-    "no recomputation; FLOPs = 2·MACs + 4·B·H·L·S",
+    formula="as _flash_attention_forward's shapes: MACs = B·H·L·S·(3E + 2Ev), Q·Kᵀ recomputed then dV, dP, dQ, "
+    "dK, dense; FLOPs = 2·MACs + 4·B·H·L·S",
 )
 def flash_attention_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, output: Any = None,
                              logsumexp: Any = None, cum_seq_q: Any = None, cum_seq_k: Any = None,
@@ -93,8 +93,8 @@ def flash_attention_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, outp
 @ATEN.rule(
     "_efficient_attention_backward",
     unit="attention",
-    formula="as _efficient_attention_forward's shapes: MACs = 2 × forward MACs (dV, dP, dQ, dK), dense; "
-    "FLOPs = 2·MACs + 4·B·H·L·S",
+    formula="as _efficient_attention_forward's shapes: MACs = B·H·L·S·(3E + 2Ev), Q·Kᵀ recomputed then dV, dP, "
+    "dQ, dK, dense; FLOPs = 2·MACs + 4·B·H·L·S",
 )
 def efficient_attention_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, bias: Any = None,
                                  output: Any = None, cu_seqlens_q: Any = None, cu_seqlens_k: Any = None,
@@ -128,7 +128,8 @@ def varlen_attention_out(output: Shape, q: Shape, k: Shape, v: Shape, cu_seq_q: 
 @ATEN.rule(
     "torch_attn::_varlen_attn_backward",
     unit="attention",
-    formula="as torch_attn::_varlen_attn's shapes: MACs = 2 × forward MACs, dense; FLOPs = 2·MACs + 4·B·H·L·S",
+    formula="as torch_attn::_varlen_attn's shapes: MACs = B·H·L·S·(3E + 2Ev), Q·Kᵀ recomputed, dense; "
+    "FLOPs = 2·MACs + 4·B·H·L·S",
 )
 def varlen_attention_backward(grad_out: Shape, q: Shape, k: Shape, v: Shape, output: Any, lse: Any,
                               cu_seq_q: Shape, cu_seq_k: Any, max_q: int, max_k: int, *rest: Any,
