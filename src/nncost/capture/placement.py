@@ -72,7 +72,6 @@ def swapped(model: nn.Module, convert: Convert) -> Iterator[None]:
                 states.setdefault(id(state), _converted_state(state, convert))
                 saved.append((module.__dict__, "quant_state", state))
                 module.__dict__["quant_state"] = states[id(state)]
-        for module in model.modules():
             stores: tuple[tuple[dict[str, Any], bool], ...] = ((module._parameters, True), (module._buffers, False))
             for store, is_param in stores:
                 for key, value in store.items():
@@ -117,14 +116,17 @@ def attributes_restored(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def training_flags(model: nn.Module, training: bool) -> Iterator[None]:
-    """``model.train(training)`` inside the block; each module's own flag restored afterwards."""
+    """``model.train(training)`` inside the block (not called where every module is in that mode
+    already); each module's own flag restored afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     try:
-        model.train(training)
+        if any(flag != training for _, flag in flags):
+            model.train(training)
         yield
     finally:
         for module, flag in flags:
-            module.training = flag
+            if module.training != flag:
+                module.training = flag
 
 
 def _is_quant_state(state: Any) -> bool:
