@@ -167,6 +167,7 @@ def test_the_cli_refuses_an_implausible_calibration_in_one_sentence(
     (record(host={**calibration.host(), "hostname": "elsewhere"}), "measured elsewhere (hostname 'elsewhere'"),
     (record(host={**calibration.host(), "cpu_model": "Other CPU 9000"}), "cpu_model 'Other CPU 9000'"),
     (record(host=None), "measured elsewhere (no host)"),
+    (record(host={**calibration.host(), "isa": "OTHER"}), "isa 'OTHER'"),
     (record(load=None), "has no load average"),
     ("not a record", "written by another version"),
 ])
@@ -213,7 +214,7 @@ def test_the_record_says_when_where_and_under_what_load(cache: Path, monkeypatch
     (key, kept), = stored(cache).items()
     assert key == calibration.cache_key()
     assert kept["version"] == calibration.VERSION and kept["attempt"] == 1
-    assert set(kept["host"]) == {"hostname", "cpu_model", "threads", "torch"}
+    assert set(kept["host"]) == {"hostname", "cpu_model", "isa", "threads", "torch"}
     assert kept["host"]["threads"] == torch.get_num_threads() and kept["host"]["torch"] == torch.__version__
     assert before <= kept["measured_at"] <= time.time() and kept["date"].endswith("UTC")
     assert kept["load"]["before"] == 0.25 and kept["load"]["after"] == 0.5 and kept["load"]["cores"] >= 1
@@ -292,6 +293,23 @@ def tree(root: Path) -> dict[str, float]:
     if not root.is_dir():
         return {}
     return {str(path): path.lstat().st_mtime for path in root.rglob("*")}
+
+
+def test_the_cache_is_under_xdg_cache_home_unless_nncost_names_one(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NNCOST_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(calibration, "_load", lambda: IDLE)
+    monkeypatch.setattr(calibration, "calibrate", Calls(plausible_figures()))
+    cpu_device(say=lambda line: None)
+    assert (tmp_path / "xdg" / "nncost" / calibration.CACHE_FILE).exists()
+    assert not (tmp_path / "home").exists()
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # unset in effect: the home's .cache
+    assert calibration.cache_dir() == tmp_path / "home" / ".cache" / "nncost"
+    monkeypatch.setenv("NNCOST_CACHE_DIR", str(tmp_path / "own"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert calibration.cache_dir() == tmp_path / "own"
 
 
 def test_tests_leave_nothing_in_the_real_home(monkeypatch: pytest.MonkeyPatch, session_home: Path,

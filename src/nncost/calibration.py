@@ -6,11 +6,11 @@ and its efficiency, timed inside two small networks fixed in advance
 (:func:`calibration_networks`).  Its figures are checked against physical sense
 (:func:`problems`) before they are stored and each time they are read; an implausible one is
 measured again, at most ``ATTEMPTS`` times, then refused with ``CalibrationError``.  The cache
-(``$NNCOST_CACHE_DIR``, default ``~/.cache/nncost``) keeps one record per host, CPU, thread count
-and torch version, with when and under what load it was measured, and is measured again when
-stale, foreign, implausible or busy.  Whatever calibrates says so through ``say``.
-docs/roofline.md ("The cpu", "A calibration you can trust") gives the method, the thresholds and
-the reasons for them.
+(``$NNCOST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nncost``, else ``~/.cache/nncost``) keeps one
+record per host, CPU, instruction set, thread count and torch version, with when and under what
+load it was measured, and is measured again when stale, foreign, implausible or busy.  Whatever
+calibrates says so through ``say``.  docs/roofline.md ("The cpu", "A calibration you can trust")
+gives the method, the thresholds and the reasons for them.
 """
 
 from __future__ import annotations
@@ -68,7 +68,13 @@ class CalibrationWarning(UserWarning):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("NNCOST_CACHE_DIR") or Path.home() / ".cache" / "nncost")
+    """Where the calibration is cached: ``$NNCOST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nncost``
+    (the XDG base directory convention), else ``~/.cache/nncost``; an empty variable counts as unset."""
+    if os.environ.get("NNCOST_CACHE_DIR"):
+        return Path(os.environ["NNCOST_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "nncost"
+    return Path.home() / ".cache" / "nncost"
 
 
 def cpu_model() -> str:
@@ -82,14 +88,16 @@ def cpu_model() -> str:
 
 
 def host() -> dict[str, Any]:
-    """What a calibration belongs to: the host, its CPU, torch's thread count and torch's version."""
-    return {"hostname": platform.node(), "cpu_model": cpu_model(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    """What a calibration belongs to: the host, its CPU, the instruction set torch's kernels run
+    (``ATEN_CPU_CAPABILITY`` lowers it, and with it the roofs), torch's thread count and version."""
+    return {"hostname": platform.node(), "cpu_model": cpu_model(), "isa": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def cache_key() -> str:
     here = host()
-    return f"{here['hostname']} | {here['cpu_model']} | threads={here['threads']} | torch={here['torch']} | v{VERSION}"
+    return (f"{here['hostname']} | {here['cpu_model']} | {here['isa']} | threads={here['threads']} | "
+            f"torch={here['torch']} | v{VERSION}")
 
 
 def memory_bytes() -> int | None:
