@@ -56,7 +56,7 @@ from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
-from nncost.errors import BadRequest, NeedsWeights
+from nncost.errors import BadRequest, CalibrationError, NeedsWeights
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
@@ -313,11 +313,25 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
         model = source.given if source.given is not None else source.on(source.built_on())
         if dtype is None and quantized_weights(model):  # the dtype a quantized weight computes in, not its codes'
             dtype = getattr(torch, _weights_dtype(model, None))
-        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=dtype,
-                               precision=request.precision, efficiency=request.efficiency)
+        device, unavailable = _time_device(hardware, say)
+        if device is None:
+            report = replace(report, time_unavailable=unavailable)
+        else:
+            report = with_roofline(report, device, request.flags, dtype=dtype, precision=request.precision,
+                                   efficiency=request.efficiency)
     if measure_on is not None:
         report = _measured(request, source, report, measure_on, say)
     return report
+
+
+def _time_device(hardware: str, say: Progress) -> tuple[Device | None, str | None]:
+    """The device of the time estimates, or None and why: a ``cpu`` that cannot be calibrated
+    plausibly costs the estimates, said here, never the rest of the run."""
+    try:
+        return calibration.device(hardware, say=say), None
+    except CalibrationError as exc:
+        say(f"no time estimates: {exc}")
+        return None, str(exc)
 
 
 def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
@@ -565,17 +579,21 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
     dtype = _run_dtype(request)
     roofline = None
     kernels = "cuda"  # whose attention kernels run: the roofline device's, else a GPU's, where LLMs are served
+    unavailable = None
     if request.hardware is not None:
-        device = calibration.device(request.hardware, say=say)
-        roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
-                                 precision=request.precision, efficiency=request.efficiency)
-        kernels = device.kind
+        device, unavailable = _time_device(request.hardware, say)
+        if device is not None:
+            roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
+                                     precision=request.precision, efficiency=request.efficiency)
+        kernels = device.kind if device is not None else "cpu"  # only the calibrated cpu can be missing
     batch = request.inputs.batch_size
     parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
     quantize = _Quantize(_weights(request, model), request.kv_cache_dtype)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
                            name=source.label, parallel=parallel, quantize=quantize, kernels=kernels)
+    if unavailable is not None:
+        report = replace(report, prefill=replace(report.prefill, time_unavailable=unavailable))
     budget = _budget(wanted.fit, request.hardware)
     if budget is None:
         return report
@@ -804,6 +822,8 @@ def _onnx(request: Request, say: Progress) -> Report:
         trace, file_params = read_onnx(request.model, inputs.sizes, inputs.batch_size, name=request.name)
     report = build_report(trace, file_params=file_params)
     if request.hardware is not None:
-        report = with_roofline(report, calibration.device(request.hardware, say=say), request.flags, dtype=None,
-                               precision=request.precision, efficiency=request.efficiency)
+        device, unavailable = _time_device(request.hardware, say)
+        report = (replace(report, time_unavailable=unavailable) if device is None else
+                  with_roofline(report, device, request.flags, dtype=None, precision=request.precision,
+                                efficiency=request.efficiency))
     return replace(report, depth=request.depth) if request.depth is not None else report
