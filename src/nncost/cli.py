@@ -151,7 +151,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None,
                         help="parameter and input dtype, e.g. float16, bfloat16 (default: a transformers config's "
                              "own, else float32)")
-    parser.add_argument("--device", choices=DEVICES, default="meta",
+    parser.add_argument("--device", choices=DEVICES, default=None,
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -416,7 +416,7 @@ def _compare(args: argparse.Namespace) -> str:
     if len(args.models) < 2:
         raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
     comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
-                         allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device,
+                         allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device or "meta",
                          stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress())
     if args.format == "json":
         return comparison.to_json()
@@ -434,6 +434,9 @@ def build_request(args: argparse.Namespace) -> Request:
     from nncost.request import Generation, Inputs, Request, Run, Step
 
     hardware = args.hardware.strip().lower() if args.hardware else None
+    real = [flag for flag, given in (("--measure-time", args.measure_time), ("--measure", args.measure)) if given]
+    if args.device == "meta" and real:
+        raise BadRequest(f"{real[0]} runs the model for real, which --device meta rules out: drop one of them")
     step = generation = None
     if (args.prompt is None) != (args.new_tokens is None):
         raise BadRequest("generation needs both --prompt P and --new-tokens M")
@@ -459,7 +462,8 @@ def build_request(args: argparse.Namespace) -> Request:
         raise BadRequest("--price-per-gpu-hour and --mfu go with a training run: add --tokens N")
     run = Run(args.tokens, args.price_per_gpu_hour, args.mfu) if args.tokens is not None else None
     return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
-                   dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device, hardware=hardware,
+                   dtype=resolve_dtype(args.dtype), precision=args.precision, device=args.device or "meta",
+                   hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
