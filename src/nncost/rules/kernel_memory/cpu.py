@@ -5,7 +5,7 @@ Each rule was learnt by measuring single calls with the CPU allocator's own even
 allocation; docs/memory.md gives the measured figures and the findings behind every rule.
 The padded sizes are oneDNN's blocked layouts: channel dimensions rounded up to the vector
 width of fp32 lanes (16 on AVX-512, 8 on AVX2), which is why the rules ask which instruction set
-oneDNN runs (:func:`simd_lanes`: the CPU's, lowered by ``ONEDNN_MAX_CPU_ISA``).
+oneDNN runs: the CPU's, capped by ONEDNN_MAX_CPU_ISA.
 """
 
 from __future__ import annotations
