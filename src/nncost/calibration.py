@@ -4,13 +4,18 @@ A short calibration measures the peak FLOP/s of a matrix product per dtype, the 
 copy by working set (a cache-aware memory roof), and per operator family its fixed cost per call
 and its efficiency, timed inside two small networks fixed in advance
 (:func:`calibration_networks`).  Its figures are checked against physical sense
-(:func:`problems`) before they are stored and each time they are read; an implausible one is
-measured again, at most ``ATTEMPTS`` times, then refused with ``CalibrationError``.  The cache
-(``$NNCOST_CACHE_DIR``, default ``~/.cache/nncost``) keeps one record per host, CPU, thread count
-and torch version, with when and under what load it was measured, and is measured again when
-stale, foreign, implausible or busy.  Whatever calibrates says so through ``say``.
-docs/roofline.md ("The cpu", "A calibration you can trust") gives the method, the thresholds and
-the reasons for them.
+(:func:`problems`) before they are stored and each time they are read.  On a machine with more
+runnable threads than cores, torch's threads wait on each other for milliseconds at every parallel
+region and a calibration on them measures the waits, not the CPU: when a first copy curve shows
+that (:func:`oversubscribed`), or a calibration is implausible, it is measured on one thread,
+which has no one to wait for (the roofs are then one core's, and said to be).  At most
+``ATTEMPTS`` calibrations are tried, then ``CalibrationError``; the pipeline reports everything
+else without time estimates and says why.  The cache
+(``$NNCOST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nncost``, else ``~/.cache/nncost``) keeps one
+record per host, CPU, instruction set, thread count and torch version, with when and under what
+load it was measured, and is measured again when stale, foreign, implausible or busy.  Whatever
+calibrates says so through ``say``.  docs/roofline.md ("The cpu", "A calibration you can trust")
+gives the method, the thresholds and the reasons for them.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -43,7 +49,7 @@ from nncost.records.trace import OpCall
 Say = Callable[[str], None]
 
 CACHE_FILE = "cpu_calibration.json"
-VERSION = 10
+VERSION = 11
 
 ROUNDS = 3
 BUDGET_SECONDS = 2.0  # no new round after this (one round takes ~0.5 s on an idle 2-core machine)
@@ -68,7 +74,13 @@ class CalibrationWarning(UserWarning):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("NNCOST_CACHE_DIR") or Path.home() / ".cache" / "nncost")
+    """Where the calibration is cached: ``$NNCOST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nncost``
+    (the XDG base directory convention), else ``~/.cache/nncost``; an empty variable counts as unset."""
+    if os.environ.get("NNCOST_CACHE_DIR"):
+        return Path(os.environ["NNCOST_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "nncost"
+    return Path.home() / ".cache" / "nncost"
 
 
 def cpu_model() -> str:
@@ -82,14 +94,16 @@ def cpu_model() -> str:
 
 
 def host() -> dict[str, Any]:
-    """What a calibration belongs to: the host, its CPU, torch's thread count and torch's version."""
-    return {"hostname": platform.node(), "cpu_model": cpu_model(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    """What a calibration belongs to: the host, its CPU, the instruction set torch's kernels run
+    (``ATEN_CPU_CAPABILITY`` lowers it, and with it the roofs), torch's thread count and version."""
+    return {"hostname": platform.node(), "cpu_model": cpu_model(), "isa": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def cache_key() -> str:
     here = host()
-    return f"{here['hostname']} | {here['cpu_model']} | threads={here['threads']} | torch={here['torch']} | v{VERSION}"
+    return (f"{here['hostname']} | {here['cpu_model']} | {here['isa']} | threads={here['threads']} | "
+            f"torch={here['torch']} | v{VERSION}")
 
 
 def memory_bytes() -> int | None:
@@ -268,24 +282,27 @@ def _busy(load: float | None) -> bool:
 
 def _measure(say: Say | None) -> dict[str, Any]:
     """A calibration that passes ``problems``, as a cache record; ``CalibrationError`` after
-    ``ATTEMPTS`` implausible ones."""
+    ``ATTEMPTS`` implausible ones.  The first runs on torch's threads (or one, when they are
+    oversubscribed); the attempts after an implausible one run on one thread."""
     found: list[str] = []
+    threads: int | None = None
     for attempt in range(1, ATTEMPTS + 1):
         before = _load()
-        figures = calibrate()
+        figures = calibrate(threads)
         after = _load()
         found = problems(figures)
         if not found:
             return _record(figures, before, after, attempt)
+        threads = 1
         if attempt < ATTEMPTS:
-            _warn(say, f"this cpu's calibration is implausible ({_listed(found)}); "
-                       f"measuring again (attempt {attempt + 1} of {ATTEMPTS})")
+            _warn(say, f"this cpu's calibration is implausible ({_listed(found)}); measuring again on one "
+                       f"thread (attempt {attempt + 1} of {ATTEMPTS})")
     load = _load()
     busy = f" (load average {load:.2f} on {os.cpu_count() or 1} cores)" if load is not None else ""
     raise CalibrationError(
-        f"this cpu's calibration was implausible {ATTEMPTS} times in a row ({_listed(found)}), so it is not "
-        f"used; the machine may be too busy to measure{busy}: try again when it is quieter or with fewer torch "
-        "threads (OMP_NUM_THREADS=1), or name a catalogue device")
+        f"this cpu's calibration was implausible {ATTEMPTS} times in a row, on one thread too ({_listed(found)}), "
+        f"so it is not used; the machine may be too busy to measure{busy}: try again when it is quieter, or name "
+        "a catalogue device")
 
 
 def _listed(found: list[str], most: int = 3) -> str:
@@ -295,6 +312,8 @@ def _listed(found: list[str], most: int = 3) -> str:
 
 
 def _record(figures: Mapping[str, Any], before: float | None, after: float | None, attempt: int) -> dict[str, Any]:
+    """The cache record of ``figures``: busy when the load average was above the core count, or
+    when the calibration had to fall back to one thread (the machine was oversubscribed)."""
     loads = [load for load in (before, after) if load is not None]
     return {
         "version": VERSION,
@@ -302,10 +321,16 @@ def _record(figures: Mapping[str, Any], before: float | None, after: float | Non
         "measured_at": time.time(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "load": {"before": before, "after": after, "cores": os.cpu_count() or 1},
-        "busy": _busy(max(loads)) if loads else False,
+        "busy": (_busy(max(loads)) if loads else False) or _one_thread_of_several(figures),
         "attempt": attempt,
         **figures,
     }
+
+
+def _one_thread_of_several(figures: Mapping[str, Any]) -> bool:
+    """Whether ``figures`` were measured on fewer threads than torch runs on."""
+    measured = figures.get("threads")
+    return isinstance(measured, int) and measured < torch.get_num_threads()
 
 
 def _warn_if_busy(record: Mapping[str, Any], say: Say | None, *, cached: bool) -> None:
@@ -315,8 +340,12 @@ def _warn_if_busy(record: Mapping[str, Any], say: Say | None, *, cached: bool) -
     seen = [value for value in (load["before"], load["after"]) if isinstance(value, (int, float))]
     average = f"load average {max(seen):.2f}" if seen else "load average unknown"
     which = "the cached calibration of this cpu" if cached else "this cpu's calibration"
-    _warn(say, f"{which} was measured under heavy load ({average} on {load['cores']} cores): "
-               "its roofs may be low and the time estimates high; it is measured again once the machine is quieter")
+    if _one_thread_of_several(record):
+        how = (f"on one thread of {torch.get_num_threads()}, the machine being oversubscribed ({average} on "
+               f"{load['cores']} cores): its roofs are one core's and the time estimates may be high")
+    else:
+        how = f"under heavy load ({average} on {load['cores']} cores): its roofs may be low and the time estimates high"
+    _warn(say, f"{which} was measured {how}; it is measured again once the machine is quieter")
 
 
 def _warn(say: Say | None, message: str) -> None:
@@ -374,7 +403,9 @@ def _device(record: Mapping[str, Any]) -> Device:
         family_overhead_seconds=dict(record["family_overhead_seconds"]),
         op_overhead_seconds=float(record["op_overhead_seconds"]),
         module_call_seconds=float(record["module_call_seconds"]),
-        notes="measured under heavy load: its roofs may be low" if record.get("busy") else "",
+        notes=("measured on one thread, the machine being oversubscribed: its roofs are one core's"
+               if _one_thread_of_several(record) else
+               "measured under heavy load: its roofs may be low" if record.get("busy") else ""),
     )
 
 
@@ -423,6 +454,29 @@ def _timed(networks: list[Network]) -> list[tuple[float, str, list[OpCall]]]:
     return timed
 
 
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch on ``threads`` threads inside, its own count restored after."""
+    own = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+
+
+def oversubscribed() -> list[str]:
+    """What a copy curve measured on torch's threads shows wrong (:func:`problems`' curve checks;
+    empty: nothing, or torch runs one thread).  Torch's threads meet at a barrier at the end of
+    every parallel region, so a thread that waits for a core delays the copy by a scheduler slice
+    (milliseconds) whatever its size: the curve's small working sets come out orders of magnitude
+    slow, then faster than the larger ones."""
+    if torch.get_num_threads() == 1:
+        return []
+    curve = _bandwidth_curve()
+    return _curve_problems({"bandwidth_curve": curve, "bandwidth": curve[-1][1]})
+
+
 def _bandwidth_curve() -> list[tuple[int, float]]:
     curve = []
     for kib in COPY_KIB:
@@ -469,9 +523,19 @@ def _round(tiny: list[Network], full: list[Network]) -> dict[str, Any]:
     }
 
 
-def calibrate() -> dict[str, Any]:
+def calibrate(threads: int | None = None) -> dict[str, Any]:
     """Measure the roofs, fixed costs and per-family efficiencies of this CPU (see the module
-    docstring); unchecked: ``cpu_device`` checks and stores them."""
+    docstring) on ``threads`` torch threads (None: torch's own count, or one when those are
+    :func:`oversubscribed`), torch's count restored after; unchecked: ``cpu_device`` checks and
+    stores them."""
+    if threads is None:
+        threads = 1 if oversubscribed() else torch.get_num_threads()
+    with _torch_threads(threads):
+        figures = _calibrate()
+    return {**figures, "threads": threads}
+
+
+def _calibrate() -> dict[str, Any]:
     start = time.perf_counter()
     tiny, full = _networks(tiny=True), _networks(tiny=False)
     rounds = [_round(tiny, full)]

@@ -155,7 +155,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None,
                         help="parameter and input dtype, e.g. float16, bfloat16 (default: a transformers config's "
                              "own, else float32)")
-    parser.add_argument("--device", choices=DEVICES, default="meta",
+    parser.add_argument("--device", choices=DEVICES, default=None,
                         help="meta (default: no weights, no memory) or a real run on cpu/cuda")
     parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     parser.add_argument("--ignore-context-limit", action="store_true",
@@ -449,7 +449,7 @@ def _compare(args: argparse.Namespace) -> str:
     if len(args.models) < 2:
         raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
     comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
-                         allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device,
+                         allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device or "meta",
                          stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress(),
                          ignore_context_limit=args.ignore_context_limit)
     if args.format == "json":
@@ -468,6 +468,9 @@ def build_request(args: argparse.Namespace) -> Request:
     from nncost.request import Generation, Inputs, Request, Run, Step
 
     hardware = args.hardware.strip().lower() if args.hardware else None
+    real = [flag for flag, given in (("--measure-time", args.measure_time), ("--measure", args.measure)) if given]
+    if args.device == "meta" and real:
+        raise BadRequest(f"{real[0]} runs the model for real, which --device meta rules out: drop one of them")
     step = generation = None
     if (args.prompt is None) != (args.new_tokens is None):
         raise BadRequest("generation needs both --prompt P and --new-tokens M")
@@ -496,7 +499,7 @@ def build_request(args: argparse.Namespace) -> Request:
     if args.precision == "fp32" and dtype is None:  # asked for: float32 over a config's own dtype, as bf16/fp16 are
         dtype = resolve_dtype("float32")
     return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
-                   dtype=dtype, precision=args.precision or "fp32", device=args.device, hardware=hardware,
+                   dtype=dtype, precision=args.precision or "fp32", device=args.device or "meta", hardware=hardware,
                    efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
                    generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
                    trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,

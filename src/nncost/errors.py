@@ -36,6 +36,11 @@ class ModelFileError(NncostError):
     """A model file nncost cannot read: corrupt, truncated, an unsupported opset, missing external data."""
 
 
+class NotEnoughMemory(NncostError):
+    """A real run that needs more memory than the machine has: refused before it starts, or stopped
+    when an allocation failed."""
+
+
 class CalibrationError(NncostError):
     """The ``cpu`` could not be calibrated plausibly: its figures broke physical bounds on every attempt."""
 

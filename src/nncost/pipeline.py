@@ -59,8 +59,9 @@ from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import allocations_at, capture
 from nncost.configs import ContextLimit, context_limit
-from nncost.errors import BadRequest, NeedsWeights, NncostWarning
+from nncost.errors import BadRequest, CalibrationError, NeedsWeights, NncostWarning, NotEnoughMemory
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
+from nncost.hardware.machine import available_memory_bytes
 from nncost.memory.precision import cpu_stands_in
 from nncost.memory.step import capture_step
 from nncost.models import ModelSpec, is_onnx, resolve
@@ -74,6 +75,7 @@ from nncost.records.result import Result
 from nncost.records.roofline import Roofline
 from nncost.records.trace import TorchFlags, Trace
 from nncost.records.training_run import TrainingRun
+from nncost.render.units import nbytes
 from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize, Request
 
 
@@ -197,7 +199,11 @@ class Source:
             return self.given
         assert self.spec is not None
         if device not in self._built:
-            with self.say.step(f"building {self.label} on {device}", slow=device != "meta"):
+            if device != "meta":
+                meta = self._built["meta"] if "meta" in self._built else self.spec.build("meta")
+                _check_memory(f"running {self.label} on {device}", device, *_run_need(meta, _run_dtype(self.request)))
+            with self.say.step(f"building {self.label} on {device}", slow=device != "meta"), \
+                    _real_run(f"building {self.label} on {device}", device != "meta"):
                 model = self.spec.build(device)
                 if self.request.lora is not None:
                     model = with_lora(model.to(self.built_in) if self.built_in else model, self.request.lora,
@@ -238,6 +244,70 @@ class Source:
         if wanted is not None:
             args, kwargs = rebatch(args, wanted), rebatch(kwargs, wanted)
         return args, kwargs
+
+
+RUN_MARGIN = 0.2  # a real run's activations and runtime, over its weights
+
+
+def _run_need(model: nn.Module, dtype: torch.dtype | None) -> tuple[int, str]:
+    """The least memory a real run of ``model`` holds, and what it is made of: its parameters and
+    buffers at their dtypes, a copy of the floating ones in ``dtype`` where that differs (the run
+    converts a copy), and ``RUN_MARGIN`` more for activations and the runtime."""
+    tensors = [*model.parameters(), *model.buffers()]
+    weights = _weights_bytes(model)
+    copies = sum(t.numel() * dtype.itemsize for t in tensors
+                 if dtype is not None and t.is_floating_point() and t.dtype != dtype)
+    dtypes = ", ".join(sorted({str(t.dtype).removeprefix("torch.") for t in tensors}))
+    copy = f", a {str(dtype).removeprefix('torch.')} copy of {nbytes(copies)}" if copies and dtype is not None else ""
+    return (int((weights + copies) * (1 + RUN_MARGIN)),
+            f"its weights: {nbytes(weights)} in {dtypes}{copy}; and {RUN_MARGIN:.0%} more for activations and the "
+            "runtime")
+
+
+def _weights_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def _check_memory(what: str, device: str, needed: int, made_of: str) -> None:
+    """Refuse ``what`` up front when it needs more memory than ``device`` has available now (the
+    machine's for the CPU, :func:`~nncost.hardware.machine.available_memory_bytes`; the GPU's free
+    memory for CUDA): a run past it is killed, or takes the machine down."""
+    if device.startswith("cuda"):
+        available: int | None = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        available = available_memory_bytes()
+    if available is not None and needed > available:
+        where = "this GPU has" if device.startswith("cuda") else "this machine has"
+        raise NotEnoughMemory(f"{what} needs about {nbytes(needed)} of memory ({made_of}) and {where} "
+                              f"{nbytes(available)} available; cost it on meta instead (without --device, "
+                              "--measure-time and --measure)")
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an exception it was raised from, is an allocation that failed: Python's,
+    CUDA's, or torch's CPU allocator's (a RuntimeError that says it could not allocate)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or (
+                isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextmanager
+def _real_run(what: str, real: bool = True) -> Iterator[None]:
+    """An allocation that fails inside (a ``real`` run) becomes one sentence naming ``what``."""
+    try:
+        yield
+    except Exception as exc:
+        if not real or not _out_of_memory(exc):
+            raise
+        available = available_memory_bytes()
+        left = f" ({nbytes(available)} available now)" if available is not None else ""
+        raise NotEnoughMemory(f"{what} ran out of memory{left}: cost it on meta instead (without --device, "
+                              "--measure-time and --measure), or with a smaller batch") from exc
 
 
 def _as_args(inputs: Any) -> tuple[Any, ...]:
@@ -344,11 +414,25 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
         model = source.given if source.given is not None else source.on(source.built_on())
         if dtype is None and quantized_weights(model):  # the dtype a quantized weight computes in, not its codes'
             dtype = getattr(torch, _weights_dtype(model, None))
-        report = with_roofline(report, calibration.device(hardware, say=say), request.flags, dtype=dtype,
-                               precision=request.precision, efficiency=request.efficiency)
+        device, unavailable = _time_device(hardware, say)
+        if device is None:
+            report = replace(report, time_unavailable=unavailable)
+        else:
+            report = with_roofline(report, device, request.flags, dtype=dtype, precision=request.precision,
+                                   efficiency=request.efficiency)
     if measure_on is not None:
         report = _measured(request, source, report, measure_on, say)
     return report
+
+
+def _time_device(hardware: str, say: Progress) -> tuple[Device | None, str | None]:
+    """The device of the time estimates, or None and why: a ``cpu`` that cannot be calibrated
+    plausibly costs the estimates, said here, never the rest of the run."""
+    try:
+        return calibration.device(hardware, say=say), None
+    except CalibrationError as exc:
+        say(f"no time estimates: {exc}")
+        return None, str(exc)
 
 
 def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
@@ -373,7 +457,8 @@ def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str
     forward needed data to run or a layout search is asked for."""
     weights = _weights(request, model)
     run_on = request.device
-    with say.step(f"profiling {source.label}", slow=run_on != "meta"):
+    with say.step(f"profiling {source.label}", slow=run_on != "meta"), \
+            _real_run(f"profiling {source.label} on {run_on}", run_on != "meta"):
         args, kwargs = source.inputs(inputs_on)
         trace = capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=say)
         allocations: dict[int, list[int]] | None = None
@@ -454,7 +539,8 @@ def _measured(request: Request, source: Source, report: Report, device: str, say
     args, kwargs = source.inputs(str(model_device(model)))
     precision = resolve_precision(request.precision, request.dtype)
     passes = WARMUP + request.repeats
-    with say.bar(f"timing {source.label} ({passes} passes)", passes, counts="passes") as advance:
+    with say.bar(f"timing {source.label} ({passes} passes)", passes, counts="passes") as advance, \
+            _real_run(f"timing {source.label}"):
         times = measure_times(model, args, kwargs, device=device, dtype=precision.param_dtype,
                               repeats=request.repeats, warmup=WARMUP, autocast=precision.autocast_dtype,
                               on_pass=advance)
@@ -591,12 +677,18 @@ def _measure_step(request: Request, source: Source, report: MemoryReport, say: P
     if on_cuda and not torch.cuda.is_available():
         raise BadRequest("measuring a step with CUDA allocator semantics runs a real step on a GPU, and none is "
                          "available here; the cpu allocator measures on the CPU")
+    if not on_cuda:  # weights already on the CPU hold memory that is no longer available
+        built = source.given if source.given is not None else source.on(source.built_on())
+        held = _weights_bytes(built) if model_device(built).type == "cpu" else 0
+        _check_memory(f"one real step of {source.label}", "cpu", report.peak_bytes - held,
+                      "the simulated step's peak, less the weights built already")
     model = source.given if source.given is not None else source.on("cpu")
     if model_device(model).type == "meta":
         raise BadRequest(f"{source.label} has meta weights: a real step needs a model with weights")
     args, kwargs = source.inputs("cpu")
     measure = measure_cuda_peak if on_cuda else measure_cpu_peak
-    with say.step(f"running one real step on {'CUDA' if on_cuda else 'the CPU'}"):
+    with say.step(f"running one real step on {'CUDA' if on_cuda else 'the CPU'}"), \
+            _real_run(f"one real step of {source.label}"):
         return measure(model, args, kwargs, mode=report.mode, optimizer=step.optimizer, precision=request.precision,
                        checkpointing=step.checkpointing)
 
@@ -612,17 +704,21 @@ def _generation(request: Request, source: Source, say: Progress) -> GenerationRe
     dtype = _run_dtype(request)
     roofline = None
     kernels = "cuda"  # whose attention kernels run: the roofline device's, else a GPU's, where LLMs are served
+    unavailable = None
     if request.hardware is not None:
-        device = calibration.device(request.hardware, say=say)
-        roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
-                                 precision=request.precision, efficiency=request.efficiency)
-        kernels = device.kind
+        device, unavailable = _time_device(request.hardware, say)
+        if device is not None:
+            roofline = make_roofline(device, request.flags, dtype=_weights_dtype(model, dtype),
+                                     precision=request.precision, efficiency=request.efficiency)
+        kernels = device.kind if device is not None else "cpu"  # only the calibrated cpu can be missing
     batch = request.inputs.batch_size
     parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
     quantize = _Quantize(_weights(request, model), request.kv_cache_dtype)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
                            name=source.label, parallel=parallel, quantize=quantize, kernels=kernels)
+    if unavailable is not None:
+        report = replace(report, prefill=replace(report.prefill, time_unavailable=unavailable))
     budget = _budget(wanted.fit, request.hardware)
     if budget is None:
         return report
@@ -851,6 +947,8 @@ def _onnx(request: Request, say: Progress) -> Report:
         trace, file_params = read_onnx(request.model, inputs.sizes, inputs.batch_size, name=request.name)
     report = build_report(trace, file_params=file_params)
     if request.hardware is not None:
-        report = with_roofline(report, calibration.device(request.hardware, say=say), request.flags, dtype=None,
-                               precision=request.precision, efficiency=request.efficiency)
+        device, unavailable = _time_device(request.hardware, say)
+        report = (replace(report, time_unavailable=unavailable) if device is None else
+                  with_roofline(report, device, request.flags, dtype=None, precision=request.precision,
+                                efficiency=request.efficiency))
     return replace(report, depth=request.depth) if request.depth is not None else report

@@ -125,6 +125,7 @@ class Report:
     dtype: str | None = None
     dtype_source: str | None = None
     weight_format: str | None = None  # quantized weights (nncost.quantization): as stored, or a what-if
+    time_unavailable: str | None = None  # why the time estimates asked for are missing (a cpu not calibrated)
 
     def shown(self, depth: int | None = None) -> list[Layer]:
         """The layers of depth ``depth`` and above (default: the report's own ``depth``)."""

@@ -75,6 +75,8 @@ def _report_dict(report: Report) -> dict[str, Any]:
     }
     if report.file_params is not None:
         data["file_params"] = asdict(report.file_params)
+    if report.time_unavailable is not None:
+        data["time_unavailable"] = report.time_unavailable
     if report.dtype_source is not None:
         data["dtype"] = report.dtype
         data["dtype_source"] = report.dtype_source
@@ -316,10 +318,17 @@ def summary_lines(report: Report) -> list[tuple[str, str]]:
 
 
 def time_lines(report: Report) -> list[tuple[str, str]]:
-    """The roofline and measured-time lines of the totals block (none without a roofline)."""
+    """The roofline and measured-time lines of the totals block; without a roofline, the measured
+    forward alone and why the estimates asked for are missing."""
     r, t = report.roofline, report.totals
     if r is None:
-        return []
+        lines = []
+        if t.measured_seconds is not None:
+            lines.append(("Measured forward",
+                          f"{units.seconds(t.measured_seconds)} (median, batch {report.batch_size})"))
+        if report.time_unavailable is not None:
+            lines.append(("Time estimates", f"none: {report.time_unavailable}"))
+        return lines
     matrix, conv = r.family_dtype.get("matmul", ""), r.family_dtype.get("conv", "")
     columns = f"matrix work {matrix}" + (f", convolutions {conv}" if conv != matrix else "") + ", vector work fp32"
     cache = r.cache_bandwidth

@@ -4,13 +4,15 @@ Each rule was learnt by measuring single calls with the CPU allocator's own even
 (``torch.profiler``, ``profile_memory=True``) and follows the code path that makes the
 allocation; docs/memory.md gives the measured figures and the findings behind every rule.
 The padded sizes are oneDNN's blocked layouts: channel dimensions rounded up to the vector
-width of fp32 lanes (16 on AVX-512, 8 on AVX2), which is why the rules ask this CPU.
+width of fp32 lanes (16 on AVX-512, 8 on AVX2), which is why the rules ask which instruction set
+oneDNN runs: the CPU's, capped by ONEDNN_MAX_CPU_ISA.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +30,13 @@ PAGE = 4096
 
 @functools.cache
 def simd_lanes() -> int:
-    """fp32 lanes of this CPU's vectors: oneDNN pads blocked channel dimensions to it."""
-    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+    """fp32 lanes of the vectors oneDNN's kernels use, which pad blocked channel dimensions to them:
+    16 where the CPU has AVX-512 and oneDNN may use it, else 8 (AVX2, as on AMD CPUs before Zen 4
+    and older Intel ones).  oneDNN reads its cap from ``ONEDNN_MAX_CPU_ISA`` (or the older
+    ``DNNL_MAX_CPU_ISA``) once; ATen's ``ATEN_CPU_CAPABILITY`` does not move it."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").strip().upper()
+    allowed = cap in ("ALL", "DEFAULT") or cap.startswith(("AVX512", "AVX10"))
+    return 16 if allowed and torch.cpu._is_avx512_supported() else 8
 
 
 def padded(channels: int) -> int:
@@ -121,8 +128,18 @@ def convolution_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor])
         scratch = torch.get_num_threads() * (4 * nbytes(w) + nbytes(x[0]))
         stages += [dx + weights + scratch + db, dx + weights + dw + db]
     elif mask[1]:
-        stages += [dx + dy_blocked + src + weights + db, dx + weights + dw + db]
+        stages += [dx + dy_blocked + src + weights + db, dx + weights + dw + db + _narrow_avx2_accumulators(dy, x, w)]
     return dy_copy + max(stages, default=0)
+
+
+def _narrow_avx2_accumulators(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> int:
+    """AVX2's grad-weight of a 3×3 convolution whose output is at most 2 wide (a ResNet's last stage
+    on small images) holds 7 more weight-sized buffers, whatever the batch from 2 up, and a little
+    more that is left out (1/64 to 1/16 of the weights) on 24 shapes (64 to 512 channels, maps 1×1
+    and 2×2, batch 2 to 16, 2 threads).  Not on AVX-512, nor from 3 wide; at batch 1 AVX2 takes yet
+    another kernel, which holds less (not modelled: the rule stays above it)."""
+    narrow = (simd_lanes() == 8 and list(w.shape[2:]) == [3, 3] and dy.shape[-1] <= 2 and x.shape[0] >= 2)
+    return 7 * nbytes(w) if narrow else 0
 
 
 def _bf16_jit_backward(args: tuple[Any, ...], outputs: Sequence[torch.Tensor]) -> bool:
@@ -234,12 +251,18 @@ def _bf16_weight_scratchpad(n: int, cin: int, cout: int, spatial: tuple[int, ...
 
 def _channels_last_backward(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, groups: int, mask: list[bool],
                             dx: int, db: int, outputs: Sequence[torch.Tensor]) -> int:
-    """Channels-last input (ConvNeXt's layers).  Depthwise: a reduction buffer of C·k²·256 fp32
-    elements, whatever the batch and size (measured on 4 shapes, 2 threads).  Dense: weight copies
-    around a grad-input scratchpad of about half of dY (approximate: 0.5-0.6 of dY measured)."""
+    """Channels-last input (ConvNeXt's layers).  Depthwise: with a grad-weight and a kernel of 5×5
+    or more, a reduction buffer of C·k²·lanes² fp32 elements (256 on AVX-512, 64 on AVX2), whatever
+    the batch and size; a 3×3 one a copy of the weights instead; the weights once more in any case
+    (exact on 7 shapes of 3×3 to 7×7 with every gradient mask, 2 threads, on both).  Dense: weight
+    copies around a grad-input scratchpad of about half of dY (approximate: 0.5-0.6 of dY measured)."""
     weights = nbytes(w)
     if groups > 1 and groups == x.shape[1]:
-        return produced(outputs) + x.shape[1] * math.prod(w.shape[2:]) * 256 * 4 + weights + db
+        kernel = math.prod(w.shape[2:])
+        if not mask[1]:
+            return produced(outputs) + weights + db
+        reduction = x.shape[1] * kernel * simd_lanes() ** 2 * 4 if min(w.shape[2:]) >= 5 else weights
+        return produced(outputs) + reduction + weights + db
     stages = [produced(outputs) + weights]
     if mask[0]:
         stages.append(2 * weights + dx + nbytes(dy) // 2)
