@@ -35,7 +35,7 @@ from torch import nn
 
 from nncost import calibration
 from nncost.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
-from nncost.analyses.build import allocation_sizes, build_report, peak_live_bytes, same_storages
+from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import Segment, decode_report, linear_segments, no_decode, step_samples
 from nncost.analyses.memory import analyse_step
@@ -57,7 +57,7 @@ from nncost.analyses.training_run import ACHIEVABLE_MFU, layout_run, training_ru
 from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
-from nncost.capture.run import allocations_at, capture
+from nncost.capture.run import capture
 from nncost.configs import ContextLimit, context_limit
 from nncost.errors import BadRequest, CalibrationError, NeedsWeights, NncostWarning, NotEnoughMemory
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
@@ -452,33 +452,20 @@ def _capture_forward(request: Request, source: Source, say: Progress) -> Report:
 def _captured(request: Request, source: Source, model: nn.Module, inputs_on: str, dtype: torch.dtype | None,
               say: Progress) -> Report:
     """The report of the forward at the request's batch, with the request's weight format, and the
-    storages it creates at the next batch (at batch 1: at 2, and at 3 where batch 1 skips work),
-    which give the bytes a sample adds (``feature_map_bytes``, docs/conventions.md), unless the
-    forward needed data to run or a layout search is asked for."""
+    storages it creates at the next batch, which give the bytes a sample adds
+    (``feature_map_bytes``, docs/conventions.md), unless a layout search is asked for."""
     weights = _weights(request, model)
     run_on = request.device
+    # a forward a layout search shows beside its plan is not run at other batches (its feature maps
+    # are then the sum over the batch); other batches' inputs carry no values: where they are
+    # needed, the sum over the batch is shown too
+    planning = request.step is not None and request.step.plan
     with say.step(f"profiling {source.label}", slow=run_on != "meta"), \
             _real_run(f"profiling {source.label} on {run_on}", run_on != "meta"):
         args, kwargs = source.inputs(inputs_on)
-        trace = capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=say)
-        allocations: dict[int, list[int]] | None = None
-        # a forward that needs data is not run again at other batches, nor one a layout search shows
-        # beside its plan (its feature maps are then the sum over the batch)
-        planning = request.step is not None and request.step.plan
-        if trace.fallback_reason is None and not planning:
-            allocations = {trace.batch_size: allocation_sizes(trace)}
-
-            def at(batch: int) -> list[int]:
-                # other batches' inputs carry no values: where they are needed, the sum over the batch is shown
-                return allocations_at(model, *source.inputs(inputs_on, batch), device=run_on, dtype=dtype)
-
-            try:
-                allocations[trace.batch_size + 1] = at(trace.batch_size + 1)
-                if trace.batch_size == 1 and not same_storages(allocations[1], allocations[2]):
-                    allocations[3] = at(3)
-            except Exception:  # a model that runs at one batch only: the sum over it instead
-                allocations = None
-    return build_report(bytes_read(quantized(trace, weights)), allocations=allocations)
+        trace = capture(model, args, kwargs, device=run_on, dtype=dtype, model_name=source.label, progress=say,
+                        other_batches=None if planning else lambda batch: source.inputs(inputs_on, batch))
+    return build_report(bytes_read(quantized(trace, weights)))
 
 
 def _weights(request: Request, model: nn.Module) -> WeightFormat | None:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 from nncost.records.report import FileParams, Layer, Report, Totals, Uncounted
-from nncost.records.trace import OpCall, Trace, token_rows
+from nncost.records.trace import OpCall, Trace, same_storages, token_rows
 
 
-def build_report(trace: Trace, *, file_params: FileParams | None = None,
-                 allocations: dict[int, list[int]] | None = None) -> Report:
+def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Report:
     """The report of one captured forward; ``file_params`` says which stored tensors of a model
-    file counted as parameters; ``allocations``, the storages the same forward creates at other
-    batches (``allocation_sizes`` by batch), give the feature maps of a sample
-    (``feature_map_bytes``)."""
+    file counted as parameters."""
     n = len(trace.layers)
     macs = [0] * n
     flops = [0] * n
@@ -82,7 +79,7 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None,
         read_bytes=sum(op.read_bytes for op in trace.ops),
         write_bytes=sum(op.write_bytes for op in trace.ops),
         input_bytes=trace.input_bytes,
-        feature_map_bytes=feature_map_bytes(trace, allocations),
+        feature_map_bytes=feature_map_bytes(trace),
         peak_activation_bytes=peak,
         peak_at=_layer_at(trace, peak_op),
     )
@@ -100,36 +97,23 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None,
     )
 
 
-def allocation_sizes(trace: Trace) -> list[int]:
-    """The bytes of each storage the forward's operators create, in the order they create them."""
-    return [delta for _, delta, _ in trace.memory_events if delta > 0]
-
-
 def written_bytes(trace: Trace) -> int:
     """The bytes of every storage the forward's operators create, as if none were reused."""
-    return sum(allocation_sizes(trace))
+    return sum(trace.allocation_sizes())
 
 
-def same_storages(one: list[int], two: list[int]) -> bool:
-    """Whether a forward at batch 2 created the storages it created at batch 1 (``allocation_sizes``
-    of each): as many, in the same order, each at least as big and at most twice as big, as a
-    size ``a + b·batch`` is."""
-    return len(one) == len(two) and all(a <= b <= 2 * a for a, b in zip(one, two, strict=True))
-
-
-def feature_map_bytes(trace: Trace, allocations: dict[int, list[int]] | None) -> int:
+def feature_map_bytes(trace: Trace) -> int:
     """The feature maps of one sample: the bytes one more sample adds to what the forward writes.
 
-    ``allocations`` holds what the forward creates at two consecutive batches (``trace``'s own
-    among them, or not); the figure is what the larger writes minus what the smaller does.  A
-    tensor that does not grow with the batch (BatchNorm's saved statistics, a causal mask) is in
-    both and cancels.  A batch of one counts only where batch 2 created the same storages
-    (:func:`same_storages`), each then growing by one sample's share: a transpose over a dimension
-    of size 1 is already contiguous, so a batch of one may skip copies that every larger batch
-    makes, and then batches 2 and 3 are the pair.  So the figure is the same at every batch.
-    Without a pair (a model that runs at one batch only or needs data to run, an ONNX file), or
-    where the larger batch wrote less, it is ``written_bytes`` of ``trace`` over its batch."""
-    by_batch = allocations or {}
+    Of the trace's own batch and the others it holds (``Trace.allocations``), two consecutive
+    ones give the figure: what the larger writes minus what the smaller does.  A tensor that does
+    not grow with the batch (BatchNorm's saved statistics, a causal mask) is in both and cancels.
+    A batch of one counts only where batch 2 created the same storages
+    (:func:`~nncost.records.trace.same_storages`), each grown by one sample's share; otherwise
+    batches 2 and 3 are the pair.  So the figure is the same at every batch.  Without a pair (a
+    model that runs at one batch only or needs data to run, an ONNX file), or where the larger
+    batch wrote less, it is ``written_bytes`` over the batch."""
+    by_batch = {**trace.allocations, trace.batch_size: trace.allocation_sizes()} if trace.allocations else {}
     for smaller in sorted(by_batch):
         larger = by_batch.get(smaller + 1)
         if larger is None or (smaller == 1 and not same_storages(by_batch[1], larger)):

@@ -42,11 +42,13 @@ from nncost.capture.shadows import Shadows, entered
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import InputMismatch, NeedsWeights, first_line
-from nncost.records.trace import Trace
+from nncost.records.trace import Trace, same_storages
 from nncost.rules import ATEN
 
 Progress = Callable[[str], None]
 T = TypeVar("T")
+# the positional and keyword inputs of a forward at a batch
+InputsAt = Callable[[int], tuple[tuple[Any, ...], dict[str, Any]]]
 
 
 class MetaStopped(Exception):
@@ -67,9 +69,16 @@ def capture(
     model_name: str = "",
     progress: Progress | None = None,
     fallback: bool = True,
+    other_batches: InputsAt | None = None,
 ) -> Trace:
     """One forward of ``model`` on ``device`` (see the module docstring); ``fallback=False`` raises
-    :class:`MetaStopped` where a meta run stops, instead of running the model for real."""
+    :class:`MetaStopped` where a meta run stops, instead of running the model for real.
+
+    ``other_batches`` gives the inputs at another batch: then the trace also holds the storages
+    the forward creates at the next batch (at batch 1: at 2, and at 3 where batch 1 creates other
+    storages, ``records.trace.same_storages``), from light forwards (:func:`_allocations`) in the
+    same placement, for the feature maps of a sample.  A forward that fell back to a real run, or
+    that runs at one batch only, holds none."""
     target = torch.device(device)
     if target.type != "meta":
         if model_device(model).type == "meta":
@@ -77,7 +86,7 @@ def capture(
                 f"device={device!r} runs the model for real, but its parameters are on the meta device; "
                 "build the model with weights (on CPU) or use device='meta'"
             )
-        return _run(model, args, kwargs, target, dtype, model_name, memoise=False)
+        return _run(model, args, kwargs, target, dtype, model_name, memoise=False, other_batches=other_batches)
     home = model_device(model)
     quantized = quantized_weights(model)
     if quantized and home.type != "meta":
@@ -90,7 +99,8 @@ def capture(
         return trace
     try:
         return on_meta(lambda shadows: _run(model, args, kwargs, target, dtype, model_name, memoise=True,
-                                            real_device=_real_device(home), shadows=shadows))
+                                            real_device=_real_device(home), shadows=shadows,
+                                            other_batches=other_batches))
     except MetaStopped as stopped:
         if not fallback:
             raise
@@ -117,43 +127,33 @@ def on_meta(attempt: Callable[[Shadows | None], T]) -> T:
         return attempt(Shadows())
 
 
-def allocations_at(
-    model: nn.Module,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    *,
-    device: str = "meta",
-    dtype: torch.dtype | None = None,
-) -> list[int]:
-    """The bytes of each storage one forward creates, in the order it creates them
-    (``analyses.build.allocation_sizes`` of its capture), from a tracer that records no calls and
-    no module scopes.  On meta, raises :class:`MetaStopped` where the forward cannot run there;
-    elsewhere it runs for real."""
-    target = torch.device(device)
-    if target.type != "meta":
-        return _allocations(model, args, kwargs, target, dtype, None, None)
-    real_device = _real_device(model_device(model))
-    return on_meta(lambda shadows: _allocations(model, args, kwargs, target, dtype, real_device, shadows))
-
-
 def _real_device(home: torch.device) -> torch.device:
     """Where a real run of a model whose weights are on ``home`` goes: there, or the CPU for none."""
     return home if home.type != "meta" else torch.device("cpu")
 
 
 @contextmanager
-def _placed(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device,
-            dtype: torch.dtype | None, shadows: Shadows | None) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """The model and its inputs on ``device`` for one forward in eval mode, on its own random
-    generators, without gradients; the model put back afterwards, every attribute the forward
-    rebinds included; ``shadows`` seeded with the values the caller had."""
+def _placed(model: nn.Module, device: torch.device, dtype: torch.dtype | None,
+            shadows: Shadows | None) -> Iterator[None]:
+    """The model's parameters and buffers on ``device`` and its modules in eval mode, put back
+    afterwards; ``shadows`` seeded with the values the model had."""
     convert = to_meta(dtype) if device.type == "meta" else to_device(device, dtype)
     swap = (
         swapped(model, shadows.seeding(convert) if shadows is not None else convert)
         if needs_swap(model, device, dtype)
         else nullcontext()
     )
-    with run_state(device), attributes_restored(model), training_flags(model, False), swap, torch.no_grad():
+    with training_flags(model, False), swap:
+        yield
+
+
+@contextmanager
+def _forward(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device,
+             dtype: torch.dtype | None, shadows: Shadows | None) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The state one forward runs in: its inputs on ``device`` (``shadows`` seeded with the values
+    the caller had), its own random generators, no gradients, and every module attribute it
+    rebinds put back afterwards."""
+    with run_state(device), attributes_restored(model), torch.no_grad():
         placed = inputs_mod.place(args, device, dtype), inputs_mod.place(kwargs, device, dtype)
         if shadows is not None:
             shadows.seed_tree(placed, (args, kwargs))
@@ -161,20 +161,33 @@ def _placed(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], dev
 
 
 def _allocations(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device,
-                 dtype: torch.dtype | None, real_device: torch.device | None, shadows: Shadows | None) -> list[int]:
-    """One forward of :func:`allocations_at`."""
+                 dtype: torch.dtype | None, shadows: Shadows | None) -> list[int]:
+    """The bytes of each storage one forward of the placed model creates, in order
+    (``Trace.allocation_sizes`` of its capture), from a tracer that records no calls and no module
+    scopes: a third of a capture's time."""
     tracer = Tracer(ATEN, _no_layer, memoise=device.type == "meta", record_calls=False)
-    with _placed(model, args, kwargs, device, dtype, shadows) as (placed_args, placed_kwargs):
+    with _forward(model, args, kwargs, device, dtype, shadows) as (placed_args, placed_kwargs):
         try:
             with tracer, entered(shadows):
                 model(*placed_args, **placed_kwargs)
-        except Exception as exc:
-            if real_device is not None and meta_limitation(exc, tracer.failed_call, real_device):
-                raise MetaStopped(first_line(exc)) from exc
-            raise
         finally:
             tracer.close()
     return [delta for _, delta, _ in tracer.memory_events if delta > 0]
+
+
+def _other_allocations(model: nn.Module, trace: Trace, inputs_at: InputsAt, device: torch.device,
+                       dtype: torch.dtype | None, shadows: Shadows | None) -> dict[int, list[int]]:
+    """What the forward of ``trace`` creates at the batches the feature maps of a sample need
+    (:meth:`capture`'s ``other_batches``); none where a forward at another batch fails."""
+    batch = trace.batch_size
+    found: dict[int, list[int]] = {}
+    try:
+        found[batch + 1] = _allocations(model, *inputs_at(batch + 1), device, dtype, shadows)
+        if batch == 1 and not same_storages(trace.allocation_sizes(), found[2]):
+            found[3] = _allocations(model, *inputs_at(3), device, dtype, shadows)
+    except Exception:  # a model that runs at one batch only: the sum over it instead
+        return {}
+    return found
 
 
 def _no_layer() -> int:
@@ -192,41 +205,48 @@ def _run(
     memoise: bool,
     real_device: torch.device | None = None,
     shadows: Shadows | None = None,
+    other_batches: InputsAt | None = None,
 ) -> Trace:
     """One attempt.  On the meta device, ``real_device`` is where a real run would go: a failure that
     is meta execution stopping raises MetaStopped, any other InputMismatch.  ``shadows`` answers
     questions about the values a meta run knows."""
     scopes = Scopes(model)
-    with _placed(model, args, kwargs, device, dtype, shadows) as (placed_args, placed_kwargs), scopes.hooked(model):
-        tracer = Tracer(ATEN, scopes.current, memoise=memoise, params=param_storages(model))
-        input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
-        batch = inputs_mod.batch_of((placed_args, placed_kwargs)) or 1
-        try:
-            with tracer, entered(shadows):
-                output = model(*placed_args, **placed_kwargs)
-        except Exception as exc:
-            error = mismatch(exc, scopes, tracer, model_name)
-            if real_device is not None and meta_limitation(exc, tracer.failed_call, real_device):
-                raise MetaStopped(f"{error.layer or 'the model'} ({error.layer_type}): {first_line(exc)}") from exc
-            raise error from exc
-        finally:
-            tracer.close()
-        del output
-        scopes.finish()
-        named = named_parameters(model, tracer.storage_id)
-    return Trace(
-        model=model_name or type(model).__name__,
-        execution="meta" if device.type == "meta" else "real",
-        device=str(device),
-        batch_size=batch,
-        layers=scopes.layers,
-        ops=tracer.ops,
-        memory_events=tracer.memory_events,
-        params=param_stats(model, dtype),
-        input_bytes=input_bytes,
-        named=named,
-        weight_format=four_bit_format(model),
-    )
+    with _placed(model, device, dtype, shadows):
+        with _forward(model, args, kwargs, device, dtype, shadows) as (placed_args, placed_kwargs), \
+                scopes.hooked(model):
+            tracer = Tracer(ATEN, scopes.current, memoise=memoise, params=param_storages(model))
+            input_bytes = inputs_mod.nbytes((placed_args, placed_kwargs))
+            batch = inputs_mod.batch_of((placed_args, placed_kwargs)) or 1
+            try:
+                with tracer, entered(shadows):
+                    output = model(*placed_args, **placed_kwargs)
+            except Exception as exc:
+                error = mismatch(exc, scopes, tracer, model_name)
+                if real_device is not None and meta_limitation(exc, tracer.failed_call, real_device):
+                    raise MetaStopped(f"{error.layer or 'the model'} ({error.layer_type}): {first_line(exc)}") \
+                        from exc
+                raise error from exc
+            finally:
+                tracer.close()
+            del output
+            scopes.finish()
+            named = named_parameters(model, tracer.storage_id)
+        trace = Trace(
+            model=model_name or type(model).__name__,
+            execution="meta" if device.type == "meta" else "real",
+            device=str(device),
+            batch_size=batch,
+            layers=scopes.layers,
+            ops=tracer.ops,
+            memory_events=tracer.memory_events,
+            params=param_stats(model, dtype),
+            input_bytes=input_bytes,
+            named=named,
+            weight_format=four_bit_format(model),
+        )
+        if other_batches is not None:
+            trace.allocations = _other_allocations(model, trace, other_batches, device, dtype, shadows)
+    return trace
 
 
 def param_storages(model: nn.Module) -> dict[int, tuple[str, int]]:

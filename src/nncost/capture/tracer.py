@@ -215,7 +215,7 @@ class Tracer(TorchDispatchMode):
     size; with it, a call whose rule routes rows through
     slices of a parameter records which (``OpCall.routed``).
     ``record_calls=False`` keeps only the storages the calls create (``memory_events``, every
-    event at index 0), not the calls: what ``capture.run.allocations_at`` needs, at a third of
+    event at index 0), not the calls: what ``capture.run._allocations`` needs, at a third of
     the cost.
     """
 

@@ -63,6 +63,14 @@ def token_rows(input_shapes: list[Shape]) -> int | None:
     return math.prod(input_shapes[0][:-1])
 
 
+def same_storages(one: list[int], two: list[int]) -> bool:
+    """Whether a forward at batch 2 created the storages it created at batch 1 (the bytes of each,
+    in order): as many, each at least as big and at most twice as big, as a size ``a + b·batch``
+    is.  A batch of one may skip copies every larger batch makes (a transpose over a dimension of
+    size 1 is already contiguous); then it creates fewer."""
+    return len(one) == len(two) and all(a <= b <= 2 * a for a, b in zip(one, two, strict=True))
+
+
 @dataclass(slots=True)
 class OpCall:
     """One ATen operator call, attributed to the innermost module call that ran it."""
@@ -148,3 +156,10 @@ class Trace:
     fallback_reason: str | None = None
     named: dict[int, Named] = field(default_factory=dict)  # by storage id (OpCall.reads, .writes, allocations)
     weight_format: str | None = None  # quantized weights: the format, as stored or as a what-if
+    # by batch: the bytes of each storage the same forward creates at other batches, in order
+    # (capture.run.capture's ``other_batches``); the feature maps of a sample come from them
+    allocations: dict[int, list[int]] = field(default_factory=dict)
+
+    def allocation_sizes(self) -> list[int]:
+        """The bytes of each storage the forward's operators create, in the order they create them."""
+        return [delta for _, delta, _ in self.memory_events if delta > 0]
