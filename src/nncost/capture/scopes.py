@@ -111,7 +111,7 @@ class Scopes:
         self._modules.append(module)
         self.stack.append(index)
 
-    def leave(self, output: Any) -> None:
+    def leave(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
         """Also called when the forward raises (``always_call``), so the stack stays balanced when a
         caller catches the exception (activation checkpointing stops its recomputation that way)."""
         in_flight = sys.exc_info()[1]
@@ -154,19 +154,12 @@ class Scopes:
     @contextmanager
     def hooked(self, model: nn.Module) -> Iterator[None]:
         handles = []
-
-        def pre(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            self.enter(module, args, kwargs)
-
-        def post(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-            self.leave(output)
-
         try:
             for module in model.modules():
                 if isinstance(module, torch.jit.ScriptModule):
                     continue  # compiled: no hooks; its operators still reach the tracer, in its caller's scope
-                handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-                handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+                handles.append(module.register_forward_pre_hook(self.enter, with_kwargs=True))
+                handles.append(module.register_forward_hook(self.leave, with_kwargs=True, always_call=True))
             yield
         finally:
             for handle in handles:
