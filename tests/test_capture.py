@@ -297,3 +297,19 @@ def test_a_profile_captures_once_and_runs_light_forwards_for_the_feature_maps(
     monkeypatch.setattr("nncost.capture.run.Tracer", _CountedTracer)
     nncost.profile(model(), size)
     assert _CountedTracer.calls == [True] + [False] * light
+
+
+def test_pointwise_in_place_operators_keep_their_checks_and_their_counts() -> None:
+    """A pointwise in-place operator on meta returns its first argument once its kernel accepted the
+    same metadata; other metadata still reach the kernel, which refuses what it refuses."""
+    from nncost.rules import ATEN
+
+    a, b = torch.empty(4, 3, device="meta"), torch.empty(3, device="meta")
+    tracer = Tracer(ATEN, lambda: 0, memoise=True)
+    with tracer:
+        assert a.add_(b) is a and a.add_(b) is a
+        with pytest.raises(RuntimeError):
+            a.add_(torch.empty(5, device="meta"))
+        with pytest.raises(RuntimeError):
+            b.add_(a)  # the result's shape is not the first argument's
+    assert [(op.op, op.flops) for op in tracer.ops] == [("add_", 12), ("add_", 12)]

@@ -17,7 +17,9 @@ operator read (``Trace.named``: which reads are a weight, which are the KV cache
 On the meta device most of a forward's time goes into PyTorch's Python meta kernels
 (BatchNorm's is the slowest).  Meta outputs depend only on input metadata, so the tracer
 memoises them, process-wide: the next call of an operator with the same argument metadata
-creates its outputs with ``empty_strided`` instead of running the meta kernel again.
+creates its outputs with ``empty_strided`` instead of running the meta kernel again.  A
+pointwise in-place operator (``add_``) returns its first argument: once its kernel accepted
+some argument metadata, the next call with the same metadata returns that argument at once.
 
 A few meta kernels are stricter than the real ones (``_grouped_mm``'s takes bfloat16 only): on
 tensors without data the tracer answers those operators itself (``capture.meta_kernels``), so a
@@ -62,6 +64,9 @@ class OpInfo:
     fresh_outputs: bool  # the outputs are new storages, not aliases of an input
     # the output function nncost answers the operator with on tensors without data (capture.meta_kernels)
     answer: Callable[..., Any] | None = None
+    # a pointwise operator that writes its first argument and returns it (``add_``, ``relu_``):
+    # on meta its outcome is that argument, once its kernel accepted the arguments' metadata
+    pointwise_in_place: bool = False
 
 
 def _op_name(func: torch._ops.OpOverload) -> str:
@@ -79,6 +84,15 @@ def _inplace_view(func: torch._ops.OpOverload) -> bool:
     return base is not None and any(getattr(base, overload).is_view for overload in base.overloads())
 
 
+def _pointwise_in_place(func: torch._ops.OpOverload) -> bool:
+    schema = func._schema
+    if torch.Tag.pointwise not in func.tags or len(schema.returns) != 1 or not schema.arguments:
+        return False
+    out, first = schema.returns[0].alias_info, schema.arguments[0].alias_info
+    return (out is not None and first is not None and out.is_write and first.is_write
+            and out.before_set == first.before_set)
+
+
 def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
     name = _op_name(func)
     fresh = all(ret.alias_info is None for ret in func._schema.returns)
@@ -89,7 +103,7 @@ def classify(func: torch._ops.OpOverload, registry: Registry) -> OpInfo:
     rule = registry.get(name)
     if rule is None and torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), "CompositeImplicitAutograd"):
         return OpInfo(name, DECOMPOSE, None, fresh)
-    return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh, ANSWERED.get(name))
+    return OpInfo(name, RULE if rule else UNCOUNTED, rule, fresh, ANSWERED.get(name), _pointwise_in_place(func))
 
 
 def shape_of(t: torch.Tensor) -> tuple[Any, ...]:
@@ -409,8 +423,15 @@ class Tracer(TorchDispatchMode):
         # nncost's own output function, on tensors without data, for a meta kernel stricter than the real ones
         answer = info.answer if info.answer is not None and args and without_data(args[0]) else None
         key = None
+        if answer is None and self.memoise and info.pointwise_in_place and args and without_data(args[0]):
+            try:
+                key = (func, _signature(args), _signature(kwargs))
+            except TypeError:  # an unhashable argument: run the kernel
+                key = None
+            if key is not None and _META_OUTPUTS.get(key) is _IN_PLACE:
+                return args[0]
         # free ops may alias without saying so
-        if answer is None and self.memoise and info.fresh_outputs and info.kind != FREE:
+        elif answer is None and self.memoise and info.fresh_outputs and info.kind != FREE:
             shape_fn = SHAPE_FUNCTIONS.get(info.name)
             if shape_fn is not None and not kwargs:
                 fast = shape_fn(*args)
@@ -431,7 +452,7 @@ class Tracer(TorchDispatchMode):
             self.failed_call = (func, args, kwargs, exc)
             raise
         if key is not None:
-            template = _template(out)
+            template = _IN_PLACE if info.pointwise_in_place and out is args[0] else _template(out)
             if template is not None:
                 if len(_META_OUTPUTS) >= META_CACHE_LIMIT:
                     _META_OUTPUTS.clear()
@@ -505,6 +526,7 @@ class Tracer(TorchDispatchMode):
 # profiling variants of one model).  Bounded: cleared when it reaches the limit.
 META_CACHE_LIMIT = 1 << 16
 _META_OUTPUTS: dict[Any, Any] = {}
+_IN_PLACE = object()  # the outcome of a pointwise in-place operator: its first argument
 _Meta = tuple[torch.Size, tuple[int, ...], torch.dtype]
 
 
