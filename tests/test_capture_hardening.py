@@ -273,7 +273,7 @@ def test_fallback_counts_on_the_random_state_of_a_direct_run() -> None:
     fallback_draws: list[int] = []
     torch.manual_seed(1234)
     fallback = nncost.profile(Stochastic(fallback_draws), (6,), batch_size=5)
-    # both meta attempts drew too: without shadows, and with them (capture.run.on_meta)
+    # both meta attempts drew too: without shadows, and with them (capture.run._on_meta)
     assert fallback.execution == "real" and len(fallback_draws) == 3
     assert fallback_draws[2] == direct_draws[0]
     assert fallback.totals.macs == direct.totals.macs == (1 + direct_draws[0] % 5) * 5 * 6 * 6

@@ -2,7 +2,8 @@
 
 Meta execution is the default: no weights, no activation memory, the same shapes and the same
 operators as a real run.  Questions about values the run knows are answered on meta
-(capture.shadows).  A model that needs other data to decide what to do (``nonzero``, NMS,
+(capture.shadows): where a first meta attempt stops, a second one keeps shadows, so a model that
+asks nothing pays nothing for them.  A model that needs other data to decide what to do (``nonzero``, NMS,
 ``.item()`` of an activation), or an operator whose meta kernel is missing or stricter than the
 real one, cannot go on without values; it is run again for real on the device that holds its
 weights, and the trace says so.  Which failures those are is decided by capture.limits, without reading
@@ -68,11 +69,9 @@ def capture(
     dtype: torch.dtype | None = None,
     model_name: str = "",
     progress: Progress | None = None,
-    fallback: bool = True,
     other_batches: InputsAt | None = None,
 ) -> Trace:
-    """One forward of ``model`` on ``device`` (see the module docstring); ``fallback=False`` raises
-    :class:`MetaStopped` where a meta run stops, instead of running the model for real.
+    """One forward of ``model`` on ``device`` (see the module docstring).
 
     ``other_batches`` gives the inputs at another batch: then the trace also holds the storages
     the forward creates at the next batch (at batch 1: at 2, and at 3 where batch 1 creates other
@@ -98,12 +97,10 @@ def capture(
         trace.weight_format = f"{', '.join(quantized)} (as stored)"
         return trace
     try:
-        return on_meta(lambda shadows: _run(model, args, kwargs, target, dtype, model_name, memoise=True,
+        return _on_meta(lambda shadows: _run(model, args, kwargs, target, dtype, model_name, memoise=True,
                                             real_device=_real_device(home), shadows=shadows,
                                             other_batches=other_batches))
     except MetaStopped as stopped:
-        if not fallback:
-            raise
         reason = stopped.reason
     if home.type == "meta":
         raise NeedsWeights(
@@ -117,7 +114,7 @@ def capture(
     return trace
 
 
-def on_meta(attempt: Callable[[Shadows | None], T]) -> T:
+def _on_meta(attempt: Callable[[Shadows | None], T]) -> T:
     """``attempt`` on meta without shadows, and where it stops, again with them (capture.shadows):
     only a model that asks about values pays for keeping them.  Raises :class:`MetaStopped` where
     the second attempt stops too."""
@@ -178,7 +175,7 @@ def _allocations(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
 def _other_allocations(model: nn.Module, trace: Trace, inputs_at: InputsAt, device: torch.device,
                        dtype: torch.dtype | None, shadows: Shadows | None) -> dict[int, list[int]]:
     """What the forward of ``trace`` creates at the batches the feature maps of a sample need
-    (:meth:`capture`'s ``other_batches``); none where a forward at another batch fails."""
+    (:func:`capture`'s ``other_batches``); none where a forward at another batch fails."""
     batch = trace.batch_size
     found: dict[int, list[int]] = {}
     try:
