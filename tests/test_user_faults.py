@@ -89,6 +89,14 @@ def test_long_times_are_in_minutes_hours_and_days(s: float, text: str) -> None:
     assert units.seconds(s) == text
 
 
+@pytest.mark.parametrize("rate, text", [(1234.56, "1,234.6"), (0.04123, "0.0412"), (0.5, "0.500"), (0, "0.0")])
+def test_slow_rates_keep_their_figures(rate: float, text: str) -> None:
+    """A decode past a hundred million tokens runs well under a token a second: not '0.0'."""
+    from nncost.render import units
+
+    assert units.per_second(rate) == text
+
+
 def test_did_you_mean_ends_the_sentence_once(capsys: pytest.CaptureFixture[str]) -> None:
     code, _ = cli("resnet5")
     err = capsys.readouterr().err.strip()

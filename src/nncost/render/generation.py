@@ -86,8 +86,8 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                                   f"{roofline.efficiency:g} (roofline)"))
         lines.append(("Time to first token", units.seconds(g.time_to_first_token_seconds)))
     if g.tokens_per_second is not None:
-        lines.append(("Decode rate", f"{g.tokens_per_second:,.1f} tokens/s per sequence, "
-                                f"{g.tokens_per_second * g.batch_size:,.1f} for the batch"))
+        lines.append(("Decode rate", f"{units.per_second(g.tokens_per_second)} tokens/s per sequence, "
+                                f"{units.per_second(g.tokens_per_second * g.batch_size)} for the batch"))
     if g.budget_bytes is not None:
         verdict = "fits" if g.peak_bytes <= g.budget_bytes else "does NOT fit"
         lines.append(("Fits", f"{verdict}: the peak against {units.nbytes(g.budget_bytes)}"))

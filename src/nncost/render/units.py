@@ -116,9 +116,15 @@ def bandwidth(bytes_per_second: float) -> str:
     return f"{bytes_per_second:.3g} B/s"
 
 
+def per_second(rate: float) -> str:
+    """A rate of whole things (tokens, samples): 1234.56 -> '1,234.6', 0.04123 -> '0.0412' (three
+    significant figures below one, where one decimal would show 0.0)."""
+    return f"{rate:,.1f}" if rate >= 1 or rate == 0 else f"{rate:#.3g}"
+
+
 def samples_per_second(rate: float) -> str:
     """1234.56 -> '1,234.6 samples/s'."""
-    return f"{rate:,.1f} samples/s"
+    return f"{per_second(rate)} samples/s"
 
 
 def _has_digit(component: str) -> bool:
