@@ -43,7 +43,7 @@ from nncost.capture.shadows import Shadows, entered
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import InputMismatch, NeedsWeights, first_line
-from nncost.records.trace import Trace, same_storages
+from nncost.records.trace import Trace, created_bytes, same_storages
 from nncost.rules import ATEN
 
 Progress = Callable[[str], None]
@@ -169,18 +169,17 @@ def _allocations(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
                 model(*placed_args, **placed_kwargs)
         finally:
             tracer.close()
-    return [delta for _, delta, _ in tracer.memory_events if delta > 0]
+    return created_bytes(tracer.memory_events)
 
 
-def _other_allocations(model: nn.Module, trace: Trace, inputs_at: InputsAt, device: torch.device,
+def _other_allocations(model: nn.Module, batch: int, own: list[int], inputs_at: InputsAt, device: torch.device,
                        dtype: torch.dtype | None, shadows: Shadows | None) -> dict[int, list[int]]:
-    """What the forward of ``trace`` creates at the batches the feature maps of a sample need
-    (:func:`capture`'s ``other_batches``); none where a forward at another batch fails."""
-    batch = trace.batch_size
+    """What a forward that created ``own`` at ``batch`` creates at the batches the feature maps of
+    a sample need (:func:`capture`'s ``other_batches``); none where a forward at another batch fails."""
     found: dict[int, list[int]] = {}
     try:
         found[batch + 1] = _allocations(model, *inputs_at(batch + 1), device, dtype, shadows)
-        if batch == 1 and not same_storages(trace.allocation_sizes(), found[2]):
+        if batch == 1 and not same_storages(own, found[2]):
             found[3] = _allocations(model, *inputs_at(3), device, dtype, shadows)
     except Exception:  # a model that runs at one batch only: the sum over it instead
         return {}
@@ -228,7 +227,7 @@ def _run(
             del output
             scopes.finish()
             named = named_parameters(model, tracer.storage_id)
-        trace = Trace(
+        return Trace(
             model=model_name or type(model).__name__,
             execution="meta" if device.type == "meta" else "real",
             device=str(device),
@@ -240,10 +239,9 @@ def _run(
             input_bytes=input_bytes,
             named=named,
             weight_format=four_bit_format(model),
+            allocations={} if other_batches is None else _other_allocations(
+                model, batch, created_bytes(tracer.memory_events), other_batches, device, dtype, shadows),
         )
-        if other_batches is not None:
-            trace.allocations = _other_allocations(model, trace, other_batches, device, dtype, shadows)
-    return trace
 
 
 def param_storages(model: nn.Module) -> dict[int, tuple[str, int]]:

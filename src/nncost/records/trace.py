@@ -63,6 +63,11 @@ def token_rows(input_shapes: list[Shape]) -> int | None:
     return math.prod(input_shapes[0][:-1])
 
 
+def created_bytes(memory_events: list[tuple[int, int, int]]) -> list[int]:
+    """The bytes of each storage a timeline's operators create (its positive events), in order."""
+    return [delta for _, delta, _ in memory_events if delta > 0]
+
+
 def same_storages(one: list[int], two: list[int]) -> bool:
     """Whether a forward at batch 2 created the storages it created at batch 1 (the bytes of each,
     in order): as many, each at least as big and at most twice as big, as a size ``a + b·batch``
@@ -162,4 +167,4 @@ class Trace:
 
     def allocation_sizes(self) -> list[int]:
         """The bytes of each storage the forward's operators create, in the order they create them."""
-        return [delta for _, delta, _ in self.memory_events if delta > 0]
+        return created_bytes(self.memory_events)
