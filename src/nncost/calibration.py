@@ -42,7 +42,7 @@ from nncost.analyses.roofline import COMPUTE_CALIBRATED, FAMILIES, make_roofline
 from nncost.capture.inputs import sizes_to_inputs
 from nncost.capture.run import capture
 from nncost.capture.timing import measure_times
-from nncost.errors import CalibrationError
+from nncost.errors import CalibrationError, NncostWarning
 from nncost.hardware.catalogue import Device, catalogue_device
 from nncost.records.trace import OpCall
 
@@ -69,8 +69,9 @@ MAX_MODULE_CALL_SECONDS = 2e-4
 MAX_AGE_DAYS = 30
 
 
-class CalibrationWarning(UserWarning):
-    """A calibration measured under heavy load, or an implausible attempt measured again."""
+class CalibrationWarning(NncostWarning):
+    """A calibration measured under heavy load, or an implausible attempt measured again (the CLI
+    prints it as one line, as every :class:`~nncost.errors.NncostWarning`)."""
 
 
 def cache_dir() -> Path:
