@@ -8,6 +8,7 @@ put back in a ``finally``, together with every module's ``training`` flag.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,7 +51,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def needs_swap(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> bool:
-    for t in list(model.parameters()) + list(model.buffers()):
+    """Whether a parameter or buffer is not on ``device`` or not in ``dtype`` (the first one found
+    answers)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
         if t.device.type != device.type:
             return True
         if dtype is not None and t.is_floating_point() and t.dtype != dtype:
