@@ -186,13 +186,13 @@ def test_a_long_generation_costs_the_same_work_as_a_short_one(monkeypatch: pytes
         calls.append(context)
         return decode_at(self, context)
 
-    def bounded(op: Any, slope: Any, count: int, timed: Any) -> Any:
-        assert count <= roofline.SUMMED_CALLS, "a figure for every step"
-        return series(op, slope, count, timed)
+    def bounded(op: Any, slope: Any, k: Any, timed: Any) -> Any:
+        assert len(k) <= roofline.SUMMED_CALLS, "a figure for every step"
+        return series(op, slope, k, timed)
 
-    series = roofline.op_seconds_series
+    series = roofline.op_seconds_at
     monkeypatch.setattr(GenerationSession, "decode_at", counted)
-    monkeypatch.setattr(roofline, "op_seconds_series", bounded)
+    monkeypatch.setattr(roofline, "op_seconds_at", bounded)
     model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         vocab_size=128, max_position_embeddings=2**40))

@@ -144,14 +144,6 @@ def op_seconds(op: OpCall, roofline: Roofline) -> tuple[float, float]:
     return compute, memory
 
 
-def op_seconds_series(op: OpCall, slope: tuple[int, int, int, int], count: int, roofline: Roofline
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(compute, memory, overhead) seconds of ``count`` calls of ``op`` whose MACs, FLOPs, read
-    and written bytes grow by ``slope`` from one call to the next (decode steps over a growing
-    cache): :func:`op_seconds` for each call, as arrays."""
-    return _series_at(op, slope, np.arange(count, dtype=np.float64), roofline)
-
-
 # A run of calls whose memory roof follows a bandwidth curve (a calibrated cpu) is summed call by
 # call up to this many calls, and from this many evenly spread calls beyond.
 SUMMED_CALLS = 4096
@@ -160,7 +152,7 @@ SUMMED_CALLS = 4096
 def op_seconds_sum(op: OpCall, slope: tuple[int, int, int, int], count: int, roofline: Roofline
                    ) -> tuple[float, float]:
     """(seconds of the compute-bound calls, seconds of the memory-bound calls), overhead included,
-    of :func:`op_seconds_series`'s ``count`` calls, in time independent of ``count``.
+    of the calls ``0 … count − 1`` of :func:`op_seconds_at`, in time independent of ``count``.
 
     Under one bandwidth both roofs are lines in the call's index ``k``, so the calls are
     compute-bound on one side of the index where the lines cross and memory-bound on the other,
@@ -176,20 +168,12 @@ def op_seconds_sum(op: OpCall, slope: tuple[int, int, int, int], count: int, roo
         else:
             edges = np.round(np.linspace(0, count, SUMMED_CALLS + 1))
             calls, weight = np.floor((edges[:-1] + edges[1:]) / 2), np.diff(edges)
-        on_compute, on_memory, fixed = _series_at(op, slope, calls, roofline)
+        on_compute, on_memory, fixed = op_seconds_at(op, slope, calls, roofline)
         total = (np.maximum(on_compute, on_memory) + fixed) * weight
         return float(total[on_compute >= on_memory].sum()), float(total[on_compute < on_memory].sum())
-    kind = roof_family(op.unit)
-    e = roofline.efficiency * roofline.family_efficiency.get(kind, 1.0)
-    e_memory = roofline.efficiency if kind in COMPUTE_CALIBRATED else e
-    peak = peak_of(op, kind, roofline) * e
-    bandwidth = roofline.bandwidth * e_memory
-    c0, c1 = op.flops / peak, slope[1] / peak
-    if op.unit == "gather":
-        m0, m1 = 2 * op.write_bytes / bandwidth, 2 * slope[3] / bandwidth
-    else:
-        m0, m1 = (op.read_bytes + op.write_bytes) / bandwidth, (slope[2] + slope[3]) / bandwidth
-    overhead = op_overhead(op, roofline)
+    # under one bandwidth both roofs are lines in k: their values at the first two calls give them
+    (c0, c_next), (m0, m_next), (overhead, _) = op_seconds_at(op, slope, np.array([0.0, 1.0]), roofline)
+    c1, m1 = c_next - c0, m_next - m0
     d0, d1 = c0 - m0, c1 - m1  # compute minus memory seconds: ≥ 0 where compute-bound
     last = count - 1
     if d1 == 0:
@@ -209,9 +193,11 @@ def op_seconds_sum(op: OpCall, slope: tuple[int, int, int, int], count: int, roo
     return series(c0, c1, compute_bound), series(m0, m1, memory_bound)
 
 
-def _series_at(op: OpCall, slope: tuple[int, int, int, int], k: np.ndarray, roofline: Roofline
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`op_seconds_series` at the calls ``k`` only."""
+def op_seconds_at(op: OpCall, slope: tuple[int, int, int, int], k: np.ndarray, roofline: Roofline
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute, memory, overhead) seconds of the calls ``k`` (indices, as floats) of a run of calls
+    of ``op`` whose MACs, FLOPs, read and written bytes grow by ``slope`` from one call to the next
+    (decode steps over a growing cache): :func:`op_seconds` for each of them, as arrays."""
     flops = op.flops + slope[1] * k
     read, write = op.read_bytes + slope[2] * k, op.write_bytes + slope[3] * k
     kind = roof_family(op.unit)
