@@ -414,15 +414,20 @@ def _forward(request: Request, source: Source, say: Progress) -> Report:
         model = source.given if source.given is not None else source.on(source.built_on())
         if dtype is None and quantized_weights(model):  # the dtype a quantized weight computes in, not its codes'
             dtype = getattr(torch, _weights_dtype(model, None))
-        device, unavailable = _time_device(hardware, say)
-        if device is None:
-            report = replace(report, time_unavailable=unavailable)
-        else:
-            report = with_roofline(report, device, request.flags, dtype=dtype, precision=request.precision,
-                                   efficiency=request.efficiency)
+        report = _estimated(report, request, hardware, dtype, say)
     if measure_on is not None:
         report = _measured(request, source, report, measure_on, say)
     return report
+
+
+def _estimated(report: Report, request: Request, hardware: str, dtype: torch.dtype | None, say: Progress) -> Report:
+    """``report`` with its roofline on ``hardware``, or, where that device's time cannot be had,
+    with why (``time_unavailable``)."""
+    device, unavailable = _time_device(hardware, say)
+    if device is None:
+        return replace(report, time_unavailable=unavailable)
+    return with_roofline(report, device, request.flags, dtype=dtype, precision=request.precision,
+                         efficiency=request.efficiency)
 
 
 def _time_device(hardware: str, say: Progress) -> tuple[Device | None, str | None]:
@@ -934,8 +939,5 @@ def _onnx(request: Request, say: Progress) -> Report:
         trace, file_params = read_onnx(request.model, inputs.sizes, inputs.batch_size, name=request.name)
     report = build_report(trace, file_params=file_params)
     if request.hardware is not None:
-        device, unavailable = _time_device(request.hardware, say)
-        report = (replace(report, time_unavailable=unavailable) if device is None else
-                  with_roofline(report, device, request.flags, dtype=None, precision=request.precision,
-                                efficiency=request.efficiency))
+        report = _estimated(report, request, request.hardware, None, say)
     return replace(report, depth=request.depth) if request.depth is not None else report
