@@ -40,13 +40,19 @@ def expected_experts(experts: int, top_k: float, tokens: int) -> float:
     return experts * (1.0 - missed ** tokens)
 
 
+def experts_read(routed: Routed, tokens: int) -> tuple[float, float]:
+    """(k, the expected slices of a routed parameter that ``tokens`` tokens read): k is the rows
+    routed per token."""
+    top_k = float(Fraction(routed.rows, tokens))
+    return top_k, expected_experts(routed.slices, top_k, tokens)
+
+
 def read_share(routed: Routed, tokens: int | None) -> float:
     """The share of the routed parameter a call reads: the expected distinct slices of its
     ``tokens`` over all the slices (1 when the tokens are unknown)."""
     if tokens is None or tokens <= 0 or routed.slices <= 0:
         return 1.0
-    top_k = float(Fraction(routed.rows, tokens))
-    return min(1.0, expected_experts(routed.slices, top_k, tokens) / routed.slices)
+    return min(1.0, experts_read(routed, tokens)[1] / routed.slices)
 
 
 def bytes_read(trace: Trace) -> Trace:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from nncost.records.trace import Routed, token_rows
+from nncost.records.trace import token_rows
 from nncost.rules import ATEN
 from nncost.rules.onnx import ONNX
 from nncost.rules.registry import op_label
@@ -133,6 +133,8 @@ def routed_lines(layer: Layer) -> list[str]:
                      f" which experts a token picks does not change the total): {routed.rows / routed.slices:g}"
                      f" rows, MACs {_n(op.macs // routed.slices)}")
         if tokens:
+            from nncost.analyses.reads import experts_read
+
             top_k, expected = experts_read(routed, tokens)
             lines.append(f"    bytes read: the slices its tokens route to, E·(1 − (1 − k/E)^T) = {expected:.3g} of"
                          f" E = {routed.slices} (T = {_n(tokens)}, k = {top_k:g}), {ROUTING_ASSUMED}")
@@ -141,13 +143,6 @@ def routed_lines(layer: Layer) -> list[str]:
 
 ROUTING_ASSUMED = "routing assumed uniform and independent from token to token"
 
-
-def experts_read(routed: Routed, tokens: int) -> tuple[float, float]:
-    """(k, the expected slices ``tokens`` tokens read of a routed parameter)."""
-    from nncost.analyses.reads import expected_experts
-
-    top_k = routed.rows / tokens
-    return top_k, expected_experts(routed.slices, top_k, tokens)
 
 
 def explain(layer: Layer) -> str:

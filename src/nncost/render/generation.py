@@ -105,9 +105,10 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
 
 def _experts_lines(generation: GenerationReport) -> list[tuple[str, str]]:
     """For a mixture of experts, the experts each phase is expected to read of its first routed
-    parameter (nncost.analyses.routing)."""
+    parameter (nncost.analyses.reads)."""
+    from nncost.analyses.reads import experts_read
     from nncost.records.trace import token_rows
-    from nncost.render.explain import ROUTING_ASSUMED, experts_read
+    from nncost.render.explain import ROUTING_ASSUMED
 
     phases = [("prefill", generation.prefill)] + ([("a decode step", generation.decode)] if generation.decode_steps
                                                    else [])
