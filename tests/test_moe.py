@@ -329,8 +329,8 @@ def test_generation_of_a_float32_moe_runs_on_meta() -> None:
     with torch.device("meta"):
         model = mixtral()
     result = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=2), generation=Generation(8, 4)))
-    assert result.report is not None and result.report.execution == "meta"
-    assert result.report.totals.active_params == 189_248 - 2 * 4 * 3 * 64 * 96 // 2
+    assert result.generation is not None and result.generation.prefill.execution == "meta"
+    assert result.generation.prefill.totals.active_params == 189_248 - 2 * 4 * 3 * 64 * 96 // 2
 
 
 # -- the experts a step reads ----------------------------------------------------------------

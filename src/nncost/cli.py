@@ -437,8 +437,9 @@ def _main(args: argparse.Namespace) -> str:
     if args.html:
         from nncost.render.html import write_html
 
-        assert result.report is not None
-        write_html(args.html, result.report, result.memory, command=args.command, open_depth=args.depth,
+        report = result.report or (result.generation.prefill if result.generation is not None else None)
+        assert report is not None
+        write_html(args.html, report, result.memory, command=args.command, open_depth=args.depth,
                    generation=result.generation, parallel=result.parallel)
     return _render(args, result)
 
@@ -546,7 +547,8 @@ def _wants_memory(args: argparse.Namespace) -> bool:
 def _render(args: argparse.Namespace, result: Result) -> str:
     """The one document of the result, in the asked format."""
     if args.explain:
-        assert result.report is not None
+        if result.report is None:
+            raise BadRequest("--explain shows a layer of a forward's report; this request has none")
         if args.format == "json":
             import json
 

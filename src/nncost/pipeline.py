@@ -110,7 +110,7 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     """Run ``request``: its report and its memory step, where asked."""
     say = progress or Quiet()
     if _is_onnx(request.model):
-        return Result(_onnx(request, say), None)
+        return Result.of(_onnx(request, say))
     source = _source(request, say)
     request = source.request  # a config model's own dtype resolved
     if request.generation is not None:
@@ -118,7 +118,7 @@ def run(request: Request, progress: Progress | None = None) -> Result:
         prefill = replace(generation.prefill, depth=request.depth, dtype=source.dtype_name,
                           dtype_source=source.dtype_source)
         generation = replace(generation, prefill=prefill)
-        return Result(prefill, None, generation)
+        return Result.of(generation)
     report = _forward(request, source, say) if request.report else None
     if report is not None and source.dtype_source is not None:
         report = replace(report, dtype=source.dtype_name, dtype_source=source.dtype_source)
@@ -132,7 +132,7 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     run = _training_run(request, report, memory, parallel)
     if report is not None and request.depth is not None:
         report = replace(report, depth=request.depth)
-    return Result(report, memory, training_run=run, parallel=parallel, plan=plan)
+    return Result.of(report, memory, plan, None if plan is not None else parallel, run)
 
 
 def _training_run(request: Request, report: Report | None, memory: MemoryReport | None,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
     from nncost.records.parallel import ParallelStep, Plan
     from nncost.records.report import Layer, Report
+    from nncost.records.result import Result
     from nncost.records.training_run import TrainingRun
 
 SCHEMA = "nncost.report/2"
@@ -48,6 +49,21 @@ CONVENTIONS = {
 
 # Report.dtype_source: why a transformers model ran in its dtype
 DTYPE_SOURCES = {"config": "the config's", "default": "the config names none", "request": "asked for"}
+
+
+class _Alone:
+    """A report shown alone, as the result of its one section."""
+
+    memory = generation = training_run = parallel = plan = comparison = None
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.sections = (report,)
+
+
+def _whole(result: Result | Report) -> Result:
+    """A result, or a report alone as the result of its one section."""
+    return result if hasattr(result, "sections") else _Alone(result)  # type: ignore[return-value]
 
 
 def layer_dict(layer: Layer) -> dict[str, Any]:
@@ -169,10 +185,14 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             "rejected": [asdict(rejected) for rejected in plan.rejected]}
 
 
-def to_dict(report: Report | None, memory: MemoryReport | None = None,
-            generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
-            parallel: ParallelStep | None = None, plan: Plan | None = None) -> dict[str, Any]:
-    """The whole document of a result (see docs/schema.json)."""
+def to_dict(result: Result | Report) -> dict[str, Any]:
+    """The whole document of a result (see docs/schema.json): the forward report's figures (for
+    generation, the prefill's) at the top, then one key per other section, null where absent."""
+    result = _whole(result)
+    report, memory, generation = result.report, result.memory, result.generation
+    training_run, parallel, plan = result.training_run, result.parallel, result.plan
+    if generation is not None:
+        report = generation.prefill
     data: dict[str, Any] = {"schema": SCHEMA}
     if report is not None:
         data.update(_report_dict(report))
@@ -184,10 +204,8 @@ def to_dict(report: Report | None, memory: MemoryReport | None = None,
     return data
 
 
-def to_json(report: Report | None, memory: MemoryReport | None = None, generation: GenerationReport | None = None,
-            training_run: TrainingRun | None = None, parallel: ParallelStep | None = None, plan: Plan | None = None,
-            indent: int | None = 2) -> str:
-    return json.dumps(to_dict(report, memory, generation, training_run, parallel, plan), indent=indent)
+def to_json(result: Result | Report, indent: int | None = 2) -> str:
+    return json.dumps(to_dict(result), indent=indent)
 
 
 def _flat_row(layer: Layer) -> dict[str, Any]:
@@ -197,13 +215,16 @@ def _flat_row(layer: Layer) -> dict[str, Any]:
     return row
 
 
-def to_csv(report: Report | None, memory: MemoryReport | None = None,
-           generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
-           parallel: ParallelStep | None = None, plan: Plan | None = None) -> str:
+def to_csv(result: Result | Report) -> str:
     """One row per layer; then, each after a blank line, a simulated step's figures as
     ``memory,value`` rows, a layout's as ``parallel,value`` rows and its stages one row each, a
     plan's best layouts one row each, a training run's as ``training_run,value`` rows,
     generation's as ``generation,value`` rows and the decode phase's layers."""
+    result = _whole(result)
+    report, memory, generation = result.report, result.memory, result.generation
+    training_run, parallel, plan = result.training_run, result.parallel, result.plan
+    if generation is not None:
+        report = generation.prefill
     buffer = io.StringIO()
     blocks: list[str] = []
     if report is not None:
@@ -397,11 +418,12 @@ def layer_cells(layer: Layer) -> tuple[str, ...]:
     )
 
 
-def to_markdown(report: Report | None, memory: MemoryReport | None = None,
-                generation: GenerationReport | None = None, training_run: TrainingRun | None = None,
-                parallel: ParallelStep | None = None, plan: Plan | None = None, depth: int | None = None) -> str:
+def to_markdown(result: Result | Report, depth: int | None = None) -> str:
     """The layer table and the totals as Markdown (for generation, prefill and decode side by
     side); with a simulated step, its section after them, then a training run's."""
+    result = _whole(result)
+    report, memory, generation = result.report, result.memory, result.generation
+    training_run, parallel, plan = result.training_run, result.parallel, result.plan
     rows: list[str] = []
     if generation is not None:
         rows += generation_markdown(generation)

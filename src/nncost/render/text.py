@@ -21,15 +21,16 @@ if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
     from nncost.records.parallel import ParallelStep, Plan
     from nncost.records.report import Report
+    from nncost.records.result import Result
     from nncost.records.training_run import TrainingRun
 
 
-def to_text(report: Report | None, memory: MemoryReport | None, generation: GenerationReport | None = None,
-            training_run: TrainingRun | None = None, parallel: ParallelStep | None = None,
-            plan: Plan | None = None) -> str:
+def to_text(result: Result) -> str:
     """The layer table and totals, then the memory section (or a plan's table and the layout's
     stages) and a training run's summary; for generation, prefill and decode side by side and the
     generation's figures."""
+    report, memory, generation = result.report, result.memory, result.generation
+    training_run, parallel, plan = result.training_run, result.parallel, result.plan
     if generation is not None:
         return render_generation(generation)
     parts = [render_text(report)] if report is not None else []
