@@ -536,7 +536,7 @@ def machine() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    from nncost.calibration import cpu_model
+    from nncost.hardware.calibration import cpu_model
 
     return (f"nproc {os.cpu_count()} ({cpu_model()}), torch {ver('torch')}, torchvision {ver('torchvision')}, "
             f"transformers {ver('transformers')}, Python {platform.python_version()}, {platform.platform()}")

@@ -463,9 +463,9 @@ def _compare(args: argparse.Namespace) -> str:
 
 def build_request(args: argparse.Namespace) -> Request:
     """The request the flags of ``nncost MODEL`` describe."""
-    from nncost.configs import parse_overrides
     from nncost.precision import resolve_dtype
     from nncost.request import Generation, Inputs, Request, Run, Step
+    from nncost.sources.configs import parse_overrides
 
     hardware = args.hardware.strip().lower() if args.hardware else None
     real = [flag for flag, given in (("--measure-time", args.measure_time), ("--measure", args.measure)) if given]
