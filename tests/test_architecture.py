@@ -17,8 +17,8 @@ PROTOCOLS = {"__str__", "__repr__", "__rich_console__", "__rich__", "_repr_html_
 # Methods of a record that call exactly the renderer of their name (docs/architecture.md).
 THIN_RENDERERS = {"to_dict", "to_json", "to_csv", "to_markdown", "to_html", "to_dataframe", "table", "explain"}
 # Packages below the pipeline, and what none of them may import.
-LOWER = ("nncost.capture", "nncost.rules", "nncost.records", "nncost.analyses", "nncost.hardware", "nncost.memory",
-         "nncost.sources")
+LOWER = ("nncost.capture", "nncost.rules", "nncost.records", "nncost.analyses", "nncost.hardware",
+         "nncost.simulation", "nncost.sources")
 UPPER = ("nncost.api", "nncost.pipeline", "nncost.cli", "nncost.request", "nncost.hardware.calibration",
          "nncost.render")
 

@@ -12,7 +12,7 @@
    (:mod:`nncost.capture.generation`, :mod:`nncost.analyses.generation`), and the most
    sequences that fit;
 5. **step**: the memory simulation of a training step or inference pass
-   (:mod:`nncost.memory.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
+   (:mod:`nncost.simulation.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
    and one real step when asked; or, for a step spread over GPUs (tensor, pipeline, data
    parallelism, micro-batches), one traced step at the micro-batch and each stage's memory and
    the step's time derived from it, or a plan's search of layouts (:mod:`nncost.analyses.parallel`);
@@ -60,8 +60,6 @@ from nncost.errors import BadRequest, CalibrationError, NeedsWeights, NncostWarn
 from nncost.hardware import calibration
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.hardware.machine import available_memory_bytes
-from nncost.memory.precision import cpu_stands_in
-from nncost.memory.step import capture_step
 from nncost.precision import resolve_precision
 from nncost.quantization import WeightFormat, weight_format
 from nncost.records.generation import GenerationReport
@@ -74,6 +72,8 @@ from nncost.records.trace import TorchFlags, Trace
 from nncost.records.training_run import TrainingRun
 from nncost.render.units import nbytes
 from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize, Request
+from nncost.simulation.autocast import cpu_stands_in
+from nncost.simulation.step import capture_step
 from nncost.sources.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
 from nncost.sources.configs import ContextLimit, context_limit
 from nncost.sources.models import ModelSpec, is_onnx, resolve
@@ -661,7 +661,7 @@ def _budget(fit: int | str | None, hardware: str | None) -> int | None:
 
 
 def _measure_step(request: Request, source: Source, report: MemoryReport, say: Progress) -> int:
-    from nncost.memory.measure import measure_cpu_peak, measure_cuda_peak
+    from nncost.simulation.measure import measure_cpu_peak, measure_cuda_peak
 
     step = request.step
     assert step is not None
