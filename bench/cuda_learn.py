@@ -8,7 +8,7 @@ can explain: the CNNs' constant 88–116 MB (kernel workspaces taken from the ca
 transformers' attention (which fused kernel runs, and what it saves for backward) and cuDNN's LSTM
 (its reserve buffer).  For each row of ``bench/memory_cuda.py`` this script runs one warm-up step and
 one profiled step (``torch.profiler``, ``profile_memory=True``, ``record_shapes=True``; the step of
-``nncost.memory.measure``, so the same set-up as ``--measure``) and prints:
+``nncost.simulation.measure``, so the same set-up as ``--measure``) and prints:
 
 1. the allocations on the device that one outermost ATen op call made and freed itself (workspaces),
    by op: how many calls, the largest call's high point and its input shapes;
@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nncost
 from memory import _mib, _outer_op, _shapes_of, _short, allocations, events_inside_one_call, workspaces_by_op
 from memory_cuda import rows
-from nncost.memory.measure import _prepared, _step
 from nncost.precision import resolve_precision
+from nncost.simulation.measure import _prepared, _step
 
 SAVING_OPS = ("attention", "rnn", "lstm")  # ops whose kept outputs are what fused kernels save for backward
 KERNEL_WORDS = ("attn", "attention", "fmha", "flash", "sdpa", "rnn", "lstm", "conv", "gemm", "cudnn", "cutlass")

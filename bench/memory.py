@@ -6,7 +6,7 @@
     /work/venv/bin/python bench/memory.py --diagnose "densenet121 b8 train adam"
 
 For each case nncost simulates the step on meta tensors (``nncost.memory(..., allocator="cpu")``)
-and ``nncost.memory.measure.measure_cpu_peak`` runs the same step for real on the CPU (a deep copy
+and ``nncost.simulation.measure.measure_cpu_peak`` runs the same step for real on the CPU (a deep copy
 of the model with random weights, one warm-up step, then a profiled step whose peak is the bytes
 alive before it plus the highest running sum of the allocator's ``[memory]`` events).  Each case
 runs in its own fresh process, so allocator and oneDNN caches of one case cannot touch another, nor
@@ -70,7 +70,7 @@ On meta tensors no kernel runs, so memory a kernel allocates and frees inside on
 (workspaces, reordered weights, packed buffers) is invisible to the tracer; for `allocator="cpu"`
 nncost adds it from per-operator kernel memory rules learnt by measuring PyTorch's CPU kernels, and
 sends attention and LSTMs down the kernels the CPU would pick (see "How the CPU is modelled" below).
-The measured counterpart, `nncost.memory.measure.measure_cpu_peak` (`nncost MODEL --train --hardware
+The measured counterpart, `nncost.simulation.measure.measure_cpu_peak` (`nncost MODEL --train --hardware
 cpu --measure`), runs the same step for real on the CPU and reads the allocator's events from
 `torch.profiler`, so it sees everything that goes through PyTorch's CPU allocator, workspaces
 included.
@@ -165,8 +165,7 @@ def build(name: str, batch: int) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
 
 
 def _measure_module() -> Any:
-    # ``import nncost.memory.measure`` would resolve ``nncost.memory`` to the function of that name
-    return importlib.import_module("nncost.memory.measure")
+    return importlib.import_module("nncost.simulation.measure")
 
 
 def _walk(event: Any) -> Any:
@@ -397,7 +396,7 @@ def diagnose(key: str, top: int) -> None:
     """Print, for one case, what is live at each peak and the allocations the measured kernels make and free
     inside one op call (what a dispatch-level tracer cannot see)."""
     from nncost.analyses.memory import analyse_step
-    from nncost.memory.step import capture_step
+    from nncost.simulation.step import capture_step
 
     name, batch, mode, optimizer = parse_case(key)
     model, args, kwargs = build(name, batch)
@@ -536,7 +535,7 @@ def machine() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    from nncost.calibration import cpu_model
+    from nncost.hardware.calibration import cpu_model
 
     return (f"nproc {os.cpu_count()} ({cpu_model()}), torch {ver('torch')}, torchvision {ver('torchvision')}, "
             f"transformers {ver('transformers')}, Python {platform.python_version()}, {platform.platform()}")

@@ -60,7 +60,7 @@ def rows() -> list[tuple[str, Any, dict[str, Any], str]]:
 
 def measure(model: nn.Module, spec: dict[str, Any], optimizer: str) -> tuple[int, int]:
     """nncost's own CUDA measurement (``measure_cuda_peak``), and the reserved peak of the same step."""
-    from nncost.memory.measure import measure_cuda_peak
+    from nncost.simulation.measure import measure_cuda_peak
 
     if "kwargs" in spec:
         args: tuple[Any, ...] = ()

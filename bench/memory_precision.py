@@ -88,7 +88,7 @@ def build(name: str, batch: int) -> tuple[Any, tuple[Any, ...]]:
 
 
 def measured_with_profile(model: Any, args: tuple[Any, ...], optimizer: str, precision: str) -> tuple[int, Any]:
-    from nncost.memory import measure
+    from nncost.simulation import measure
 
     captured: dict[str, Any] = {}
     original = measure.peak_of_events
@@ -135,7 +135,7 @@ def run_case(key: str) -> dict[str, Any]:
     report = nncost.memory(model, inputs=args, optimizer=optimizer, precision=precision, allocator="cpu", name=name)
     simulate_s = time.perf_counter() - start
     measured, prof = measured_with_profile(model, args, optimizer, precision)
-    from nncost.memory.measure import peak_of_events
+    from nncost.simulation.measure import peak_of_events
 
     before = measured - peak_of_events(prof)  # parameters, buffers, optimizer state, inputs
     _, visible_peak, internal_at_peak = kernel_internal(base().allocations(prof))
@@ -155,7 +155,7 @@ def run_case(key: str) -> dict[str, Any]:
 def diagnose(key: str, top: int) -> None:
     """What is live at each peak, grouped by the op that allocated it (measured and simulated)."""
     from nncost.analyses.memory import analyse_step
-    from nncost.memory.step import capture_step
+    from nncost.simulation.step import capture_step
 
     b = base()
     name, batch, precision, optimizer = parse_case(key)

@@ -29,7 +29,7 @@ import torchvision
 from torch import nn
 
 import nncost
-from nncost.models import resolve, torchvision_input
+from nncost.sources.models import resolve, torchvision_input
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE))
 
 from _peer_runner import CASES, MARK, TOOLS  # noqa: E402
 from _sections import replace_section  # noqa: E402
-from nncost.calibration import cpu_model  # noqa: E402
+from nncost.hardware.calibration import cpu_model  # noqa: E402
 
 DEFAULT_TOOLS = ["nncost", "thop", "ptflops", "ptflops[aten]", "fvcore", "torchinfo", "calflops", "FlopCounterMode"]
 # nncost's goal: at least this many times faster than the fastest peer

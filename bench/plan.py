@@ -46,10 +46,10 @@ def in_process(folder: str, args: argparse.Namespace) -> None:
     from nncost.analyses.parallel import Cluster, plan, profile_step
     from nncost.analyses.training_run import ACHIEVABLE_MFU
     from nncost.hardware.catalogue import catalogue_device
-    from nncost.memory.step import capture_step
-    from nncost.models import resolve
     from nncost.precision import resolve_precision
     from nncost.render.parallel import render_plan
+    from nncost.simulation.step import capture_step
+    from nncost.sources.models import resolve
 
     imported = time.perf_counter()
     model = resolve(folder).build("meta")

@@ -7,7 +7,7 @@
     PYTHONPATH=src /work/venv/bin/python bench/roofline.py --cli             # through the command line
 
 For each model nncost profiles the forward on meta tensors with ``hardware="cpu"`` (the roofs
-and per-family efficiencies calibrated on this machine by ``nncost.calibration``, at the
+and per-family efficiencies calibrated on this machine by ``nncost.hardware.calibration``, at the
 same thread count) and ``measure_time=True`` (the same model, random init, run for real: warm-up,
 then the median of ``--repeats`` passes per module call, the forward being the model's own).
 Goals (issue 5): the estimated forward within 30% of the measured one, and the estimate within
@@ -45,7 +45,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from nncost.calibration import cpu_model
+from nncost.hardware.calibration import cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -80,7 +80,7 @@ def worker(name: str, batch: int, seq: int, repeats: int, threads: int) -> dict[
     import torch
 
     import nncost
-    from nncost.calibration import cpu_device
+    from nncost.hardware.calibration import cpu_device
 
     torch.set_num_threads(threads)
     load_before = os.getloadavg()
@@ -298,7 +298,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace, command: str)
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {cpu['title']}, "
         f"{os.cpu_count()} cores (shared with other jobs), torch threads {args.threads}, "
         f"Python {platform.python_version()}.  ",
-        "Calibration of the first row's median trial (`nncost.calibration.cpu_device()`): "
+        "Calibration of the first row's median trial (`nncost.hardware.calibration.cpu_device()`): "
         f"fp32 {cpu['peak_flops']['fp32'] / 1e9:.0f} GFLOP/s, "
         f"bf16 {cpu['peak_flops']['bf16'] / 1e9:.0f}, fp16 {cpu['peak_flops']['fp16'] / 1e9:.0f}; "
         "copy bandwidth by working set " + ", ".join(f"{ws >> 10} KiB {bw / 1e9:.0f}"

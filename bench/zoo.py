@@ -34,7 +34,7 @@ from torch import nn
 from torchvision import models as tvm
 
 import nncost
-from nncost.models import resolve, torchvision_input
+from nncost.sources.models import resolve, torchvision_input
 
 ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.005  # relative, on MACs
@@ -292,7 +292,7 @@ NOTES = """\
   square of the pixel count).
 - Everything but detection is built and profiled on the meta device. RegNet's builders compute
   block widths with tensors and `.tolist()`, which fails under a meta default device, so nncost's
-  builder (`nncost.models.build_torchvision`, shared with the CLI) computes those widths on CPU.
+  builder (`nncost.sources.models.build_torchvision`, shared with the CLI) computes those widths on CPU.
   Detection models are built on CPU, seeded with
   `torch.manual_seed(0)`; their forward needs real values (`nonzero`, NMS), so nncost falls back
   to a real CPU run (`execution: real`).

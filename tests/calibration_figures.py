@@ -1,11 +1,11 @@
-"""Fabricated ``cpu`` calibrations, shaped as ``nncost.calibration.calibrate`` returns them (no timing)."""
+"""Fabricated ``cpu`` calibrations, shaped as ``nncost.hardware.calibration.calibrate`` returns them (no timing)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from nncost.analyses.roofline import FAMILIES
-from nncost.calibration import COPY_KIB
+from nncost.hardware.calibration import COPY_KIB
 
 # bytes/s by working set, as an idle 2-core Xeon measured them (docs/roofline.md)
 CURVE_GBS = (29, 56, 78, 44, 28, 28, 14)

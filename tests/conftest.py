@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from calibration_figures import plausible_figures
-from nncost import calibration
+from nncost.hardware import calibration
 
 REAL_HOME = Path.home()  # read at import, before any test points HOME elsewhere
 

@@ -17,8 +17,10 @@ PROTOCOLS = {"__str__", "__repr__", "__rich_console__", "__rich__", "_repr_html_
 # Methods of a record that call exactly the renderer of their name (docs/architecture.md).
 THIN_RENDERERS = {"to_dict", "to_json", "to_csv", "to_markdown", "to_html", "to_dataframe", "table", "explain"}
 # Packages below the pipeline, and what none of them may import.
-LOWER = ("nncost.capture", "nncost.rules", "nncost.records", "nncost.analyses", "nncost.hardware", "nncost.memory")
-UPPER = ("nncost.api", "nncost.pipeline", "nncost.cli", "nncost.request", "nncost.calibration", "nncost.render")
+LOWER = ("nncost.capture", "nncost.rules", "nncost.records", "nncost.analyses", "nncost.hardware",
+         "nncost.simulation", "nncost.sources")
+UPPER = ("nncost.api", "nncost.pipeline", "nncost.cli", "nncost.request", "nncost.hardware.calibration",
+         "nncost.render")
 
 
 def _modules() -> dict[str, Path]:
@@ -146,6 +148,13 @@ def test_lower_layers_never_import_upper_ones(module: str) -> None:
         shows_itself = module.startswith("nncost.records.") and target.startswith("nncost.render") and (
             function in PROTOCOLS or function in THIN_RENDERERS)
         assert shows_itself, f"{module} imports {target} (in {function or 'the module body'})"
+
+
+def test_capture_reads_no_source_but_the_onnx_file_it_costs() -> None:
+    """Sources (model names, configs, saved files) sit above the capture: they may run it, not the reverse."""
+    importers = {(m, t) for m, edges in _graph().items() if m.startswith("nncost.capture")
+                 for t in edges if t.startswith("nncost.sources")}
+    assert importers <= {("nncost.capture.onnx.read", "nncost.sources.onnx")}
 
 
 def test_only_the_front_ends_import_the_pipeline() -> None:

@@ -1,4 +1,4 @@
-"""The walk over a loss's backward graph (nncost.memory.graph)."""
+"""The walk over a loss's backward graph (nncost.simulation.graph)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from nncost.memory.graph import backward_nodes
+from nncost.simulation.graph import backward_nodes
 
 
 class Node:

@@ -16,10 +16,10 @@ from torch import nn
 
 import nncost
 from calibration_figures import plausible_figures
-from nncost import calibration
 from nncost.analyses.roofline import FAMILIES
-from nncost.calibration import CalibrationWarning, cpu_device, problems
 from nncost.errors import CalibrationError
+from nncost.hardware import calibration
+from nncost.hardware.calibration import CalibrationWarning, cpu_device, problems
 
 KIB = 1024
 IDLE = 0.0

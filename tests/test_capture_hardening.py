@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nncost
-from nncost.models import resolve
 from nncost.rules import ATEN
+from nncost.sources.models import resolve
 
 # -- custom operators: one without a fake implementation, one whose fake implementation is stricter
 # than the real kernel (a meta kernel that refuses a dtype the real kernel takes), one that rejects its

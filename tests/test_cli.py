@@ -155,7 +155,7 @@ def test_the_package_imports_its_names_when_used() -> None:
               "import nncost\n"
               "before = 'torch' in sys.modules\n"
               "from nncost import profile, Report, SCHEMA\n"
-              "import nncost.memory.step\n"
+              "import nncost.simulation.step\n"
               "print(before, callable(nncost.memory), nncost.memory.__module__, "
               "sorted(set(nncost.__all__) - set(dir(nncost))))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

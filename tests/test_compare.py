@@ -150,7 +150,7 @@ def test_train_adds_the_training_step_peak(nets: str) -> None:
                      "--allocator", "cpu", "--format", "json")
     assert code == 0
     data = json.loads(text)
-    expected = nncost.memory(nncost.models.resolve(f"{nets}:wide").build("cpu"), (3, 8, 8), batch_size=4,
+    expected = nncost.memory(nncost.sources.models.resolve(f"{nets}:wide").build("cpu"), (3, 8, 8), batch_size=4,
                              allocator="cpu")
     assert data["models"][1]["totals"]["train_peak_bytes"] == expected.peak_bytes
     assert data["ratios"][1]["train_peak_bytes"] == (

@@ -17,10 +17,10 @@ import torch
 
 import nncost
 from cli_runs import cli
-from nncost import configs
 from nncost.cli import run as cli_run
 from nncost.errors import BadRequest, ModelNotFound
-from nncost.models import resolve
+from nncost.sources import configs
+from nncost.sources.models import resolve
 
 transformers = pytest.importorskip("transformers")
 huggingface_hub = pytest.importorskip("huggingface_hub")

@@ -18,8 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 import nncost
 from nncost.capture.generation import cache_bytes
 from nncost.cli import run as cli_run
-from nncost.memory.measure import peak_of_events, without_profiler_noise
 from nncost.request import Generation
+from nncost.simulation.measure import peak_of_events, without_profiler_noise
 
 transformers = pytest.importorskip("transformers")
 

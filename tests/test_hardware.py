@@ -10,11 +10,10 @@ import pytest
 import torch
 
 from calibration_figures import plausible_figures
-from nncost import calibration
 from nncost.analyses.roofline import FAMILIES
-from nncost.calibration import device
 from nncost.errors import BadRequest
-from nncost.hardware import catalogue_device, names
+from nncost.hardware import calibration, catalogue_device, names
+from nncost.hardware.calibration import device
 from nncost.hardware.catalogue import DTYPES, match_cuda_name
 
 ISSUE_DEVICES = ("h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "t4", "v100",

@@ -15,9 +15,9 @@ from torch import nn
 
 import nncost
 from nncost.capture.tracer import _positional
-from nncost.memory.measure import measure_cpu_peak
 from nncost.rules.kernel_memory import kernel_memory
 from nncost.rules.kernel_memory.cpu import CPU, lstm_workspace_bytes, simd_lanes
+from nncost.simulation.measure import measure_cpu_peak
 
 onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
 AVX512 = simd_lanes() == 16  # oneDNN runs its AVX-512 kernels (else AVX2's: ONEDNN_MAX_CPU_ISA=AVX2 forces them)

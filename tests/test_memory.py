@@ -14,7 +14,7 @@ from torch import nn
 
 import nncost
 from nncost.cli import run
-from nncost.memory.measure import measure_cpu_peak, without_profiler_noise
+from nncost.simulation.measure import measure_cpu_peak, without_profiler_noise
 
 FP32 = 4
 
@@ -243,7 +243,7 @@ def test_checkpointed_transformers_layers_leave_the_cache_alone() -> None:
     """As transformers' own gradient checkpointing: a checkpointed layer gets no KV cache, so its
     recomputation does not append its keys and values a second time (a cache of 2 × seq)."""
     transformers = pytest.importorskip("transformers")
-    from nncost.memory.step import capture_step
+    from nncost.simulation.step import capture_step
 
     seq = 64
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
@@ -489,7 +489,7 @@ def test_a_checkpointed_step_frees_the_blocks_inputs_when_the_backward_ends(prec
     (kept until the step is done; bf16 under autocast).  Non-reentrant checkpointing ends each
     block's recomputation by raising inside the recomputed forward and catching it; nothing of
     that forward, nor the blocks' inputs, may outlive the backward."""
-    from nncost.memory.step import capture_step
+    from nncost.simulation.step import capture_step
 
     d, f, layers, vocab = (LLAMA[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                               "vocab_size"))

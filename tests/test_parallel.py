@@ -19,10 +19,10 @@ import nncost
 from cli_runs import cli
 from nncost.analyses.parallel import Cluster, Layouts, layout_step, plan, profile_step
 from nncost.cli import build_parser
-from nncost.memory.step import capture_step
-from nncost.models import resolve
 from nncost.records.parallel import Layout, Piece, Share, StepProfile
 from nncost.request import Inputs, Request, Run, Step
+from nncost.simulation.step import capture_step
+from nncost.sources.models import resolve
 from scripts import load_script
 
 pytest.importorskip("transformers")

@@ -1,6 +1,6 @@
 """Mixed precision in the step simulation, checked against PyTorch's real CPU autocast.
 
-The simulation runs PyTorch's own autocast on fake tensors (``nncost.memory.precision``).
+The simulation runs PyTorch's own autocast on fake tensors (``nncost.simulation.autocast``).
 These tests hold it to a real CPU step under ``torch.autocast("cpu", torch.bfloat16)``:
 the same operators with the same output shapes and dtypes, op by op, and byte-exact fp32
 master weights, fp32 gradients and fp32 optimizer state.
@@ -20,10 +20,10 @@ import nncost
 from nncost.capture.scopes import tensors_in
 from nncost.capture.tracer import ALLOC, FREE, classify
 from nncost.errors import BadRequest
-from nncost.memory.step import capture_step
 from nncost.precision import resolve_precision
 from nncost.rules import ATEN
 from nncost.rules.kernel_memory.cpu import simd_lanes
+from nncost.simulation.step import capture_step
 
 FP32 = 4
 Row = tuple[str, tuple[tuple[int, ...], ...], int]  # op, output shapes, output bytes
@@ -254,7 +254,7 @@ def test_bad_precision_is_a_clear_error(precision: str, dtype: torch.dtype | Non
 def test_simulated_peak_matches_a_measured_cpu_autocast_step(optimizer: str) -> None:
     """A transformer encoder layer (no convolution: no oneDNN workspace the simulation cannot see),
     one training step under CPU autocast, the allocator's events against the simulation."""
-    from nncost.memory.measure import measure_cpu_peak
+    from nncost.simulation.measure import measure_cpu_peak
 
     layer = nn.TransformerEncoderLayer(d_model=256, nhead=4, dim_feedforward=1024, dropout=0.0, batch_first=True)
     x = torch.randn(8, 64, 256)

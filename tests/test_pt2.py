@@ -14,7 +14,7 @@ from torch import nn
 import nncost
 from cli_runs import cli
 from nncost.errors import ModelNotFound
-from nncost.models import resolve
+from nncost.sources.models import resolve
 
 torchvision = pytest.importorskip("torchvision")
 

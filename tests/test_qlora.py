@@ -4,7 +4,7 @@ The reference is what a user's script does: a model saved with random weights, l
 transformers with ``BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
 bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.bfloat16)``, wrapped by peft, and one
 steady-state AdamW step measured with the CPU allocator's own events (bench/memory.py's method,
-``nncost.memory.measure.measure_cpu_peak``).  nncost builds the same model on meta tensors from
+``nncost.simulation.measure.measure_cpu_peak``).  nncost builds the same model on meta tensors from
 the config alone.
 """
 
@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 import nncost
 from cli_runs import cli_json
 from nncost.errors import BadRequest
-from nncost.memory.measure import measure_cpu_peak
 from nncost.quantization import WeightFormat
 from nncost.request import Inputs, Lora, Request, Step
 from nncost.rules import ATEN
 from nncost.rules.kernel_memory.cpu import CPU
+from nncost.simulation.measure import measure_cpu_peak
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")

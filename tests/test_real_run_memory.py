@@ -17,8 +17,8 @@ from nncost import pipeline
 from nncost.cli import run as cli
 from nncost.errors import NncostError, NotEnoughMemory
 from nncost.hardware import machine
-from nncost.models import ModelSpec
 from nncost.request import Inputs, Request, Step
+from nncost.sources.models import ModelSpec
 
 transformers = pytest.importorskip("transformers")
 

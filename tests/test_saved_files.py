@@ -14,7 +14,7 @@ from torch import nn
 
 import nncost
 from cli_runs import cli
-from nncost.capture.saved import PICKLED, TORCHSCRIPT, WEIGHTS, inspect_saved
+from nncost.sources.saved import PICKLED, TORCHSCRIPT, WEIGHTS, inspect_saved
 
 torchvision = pytest.importorskip("torchvision")
 

@@ -12,8 +12,8 @@ import nncost
 from nncost.capture.scopes import Scopes
 from nncost.capture.shadows import LIMIT, Shadows, entered
 from nncost.capture.tracer import Tracer
-from nncost.memory.measure import measure_cpu_peak
 from nncost.rules import ATEN
+from nncost.simulation.measure import measure_cpu_peak
 
 META = torch.device("meta")
 

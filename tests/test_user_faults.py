@@ -226,7 +226,7 @@ def unreachable_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         asked.append(endpoint)
         return False
 
-    monkeypatch.setattr("nncost.configs.hub_reachable", reachable)
+    monkeypatch.setattr("nncost.sources.configs.hub_reachable", reachable)
     download = huggingface_hub.hf_hub_download
 
     def cache_only(*args: object, **kwargs: object) -> str:
@@ -265,7 +265,7 @@ def test_the_reachability_check_gives_up_on_a_closed_port(monkeypatch: pytest.Mo
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
 
-    from nncost.configs import hub_reachable
+    from nncost.sources.configs import hub_reachable
 
     with socket.socket() as probe:  # a port on this machine that nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -295,7 +295,7 @@ def test_a_config_missing_size_fields_names_the_defaults_taken(tmp_path: Path,
 
 def test_defaulted_fields_go_by_the_files_names_and_overrides_count_as_given(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
-    from nncost.configs import defaulted_sizes, local_config
+    from nncost.sources.configs import defaulted_sizes, local_config
 
     raw = {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 2}
     with pytest.warns(UserWarning, match="does not give vocab_size=50257, n_positions=1024"):
@@ -309,7 +309,7 @@ def test_a_config_that_gives_every_size_warns_nothing(tmp_path: Path) -> None:
     pytest.importorskip("transformers")
     import warnings
 
-    from nncost.configs import local_config
+    from nncost.sources.configs import local_config
 
     whole = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4,
              "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 100, "max_position_embeddings": 64}
@@ -454,7 +454,7 @@ def test_a_request_may_ignore_the_limit() -> None:
 ])
 def test_the_context_of_a_rope_scaled_config(rope: dict[str, object], mpe: int, tokens: int, source: str) -> None:
     transformers = pytest.importorskip("transformers")
-    from nncost.configs import context_limit
+    from nncost.sources.configs import context_limit
 
     config = transformers.LlamaConfig(max_position_embeddings=mpe, rope_scaling=rope)
     assert context_limit(config) == (tokens, source)
@@ -462,7 +462,7 @@ def test_the_context_of_a_rope_scaled_config(rope: dict[str, object], mpe: int, 
 
 def test_configs_without_absolute_positions_have_no_limit() -> None:
     transformers = pytest.importorskip("transformers")
-    from nncost.configs import context_limit
+    from nncost.sources.configs import context_limit
 
     assert context_limit(transformers.T5Config()) is None
     assert context_limit(None) is None

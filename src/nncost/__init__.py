@@ -84,12 +84,6 @@ __all__ = [
     "run",
 ]
 
-# `nncost.memory` names both a subpackage and the API's memory().  The subpackage is imported
-# now, so that importing it later cannot bind the name again; the name then means the function,
-# looked up on first use like every other public name.
-importlib.import_module("nncost.memory")
-del globals()["memory"]
-
 
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost import calibration, pipeline
+from nncost import pipeline
 from nncost.analyses.compare import build_comparison
 from nncost.capture.inputs import SizeSpec
 from nncost.errors import BadRequest
+from nncost.hardware import calibration
 from nncost.precision import resolve_dtype
 from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport

@@ -20,7 +20,6 @@ from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest, NncostError, NncostWarning
 from nncost.hardware.catalogue import names as hardware_names
-from nncost.memory.optimizers import OPTIMIZERS
 from nncost.precision import PRECISIONS
 from nncost.quantization import KV_CACHE_DTYPES, WEIGHT_FORMATS
 from nncost.request import (
@@ -32,6 +31,7 @@ from nncost.request import (
     WARMUP,
     NamedSize,
 )
+from nncost.simulation.optimizers import OPTIMIZERS
 
 if TYPE_CHECKING:
     from nncost.records.result import Result
@@ -464,9 +464,9 @@ def _compare(args: argparse.Namespace) -> str:
 
 def build_request(args: argparse.Namespace) -> Request:
     """The request the flags of ``nncost MODEL`` describe."""
-    from nncost.configs import parse_overrides
     from nncost.precision import resolve_dtype
     from nncost.request import Generation, Inputs, Request, Run, Step
+    from nncost.sources.configs import parse_overrides
 
     hardware = args.hardware.strip().lower() if args.hardware else None
     real = [flag for flag, given in (("--measure-time", args.measure_time), ("--measure", args.measure)) if given]

@@ -2,17 +2,17 @@
 
 :func:`run` takes the request through its stages, each a function below:
 
-1. **source**: the model (an ``nn.Module``, or a MODEL string resolved by :mod:`nncost.models`;
+1. **source**: the model (an ``nn.Module``, or a MODEL string resolved by :mod:`nncost.sources.models`;
    an ONNX file is read, not built) and its example inputs;
 2. **forward**: the capture of one forward pass (:mod:`nncost.capture`) and its report
    (:mod:`nncost.analyses.build`);
 3. **time**: roofline estimates on the request's hardware (the ``cpu`` calibrated by
-   :mod:`nncost.calibration`), and the measured latency of real passes;
+   :mod:`nncost.hardware.calibration`), and the measured latency of real passes;
 4. **generation** (instead of 2–4 when asked): the prefill and decode steps of ``generate``
    (:mod:`nncost.capture.generation`, :mod:`nncost.analyses.generation`), and the most
    sequences that fit;
 5. **step**: the memory simulation of a training step or inference pass
-   (:mod:`nncost.memory.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
+   (:mod:`nncost.simulation.step`, :mod:`nncost.analyses.memory`), the largest batch that fits,
    and one real step when asked; or, for a step spread over GPUs (tensor, pipeline, data
    parallelism, micro-batches), one traced step at the micro-batch and each stage's memory and
    the step's time derived from it, or a plan's search of layouts (:mod:`nncost.analyses.parallel`);
@@ -33,8 +33,6 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from nncost import calibration
-from nncost.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.fit import largest_batch, parse_bytes
 from nncost.analyses.generation import Segment, decode_report, linear_segments, no_decode, step_samples
@@ -58,13 +56,10 @@ from nncost.capture.generation import session
 from nncost.capture.inputs import batch_of, rebatch, sizes_to_inputs
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
-from nncost.configs import ContextLimit, context_limit
 from nncost.errors import BadRequest, CalibrationError, NeedsWeights, NncostWarning, NotEnoughMemory
+from nncost.hardware import calibration
 from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
 from nncost.hardware.machine import available_memory_bytes
-from nncost.memory.precision import cpu_stands_in
-from nncost.memory.step import capture_step
-from nncost.models import ModelSpec, is_onnx, resolve
 from nncost.precision import resolve_precision
 from nncost.quantization import WeightFormat, weight_format
 from nncost.records.generation import GenerationReport
@@ -77,6 +72,11 @@ from nncost.records.trace import TorchFlags, Trace
 from nncost.records.training_run import TrainingRun
 from nncost.render.units import nbytes
 from nncost.request import DEFAULT_SEQ, FIT_DEVICE, WARMUP, NamedSize, Request
+from nncost.simulation.autocast import cpu_stands_in
+from nncost.simulation.step import capture_step
+from nncost.sources.adapters import NF4_BLOCK, Nf4Base, with_lora, with_lora_copy
+from nncost.sources.configs import ContextLimit, context_limit
+from nncost.sources.models import ModelSpec, is_onnx, resolve
 
 
 class Progress(Protocol):
@@ -661,7 +661,7 @@ def _budget(fit: int | str | None, hardware: str | None) -> int | None:
 
 
 def _measure_step(request: Request, source: Source, report: MemoryReport, say: Progress) -> int:
-    from nncost.memory.measure import measure_cpu_peak, measure_cuda_peak
+    from nncost.simulation.measure import measure_cpu_peak, measure_cuda_peak
 
     step = request.step
     assert step is not None

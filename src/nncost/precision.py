@@ -7,7 +7,7 @@
   master weights; ``fp16-mixed`` adds a GradScaler.
 
 The roofline reads the same record to pick its datasheet columns; the step simulation
-(:mod:`nncost.memory.precision`) to run autocast for real.
+(:mod:`nncost.simulation.autocast`) to run autocast for real.
 """
 
 from __future__ import annotations

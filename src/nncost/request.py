@@ -234,7 +234,7 @@ class Generation:
 class Lora:
     """LoRA adapters of rank ``rank`` on the ``targets`` (``"all-linear"``, or module names such
     as ``("q_proj", "v_proj")``), scaled by ``alpha`` (default 2 × rank), with ``dropout``; put on
-    by peft as a user's script would (:mod:`nncost.adapters`)."""
+    by peft as a user's script would (:mod:`nncost.sources.adapters`)."""
 
     rank: int
     alpha: int | None = None
@@ -269,7 +269,7 @@ class Request:
     with ``trust_remote_code``.  Such a model runs in ``dtype`` when given, else in the dtype its
     config names (as ``from_pretrained(dtype="auto")`` loads it), else float32.  A sequence (the
     ``seq`` of a forward or a training step, a generation's prompt and new tokens together) longer
-    than the context its config allows (:func:`nncost.configs.context_limit`) is refused unless
+    than the context its config allows (:func:`nncost.sources.configs.context_limit`) is refused unless
     ``ignore_context_limit`` (a what-if of a longer rope scaling, say).
     ``trust_pickle`` lets a ``.pt``/``.pth`` file that holds a module saved whole
     (``torch.save(model)``) be unpickled: unpickling runs code stored in the file, so nncost
@@ -279,7 +279,7 @@ class Request:
     its generation cache stored in fp8 or int8: what-ifs on the traced model
     (:mod:`nncost.analyses.quantize`).  ``weights="nf4"`` with ``lora`` is QLoRA instead: the
     model is built with bitsandbytes' 4-bit linear layers under peft's adapters
-    (:mod:`nncost.adapters`), for its forward and its training step alike.
+    (:mod:`nncost.sources.adapters`), for its forward and its training step alike.
     """
 
     model: str | nn.Module | Any = field(compare=False)

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from nncost.analyses.cuda_allocator import replay, round_request
 from nncost.analyses.sharding import per_gpu
-from nncost.memory.step import StepTrace
 from nncost.records.memory import CATEGORIES, MemoryReport
 from nncost.rules.registry import op_label
+from nncost.simulation.step import StepTrace
 
 
 def uncounted_calls(trace: StepTrace) -> dict[str, int]:

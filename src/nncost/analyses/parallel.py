@@ -52,10 +52,10 @@ from nncost.analyses.memory import allocation_size, uncounted_calls
 from nncost.analyses.sharding import SHARDS_OPTIMIZER, per_gpu
 from nncost.analyses.tensor_parallel import check_tensor_parallel, link_seconds, pipeline_blocks, split_layers
 from nncost.errors import BadRequest
-from nncost.memory.step import StepTrace
 from nncost.records.parallel import Layout, ParallelStep, Piece, Plan, Rejected, Share, Stage, StepProfile
 from nncost.records.report import Report
 from nncost.records.trace import ParamStats, Trace
+from nncost.simulation.step import StepTrace
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)  # what a plan tries, without a global batch
 ZERO_STAGES = ("ddp", "zero1", "zero2", "zero3")  # the data-parallel shardings a plan tries

@@ -22,9 +22,9 @@ import torch
 
 from nncost.errors import BadRequest
 from nncost.hardware.catalogue import Device
-from nncost.memory.optimizers import tensors_touched
 from nncost.records.roofline import Roofline
 from nncost.records.trace import TorchFlags
+from nncost.simulation.optimizers import tensors_touched
 
 if TYPE_CHECKING:
     from nncost.records.memory import MemoryReport
@@ -288,7 +288,7 @@ def with_training_step(report: Report, memory: MemoryReport) -> Report:
     FLOP counts from the simulated step (recomputation under checkpointing included).  The
     optimizer is elementwise work over the parameters: the larger of its FLOPs on the vector
     roof and the bytes of the tensors it reads and writes per parameter element
-    (:func:`nncost.memory.optimizers.tensors_touched`, at the parameters' size) on the memory roof.
+    (:func:`nncost.simulation.optimizers.tensors_touched`, at the parameters' size) on the memory roof.
     """
     roofline = report.roofline
     if roofline is None or memory.mode != "train" or roofline.forward_seconds is None:

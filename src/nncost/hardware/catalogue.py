@@ -1,6 +1,6 @@
 """The device catalogue: datasheet roofs of named accelerators, as data.
 
-The ``cpu`` is not in it: it is measured on the machine that runs nncost (``nncost.calibration``).
+The ``cpu`` is not in it: it is measured on the machine that runs nncost (``nncost.hardware.calibration``).
 Every figure in ``catalogue.json`` carries the key of the document it was read from.  Peaks
 are dense (no 2:4 sparsity), in FLOP/s per dtype; bandwidth in bytes/s; memory in bytes.
 """
@@ -70,7 +70,8 @@ def _raw() -> dict[str, Any]:
 
 
 def names() -> list[str]:
-    """The device names ``--hardware`` takes: the catalogue's, and ``cpu`` (calibrated by ``nncost.calibration``)."""
+    """The device names ``--hardware`` takes: the catalogue's, and ``cpu`` (calibrated by
+    ``nncost.hardware.calibration``)."""
     return [k for k in _raw() if not k.startswith("_")] + ["cpu"]
 
 
@@ -83,7 +84,7 @@ def catalogue_device(name: str) -> Device:
     """A named datasheet device; a clear error with close names for anything else."""
     key = name.strip().lower()
     if key == "cpu":
-        raise BadRequest("'cpu' is measured on this machine, not read from the catalogue (nncost.calibration)")
+        raise BadRequest("'cpu' is measured on this machine, not read from the catalogue (nncost.hardware.calibration)")
     raw = _raw()
     if key.startswith("_") or key not in raw:
         raise BadRequest(f"unknown hardware {name!r}{did_you_mean(key, names())} (known: {', '.join(names())})")

@@ -35,7 +35,7 @@ class MemoryReport:
     recompute_macs: int = 0  # the part of the backward that re-runs checkpointed forwards
     recompute_flops: int = 0
     uncounted: dict[str, int] = field(default_factory=dict)
-    precision: str = "fp32"  # fp32, bf16-mixed, fp16-mixed, bf16, fp16 (nncost.memory.precision)
+    precision: str = "fp32"  # fp32, bf16-mixed, fp16-mixed, bf16, fp16 (nncost.simulation.autocast)
     measured_peak_bytes: int | None = None  # from a real CPU step, when asked for
     # CUDA only: PyTorch's caching allocator replayed over the step (analyses/cuda_allocator.py):
     # the blocks it hands out (max_memory_allocated) and the segments it reserves (max_memory_reserved)

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from nncost.capture.onnx.graph import build_trace
-from nncost.capture.onnx.load import load_model
 from nncost.capture.onnx.shapes import infer, resolve_inputs, with_input_shapes
 from nncost.records.report import FileParams
 from nncost.records.trace import Trace
+from nncost.sources.onnx import load_model
 
 
 def read_onnx(path: str | os.PathLike[str] | Any, inputs: Mapping[str, tuple[int, ...]] | tuple[int, ...] | None = None,

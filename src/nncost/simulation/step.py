@@ -33,13 +33,13 @@ from nncost.capture.shadows import Shadows, entered
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
-from nncost.memory.graph import backward_nodes
-from nncost.memory.optimizers import OPTIMIZERS, on_device, state_bytes, state_bytes_by_param
-from nncost.memory.precision import FakeTracer, MixedRun, autocast_or_nothing, mixed_run, needs_values
 from nncost.precision import resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
 from nncost.rules.kernel_memory import kernel_memory
+from nncost.simulation.autocast import FakeTracer, MixedRun, autocast_or_nothing, mixed_run, needs_values
+from nncost.simulation.graph import backward_nodes
+from nncost.simulation.optimizers import OPTIMIZERS, on_device, state_bytes, state_bytes_by_param
 
 
 @dataclass

@@ -8,14 +8,14 @@ Accepted forms:
   ``hf:bert``), random weights, nothing downloaded; its input is token ids;
 * ``hf:ORG/NAME[@REVISION]``, ``path/to/dir`` or ``path/to/config.json``: a real model's config,
   from the Hub (``config.json`` only, never weights; the local cache answers offline) or from
-  disk (:mod:`nncost.configs`), ``KEY=VALUE`` overrides applied;
+  disk (:mod:`nncost.sources.configs`), ``KEY=VALUE`` overrides applied;
 * ``path/to/file.py:callable`` or ``package.module:callable``: a class or zero-argument factory;
 * ``path/to/model.pt2``: a program saved by ``torch.export.save``, unflattened into its original
   module tree; its input is the program's example inputs unless sizes are given;
 * ``path/to/model.pt`` (or ``.pth``): a TorchScript archive (``torch.jit.save``).  A state dict
   holds no architecture and is refused with the ways to give one; a module pickled whole
   (``torch.save(model)``) is unpickled only with ``trust_pickle``, since unpickling runs code
-  stored in the file (:mod:`nncost.capture.saved` reads what a file holds without running it).
+  stored in the file (:mod:`nncost.sources.saved` reads what a file holds without running it).
 
 ``model.onnx`` is not built: :func:`is_onnx` tells the CLI to read it with ``profile_onnx``.
 
@@ -39,8 +39,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from nncost.configs import ContextLimit, config_dtype, context_limit, is_config_path, load_config, overrides_text
 from nncost.errors import BadRequest, ModelNotFound, NncostError, did_you_mean, first_line
+from nncost.sources.configs import (
+    ContextLimit,
+    config_dtype,
+    context_limit,
+    is_config_path,
+    load_config,
+    overrides_text,
+)
 
 Builder = Callable[[], nn.Module]
 SAVED_SUFFIXES = (".pt", ".pth")
@@ -346,7 +353,7 @@ def _python(name: str) -> ModelSpec:
 
 # -- torch.export programs -----------------------------------------------------------------
 def _exported(name: str) -> ModelSpec:
-    from nncost.capture.exported import load_exported
+    from nncost.sources.exported import load_exported
 
     exported = load_exported(name)
     return ModelSpec(label=name, family="pt2", builder=exported.module, example_inputs=exported.example_inputs)
@@ -354,7 +361,7 @@ def _exported(name: str) -> ModelSpec:
 
 # -- files torch.save and torch.jit.save write ---------------------------------------------
 def _saved(name: str, trust_pickle: bool) -> ModelSpec:
-    from nncost.capture.saved import EXPORTED, PICKLED, TORCHSCRIPT, inspect_saved, load_pickled, load_torchscript
+    from nncost.sources.saved import EXPORTED, PICKLED, TORCHSCRIPT, inspect_saved, load_pickled, load_torchscript
 
     saved = inspect_saved(name)
     if saved.kind == TORCHSCRIPT:

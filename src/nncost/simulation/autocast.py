@@ -19,8 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from nncost.capture.tracer import Tracer
-from nncost.memory.graph import backward_nodes
 from nncost.precision import Precision
+from nncost.simulation.graph import backward_nodes
 
 
 class FakeTracer(Tracer):

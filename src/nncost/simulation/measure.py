@@ -35,9 +35,9 @@ from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import model_device
 from nncost.capture.scopes import tensors_in
 from nncost.errors import BadRequest, NeedsWeights
-from nncost.memory.optimizers import OPTIMIZERS
-from nncost.memory.step import checkpoint_blocks, checkpointed
 from nncost.precision import Precision, resolve_precision
+from nncost.simulation.optimizers import OPTIMIZERS
+from nncost.simulation.step import checkpoint_blocks, checkpointed
 
 
 def _storage_bytes(tensors: list[torch.Tensor]) -> int:

@@ -389,7 +389,7 @@ def _device(record: Mapping[str, Any]) -> Device:
     loads = " → ".join(f"{value:.2f}" for value in (load["before"], load["after"])
                        if isinstance(value, (int, float)))
     source = (f"measured on {where['hostname']} ({where['cpu_model']}, {where['threads']} torch threads, torch "
-              f"{where['torch']}) by nncost.calibration, {record.get('date', 'undated')}, "
+              f"{where['torch']}) by nncost.hardware.calibration, {record.get('date', 'undated')}, "
               f"load average {loads or 'unknown'} on {load['cores']} cores")
     return Device(
         name="cpu",
