@@ -16,16 +16,15 @@ import torch
 from torch import nn
 
 from nncost import pipeline
-from nncost.analyses.compare import build_comparison
 from nncost.capture.inputs import SizeSpec
 from nncost.errors import BadRequest
 from nncost.hardware import calibration
 from nncost.precision import resolve_dtype
-from nncost.records.comparison import Comparison
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
+from nncost.records.result import Result
 from nncost.records.trace import TorchFlags
-from nncost.request import DEFAULT_REPEATS, Inputs, NamedSize, Request, Step
+from nncost.request import DEFAULT_REPEATS, Compare, Inputs, NamedSize, Request, Step
 
 ModelLike = str | nn.Module | Report
 
@@ -150,7 +149,7 @@ def compare(
     progress: pipeline.Progress | None = None,
     hardware: str | None = None,
     ignore_context_limit: bool = False,
-) -> Comparison:
+) -> Result:
     """Several models side by side: totals, ratios to the first model, and the stages they share.
 
     Each model is a MODEL string as the CLI takes it (``"resnet18"``, ``"timm:..."``, ``"hf:gpt2"``,
@@ -169,28 +168,11 @@ def compare(
     """
     allocator = _renamed_allocator("compare", allocator, hardware)
     items = list(models.items()) if isinstance(models, Mapping) else [(None, m) for m in models]
-    if len(items) < 2:
-        raise BadRequest(f"compare needs at least two models, got {len(items)}")
     step = Step(optimizer=optimizer, allocator=allocator) if train else None
-    sizes = _sizes(input_size)
-    flags = TorchFlags.current()
-    labelled: list[tuple[str, Report, MemoryReport | None]] = []
-    for label, item in items:
-        if isinstance(item, Report):
-            labelled.append((label or item.model, item, None))
-            continue
-        if isinstance(item, nn.Module) and sizes is None:
-            raise BadRequest(f"{label or type(item).__name__} is a module: give input_size=(C, H, W)")
-        if not isinstance(item, (str, nn.Module)):
-            raise BadRequest(f"compare() takes model names, nn.Modules or Reports, got {type(item).__name__}")
-        request = Request(item, Inputs(sizes, batch_size, seq), name=label, dtype=resolve_dtype(dtype),
-                          device=device, step=step, flags=flags, trust_pickle=trust_pickle,
-                          ignore_context_limit=ignore_context_limit)
-        result = pipeline.run(request, progress)
-        assert result.report is not None
-        labelled.append((label or result.report.model, result.report, result.memory))
-    return build_comparison(labelled, train=train, optimizer=optimizer, allocator=allocator,
-                            stage_depth=stage_depth)
+    wanted = Compare(tuple(model for _, model in items), tuple(label for label, _ in items), stage_depth)
+    request = Request(inputs=Inputs(_sizes(input_size), batch_size, seq), dtype=resolve_dtype(dtype), device=device,
+                      step=step, trust_pickle=trust_pickle, ignore_context_limit=ignore_context_limit, compare=wanted)
+    return pipeline.run(request, progress)
 
 
 def roofline(

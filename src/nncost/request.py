@@ -251,6 +251,28 @@ class Lora:
 
 
 @dataclass(frozen=True)
+class Compare:
+    r"""Several models side by side: ``models`` are MODEL strings, ``nn.Module``\ s or built
+    :class:`~nncost.records.report.Report`\ s (used as they are), ``labels`` name them (None: the
+    model's own name), and ``stage_depth`` is the depth of the layers matched by name across them
+    (1: the models' direct children).  Each model runs as the request without its comparison."""
+
+    models: tuple[Any, ...] = field(compare=False)
+    labels: tuple[str | None, ...] = ()
+    stage_depth: int = 1
+
+    def __post_init__(self) -> None:
+        if len(self.models) < 2:
+            raise BadRequest(f"compare needs at least two models, got {len(self.models)}")
+        if not self.labels:
+            object.__setattr__(self, "labels", (None,) * len(self.models))
+        if len(self.labels) != len(self.models):
+            raise BadRequest(f"{len(self.labels)} labels for {len(self.models)} models")
+        if self.stage_depth < 1:
+            raise BadRequest(f"the stage depth is at least 1, got {self.stage_depth}")
+
+
+@dataclass(frozen=True)
 class Request:
     """One run: the model, its inputs, and every figure asked for.
 
@@ -282,7 +304,7 @@ class Request:
     (:mod:`nncost.sources.adapters`), for its forward and its training step alike.
     """
 
-    model: str | nn.Module | Any = field(compare=False)
+    model: str | nn.Module | Any = field(default=None, compare=False)
     inputs: Inputs = Inputs()
     name: str | None = None
     dtype: torch.dtype | None = None
@@ -306,8 +328,11 @@ class Request:
     config_overrides: Mapping[str, Any] = field(default_factory=dict)
     trust_remote_code: bool = False
     ignore_context_limit: bool = False
+    compare: Compare | None = None
 
     def __post_init__(self) -> None:
+        if (self.model is None) == (self.compare is None):
+            raise BadRequest("a request names one model, or a comparison of several (Compare): give one of them")
         if self.device.split(":")[0] not in DEVICES:
             raise BadRequest(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.precision not in PRECISIONS:
@@ -344,12 +369,25 @@ class Request:
         if self.generation is not None and (self.step is not None or self.measure_time):
             raise BadRequest("generation is costed on its own: drop the training step and measured time from the "
                              "request")
+        if self.compare is not None:
+            self._check_compare()
 
     @property
     def qlora(self) -> bool:
         """QLoRA: LoRA adapters over a base whose linear layers are bitsandbytes' NF4 ``Linear4bit``
         (``weights="nf4"`` with ``lora``), built as such rather than costed as a what-if."""
         return self.weights == NF4 and self.lora is not None
+
+    def _check_compare(self) -> None:
+        """A comparison sets forward reports and training peaks side by side: nothing else."""
+        given = [what for what, asked in (
+            ("generation", self.generation is not None), ("a training run", self.run is not None),
+            ("a layout over GPUs", self.step is not None and self.step.parallel),
+            ("an inference memory step", self.step is not None and self.step.mode != "train"),
+            ("LoRA", self.lora is not None), ("quantized weights", self.weights is not None),
+            ("measured time", self.measure_time)) if asked]
+        if given:
+            raise BadRequest(f"a comparison sets forward reports and training peaks side by side: drop {given[0]}")
 
     def _check_run(self) -> None:
         if not self.report:

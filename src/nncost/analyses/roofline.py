@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -72,11 +72,16 @@ def family_dtypes(device: Device, dtype: str, precision: str, flags: TorchFlags)
 
 
 def run_dtype(report: Report, dtype: torch.dtype | None) -> str:
-    """The dtype the run computes in: the one asked for, else that of most floating parameter bytes
+    """The dtype the run of ``report`` computes in (:func:`compute_dtype` of its parameters)."""
+    return compute_dtype(report.totals.param_bytes_by_dtype, dtype)
+
+
+def compute_dtype(param_bytes_by_dtype: Mapping[str, int], dtype: torch.dtype | None) -> str:
+    """The dtype a run computes in: the one asked for, else that of most floating parameter bytes
     (quantized codes are not what the activations are in)."""
     if dtype is not None:
         return str(dtype).removeprefix("torch.")
-    by_dtype = {k: v for k, v in report.totals.param_bytes_by_dtype.items() if k in WIDE}  # not quantized codes
+    by_dtype = {k: v for k, v in param_bytes_by_dtype.items() if k in WIDE}  # not quantized codes
     return max(by_dtype, key=lambda k: by_dtype[k]) if by_dtype else "float32"
 
 

@@ -18,9 +18,6 @@ from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
-    from nncost.records.memory import MemoryReport
-    from nncost.records.parallel import ParallelStep, Plan
-    from nncost.records.report import Report
     from nncost.records.result import Result
     from nncost.records.training_run import TrainingRun
 
