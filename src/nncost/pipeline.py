@@ -42,14 +42,8 @@ from nncost.analyses.parallel import plan as search_layouts
 from nncost.analyses.quantize import quantized
 from nncost.analyses.reads import bytes_read
 from nncost.analyses.roofline import estimate, make_roofline, run_dtype, with_training_step
-from nncost.analyses.tensor_parallel import (
-    check_tensor_parallel,
-    communication_bytes,
-    link_seconds,
-    shard_segments,
-    shard_trace,
-    split_layers,
-)
+from nncost.analyses.split import check_tensor_parallel, link_seconds, split_layers
+from nncost.analyses.tensor_parallel import communication_bytes, shard_segments, shard_trace
 from nncost.analyses.timing import with_times
 from nncost.analyses.training_run import ACHIEVABLE_MFU, layout_run, training_run
 from nncost.capture.generation import session
