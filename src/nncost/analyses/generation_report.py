@@ -11,13 +11,8 @@ from torch import nn
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.generation import Segment, decode_report, no_decode, step_samples
 from nncost.analyses.roofline import estimate
-from nncost.analyses.tensor_parallel import (
-    communication_bytes,
-    link_seconds,
-    shard_segments,
-    shard_trace,
-    split_layers,
-)
+from nncost.analyses.split import link_seconds, split_layers
+from nncost.analyses.tensor_parallel import communication_bytes, shard_segments, shard_trace
 from nncost.records.generation import GenerationReport
 from nncost.records.report import Report
 from nncost.records.roofline import Roofline

@@ -2,12 +2,12 @@
 
 **The profile.**  One training step is traced on meta at the micro-batch (forward, loss,
 backward, optimizer; no checkpointing), and cut into pieces: the layers before the first
-transformer block, each block (:func:`~nncost.analyses.tensor_parallel.pipeline_blocks`), the
+transformer block, each block (:func:`~nncost.analyses.split.pipeline_blocks`), the
 layers after the last.  Every operator belongs to one piece: a forward operator to the block it
 ran in (or, outside the blocks, to the piece its position falls in), a backward operator to the
 piece of the forward operator whose autograd node runs it (``StepTrace.backward_sources``), the
 loss to the output piece.  Each figure is kept in two parts (:class:`~nncost.records.parallel.Share`):
-what Megatron's tensor parallelism splits (the layers :func:`~nncost.analyses.tensor_parallel.split_layers`
+what Megatron's tensor parallelism splits (the layers :func:`~nncost.analyses.split.split_layers`
 finds: attention, MLP, vocabulary) and what every GPU of the group keeps whole (norms, residual
 additions).
 
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, replace
 from nncost.analyses.build import build_report
 from nncost.analyses.memory import allocation_size, uncounted_calls
 from nncost.analyses.sharding import SHARDS_OPTIMIZER, per_gpu
-from nncost.analyses.tensor_parallel import check_tensor_parallel, link_seconds, pipeline_blocks, split_layers
+from nncost.analyses.split import check_tensor_parallel, link_seconds, pipeline_blocks, split_layers
 from nncost.errors import BadRequest
 from nncost.records.parallel import Layout, ParallelStep, Piece, Plan, Rejected, Share, Stage, StepProfile
 from nncost.records.report import Report

@@ -50,10 +50,6 @@ class Layout:
     dropped: tuple[str, ...]  # headers left out, in the header's order
     shortened: bool  # some name is printed shorter than it is
 
-    @property
-    def total_width(self) -> int:
-        return sum(self.widths) + GAP * (len(self.widths) - 1)
-
 
 def _keeps_its_own_name(name: str, label: str) -> bool:
     own = name.rsplit(".", 1)[-1]

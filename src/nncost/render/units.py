@@ -38,11 +38,6 @@ def nbytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def count_or_none(n: float) -> str:
-    """:func:`count`, or ``-`` for zero, as the layer table shows a layer without parameters."""
-    return count(n) if n else NONE
-
-
 def bytes_by_dtype(total: int, by_dtype: Mapping[str, int]) -> str:
     """'97.49 MiB, float32'; with several dtypes, each one's share: '1.2 GiB (1.0 GiB bfloat16, ...)'."""
     if len(by_dtype) <= 1:

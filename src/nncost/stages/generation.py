@@ -15,7 +15,7 @@ from nncost.analyses.generation_report import TensorParallel, Traced, one_gpu
 from nncost.analyses.quantize import quantized
 from nncost.analyses.reads import bytes_read
 from nncost.analyses.roofline import make_roofline
-from nncost.analyses.tensor_parallel import check_tensor_parallel
+from nncost.analyses.split import check_tensor_parallel
 from nncost.capture.generation import session
 from nncost.errors import BadRequest
 from nncost.hardware.catalogue import catalogue_device
