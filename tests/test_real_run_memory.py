@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from nncost import pipeline
+from nncost.stages import real_run
 from nncost.cli import run as cli
 from nncost.errors import NncostError, NotEnoughMemory
 from nncost.hardware import machine
@@ -56,7 +57,7 @@ def reference_need(dtype: torch.dtype) -> int:
     tensors = [*model.parameters(), *model.buffers()]
     weights = sum(t.numel() * t.element_size() for t in tensors)
     copies = sum(t.numel() * dtype.itemsize for t in tensors if t.is_floating_point() and t.dtype != dtype)
-    return int((weights + copies) * (1 + pipeline.RUN_MARGIN))
+    return int((weights + copies) * (1 + real_run.RUN_MARGIN))
 
 
 @pytest.mark.parametrize("flag", ["--measure-time", "--measure"])
@@ -72,23 +73,23 @@ def test_a_real_run_past_the_available_memory_is_refused_before_it_is_built(
         llama: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     need = reference_need(torch.bfloat16)  # the config's dtype: the float32 build runs on a bf16 copy
     request = Request(str(llama), Inputs(seq=8), device="cpu")
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: need - 1)
+    monkeypatch.setattr(real_run, "available_memory_bytes", lambda: need - 1)
     with pytest.raises(NotEnoughMemory, match=r"^running .* on cpu needs about .* of memory \(its weights: .* in "
                                               r"float32, a bfloat16 copy of .*\) and this machine has .* available"):
         pipeline.run(request)
     assert "cpu" not in builds
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: need)
+    monkeypatch.setattr(real_run, "available_memory_bytes", lambda: need)
     assert pipeline.run(request).report is not None and "cpu" in builds
 
 
 def test_no_reading_of_the_memory_is_no_refusal(llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: None)
+    monkeypatch.setattr(real_run, "available_memory_bytes", lambda: None)
     assert pipeline.run(Request(str(llama), Inputs(seq=8), device="cpu")).report is not None
 
 
 def test_a_real_step_past_the_available_memory_is_refused_before_it_runs(
         llama: Path, builds: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 1 << 16)  # under the weights alone
+    monkeypatch.setattr(real_run, "available_memory_bytes", lambda: 1 << 16)  # under the weights alone
     step = Step(mode="train", allocator="cpu", measure=True)
     with pytest.raises(NotEnoughMemory, match=r"^one real step of .* \(the simulated step's peak"):
         pipeline.run(Request(str(llama), Inputs(seq=8), step=step))
@@ -112,23 +113,23 @@ def test_an_allocation_that_fails_in_a_real_run_is_one_sentence(
         return build(self, device)
 
     monkeypatch.setattr(ModelSpec, "build", failing)
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 3 << 30)
+    monkeypatch.setattr(real_run, "available_memory_bytes", lambda: 3 << 30)
     assert cli([str(llama), "--seq", "8", "--device", "cpu"], out=lambda text: None) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("nncost: error: building ") and "on cpu ran out of memory (3.00 GiB available now)" in err
 
 
 def test_other_failures_of_a_real_run_are_not_called_memory() -> None:
-    with pytest.raises(RuntimeError, match="a kernel is missing"), pipeline._real_run("building it"):
+    with pytest.raises(RuntimeError, match="a kernel is missing"), real_run.real_run("building it"):
         raise RuntimeError("a kernel is missing")
-    with pytest.raises(MemoryError), pipeline._real_run("a meta capture", real=False):
+    with pytest.raises(MemoryError), real_run.real_run("a meta capture", real=False):
         raise MemoryError
 
 
 def test_a_failed_allocation_reported_as_a_layer_error_is_memory_too() -> None:
     # the capture names the layer a kernel failed in; the allocation it was raised from decides
     with pytest.raises(NotEnoughMemory, match=r"^profiling it on cpu ran out of memory"), \
-            pipeline._real_run("profiling it on cpu"):
+            real_run.real_run("profiling it on cpu"):
         try:
             raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 13153337344 bytes")
         except RuntimeError as exc:

@@ -401,7 +401,7 @@ def test_a_prompt_past_the_context_is_refused_naming_the_limit(
     # the prompt and new tokens together: 131,060 + 13 is one past the limit, + 12 is at it
     assert cli(model, "--prompt", "131060", "--new-tokens", "13")[0] == 2
     capsys.readouterr()
-    monkeypatch.setattr("nncost.pipeline._generation", lambda *args: pytest.skip("the check passed"))
+    monkeypatch.setattr("nncost.stages.generation.generation", lambda *args: pytest.skip("the check passed"))
     with pytest.raises(pytest.skip.Exception):
         cli(model, "--prompt", "131060", "--new-tokens", "12")
 

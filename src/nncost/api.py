@@ -18,13 +18,10 @@ from torch import nn
 from nncost import pipeline
 from nncost.capture.inputs import SizeSpec
 from nncost.errors import BadRequest
-from nncost.hardware import calibration
-from nncost.precision import resolve_dtype
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 from nncost.records.result import Result
-from nncost.records.trace import TorchFlags
-from nncost.request import DEFAULT_REPEATS, Compare, Inputs, NamedSize, Request, Step
+from nncost.request import DEFAULT_REPEATS, NamedSize, build_request
 
 ModelLike = str | nn.Module | Report
 
@@ -76,10 +73,10 @@ def profile(
         raise BadRequest(f"profile() takes a torch.nn.Module; read the ONNX file {model} with nncost.profile_onnx")
     if not isinstance(model, nn.Module):
         raise BadRequest(f"profile() needs a torch.nn.Module, got {type(model).__name__}")
-    request = Request(model, _inputs(input_size, inputs, kwargs, batch_size), name=name, dtype=resolve_dtype(dtype),
-                      precision=precision, device=device, hardware=hardware, efficiency=efficiency,
-                      measure_time=measure_time, repeats=repeats, depth=depth, weights=weights,
-                      group_size=group_size)
+    request = build_request(model, input=input_size, inputs=inputs, kwargs=kwargs, batch=batch_size, dtype=dtype,
+                            precision=precision, device=device, hardware=hardware, efficiency=efficiency,
+                            measure_time=measure_time, repeats=repeats, depth=depth, name=name, weights=weights,
+                            group_size=group_size, memory=False)
     report = pipeline.run(request, _Callbacks(progress, on_pass)).report
     assert report is not None
     return report
@@ -124,10 +121,13 @@ def memory(
     if not isinstance(model, nn.Module):
         raise BadRequest(f"memory() needs a torch.nn.Module, got {type(model).__name__}")
     allocator = _renamed_allocator("memory", allocator, hardware)
-    step = Step(mode=mode, optimizer=optimizer, allocator=allocator, gpus=gpus, sharding=sharding, fit=fit,
-                checkpointing=checkpointing if isinstance(checkpointing, bool) else tuple(checkpointing))
-    request = Request(model, _inputs(input_size, inputs, kwargs, batch_size), name=name, dtype=resolve_dtype(dtype),
-                      precision=precision, report=False, step=step)
+    if mode not in ("train", "infer"):
+        raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
+    request = build_request(model, input=input_size, inputs=inputs, kwargs=kwargs, batch=batch_size, dtype=dtype,
+                            precision=precision, name=name, train=mode == "train", optimizer=optimizer,
+                            allocator=allocator, gpus=gpus, sharding=sharding, fit=fit,
+                            checkpointing=checkpointing if isinstance(checkpointing, bool) else tuple(checkpointing),
+                            memory=True, report=False)
     result = pipeline.run(request, _Callbacks(None, None, on_simulate))
     assert result.memory is not None
     return result.memory
@@ -168,10 +168,10 @@ def compare(
     """
     allocator = _renamed_allocator("compare", allocator, hardware)
     items = list(models.items()) if isinstance(models, Mapping) else [(None, m) for m in models]
-    step = Step(optimizer=optimizer, allocator=allocator) if train else None
-    wanted = Compare(tuple(model for _, model in items), tuple(label for label, _ in items), stage_depth)
-    request = Request(inputs=Inputs(_sizes(input_size), batch_size, seq), dtype=resolve_dtype(dtype), device=device,
-                      step=step, trust_pickle=trust_pickle, ignore_context_limit=ignore_context_limit, compare=wanted)
+    request = build_request(models=[model for _, model in items], labels=[label for label, _ in items],
+                            input=input_size, batch=batch_size, seq=seq, dtype=dtype, device=device, train=train,
+                            optimizer=optimizer, allocator=allocator if train else None, stage_depth=stage_depth,
+                            trust_pickle=trust_pickle, ignore_context_limit=ignore_context_limit)
     return pipeline.run(request, progress)
 
 
@@ -189,10 +189,9 @@ def roofline(
     estimated when it ran in train mode."""
     from nncost.analyses.roofline import with_training_step
 
-    if hardware.strip().lower() == "cuda":
-        raise BadRequest("'cuda' names allocator semantics, not a device; give a catalogue name such as h100-sxm")
-    estimated = pipeline.with_roofline(report, calibration.device(hardware), TorchFlags.current(), dtype=dtype,
-                                       precision=precision, efficiency=efficiency)
+    estimated = pipeline.run(build_request(report, hardware=hardware, precision=precision, efficiency=efficiency,
+                                           dtype=dtype, memory=False)).report
+    assert estimated is not None
     return with_training_step(estimated, memory) if memory is not None else estimated
 
 
@@ -214,26 +213,27 @@ def profile_onnx(
     scopes.  Needs the ``onnx`` package (``pip install 'nncost[onnx]'``).
     """
     if isinstance(inputs, Mapping):
-        sizes: tuple[Any, ...] | None = tuple(NamedSize(k, tuple(v)) for k, v in inputs.items())
+        sizes: list[Any] | None = [NamedSize(k, tuple(v)) for k, v in inputs.items()]
     else:
-        sizes = (tuple(inputs),) if inputs is not None else None
+        sizes = [tuple(inputs)] if inputs is not None else None
     if batch_size is not None and batch_size < 1:
         raise BadRequest(f"batch size must be at least 1, got {batch_size}")
     model = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
-    request = Request(model, Inputs(sizes, batch_size or 1), name=name, depth=depth)
-    report = pipeline.run(request).report
+    report = pipeline.run(build_request(model, input=sizes, batch=batch_size or 1, name=name, depth=depth)).report
     assert report is not None
     return report
 
 
-def _sizes(input_size: SizeSpec | None) -> tuple[tuple[int, ...], ...] | None:
-    """``(3, 224, 224)`` or ``[(3, 224, 224), (10,)]`` -> a tuple of sizes."""
-    if input_size is None:
-        return None
-    sizes: list[Any] = list(input_size)
-    if sizes and isinstance(sizes[0], (list, tuple, torch.Size)):
-        return tuple(tuple(s) for s in sizes)
-    return (tuple(sizes),)
+def cost(model: Any = None, *, progress: pipeline.Progress | None = None, **options: Any) -> Result:
+    """Cost ``model`` as ``nncost MODEL`` does, with the command line's options as keywords (dashes
+    as underscores): ``nncost.cost("hf:gpt2", prompt=128, new_tokens=32, hardware="h100-sxm")`` is
+    ``nncost hf:gpt2 --prompt 128 --new-tokens 32 --hardware h100-sxm``, and its
+    ``to_json()`` is that command's ``--format json``, byte for byte.  ``models=[A, B]`` compares
+    them, as ``nncost compare A B``.  The options are :data:`nncost.request.OPTIONS`; besides the
+    flags, ``inputs`` and ``kwargs`` take example inputs, ``name`` labels the model, ``labels`` a
+    comparison's models, and ``memory`` (True or False) asks for a memory step or none whatever the
+    other options say."""
+    return pipeline.run(build_request(model, **options), progress)
 
 
 def _renamed_allocator(function: str, allocator: str, hardware: str | None) -> str:
@@ -247,12 +247,6 @@ def _renamed_allocator(function: str, allocator: str, hardware: str | None) -> s
         raise BadRequest(f"{function}() got allocator={allocator!r} and its old name hardware={hardware!r}: give "
                          "allocator only")
     return hardware
-
-
-def _inputs(input_size: SizeSpec | None, inputs: Any, kwargs: dict[str, Any] | None, batch_size: int) -> Inputs:
-    if input_size is not None and inputs is not None:
-        raise BadRequest("give input_size or inputs, not both")
-    return Inputs(_sizes(input_size), batch_size, args=inputs, kwargs=kwargs)
 
 
 class _Callbacks(pipeline.Quiet):

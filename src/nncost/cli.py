@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from nncost import __version__
 from nncost.analyses.sharding import STRATEGIES
-from nncost.errors import BadRequest, NncostError, NncostWarning
+from nncost.errors import NncostError, NncostWarning
 from nncost.hardware.catalogue import names as hardware_names
 from nncost.precision import PRECISIONS
 from nncost.quantization import KV_CACHE_DTYPES, WEIGHT_FORMATS
@@ -34,8 +34,7 @@ from nncost.request import (
 from nncost.simulation.optimizers import OPTIMIZERS
 
 if TYPE_CHECKING:
-    from nncost.records.result import Result
-    from nncost.request import Lora, Request
+    pass
 
 FORMATS = ("table", "json", "csv", "markdown")
 COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
@@ -43,9 +42,6 @@ MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME 
                " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.pt (TorchScript) | x.onnx")
 TRUST_PICKLE_HELP = ("unpickle a module saved whole with torch.save(model); unpickling runs code stored in the "
                      "file, so only for files you trust (a state dict or a TorchScript archive needs no trust)")
-
-PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
-                     "generation or a layout over GPUs")
 
 
 class UsageError(NncostError):
@@ -190,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fp32 (default: a transformers config's own dtype, else float32; given, float32 "
                              "whatever the config says); bf16/fp16 run the model in that dtype; *-mixed: autocast "
                              "with fp32 master weights (matrix work at the 16-bit peak)")
+    for add in (_quantization_flags, _time_flags, _generation_flags, _adapter_flags, _memory_flags,
+                _parallel_flags, _training_run_flags):
+        add(parser)
+    parser.add_argument("--version", action="version", version=f"nncost {__version__}",
+                        help="print nncost's version and exit")
+    return parser
+
+
+def _quantization_flags(parser: argparse.ArgumentParser) -> None:
+    """What-ifs of narrower weights and cache."""
     quantized = parser.add_argument_group("quantization", "what-ifs: the model's weights and cache stored narrower")
     quantized.add_argument("--weights", choices=WEIGHT_FORMATS, default=None,
                            help="store the weights of the matrix products (every Linear, lm_head included) in this "
@@ -203,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     quantized.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None,
                            help="with --prompt: store the KV cache in fp8, or int8 with a scale and zero point per "
                                 "token and head")
+
+
+def _time_flags(parser: argparse.ArgumentParser) -> None:
+    """Roofline estimates and measured latency."""
     time = parser.add_argument_group("time", "roofline estimates on a device, and measured latency")
     time.add_argument("--hardware", metavar="NAME", default=None,
                       help=f"a device: {', '.join(hardware_names())} (calibrated here); adds per-layer time "
@@ -214,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     time.add_argument("--repeats", type=positive, default=DEFAULT_REPEATS,
                       help=f"timed passes for --measure-time (default {DEFAULT_REPEATS}, after {WARMUP} warm-up)")
     time.add_argument("--progress", action="store_true", help="progress bars on stderr even when it is not a terminal")
+
+
+def _generation_flags(parser: argparse.ArgumentParser) -> None:
+    """Generation as model.generate runs it."""
     generation = parser.add_argument_group("generation", "prefill and decode as model.generate runs them (hf: models)")
     generation.add_argument("--prompt", type=positive, metavar="P", default=None,
                             help="prompt tokens per sequence; with --new-tokens, cost generation instead of one "
@@ -221,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_argument("--new-tokens", type=positive, metavar="M", default=None,
                             help="tokens generated per sequence: the prefill yields the first, M-1 decode steps the "
                                  "rest")
+
+
+def _adapter_flags(parser: argparse.ArgumentParser) -> None:
+    """LoRA adapters."""
     adapters = parser.add_argument_group("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')")
     adapters.add_argument("--lora", type=positive, metavar="R", default=None,
                           help="LoRA adapters of rank R on a frozen base, as peft's get_peft_model puts them; with "
@@ -232,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "e.g. q_proj,v_proj")
     adapters.add_argument("--lora-dropout", type=float, metavar="P", default=0.0,
                           help="dropout on the adapters' input (default 0)")
+
+
+def _memory_flags(parser: argparse.ArgumentParser) -> None:
+    """The memory of one step."""
     memory = parser.add_argument_group("memory", "simulate the memory of one training step or inference pass")
     memory.add_argument("--train", action="store_true", help="a training step: forward, loss, backward, optimizer")
     memory.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
@@ -249,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "--tensor-parallel T and --pipeline-parallel P")
     memory.add_argument("--sharding", choices=STRATEGIES, default="none",
                         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard, over --gpus N (2 or more)")
+    memory.add_argument("--plot", metavar="PNG", help="draw the memory timeline of the step into a PNG file")
+    memory.add_argument("--measure", action="store_true",
+                        help="also run one real step (on the CPU with cpu allocator semantics, else on the GPU) and "
+                             "print the measured peak beside the estimate")
+
+
+def _parallel_flags(parser: argparse.ArgumentParser) -> None:
+    """A step or a generation split over GPUs."""
     parallel = parser.add_argument_group(
         "parallelism", "split the model over GPUs in the Megatron layout (hf: language models); every figure one GPU's")
     parallel.add_argument("--tensor-parallel", type=positive, metavar="T", default=1,
@@ -271,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--global-batch", type=positive, metavar="B", default=None,
                           help="with --plan: only layouts whose batch × micro-batches × data-parallel GPUs is B "
                                "samples")
+
+
+def _training_run_flags(parser: argparse.ArgumentParser) -> None:
+    """A whole training run."""
     run = parser.add_argument_group("training run", "a whole run: the training step repeated over a run's tokens")
     run.add_argument("--tokens", type=token_count, metavar="N", default=None,
                      help="with --train, --seq and --hardware: train on N tokens (2T, 300B, 1.5e12): steps, "
@@ -281,13 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mfu", type=efficiency, metavar="F", default=None,
                      help="with --tokens: the fraction of the dense matrix peak a step achieves "
                           "(default: the median of published runs, docs/training.md)")
-    memory.add_argument("--plot", metavar="PNG", help="draw the memory timeline of the step into a PNG file")
-    memory.add_argument("--measure", action="store_true",
-                        help="also run one real step (on the CPU with cpu allocator semantics, else on the GPU) and "
-                             "print the measured peak beside the estimate")
-    parser.add_argument("--version", action="version", version=f"nncost {__version__}",
-                        help="print nncost's version and exit")
-    return parser
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
@@ -300,8 +327,8 @@ def build_compare_parser() -> argparse.ArgumentParser:
     add_shared_arguments(parser)
     parser.add_argument("--train", action="store_true", help="also compare the peak memory of one training step")
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="with --train (default adam)")
-    parser.add_argument("--allocator", choices=ALLOCATORS, default="cuda",
-                        help="allocator semantics of the training peak (default cuda)")
+    parser.add_argument("--allocator", choices=ALLOCATORS, default=None,
+                        help="with --train: allocator semantics of the training peak (default cuda)")
     parser.add_argument("--stage-depth", type=positive, default=1,
                         help="depth of the layers matched by name across models (default 1)")
     parser.add_argument("--format", "-f", choices=COMPARE_FORMATS, default="text",
@@ -374,12 +401,11 @@ def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = N
     except UsageError as exc:
         print(f"nncost: error: {exc}", file=sys.stderr)
         return 2
-    command = _compare if compare else _main
     args.command = "nncost " + shlex.join(words)
     write = out or (lambda text: sys.stdout.write(text if text.endswith("\n") else text + "\n"))
     try:
         with _caveats_in_one_line():
-            write(command(args))
+            write(_main(args))
         return 0
     except NncostError as exc:
         if args.debug:
@@ -416,153 +442,18 @@ def _caveats_in_one_line() -> Iterator[None]:
 
 
 def _main(args: argparse.Namespace) -> str:
+    """``nncost MODEL`` and ``nncost compare A B ...``: the request the flags describe, run, and
+    its result rendered as the output flags ask."""
     from nncost.pipeline import run as run_request
-    from nncost.render.files import writable
+    from nncost.render.output import Output, check, render
+    from nncost.request import OPTIONS, build_request
 
-    if args.explain and args.format in ("csv", "markdown"):
-        raise BadRequest(f"--explain shows one layer's formulas as text (the default) or JSON, not {args.format}")
-    if args.html:
-        writable(args.html, "the HTML report")
-    if args.plot:
-        if args.prompt is not None or args.tensor_parallel > 1 or _training_layout(args):
-            raise BadRequest(PLOT_NEEDS_A_STEP)
-        writable(args.plot, "the memory plot")
-    result = run_request(build_request(args), Progress(forced=args.progress))
-    if args.plot:
-        from nncost.render.plot import plot_memory
-
-        if result.memory is None:
-            raise BadRequest(PLOT_NEEDS_A_STEP)
-        plot_memory(result.memory, args.plot)
-    if args.html:
-        from nncost.render.html import write_html
-
-        report = result.report or (result.generation.prefill if result.generation is not None else None)
-        assert report is not None
-        write_html(args.html, report, result.memory, command=args.command, open_depth=args.depth,
-                   generation=result.generation, parallel=result.parallel)
-    return _render(args, result)
-
-
-def _compare(args: argparse.Namespace) -> str:
-    from nncost.api import compare
-
-    if len(args.models) < 2:
-        raise BadRequest(f"compare needs at least two models, got {len(args.models)}: nncost compare A B [C ...]")
-    comparison = compare(args.models, args.input, batch_size=args.batch, train=args.train, optimizer=args.optimizer,
-                         allocator=args.allocator, seq=args.seq, dtype=args.dtype, device=args.device or "meta",
-                         stage_depth=args.stage_depth, trust_pickle=args.trust_pickle, progress=Progress(),
-                         ignore_context_limit=args.ignore_context_limit)
-    if args.format == "json":
-        return comparison.to_json()
-    if args.format == "csv":
-        return comparison.to_csv()
-    if args.format == "markdown":
-        return comparison.to_markdown()
-    return comparison.table()
-
-
-def build_request(args: argparse.Namespace) -> Request:
-    """The request the flags of ``nncost MODEL`` describe."""
-    from nncost.precision import resolve_dtype
-    from nncost.request import Generation, Inputs, Request, Run, Step
-    from nncost.sources.configs import parse_overrides
-
-    hardware = args.hardware.strip().lower() if args.hardware else None
-    real = [flag for flag, given in (("--measure-time", args.measure_time), ("--measure", args.measure)) if given]
-    if args.device == "meta" and real:
-        raise BadRequest(f"{real[0]} runs the model for real, which --device meta rules out: drop one of them")
-    step = generation = None
-    if (args.prompt is None) != (args.new_tokens is None):
-        raise BadRequest("generation needs both --prompt P and --new-tokens M")
-    if args.prompt is not None:
-        if args.train or args.measure_time or args.seq is not None:
-            raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
-        if _training_layout(args):
-            raise BadRequest("--pipeline-parallel, --micro-batches, --sequence-parallel and --plan spread a training "
-                             "step: drop them with --prompt")
-        generation = Generation(args.prompt, args.new_tokens, fit=args.fit, tensor_parallel=args.tensor_parallel)
-    elif (args.tensor_parallel > 1 or _training_layout(args)) and not args.train:
-        raise BadRequest("--tensor-parallel splits generation (--prompt P --new-tokens M) or a training step; "
-                         "--pipeline-parallel, --micro-batches, --sequence-parallel and --plan a training step: "
-                         "add --train")
-    elif _wants_memory(args):
-        step = Step(mode="train" if args.train else "infer", optimizer=args.optimizer,
-                    allocator=args.allocator or _allocator_of(hardware), checkpointing=args.checkpointing,
-                    gpus=args.gpus, sharding=args.sharding, fit=args.fit, measure=args.measure,
-                    tensor_parallel=args.tensor_parallel, pipeline_parallel=args.pipeline_parallel,
-                    micro_batches=args.micro_batches, sequence_parallel=args.sequence_parallel, plan=args.plan,
-                    global_batch=args.global_batch)
-    if args.tokens is None and (args.price_per_gpu_hour is not None or args.mfu is not None):
-        raise BadRequest("--price-per-gpu-hour and --mfu go with a training run: add --tokens N")
-    run = Run(args.tokens, args.price_per_gpu_hour, args.mfu) if args.tokens is not None else None
-    dtype = resolve_dtype(args.dtype)
-    if args.precision == "fp32" and dtype is None:  # asked for: float32 over a config's own dtype, as bf16/fp16 are
-        dtype = resolve_dtype("float32")
-    return Request(args.model, Inputs(tuple(args.input) if args.input else None, args.batch, args.seq),
-                   dtype=dtype, precision=args.precision or "fp32", device=args.device or "meta", hardware=hardware,
-                   efficiency=args.efficiency, measure_time=args.measure_time, repeats=args.repeats, step=step, run=run,
-                   generation=generation, depth=args.depth, config_overrides=parse_overrides(args.config or []),
-                   trust_remote_code=args.trust_remote_code, trust_pickle=args.trust_pickle, weights=args.weights,
-                   group_size=args.group_size, kv_cache_dtype=args.kv_cache_dtype, lora=_lora(args),
-                   ignore_context_limit=args.ignore_context_limit)
-
-
-def _lora(args: argparse.Namespace) -> Lora | None:
-    """The ``Lora`` of the ``--lora*`` flags, or None without ``--lora``."""
-    from nncost.request import Lora
-
-    if args.lora is None:
-        if args.lora_alpha is not None or args.lora_targets != "all-linear" or args.lora_dropout:
-            raise BadRequest("--lora-alpha, --lora-targets and --lora-dropout go with --lora R")
-        return None
-    targets = args.lora_targets if args.lora_targets == "all-linear" else tuple(
-        name.strip() for name in args.lora_targets.split(",") if name.strip())
-    return Lora(args.lora, args.lora_alpha, targets, args.lora_dropout)
-
-
-def _allocator_of(hardware: str | None) -> str:
-    """The allocator semantics of a device: its kind (cpu or cuda); cuda without a device."""
-    if hardware is None:
-        return "cuda"
-    if hardware == "cpu":
-        return "cpu"
-    from nncost.hardware.catalogue import catalogue_device
-
-    return catalogue_device(hardware).kind
-
-
-def _training_layout(args: argparse.Namespace) -> bool:
-    """Whether a flag that only a training step's layout takes was given."""
-    return bool(args.pipeline_parallel > 1 or args.micro_batches > 1 or args.sequence_parallel or args.plan
-                or args.global_batch is not None)
-
-
-def _wants_memory(args: argparse.Namespace) -> bool:
-    hardware = args.hardware and args.weights is None  # with quantized weights, --hardware only times the forward
-    return bool(args.train or hardware or args.allocator or args.measure or args.fit or args.checkpointing
-                or args.plot or args.sharding != "none" or args.gpus > 1)
-
-
-def _render(args: argparse.Namespace, result: Result) -> str:
-    """The one document of the result, in the asked format."""
-    if args.explain:
-        if result.report is None:
-            raise BadRequest("--explain shows a layer of a forward's report; this request has none")
-        if args.format == "json":
-            import json
-
-            from nncost.render.explain import explanation
-
-            return json.dumps(explanation(result.report.layer(args.explain)), indent=2, ensure_ascii=False)
-        return result.report.explain(args.explain)
-    if args.format == "json":
-        return result.to_json()
-    if args.format == "csv":
-        return result.to_csv()
-    if args.format == "markdown":
-        return result.to_markdown()
-    return str(result)
+    output = Output(format=args.format, explain=getattr(args, "explain", None), html=getattr(args, "html", None),
+                    plot=getattr(args, "plot", None), command=args.command, depth=getattr(args, "depth", None))
+    options = {key: value for key, value in vars(args).items() if key in OPTIONS}
+    check(output)
+    request = build_request(getattr(args, "model", None), **options)
+    return render(run_request(request, Progress(forced=getattr(args, "progress", False))), output)
 
 
 def main() -> None:

@@ -13,16 +13,19 @@ module.  A stage reads the request and the sections before it, and adds one sect
 5. **generation**: prefill and decode as ``model.generate`` runs them (instead of 2 to 4);
 6. **training run**: the step, or the layout's, repeated over a run's tokens.
 
-Two kinds of request take another path: an ONNX file is read, not run
-(:mod:`~nncost.stages.onnx`), and a comparison runs each of its models as a request of its own
-(:mod:`~nncost.stages.compare`).  The Python API (:mod:`nncost.api`) and the command line
-(:mod:`nncost.cli`) only build requests and call :func:`run`.
+Three kinds of request take another path: an ONNX file is read, not run
+(:mod:`~nncost.stages.onnx`); a comparison runs each of its models as a request of its own
+(:mod:`~nncost.stages.compare`); a report built already is timed on the request's hardware.
+
+The Python API (:mod:`nncost.api`) and the command line (:mod:`nncost.cli`) build requests with
+:func:`nncost.request.build_request` and call :func:`run`.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
+from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.request import Request
 from nncost.stages import compare, forward, generation, layout, onnx, step, training_run
@@ -44,6 +47,8 @@ def run(request: Request, progress: Progress | None = None) -> Result:
         return Result.of(compare.comparison(request, say, run))
     if onnx.is_onnx_model(request.model):
         return Result.of(onnx.onnx_report(request, say))
+    if isinstance(request.model, Report):
+        return Result.of(forward.timed(request.model, request, say))
     source = resolve_source(request, say)
     result = Result()
     for stage in STAGES:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost.errors import BadRequest
@@ -398,3 +399,175 @@ class Request:
             raise BadRequest("a training run's time is on a device: give --hardware (e.g. a100-80gb)")
         if self.inputs.seq is None:
             raise BadRequest("a training run counts tokens: give the sequence length (--seq, Inputs(seq=...))")
+
+
+# -- the one builder: from the command line's flags or the API's keywords ------------------
+# Every option :func:`build_request` takes, with its default: the command line's flags, dashes
+# as underscores, and the API's own (example ``inputs`` and ``kwargs``, a ``name``, a
+# comparison's ``models``).
+OPTIONS: dict[str, Any] = {
+    "input": None, "inputs": None, "kwargs": None, "batch": 1, "seq": None, "name": None, "depth": None,
+    "dtype": None, "precision": None, "device": None, "trust_pickle": False, "trust_remote_code": False,
+    "config": None, "ignore_context_limit": False,
+    "weights": None, "group_size": None, "kv_cache_dtype": None,
+    "hardware": None, "efficiency": 1.0, "measure_time": False, "repeats": DEFAULT_REPEATS,
+    "prompt": None, "new_tokens": None,
+    "lora": None, "lora_alpha": None, "lora_targets": "all-linear", "lora_dropout": 0.0,
+    "train": False, "optimizer": "adam", "checkpointing": False, "fit": None, "allocator": None, "gpus": 1,
+    "sharding": "none", "measure": False, "plot": None,
+    "tensor_parallel": 1, "pipeline_parallel": 1, "micro_batches": 1, "sequence_parallel": False, "plan": False,
+    "global_batch": None,
+    "tokens": None, "price_per_gpu_hour": None, "mfu": None,
+    "models": None, "labels": None, "stage_depth": 1, "memory": None, "report": True,
+}
+
+
+PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
+                     "generation or a layout over GPUs")
+
+
+def build_request(model: Any = None, **options: Any) -> Request:
+    """The request that ``options`` describe, the one place flags and keywords become a request.
+
+    ``nncost MODEL --flag ...`` and ``nncost.cost(MODEL, flag=...)`` pass the same options
+    (:data:`OPTIONS`), so the same words give the same request, and the same document.  The rules
+    that combine options live here: generation when a prompt is given; a memory step when a
+    training or memory option is, or a device (``hardware``) whose memory the step is set against,
+    except for an ONNX file, which nothing runs; a layout when a step is spread over GPUs; a
+    comparison of ``models``.
+    """
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise BadRequest(f"unknown option {unknown[0]!r}; the options are those of the command line: "
+                         f"{', '.join(sorted(OPTIONS))}")
+    from nncost.records.report import Report
+
+    o = SimpleNamespace(**{**OPTIONS, **options})
+    as_stored = isinstance(model, Report) or (isinstance(model, str) and model.lower().endswith(".onnx"))
+    _check_combinations(o)
+    generation = _generation(o)
+    step = None if generation is not None or o.memory is False else _step(o, device_memory=not as_stored)
+    compare = None
+    if o.models is not None:
+        compare = Compare(tuple(o.models), tuple(o.labels or ()), o.stage_depth)
+    return Request(model, _inputs(o), name=o.name, dtype=_dtype(o, as_stored), precision=o.precision or "fp32",
+                   device=o.device or "meta", hardware=o.hardware.strip().lower() if o.hardware else None,
+                   efficiency=o.efficiency, measure_time=o.measure_time, repeats=o.repeats, step=step, run=_run(o),
+                   generation=generation, depth=o.depth, config_overrides=_overrides(o.config),
+                   trust_remote_code=o.trust_remote_code, trust_pickle=o.trust_pickle, weights=o.weights,
+                   group_size=o.group_size, kv_cache_dtype=o.kv_cache_dtype, lora=_lora(o),
+                   ignore_context_limit=o.ignore_context_limit, compare=compare, report=o.report)
+
+
+def _check_combinations(o: Any) -> None:
+    """The options that rule each other out, each refused in one sentence."""
+    real = [flag for flag, given in (("--measure-time", o.measure_time), ("--measure", o.measure)) if given]
+    if o.device == "meta" and real:
+        raise BadRequest(f"{real[0]} runs the model for real, which --device meta rules out: drop one of them")
+    if (o.prompt is None) != (o.new_tokens is None):
+        raise BadRequest("generation needs both --prompt P and --new-tokens M")
+    if o.prompt is not None:
+        if o.train or o.measure_time or o.seq is not None:
+            raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
+        if _training_layout(o):
+            raise BadRequest("--pipeline-parallel, --micro-batches, --sequence-parallel and --plan spread a training "
+                             "step: drop them with --prompt")
+    elif (o.tensor_parallel > 1 or _training_layout(o)) and not o.train:
+        raise BadRequest("--tensor-parallel splits generation (--prompt P --new-tokens M) or a training step; "
+                         "--pipeline-parallel, --micro-batches, --sequence-parallel and --plan a training step: "
+                         "add --train")
+    if o.plot and (o.prompt is not None or o.tensor_parallel > 1 or _training_layout(o)):
+        raise BadRequest(PLOT_NEEDS_A_STEP)
+    if o.tokens is None and (o.price_per_gpu_hour is not None or o.mfu is not None):
+        raise BadRequest("--price-per-gpu-hour and --mfu go with a training run: add --tokens N")
+    if o.input is not None and o.inputs is not None:
+        raise BadRequest("give input_size or inputs, not both")
+    if o.models is not None and o.allocator is not None and not o.train:
+        raise BadRequest("--allocator sets the semantics of the training peak a comparison shows: add --train")
+
+
+def _generation(o: Any) -> Generation | None:
+    if o.prompt is None:
+        return None
+    return Generation(o.prompt, o.new_tokens, fit=o.fit, tensor_parallel=o.tensor_parallel)
+
+
+def _step(o: Any, *, device_memory: bool) -> Step | None:
+    """The memory step the options ask for: ``memory=True``, a training or memory option, or a
+    device whose memory an inference pass is set against (not with quantized weights, a what-if on
+    the forward, nor for a model read as stored)."""
+    device = bool(o.hardware) and o.weights is None and device_memory
+    wanted = (o.memory or o.train or device or o.allocator or o.measure or o.fit or o.checkpointing or o.plot
+              or o.sharding != "none" or o.gpus > 1)
+    if not wanted:
+        return None
+    return Step(mode="train" if o.train else "infer", optimizer=o.optimizer,
+                allocator=o.allocator or _allocator_of(o.hardware), checkpointing=o.checkpointing, gpus=o.gpus,
+                sharding=o.sharding, fit=o.fit, measure=o.measure, tensor_parallel=o.tensor_parallel,
+                pipeline_parallel=o.pipeline_parallel, micro_batches=o.micro_batches,
+                sequence_parallel=o.sequence_parallel, plan=o.plan, global_batch=o.global_batch)
+
+
+def _run(o: Any) -> Run | None:
+    return Run(o.tokens, o.price_per_gpu_hour, o.mfu) if o.tokens is not None else None
+
+
+def _inputs(o: Any) -> Inputs:
+    """Sizes without the batch dimension (one size, or a list of them), or example inputs."""
+    sizes = o.input
+    if sizes is not None:
+        items = list(sizes)
+        sizes = (tuple(items),) if items and isinstance(items[0], int) else tuple(
+            size if isinstance(size, NamedSize) else tuple(size) for size in items)
+    return Inputs(sizes or None, o.batch, o.seq, args=o.inputs, kwargs=o.kwargs)
+
+
+def _dtype(o: Any, as_stored: bool) -> torch.dtype | None:
+    """The dtype asked for; ``precision="fp32"`` asks for float32 over a config's own dtype, as
+    bf16 and fp16 do for theirs (an ONNX file or a built report is read in the dtypes it holds)."""
+    from nncost.precision import resolve_dtype
+
+    dtype = resolve_dtype(o.dtype)
+    if o.precision == "fp32" and dtype is None and not as_stored:
+        dtype = resolve_dtype("float32")
+    return dtype
+
+
+def _overrides(config: Any) -> Mapping[str, Any]:
+    """``--config KEY=VALUE`` texts, or a mapping given as it is."""
+    if not config:
+        return {}
+    if isinstance(config, Mapping):
+        return dict(config)
+    from nncost.sources.configs import parse_overrides
+
+    return parse_overrides(list(config))
+
+
+def _lora(o: Any) -> Lora | None:
+    """The adapters of the ``lora*`` options, or None without ``lora``."""
+    if o.lora is None:
+        if o.lora_alpha is not None or o.lora_targets != "all-linear" or o.lora_dropout:
+            raise BadRequest("--lora-alpha, --lora-targets and --lora-dropout go with --lora R")
+        return None
+    targets = o.lora_targets
+    if isinstance(targets, str) and targets != "all-linear":
+        targets = tuple(name.strip() for name in targets.split(",") if name.strip())
+    return Lora(o.lora, o.lora_alpha, tuple(targets) if not isinstance(targets, str) else targets, o.lora_dropout)
+
+
+def _allocator_of(hardware: str | None) -> str:
+    """The allocator semantics of a device: its kind (cpu or cuda); cuda without a device."""
+    if hardware is None:
+        return "cuda"
+    if hardware.strip().lower() == "cpu":
+        return "cpu"
+    from nncost.hardware.catalogue import catalogue_device
+
+    return catalogue_device(hardware.strip().lower()).kind
+
+
+def _training_layout(o: Any) -> bool:
+    """Whether an option that only a training step's layout takes was given."""
+    return bool(o.pipeline_parallel > 1 or o.micro_batches > 1 or o.sequence_parallel or o.plan
+                or o.global_batch is not None)

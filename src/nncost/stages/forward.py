@@ -41,6 +41,14 @@ def add(source: Source, result: Result) -> Result:
     return result.with_section(replace(report, depth=request.depth) if request.depth is not None else report)
 
 
+def timed(report: Report, request: Request, say: Progress) -> Report:
+    """A report built already, timed on the request's hardware (in its dtype, or that of most of
+    its parameters)."""
+    if request.hardware is None:
+        raise BadRequest("timing a report needs a device: give hardware (e.g. h100-sxm)")
+    return estimated(report, request, request.hardware, request.dtype, say)
+
+
 def forward(request: Request, source: Source, say: Progress) -> Report:
     """The report of one forward pass, with its time estimates and measurements."""
     report = _capture_forward(request, source, say)
