@@ -1,7 +1,8 @@
 """nncost: what a neural network costs, layer by layer, before you train or ship it.
 
-``nncost.profile``, ``nncost.memory``, ``nncost.compare`` and the command line build a
-:class:`Request` and hand it to :func:`run`, which returns a :class:`Result`.
+``nncost.cost``, ``nncost.profile``, ``nncost.memory``, ``nncost.compare`` and the command line
+build a :class:`Request` with :func:`build_request` and hand it to :func:`run`, which returns a
+:class:`Result`.
 
 The public names are imported when first used (PEP 562), so ``nncost --help`` and
 ``nncost --version`` start without importing torch.
@@ -13,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nncost.api import compare, memory, profile, profile_onnx, roofline
+    from nncost.api import compare, cost, memory, profile, profile_onnx, roofline
     from nncost.errors import BadRequest, InputMismatch, ModelFileError, ModelNotFound, NeedsWeights, NncostError
     from nncost.pipeline import run
     from nncost.records.comparison import Comparison
@@ -25,13 +26,13 @@ if TYPE_CHECKING:
     from nncost.records.trace import TorchFlags
     from nncost.records.training_run import TrainingRun
     from nncost.render.formats import SCHEMA
-    from nncost.request import Inputs, NamedSize, Request, Run, Step
+    from nncost.request import Compare, Generation, Inputs, Lora, NamedSize, Request, Run, Step, build_request
 
 __version__ = "0.1.0"
 
 # Each public name and the module it is defined in.
 _HOMES = {
-    **dict.fromkeys(("compare", "memory", "profile", "profile_onnx", "roofline"), "nncost.api"),
+    **dict.fromkeys(("compare", "cost", "memory", "profile", "profile_onnx", "roofline"), "nncost.api"),
     **dict.fromkeys(("BadRequest", "InputMismatch", "ModelFileError", "ModelNotFound", "NeedsWeights",
                      "NncostError"), "nncost.errors"),
     "run": "nncost.pipeline",
@@ -44,18 +45,22 @@ _HOMES = {
     "TorchFlags": "nncost.records.trace",
     "TrainingRun": "nncost.records.training_run",
     "SCHEMA": "nncost.render.formats",
-    **dict.fromkeys(("Inputs", "NamedSize", "Request", "Run", "Step"), "nncost.request"),
+    **dict.fromkeys(("Compare", "Generation", "Inputs", "Lora", "NamedSize", "Request", "Run", "Step", "build_request"),
+                   "nncost.request"),
 }
 
 __all__ = [
     "SCHEMA",
     "BadRequest",
+    "Compare",
     "Comparison",
     "FileParams",
+    "Generation",
     "InputMismatch",
     "Inputs",
     "Layer",
     "Layout",
+    "Lora",
     "MemoryReport",
     "ModelFileError",
     "ModelNotFound",
@@ -76,7 +81,9 @@ __all__ = [
     "TrainingRun",
     "Uncounted",
     "__version__",
+    "build_request",
     "compare",
+    "cost",
     "memory",
     "profile",
     "profile_onnx",

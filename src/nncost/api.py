@@ -39,7 +39,7 @@ def profile(
     name: str | None = None,
     progress: Callable[[str], None] | None = None,
     hardware: str | None = None,
-    precision: str = "fp32",
+    precision: str | None = None,
     efficiency: float = 1.0,
     measure_time: bool = False,
     repeats: int = DEFAULT_REPEATS,
@@ -61,7 +61,9 @@ def profile(
     ``hardware`` (a catalogue name such as ``"h100-sxm"``, or ``"cpu"``: calibrated on this
     machine) adds roofline time estimates per layer and for the forward pass (see
     docs/roofline.md); ``precision`` (fp32, bf16, fp16, bf16-mixed, fp16-mixed) picks the
-    datasheet column, and pure bf16/fp16 also profile the model in that dtype; ``efficiency``
+    datasheet column, and pure bf16/fp16/fp32 also profile the model in that dtype (None, the
+    default: fp32 columns, the model in the dtypes it holds, as the command line without
+    ``--precision``); ``efficiency``
     scales both roofs.  ``measure_time`` runs the model for real ``repeats`` times on the
     measured device (the CPU, or CUDA for a CUDA ``hardware``) and adds each layer's median
     time, throughput, achieved FLOP/s and MFU; it needs real weights.  ``progress`` receives
@@ -97,7 +99,7 @@ def memory(
     sharding: str = "none",
     fit: int | str | None = None,
     checkpointing: bool | Sequence[str] = False,
-    precision: str = "fp32",
+    precision: str | None = None,
     name: str | None = None,
     on_simulate: Callable[[], None] | None = None,
     hardware: str | None = None,
@@ -114,7 +116,8 @@ def memory(
     modules under activation checkpointing.  ``precision`` is ``"fp32"``, ``"bf16-mixed"`` or
     ``"fp16-mixed"`` (``torch.autocast`` over forward and loss, fp32 master weights, gradients and
     optimizer state; fp16 with a GradScaler), or pure ``"bf16"`` / ``"fp16"`` (the whole model
-    in that dtype); see docs/memory.md.  ``on_simulate`` is called after every step a ``fit``
+    in that dtype; ``"fp32"`` given, float32); None, the default, keeps the model's own dtypes; see
+    docs/memory.md.  ``on_simulate`` is called after every step a ``fit``
     search simulates (a progress bar).  ``hardware`` is the old name of ``allocator``, kept with a
     ``DeprecationWarning``.
     """
@@ -179,7 +182,7 @@ def roofline(
     report: Report,
     hardware: str,
     *,
-    precision: str = "fp32",
+    precision: str | None = None,
     efficiency: float = 1.0,
     dtype: torch.dtype | None = None,
     memory: MemoryReport | None = None,
