@@ -7,6 +7,7 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from torch import nn
 import nncost
 from cli_runs import cli
 from nncost.errors import BadRequest
+from nncost.records.comparison import Comparison
+from nncost.records.result import Result
 from scripts import load_script
 
 torchvision = pytest.importorskip("torchvision")
@@ -25,6 +28,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def published(name: str) -> dict[str, float]:
     return torchvision.models.get_model_weights(name).DEFAULT.meta  # type: ignore[no-any-return]
+
+
+def compared(*args: Any, **kwargs: Any) -> Comparison:
+    """The comparison ``nncost.compare`` gives (a section of its result)."""
+    result = nncost.compare(*args, **kwargs)
+    comparison = result.comparison if isinstance(result, Result) else result
+    assert isinstance(comparison, Comparison)
+    return comparison
 
 
 def example() -> ModuleType:
@@ -44,7 +55,7 @@ def test_separable_over_standard_is_one_over_n_plus_one_over_k_squared(
     standard = nn.Conv2d(c_in, n, k, stride, padding=k // 2, bias=False)
     separable = nn.Sequential(nn.Conv2d(c_in, c_in, k, stride, padding=k // 2, groups=c_in, bias=False),
                               nn.Conv2d(c_in, n, 1, bias=False))
-    comparison = nncost.compare({"standard": standard, "separable": separable}, (c_in, size, size))
+    comparison = compared({"standard": standard, "separable": separable}, (c_in, size, size))
     std, sep = comparison.models
     closed = Fraction(1, n) + Fraction(1, k * k)
     assert Fraction(sep.totals.macs, std.totals.macs) == closed
@@ -55,7 +66,8 @@ def test_separable_over_standard_is_one_over_n_plus_one_over_k_squared(
 
 def test_the_mobilenet_example_matches_the_closed_form_layer_by_layer() -> None:
     mobilenet = example()
-    comparison = mobilenet.compared()
+    result = mobilenet.compared()
+    comparison = result.comparison if isinstance(result, Result) else result
     std, sep = comparison.reports
     rows = mobilenet.closed_form_rows()
     assert [stage.name for stage in comparison.stages] == [row["layer"] for row in rows]
@@ -63,7 +75,7 @@ def test_the_mobilenet_example_matches_the_closed_form_layer_by_layer() -> None:
         assert std.layer(row["layer"]).macs == row["standard_macs"]  # H·W·K²·C·N
         assert sep.layer(row["layer"]).macs == row["separable_macs"]  # H·W·(C·K² + C·N)
         assert Fraction(sep.layer(row["layer"]).macs, std.layer(row["layer"]).macs) == row["closed_form"]
-        assert stage.macs == [row["standard_macs"], row["separable_macs"]]
+        assert stage.macs == (row["standard_macs"], row["separable_macs"])
     assert std.totals.macs == sum(row["standard_macs"] for row in rows)
     assert sep.totals.macs == sum(row["separable_macs"] for row in rows)
 
@@ -91,17 +103,17 @@ def test_the_output_pasted_in_the_docs_is_the_scripts(capsys: pytest.CaptureFixt
 
 
 def test_stages_of_resnet18_and_resnet34_follow_the_block_counts() -> None:
-    comparison = nncost.compare(["resnet18", "resnet34"], (3, 224, 224))
+    comparison = compared(["resnet18", "resnet34"], (3, 224, 224))
     names = [stage.name for stage in comparison.stages]
     assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
     layer1 = comparison.stages[names.index("layer1")]
     # BasicBlock(64): two 3×3 convs (64·64·9 weights, 56·56·64·64·9 MACs each) and two BatchNorms (2·64)
     block_params, conv_macs = 2 * (64 * 64 * 9 + 2 * 64), 56 * 56 * 64 * 64 * 9
-    assert layer1.params == [2 * block_params, 3 * block_params]  # resnet18: 2 blocks, resnet34: 3
-    assert layer1.macs == [2 * 2 * conv_macs, 3 * 2 * conv_macs]
-    assert layer1.ratios["macs"] == [1.0, 1.5]
+    assert layer1.params == (2 * block_params, 3 * block_params)  # resnet18: 2 blocks, resnet34: 3
+    assert layer1.macs == (2 * 2 * conv_macs, 3 * 2 * conv_macs)
+    assert layer1.ratios["macs"] == (1.0, 1.5)
     fc = comparison.stages[names.index("fc")]
-    assert fc.params == [512 * 1000 + 1000] * 2 and fc.ratios["params"] == [1.0, 1.0]
+    assert fc.params == (512 * 1000 + 1000,) * 2 and fc.ratios["params"] == (1.0, 1.0)
     ratio = published("resnet34")["num_params"] / published("resnet18")["num_params"]
     assert comparison.ratios[1]["params"] == pytest.approx(ratio, rel=1e-12)
 
@@ -110,7 +122,9 @@ def test_stages_of_resnet18_and_resnet34_follow_the_block_counts() -> None:
 def test_resnet18_against_mobilenet_v2_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, text = cli("compare", "resnet18", "mobilenet_v2", "--input", "3x224x224", "--format", "json")
     assert code == 0
-    data = json.loads(text)
+    document = json.loads(text)
+    assert document["schema"] == "nncost.report/2" and document["memory"] is None  # the one document
+    data = document["comparison"]
     assert [m["model"] for m in data["models"]] == ["resnet18", "mobilenet_v2"]
     for entry in data["models"]:
         meta = published(entry["model"])
@@ -149,7 +163,7 @@ def test_train_adds_the_training_step_peak(nets: str) -> None:
     code, text = cli("compare", f"{nets}:narrow", f"{nets}:wide", "--input", "3x8x8", "--train", "--batch", "4",
                      "--allocator", "cpu", "--format", "json")
     assert code == 0
-    data = json.loads(text)
+    data = json.loads(text)["comparison"]
     expected = nncost.memory(nncost.sources.models.resolve(f"{nets}:wide").build("cpu"), (3, 8, 8), batch_size=4,
                              allocator="cpu")
     assert data["models"][1]["totals"]["train_peak_bytes"] == expected.peak_bytes
@@ -195,11 +209,12 @@ def test_errors_are_one_line(argv: tuple[str, ...], message: str, capsys: pytest
 def test_reports_modules_and_names_mix() -> None:
     resnet = torchvision.models.resnet18(weights=None)
     report = nncost.profile(resnet, (3, 224, 224))
-    comparison = nncost.compare([report, resnet, "resnet18"], (3, 224, 224))
+    comparison = compared([report, resnet, "resnet18"], (3, 224, 224))
     assert [e.model for e in comparison.models] == ["ResNet", "ResNet", "resnet18"]
     assert [r["macs"] for r in comparison.ratios] == [1.0, 1.0, 1.0]
-    assert comparison.stages[0].params == [64 * 3 * 49] * 3
-    assert comparison.to_dict()["models"][2]["totals"]["params"] == published("resnet18")["num_params"]
+    assert comparison.stages[0].params == (64 * 3 * 49,) * 3
+    document = Result.of(comparison).to_dict()
+    assert document["comparison"]["models"][2]["totals"]["params"] == published("resnet18")["num_params"]
 
 
 def test_api_errors() -> None:
@@ -224,10 +239,10 @@ def test_models_are_left_untouched() -> None:
 def test_none_is_a_dash_as_in_the_layer_table() -> None:
     """A figure that is zero prints ``-`` in the comparison as in the layer table, with no ratio."""
     models = [nn.Sequential(nn.ReLU(), nn.Linear(4, 4)), nn.Sequential(nn.ReLU(), nn.Linear(4, 8))]
-    comparison = nncost.compare(models, (4,), stage_depth=1)
+    comparison = compared(models, (4,), stage_depth=1)
     relu = next(stage for stage in comparison.stages if stage.name == "0")
-    assert relu.params == [0, 0] and relu.macs == [0, 0]
-    line = next(line for line in comparison.table(width=120).splitlines() if line.split()[:1] == ["0"])
+    assert relu.params == (0, 0) and relu.macs == (0, 0)
+    line = next(line for line in Result.of(comparison).table(width=120).splitlines() if line.split()[:1] == ["0"])
     assert line.split()[1:] == ["-", "-", "-", "-"]
     layer_table = nncost.profile(models[0], (4,)).table(width=120)
     assert next(line for line in layer_table.splitlines() if "ReLU" in line).split()[3:5] == ["-", "-"]

@@ -261,14 +261,16 @@ def test_tensor_parallel_stays_within_a_node_as_a_training_layout_does() -> None
 def test_the_html_page_charts_step_time_and_cache_against_the_context(tmp_path: Any) -> None:
     from nncost.render.html import write_html
 
-    g = costed(tiny("mistral"), 1, 3, 30, hardware="h100-sxm").generation
+    result = costed(tiny("mistral"), 1, 3, 30, hardware="h100-sxm")
+    g = result.generation
     assert g is not None
     path = tmp_path / "generation.html"
-    write_html(path, g.prefill, generation=g)
+    write_html(path, result)
     page = path.read_text()
     assert 'aria-label="decode step time"' in page and 'aria-label="kv cache"' in page
     assert page.count("<circle") >= 2 * len(g.steps)  # every traced context is a point on both charts
     assert "Time to first token" in page and "KV cache" in page
+    assert f"Layer tree ({len(g.prefill.layers)} module calls)" in page  # the prefill's layers
 
 
 @pytest.mark.parametrize("prompt, new", [(200, 6), (16, 40)])  # the prefill's peak, the decode's

@@ -17,6 +17,7 @@ import nncost
 from html_fixtures import fill_roofline
 from nncost.cli import run
 from nncost.records.memory import CATEGORIES
+from nncost.records.result import Result
 from nncost.render import units
 from nncost.render.formats import layer_cells, summary_lines
 from nncost.render.html import TOP_LAYERS, html_page, to_html, write_html
@@ -93,7 +94,7 @@ def resnet18() -> tuple[nncost.Report, nncost.MemoryReport]:
 @pytest.fixture(scope="module")
 def dom(resnet18: tuple[nncost.Report, nncost.MemoryReport]) -> Node:
     report, memory = resnet18
-    return parse(html_page(report, memory, command="nncost resnet18 --batch 2 --train --optimizer adamw"))
+    return parse(html_page(Result.of(report, memory), command="nncost resnet18 --batch 2 --train --optimizer adamw"))
 
 
 def kv(table: Node) -> list[tuple[str, str]]:
@@ -220,7 +221,7 @@ def test_names_are_escaped_everywhere() -> None:
 
 def test_the_page_needs_no_network(dom: Node, resnet18: tuple[nncost.Report, nncost.MemoryReport]) -> None:
     report, memory = resnet18
-    html = html_page(report, memory)
+    html = html_page(Result.of(report, memory))
     urls = re.findall(r"[a-z][a-z0-9+.-]*://[^\s\"'<>)]*", html, flags=re.IGNORECASE)
     assert set(urls) == {"http://www.w3.org/2000/svg"}  # the SVG namespace, never fetched
     assert not re.search(r"\b(src|href|action|srcset)\s*=|@import|url\(|//cdn|fetch\(|XMLHttpRequest", html)
@@ -233,7 +234,7 @@ def test_size_stays_small(tmp_path: Path) -> None:
     memory = nncost.memory(model, (3, 224, 224), batch_size=8, name="resnet50")
     report = fill_roofline(report)
     path = tmp_path / "resnet50.html"
-    write_html(path, report, memory)
+    write_html(path, Result.of(report, memory))
     assert path.stat().st_size < 300_000  # 199 KB when written
     wide = nn.Sequential(*[nn.Sequential(nn.Linear(8, 8), nn.GELU()) for _ in range(250)])  # 751 calls
     deep = nncost.profile(wide, (8,))

@@ -19,6 +19,7 @@ import pytest
 
 import nncost
 from html_fixtures import fill_roofline
+from nncost.records.result import Result
 from nncost.render.formats import summary_lines
 from nncost.render.html import write_html
 from nncost.render.memory import memory_lines
@@ -95,7 +96,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nncost.Report,
     memory = nncost.memory(model, (3, 224, 224), batch_size=2, name="resnet18")
     report = fill_roofline(report)
     path = tmp_path_factory.mktemp("html") / "report.html"
-    write_html(path, report, memory, command="nncost resnet18 --batch 2 --train --html report.html")
+    write_html(path, Result.of(report, memory), command="nncost resnet18 --batch 2 --train --html report.html")
     return path, report, memory
 
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from nncost import pipeline
-from nncost.stages import real_run
 from nncost.cli import run as cli
 from nncost.errors import NncostError, NotEnoughMemory
 from nncost.hardware import machine
 from nncost.request import Inputs, Request, Step
 from nncost.sources.models import ModelSpec
+from nncost.stages import real_run
 
 transformers = pytest.importorskip("transformers")
 

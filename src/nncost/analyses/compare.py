@@ -52,7 +52,7 @@ def _stage_sums(report: Report, depth: int) -> dict[str, _Sums]:
     return sums
 
 
-def stages(reports: Sequence[Report], depth: int = 1) -> list[Stage]:
+def stages(reports: Sequence[Report], depth: int = 1) -> tuple[Stage, ...]:
     """The layers at ``depth`` whose name occurs in at least two of the reports, in first-seen order."""
     per_model = [_stage_sums(report, depth) for report in reports]
     seen: dict[str, int] = {}
@@ -62,18 +62,18 @@ def stages(reports: Sequence[Report], depth: int = 1) -> list[Stage]:
     result = []
     for name in (name for name, count in seen.items() if count >= 2):
         rows = [sums.get(name) for sums in per_model]
-        values: dict[str, list[int | None]] = {
-            figure: [getattr(row, figure) if row is not None else None for row in rows] for figure in STAGE_FIGURES
+        values: dict[str, tuple[int | None, ...]] = {
+            figure: tuple(getattr(row, figure) if row is not None else None for row in rows) for figure in STAGE_FIGURES
         }
         result.append(Stage(
             name=name,
-            types=[row.type if row is not None else None for row in rows],
+            types=tuple(row.type if row is not None else None for row in rows),
             params=values["params"],
             macs=values["macs"],
             flops=values["flops"],
-            ratios={figure: [ratio(v, values[figure][0]) for v in values[figure]] for figure in STAGE_FIGURES},
+            ratios={figure: tuple(ratio(v, values[figure][0]) for v in values[figure]) for figure in STAGE_FIGURES},
         ))
-    return result
+    return tuple(result)
 
 
 def build_comparison(
@@ -85,17 +85,17 @@ def build_comparison(
     stage_depth: int = 1,
 ) -> Comparison:
     """Side-by-side totals, each model's ratios to the first, and the stages they share."""
-    entries = [entry(label, report, memory) for label, report, memory in labelled]
+    entries = tuple(entry(label, report, memory) for label, report, memory in labelled)
     base = entries[0]
     figures = FIGURES if train else FIGURES[:-1]
     return Comparison(
         models=entries,
-        ratios=[{figure: ratio(e.figure(figure), base.figure(figure)) for figure in figures} for e in entries],
+        ratios=tuple({figure: ratio(e.figure(figure), base.figure(figure)) for figure in figures} for e in entries),
         stages=stages([report for _, report, _ in labelled], stage_depth),
         stage_depth=stage_depth,
         train=train,
         optimizer=optimizer if train else None,
         allocator=allocator if train else None,
-        reports=[report for _, report, _ in labelled],
-        memory_reports=[memory for _, _, memory in labelled],
+        reports=tuple(report for _, report, _ in labelled),
+        memory_reports=tuple(memory for _, _, memory in labelled),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from nncost.records.report import Report
 
@@ -24,6 +24,8 @@ class GenerationReport:
     decode step at a few context lengths, between which the step's cost is a line.  With
     ``tensor_parallel`` > 1 every figure is one GPU's (:mod:`nncost.analyses.tensor_parallel`).
     """
+
+    SECTION: ClassVar[str] = "generation"  # its key in the document
 
     prompt_tokens: int
     new_tokens: int

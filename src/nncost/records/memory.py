@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 CATEGORIES = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs")
 
@@ -16,6 +16,8 @@ class MemoryReport:
     (in ``infer`` mode: every forward tensor alive at the peak); ``temporaries`` are all other
     tensors the step created and still held at the peak.
     """
+
+    SECTION: ClassVar[str] = "memory"  # its key in the document
 
     model: str
     mode: str

@@ -10,7 +10,7 @@ throughout; :mod:`nncost.analyses.parallel` derives them, docs/training.md says 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,8 @@ class ParallelStep:
     cost rule, by name, with their calls, which no figure here includes.
     """
 
+    SECTION: ClassVar[str] = "parallel"  # its key in the document
+
     layout: Layout
     model: str
     stages: tuple[Stage, ...]
@@ -267,6 +269,8 @@ class Plan:
     """A search over layouts of ``gpus`` GPUs of ``hardware``: the ``best`` that fit its
     ``budget_bytes`` (fastest per token first), out of ``considered``, and why the others
     were left out."""
+
+    SECTION: ClassVar[str] = "plan"  # its key in the document
 
     gpus: int
     hardware: str

@@ -6,7 +6,7 @@ Every figure is stored in base units (bytes, counts); human units belong to the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from nncost.errors import NncostError, did_you_mean
 from nncost.records.roofline import Roofline
@@ -109,6 +109,8 @@ class Report:
     (the roofline, measured latency) return a new report; none changes this one.
     """
 
+    SECTION: ClassVar[str] = "report"  # its name among sections; its figures are the top of the document
+
     model: str
     execution: str
     device: str
@@ -188,9 +190,9 @@ class Report:
     def to_html(self, memory: Any = None, command: str | None = None) -> str:
         """A self-contained HTML page: totals, charts, the memory timeline of ``memory`` (a
         :class:`~nncost.records.memory.MemoryReport`) when given, the roofline when set, the layer tree."""
-        from nncost.render.html import html_page
+        from nncost.render.html import report_page
 
-        return html_page(self, memory=memory, command=command)
+        return report_page(self, memory, command=command)
 
     def _repr_html_(self) -> str:
         from nncost.render.html import to_html

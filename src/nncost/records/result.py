@@ -15,6 +15,7 @@ whole result and shows the sections it knows, naming any it cannot show.  The se
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +33,12 @@ S = TypeVar("S")
 
 # Every section type, in the order a result holds them.
 SECTIONS: tuple[type, ...] = (Report, MemoryReport, GenerationReport, Plan, ParallelStep, TrainingRun, Comparison)
+
+# What ``nncost.compare`` returned before it returned a result: the comparison's attributes, read
+# through the result for one release, each with a DeprecationWarning.
+_COMPARISON_ATTRIBUTES = frozenset({"models", "ratios", "stages", "stage_depth", "train", "optimizer", "allocator",
+                                    "reports", "memory_reports", "figures"})
+
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,15 @@ class Result:
     def comparison(self) -> Comparison | None:
         return self.get(Comparison)
 
+    def __getattr__(self, name: str) -> Any:
+        """The old spelling of a comparison's attributes (``result.models``), kept for one release."""
+        comparison = self.get(Comparison) if name in _COMPARISON_ATTRIBUTES else None
+        if comparison is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(f"result.{name} is now result.comparison.{name}: nncost.compare returns a Result",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(comparison, name)
+
     # -- renderers: each method calls exactly the render function of its name --------------
     def to_dict(self) -> dict[str, Any]:
         from nncost.render.formats import to_dict
@@ -123,6 +139,12 @@ class Result:
         from nncost.render.html import html_page
 
         return html_page(self, command=command)
+
+    def table(self, width: int | None = None) -> str:
+        """The terminal view in ``width`` columns (the terminal's when None)."""
+        from nncost.render.text import to_text
+
+        return to_text(self, width=width)
 
     def __str__(self) -> str:
         from nncost.render.text import to_text

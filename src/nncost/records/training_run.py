@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,8 @@ class TrainingRun:
     ``step_peak_bytes`` against the device's ``budget_bytes`` (None without a budget).  A run whose
     step does not fit could not run as laid out; its figures are still given, and the views say so.
     """
+
+    SECTION: ClassVar[str] = "training_run"  # its key in the document
 
     tokens: int
     tokens_per_step: int

@@ -1,15 +1,15 @@
-"""Views of a Comparison: a rich table in the terminal, Markdown, CSV and JSON.
+"""Views of a Comparison: a rich table in the terminal, its Markdown and CSV tables.
 
 Every figure and ratio is computed by :mod:`nncost.analyses.compare`; this module only formats.
+The comparison is a section of a result: its JSON is the result's document
+(:func:`nncost.render.formats.comparison_dict`), and the views of the result call these.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import re
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -198,29 +198,7 @@ def render_text(comparison: Comparison, width: int | None = None) -> str:
     return "".join(line.rstrip() + "\n" for line in out.splitlines())
 
 
-# -- machine-readable ----------------------------------------------------------------------
-def to_dict(comparison: Comparison) -> dict[str, Any]:
-    models = []
-    for e in comparison.models:
-        totals = asdict(e.totals)
-        if comparison.train:
-            totals["train_peak_bytes"] = e.train_peak_bytes
-        models.append({"model": e.model, "batch_size": e.batch_size, "execution": e.execution,
-                       "totals": totals, "uncounted": e.uncounted})
-    return {
-        "schema": comparison.schema,
-        "models": models,
-        "ratios": [{"model": e.model, **r} for e, r in zip(comparison.models, comparison.ratios, strict=True)],
-        "stage_depth": comparison.stage_depth,
-        "stages": [asdict(stage) for stage in comparison.stages],
-        "train": {"optimizer": comparison.optimizer, "allocator": comparison.allocator} if comparison.train else None,
-    }
-
-
-def to_json(comparison: Comparison, indent: int | None = 2) -> str:
-    return json.dumps(to_dict(comparison), indent=indent)
-
-
+# -- CSV and Markdown ------------------------------------------------------------------------
 def to_csv(comparison: Comparison) -> str:
     """One row per model: its figures, then its ratios to the first model."""
     figures = comparison.figures
@@ -240,10 +218,11 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|---|" + "---:|" * (len(header) - 1), *(line(r) for r in rows)]
 
 
-def to_markdown(comparison: Comparison) -> str:
+def markdown_lines(comparison: Comparison) -> list[str]:
+    """The totals table under its title, then the shared stages' table."""
     lines = [f"**{title(comparison)}**", ""]
     lines += _markdown_table(["", *(e.model for e in comparison.models)], totals_rows(comparison))
     if comparison.stages:
         lines += ["", f"**{stage_title(comparison)}**", ""]
         lines += _markdown_table(stage_header(comparison), [stage_row(s) for s in comparison.stages])
-    return "\n".join(lines) + "\n"
+    return lines

@@ -71,43 +71,15 @@ def op_formula(op: OpCall) -> str:
 
 
 def _op_parts(op: OpCall) -> tuple[str, str | None]:
-    """The operator's label and its rule's formula with the call's shapes plugged in where
-    nncost knows how (None: no rule counts it)."""
+    """The operator's label and its rule's formula with the call's shapes plugged in where the
+    rule knows how (:meth:`~nncost.rules.registry.Rule.plugged`; None: no rule counts it)."""
     rule = ATEN.get(op.op)
     head = op_label(op.op)
     if rule is None and ONNX.get(op.op) is not None:  # ONNX op types are CamelCase: no clash with ATen
         rule, head = ONNX.get(op.op), f"onnx {op.op}"
     if rule is None:
         return head, None
-    return head, _plugged(op) or rule.formula
-
-
-def _plugged(op: OpCall) -> str | None:
-    a = op.args
-    if op.op in ("convolution", "_convolution") and len(a) >= 9:
-        x, w, bias, transposed, groups = a[0], a[1], a[2], a[6], a[8]
-        out = op.out_shapes[0]
-        if transposed:
-            return (f"MACs = N·Cin·∏in·(Co/g)·∏K = {x[0]}·{x[1]}·{'·'.join(map(str, x[2:]))}"
-                    f"·{w[1]}·{'·'.join(map(str, w[2:]))}")
-        spatial = "·".join(map(str, out[2:]))
-        return (f"MACs = N·H·W·M·(C/g)·K·K = {out[0]}·{spatial}·{out[1]}·({x[1]}/{groups})·"
-                f"{'·'.join(map(str, w[2:]))}; FLOPs = 2·MACs" + (" + N·M·H·W (bias)" if bias is not None else ""))
-    if op.op == "addmm" and len(a) >= 3:
-        m, k, n = a[1][0], a[1][1], a[2][1]
-        return f"MACs = m·k·n = {m}·{k}·{n}; FLOPs = 2·MACs + m·n (bias)"
-    if op.op == "mm" and len(a) >= 2:
-        return f"MACs = m·k·n = {a[0][0]}·{a[0][1]}·{a[1][1]}; FLOPs = 2·MACs"
-    if op.op == "_grouped_mm" and len(a) >= 2 and len(a[0]) == 2 and len(a[1]) == 3:
-        return (f"MACs = Σ_g m_g·k·n = M·K·N = {a[0][0]}·{a[0][1]}·{a[1][2]} (each of the M rows in one of"
-                f" {a[1][0]} groups); FLOPs = 2·MACs")
-    if op.op == "bmm" and len(a) >= 2:
-        return f"MACs = b·m·k·n = {a[0][0]}·{a[0][1]}·{a[0][2]}·{a[1][2]}; FLOPs = 2·MACs"
-    if op.op.startswith("_scaled_dot_product") and len(a) >= 3:
-        q, k, v = a[0], a[1], a[2]
-        return (f"MACs = B·H·L·S·(E+Ev) = {'·'.join(map(str, q[:-2]))}·{q[-2]}·{k[-2]}·({q[-1]}+{v[-1]}), dense;"
-                f" FLOPs = 2·MACs + 6·B·H·L·S")
-    return None
+    return head, rule.plugged(*op.args, out=op.out_shapes)
 
 
 def routed_lines(layer: Layer) -> list[str]:

@@ -1,9 +1,12 @@
 """The document of a result: dict/JSON (the stable contract, docs/schema.json), CSV, Markdown,
 text, pandas.
 
-One document per result: the report's figures, and a ``memory`` section when a step was
-simulated.  ``nncost MODEL --format json`` prints exactly :func:`to_json` of the result the
-command line's request gave, and the CSV and Markdown views carry the same sections.
+One document per result: the forward report's figures at the top, then one key per other
+section.  ``nncost MODEL --format json`` prints exactly :func:`to_json` of the result the
+command line's request gave, and the CSV and Markdown views carry the same sections.  Each view
+keeps one table from a section's name to the function that shows it
+(:mod:`nncost.render.sections`); a section it has no function for is named in its place, and
+the JSON holds any section, by its fields, under its name.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
-from nncost.render import units
+from nncost.render import compare, units
 from nncost.render.generation import generation_markdown
 from nncost.render.memory import memory_lines
 from nncost.render.parallel import parallel_markdown, plan_markdown
+from nncost.render.sections import name, not_shown, sections
 from nncost.render.training_run import training_run_lines
 
 if TYPE_CHECKING:
+    from nncost.records.comparison import Comparison
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
     from nncost.records.parallel import ParallelStep, Plan
@@ -49,21 +55,6 @@ CONVENTIONS = {
 
 # Report.dtype_source: why a transformers model ran in its dtype
 DTYPE_SOURCES = {"config": "the config's", "default": "the config names none", "request": "asked for"}
-
-
-class _Alone:
-    """A report shown alone, as the result of its one section."""
-
-    memory = generation = training_run = parallel = plan = comparison = None
-
-    def __init__(self, report: Report) -> None:
-        self.report = report
-        self.sections = (report,)
-
-
-def _whole(result: Result | Report) -> Result:
-    """A result, or a report alone as the result of its one section."""
-    return result if hasattr(result, "sections") else _Alone(result)  # type: ignore[return-value]
 
 
 def layer_dict(layer: Layer) -> dict[str, Any]:
@@ -185,23 +176,67 @@ def plan_dict(plan: Plan) -> dict[str, Any]:
             "rejected": [asdict(rejected) for rejected in plan.rejected]}
 
 
+def comparison_dict(comparison: Comparison) -> dict[str, Any]:
+    """The ``comparison`` section: each model's totals (and training peak), its ratios to the
+    first model's, and the layers the models share at the stage depth."""
+    models = []
+    for e in comparison.models:
+        totals = asdict(e.totals)
+        if comparison.train:
+            totals["train_peak_bytes"] = e.train_peak_bytes
+        models.append({"model": e.model, "batch_size": e.batch_size, "execution": e.execution,
+                       "totals": totals, "uncounted": e.uncounted})
+    return {
+        "models": models,
+        "ratios": [{"model": e.model, **r} for e, r in zip(comparison.models, comparison.ratios, strict=True)],
+        "stage_depth": comparison.stage_depth,
+        "stages": [asdict(stage) for stage in comparison.stages],
+        "train": {"optimizer": comparison.optimizer, "allocator": comparison.allocator} if comparison.train else None,
+    }
+
+
+def _plan_parts(plan: Plan) -> dict[str, Any]:
+    parts = {"plan": plan_dict(plan)}
+    if plan.best:  # the best layout's stages are the ``parallel`` section
+        parts["parallel"] = parallel_dict(plan.best[0])
+    return parts
+
+
+# The document's keys after the report's, each null where the result has no such section.
+DOCUMENT_KEYS = ("memory", "generation", "training_run", "parallel", "plan", "comparison")
+
+# Section name -> the keys of the document it fills; the forward report's (a generation's
+# prefill's) go at the top.
+_DICT: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "report": lambda report: {"": _report_dict(report)},
+    "memory": lambda memory: {"memory": memory_dict(memory)},
+    "generation": lambda g: {"": _report_dict(g.prefill), "generation": generation_dict(g)},
+    "training_run": lambda run: {"training_run": training_run_dict(run)},
+    "parallel": lambda step: {"parallel": parallel_dict(step)},
+    "plan": _plan_parts,
+    "comparison": lambda comparison: {"comparison": comparison_dict(comparison)},
+}
+
+
+def _fields(section: Any) -> Any:
+    """A section no view knows, as plain data: its fields."""
+    return asdict(section) if is_dataclass(section) and not isinstance(section, type) else vars(section)
+
+
 def to_dict(result: Result | Report) -> dict[str, Any]:
     """The whole document of a result (see docs/schema.json): the forward report's figures (for
-    generation, the prefill's) at the top, then one key per other section, null where absent."""
-    result = _whole(result)
-    report, memory, generation = result.report, result.memory, result.generation
-    training_run, parallel, plan = result.training_run, result.parallel, result.plan
-    if generation is not None:
-        report = generation.prefill
-    data: dict[str, Any] = {"schema": SCHEMA}
-    if report is not None:
-        data.update(_report_dict(report))
-    data["memory"] = memory_dict(memory) if memory is not None else None
-    data["generation"] = generation_dict(generation) if generation is not None else None
-    data["training_run"] = training_run_dict(training_run) if training_run is not None else None
-    data["parallel"] = parallel_dict(parallel) if parallel is not None else None
-    data["plan"] = plan_dict(plan) if plan is not None else None
-    return data
+    generation, the prefill's) at the top, then one key per other section, null where absent; a
+    section of a kind not listed in the schema goes, by its fields, under its name."""
+    top: dict[str, Any] = {}
+    keyed: dict[str, Any] = dict.fromkeys(DOCUMENT_KEYS)
+    for section in sections(result):
+        known = _DICT.get(name(section))
+        for key, value in (known(section) if known else {name(section): _fields(section)}).items():
+            if key:
+                keyed[key] = value
+            else:
+                top.update(value)
+    return {"schema": SCHEMA, **top, **keyed}
 
 
 def to_json(result: Result | Report, indent: int | None = 2) -> str:
@@ -215,42 +250,55 @@ def _flat_row(layer: Layer) -> dict[str, Any]:
     return row
 
 
+def _parallel_csv(step: ParallelStep) -> list[str]:
+    values = parallel_dict(step)
+    stages = values.pop("stages")
+    return [_values_csv("parallel", values), _rows_csv(stages)]
+
+
+def _plan_csv(plan: Plan) -> list[str]:
+    values = plan_dict(plan)
+    best = values.pop("best")
+    rows = [{**{f"layout.{k}": v for k, v in row.pop("layout").items()}, **row} for row in best]
+    return [*(_parallel_csv(plan.best[0]) if plan.best else []), _values_csv("plan", values), _rows_csv(rows)]
+
+
+def _generation_csv(generation: GenerationReport) -> list[str]:
+    values = generation_dict(generation)
+    values.pop("steps")
+    values["decode"].pop("layers")
+    return [_layers_csv(generation.prefill), _values_csv("generation", values), _layers_csv(generation.decode)]
+
+
+# Section name -> its blocks of rows.
+_CSV: dict[str, Callable[[Any], list[str]]] = {
+    "report": lambda report: [_layers_csv(report)],
+    "memory": lambda memory: [_values_csv("memory", memory_dict(memory))],
+    "generation": _generation_csv,
+    "training_run": lambda run: [_values_csv("training_run", training_run_dict(run))],
+    "parallel": _parallel_csv,
+    "plan": _plan_csv,
+    "comparison": lambda comparison: [compare.to_csv(comparison)],
+}
+
+
 def to_csv(result: Result | Report) -> str:
-    """One row per layer; then, each after a blank line, a simulated step's figures as
-    ``memory,value`` rows, a layout's as ``parallel,value`` rows and its stages one row each, a
-    plan's best layouts one row each, a training run's as ``training_run,value`` rows,
-    generation's as ``generation,value`` rows and the decode phase's layers."""
-    result = _whole(result)
-    report, memory, generation = result.report, result.memory, result.generation
-    training_run, parallel, plan = result.training_run, result.parallel, result.plan
-    if generation is not None:
-        report = generation.prefill
-    buffer = io.StringIO()
+    """Each section's blocks, a blank line between blocks: one row per layer; a simulated step's
+    figures as ``memory,value`` rows; a layout's as ``parallel,value`` rows and its stages one row
+    each; a plan's best layout so, then the plan's figures and its best layouts one row each; a
+    training run's as ``training_run,value`` rows; for generation the prefill's layers, the
+    generation's ``generation,value`` rows and the decode phase's layers; a comparison's models
+    one row each.  A section CSV cannot show is one line that names it."""
     blocks: list[str] = []
-    if report is not None:
-        blocks.append(_layers_csv(report))
-    if memory is not None:
-        blocks.append(_values_csv("memory", memory_dict(memory)))
-    if parallel is not None:
-        values = parallel_dict(parallel)
-        stages = values.pop("stages")
-        blocks.append(_values_csv("parallel", values))
-        blocks.append(_rows_csv([{k: v for k, v in stage.items()} for stage in stages]))
-    if plan is not None:
-        values = plan_dict(plan)
-        best = values.pop("best")
-        blocks.append(_values_csv("plan", values))
-        blocks.append(_rows_csv([{**{f"layout.{k}": v for k, v in row.pop("layout").items()}, **row}
-                                 for row in best]))
-    if training_run is not None:
-        blocks.append(_values_csv("training_run", training_run_dict(training_run)))
-    if generation is not None:
-        values = generation_dict(generation)
-        values.pop("steps")
-        values["decode"].pop("layers")
-        blocks.append(_values_csv("generation", values))
-        blocks.append(_layers_csv(generation.decode))
-    buffer.write("\n".join(blocks))
+    for section in sections(result):
+        known = _CSV.get(name(section))
+        blocks += known(section) if known else [_line_csv(not_shown(section, "in CSV"))]
+    return "\n".join(blocks)
+
+
+def _line_csv(text: str) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow((text,))
     return buffer.getvalue()
 
 
@@ -418,36 +466,52 @@ def layer_cells(layer: Layer) -> tuple[str, ...]:
     )
 
 
+def _report_markdown(report: Report, depth: int | None) -> list[str]:
+    rows = ["| " + " | ".join(header(report)) + " |", "|" + "---|" * 3 + "---:|" * 5]
+    for layer in report.shown(depth):
+        cells = list(row_cells(layer, report))
+        cells[0] = "&nbsp;" * 2 * layer.depth + cells[0]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    rows.append("")
+    rows.extend(f"- **{label}**: {value}" for label, value in summary_lines(report))
+    return rows
+
+
+def _plan_markdown(plan: Plan) -> list[str]:
+    rows = ["### Plan", "", *plan_markdown(plan)]
+    if plan.best:
+        rows += ["", *_parallel_markdown(plan.best[0])]
+    return rows
+
+
+def _parallel_markdown(step: ParallelStep) -> list[str]:
+    return [f"### Training over {step.layout.gpus:,} GPUs", "", *parallel_markdown(step)]
+
+
+def _items(title: str, lines: list[tuple[str, str]]) -> list[str]:
+    return [f"### {title}", "", *(f"- **{label.strip()}**: {value}" for label, value in lines)]
+
+
+# Section name -> its Markdown lines, given the depth of the layer rows shown.
+_MARKDOWN: dict[str, Callable[[Any, int | None], list[str]]] = {
+    "report": _report_markdown,
+    "memory": lambda memory, depth: _items("Memory", memory_lines(memory)),
+    "generation": lambda generation, depth: generation_markdown(generation),
+    "training_run": lambda run, depth: _items("Training run", training_run_lines(run)),
+    "parallel": lambda step, depth: _parallel_markdown(step),
+    "plan": lambda plan, depth: _plan_markdown(plan),
+    "comparison": lambda comparison, depth: compare.markdown_lines(comparison),
+}
+
+
 def to_markdown(result: Result | Report, depth: int | None = None) -> str:
-    """The layer table and the totals as Markdown (for generation, prefill and decode side by
-    side); with a simulated step, its section after them, then a training run's."""
-    result = _whole(result)
-    report, memory, generation = result.report, result.memory, result.generation
-    training_run, parallel, plan = result.training_run, result.parallel, result.plan
+    """Each section in turn, a blank line between them: the layer table and the totals (for
+    generation, prefill and decode side by side), a simulated step, a plan or a layout, a
+    training run, a comparison.  A section Markdown cannot show is one line that names it."""
     rows: list[str] = []
-    if generation is not None:
-        rows += generation_markdown(generation)
-    elif report is not None:
-        rows += ["| " + " | ".join(header(report)) + " |", "|" + "---|" * 3 + "---:|" * 5]
-        for layer in report.shown(depth):
-            cells = list(row_cells(layer, report))
-            cells[0] = "&nbsp;" * 2 * layer.depth + cells[0]
-            rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        rows.append("")
-        rows.extend(f"- **{label}**: {value}" for label, value in summary_lines(report))
-    if memory is not None:
+    for section in sections(result):
+        known = _MARKDOWN.get(name(section))
         if rows:
             rows.append("")
-        rows.append("### Memory")
-        rows.append("")
-        rows.extend(f"- **{label.strip()}**: {value}" for label, value in memory_lines(memory))
-    if plan is not None:
-        rows += ["", "### Plan", ""]
-        rows += plan_markdown(plan)
-    if parallel is not None:
-        rows += ["", f"### Training over {parallel.layout.gpus:,} GPUs", ""]
-        rows += parallel_markdown(parallel)
-    if training_run is not None:
-        rows += ["", "### Training run", ""]
-        rows.extend(f"- **{label}**: {value}" for label, value in training_run_lines(training_run))
+        rows += known(section, depth) if known else [f"- {not_shown(section, 'in Markdown')}"]
     return "\n".join(rows) + "\n"

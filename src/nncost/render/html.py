@@ -1,10 +1,12 @@
 """The HTML report: one self-contained page (or notebook cell) that needs no network.
 
-At the top the totals (the very lines of the terminal view, :func:`summary_lines`) and the
-command that produced the report; then charts of the leaf layers, the memory timeline of the
-simulated step when a :class:`MemoryReport` is given, the roofline when ``report.roofline`` is
-set, each pipeline stage's memory for a training step spread over GPUs, and the whole layer
-tree, foldable and sortable.  Every figure is one the records hold,
+The page shows every section of a result, in its order, through one table from a section's
+name to its view (:mod:`nncost.render.sections`): the forward report's totals (the very lines of
+the terminal view, :func:`summary_lines`) and its roofline, a generation's figures and charts,
+the memory timeline of a simulated step, each pipeline stage's memory for a training step spread
+over GPUs, a plan's table of layouts, a training run, a comparison's tables; a section with no
+view is named.  At the top the command that produced it; at the bottom charts of the forward's
+leaf layers and its whole layer tree, foldable and sortable.  Every figure is one the records hold,
 formatted by :mod:`nncost.render.units`; the charts are hand-written SVG and the behaviour a few
 lines of inline script, so the page is complete, if static, where scripts do not run.
 """
@@ -16,15 +18,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from nncost.render import units
+from nncost.render import compare, units
 from nncost.render.files import writable, write_failed
 from nncost.render.formats import MARKDOWN_HEADER, layer_cells, summary_lines
 from nncost.render.generation import generation_lines
 from nncost.render.html_assets import SCRIPT, STYLE
 from nncost.render.memory import memory_lines
-from nncost.render.parallel import STAGE_HEADER, parallel_lines, stage_cells
+from nncost.render.parallel import PLAN_HEADER, STAGE_HEADER, parallel_lines, plan_cells, plan_lines, stage_cells
+from nncost.render.sections import Sections, name, not_shown, sections
 from nncost.render.svg import (
     CATEGORY_COLOURS,
     Point,
@@ -35,13 +38,17 @@ from nncost.render.svg import (
     roofline_chart,
     stacked_bars,
 )
+from nncost.render.training_run import training_run_lines
 
 if TYPE_CHECKING:
+    from nncost.records.comparison import Comparison
     from nncost.records.generation import GenerationReport
     from nncost.records.memory import MemoryReport
-    from nncost.records.parallel import ParallelStep
+    from nncost.records.parallel import ParallelStep, Plan
     from nncost.records.report import Layer, Report
+    from nncost.records.result import Result
     from nncost.records.roofline import Roofline
+    from nncost.records.training_run import TrainingRun
 
 TOP_LAYERS = 15  # bars per chart
 OPEN_ALL_UP_TO = 150  # layers; bigger trees open folded below depth 2 (the script unfolds on click)
@@ -260,34 +267,88 @@ def _generation(generation: GenerationReport) -> str:
             f'<div class="charts">{figures}</div>')
 
 
-def to_html(report: Report, memory: MemoryReport | None = None, command: str | None = None,
-            open_depth: int | None = None, uid: str | None = None, style: bool = True,
-            generation: GenerationReport | None = None, parallel: ParallelStep | None = None) -> str:
-    """The report as one ``<div>``: scoped style, content, and a script bound to this div's id.
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int, caption: str = "") -> str:
+    """A plain table: text columns first, then numbers from ``numeric_from`` on."""
+    def cell(tag: str, i: int, text: str) -> str:
+        return f"<{tag}{' class=n' if i >= numeric_from else ''}>{escape(text)}</{tag}>"
 
-    Each call gets a fresh id unless ``uid`` is given, so several reports can share a notebook.
-    ``open_depth``: tree nodes at this depth and deeper start folded (default: all open up to
-    150 layers, else folded below depth 2).
-    """
-    from nncost import __version__
+    head = "".join(cell("th", i, h) for i, h in enumerate(header))
+    body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
+    title = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return (f'<div class="scroll"><table class="layers">{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
-    uid = uid or f"nncost-{secrets.token_hex(6)}"
-    if open_depth is None and len(report.layers) > OPEN_ALL_UP_TO:
-        open_depth = 2
+
+def _plan(plan: Plan) -> str:
+    """What was searched and why layouts were left out, the best layouts' table, the best one's stages."""
+    lines = "".join(f"<li>{escape(line)}</li>" for line in plan_lines(plan))
+    best = (_table(PLAN_HEADER, [plan_cells(rank, step) for rank, step in enumerate(plan.best, start=1)], 8)
+            if plan.best else "<p>no layout fits</p>")
+    return f"<h3>Plan</h3><ul>{lines}</ul>{best}" + (_parallel(plan.best[0]) if plan.best else "")
+
+
+def _training_run(run: TrainingRun) -> str:
+    return f'<h3>Training run</h3><div class="side">{_kv_table(training_run_lines(run))}</div>'
+
+
+def _comparison(comparison: Comparison) -> str:
+    """The totals side by side with their ratios to the first model, then the shared stages."""
+    names = [e.model for e in comparison.models]
+    parts = [f"<h3>{escape(compare.title(comparison))}</h3>",
+             _table(["", *names], compare.totals_rows(comparison), 1)]
+    if comparison.stages:
+        parts.append(_table(compare.stage_header(comparison), [compare.stage_row(s) for s in comparison.stages], 1,
+                            caption=compare.stage_title(comparison)))
+    return "".join(parts)
+
+
+def _report(report: Report) -> str:
+    return f'<h3>Totals</h3><div class="totals">{_kv_table(summary_lines(report))}</div>{_roofline(report)}'
+
+
+def _generation_section(generation: GenerationReport) -> str:
+    prefill = generation.prefill
+    return (f'<h3>Totals</h3><div class="totals">{_kv_table(summary_lines(prefill))}</div>'
+            f"{_generation(generation)}{_roofline(prefill)}")
+
+
+# Section name -> its part of the page.  The forward report's charts and layer tree close the page.
+_HTML: dict[str, Callable[[Any], str]] = {
+    "report": _report,
+    "generation": _generation_section,
+    "memory": _memory,
+    "parallel": _parallel,
+    "plan": _plan,
+    "training_run": _training_run,
+    "comparison": _comparison,
+}
+
+
+def _forward(held: Sequence[Any]) -> Report | None:
+    """The forward report whose layers the page charts: the report's, or a generation's prefill."""
+    for section in held:
+        if name(section) == "report":
+            return section
+        if name(section) == "generation":
+            return section.prefill
+    return None
+
+
+def _heading(held: Sequence[Any], forward: Report | None) -> str:
+    if forward is not None:
+        return f"{forward.model or 'model'} · batch {forward.batch_size}"
+    comparison = next((s for s in held if name(s) == "comparison"), None)
+    if comparison is not None:
+        return " vs ".join(e.model for e in comparison.models)
+    return " · ".join(name(s) for s in held) or "nncost"
+
+
+def _layers(report: Report) -> str:
+    """The forward's charts and its whole layer tree."""
     cols = columns(report)
     head = "".join(f'<th{" class=n" if col.numeric else ""} title="sort by {escape(col.header)}">'
                    f"{escape(col.header)}</th>" for col in cols)
-    parts = [
-        f'<div class="nncost-report" id="{escape(uid)}"'
-        + (f' data-open="{open_depth}"' if open_depth is not None else "") + ">",
-        f"<style>{STYLE}</style>" if style else "",
-        f"<h2>{escape(report.model or 'model')} · batch {report.batch_size}</h2>",
-        f'<div class="cmd">$ {escape(command)}</div>' if command else "",
-        f'<h3>Totals</h3><div class="totals">{_kv_table(summary_lines(report))}</div>',
-        _generation(generation) if generation is not None else "",
-        _roofline(report),
-        _memory(memory) if memory is not None else "",
-        _parallel(parallel) if parallel is not None else "",
+    return "".join([
         _charts(report),
         f"<h3>Layer tree ({len(report.layers)} module calls)</h3>",
         '<div class="tools"><button type="button" class="expand-all">Expand all</button>'
@@ -296,6 +357,35 @@ def to_html(report: Report, memory: MemoryReport | None = None, command: str | N
         '<span class="muted">click a column header to sort (siblings sort within their parent)</span></div>',
         f'<div class="scroll"><table class="layers"><thead><tr>{head}</tr></thead>'
         f"<tbody>{_layer_rows(report, cols)}</tbody></table></div>",
+    ])
+
+
+def to_html(result: Result | Report | Sections, command: str | None = None, open_depth: int | None = None,
+            uid: str | None = None, style: bool = True) -> str:
+    """Every section of ``result`` (or a report alone) as one ``<div>``: scoped style, content,
+    and a script bound to this div's id.
+
+    Each call gets a fresh id unless ``uid`` is given, so several reports can share a notebook.
+    ``open_depth``: tree nodes at this depth and deeper start folded (default: all open up to
+    150 layers, else folded below depth 2).
+    """
+    from nncost import __version__
+
+    held = sections(result)
+    forward = _forward(held)
+    uid = uid or f"nncost-{secrets.token_hex(6)}"
+    if open_depth is None and forward is not None and len(forward.layers) > OPEN_ALL_UP_TO:
+        open_depth = 2
+    shown = [(_HTML[name(s)](s) if name(s) in _HTML else f"<h3>{escape(name(s))}</h3>"
+              f'<p class="muted">{escape(not_shown(s, "in HTML"))}</p>') for s in held]
+    parts = [
+        f'<div class="nncost-report" id="{escape(uid)}"'
+        + (f' data-open="{open_depth}"' if open_depth is not None else "") + ">",
+        f"<style>{STYLE}</style>" if style else "",
+        f"<h2>{escape(_heading(held, forward))}</h2>",
+        f'<div class="cmd">$ {escape(command)}</div>' if command else "",
+        *shown,
+        _layers(forward) if forward is not None else "",
         f"<footer>nncost {escape(__version__)} · conventions: MACs, FLOPs and bytes as in nncost's "
         "docs/conventions.md</footer>",
         f'<script>{SCRIPT}(document.getElementById("{escape(uid)}"));</script>',
@@ -304,26 +394,27 @@ def to_html(report: Report, memory: MemoryReport | None = None, command: str | N
     return "".join(parts)
 
 
-def html_page(report: Report, memory: MemoryReport | None = None, command: str | None = None,
-              open_depth: int | None = None, generation: GenerationReport | None = None,
-              parallel: ParallelStep | None = None) -> str:
+def html_page(result: Result | Report | Sections, command: str | None = None, open_depth: int | None = None) -> str:
     """A whole HTML document around :func:`to_html`, for ``--html report.html``."""
-    body = to_html(report, memory=memory, command=command, open_depth=open_depth, uid="nncost-report", style=False,
-                   generation=generation, parallel=parallel)
+    body = to_html(result, command=command, open_depth=open_depth, uid="nncost-report", style=False)
+    title = _heading(sections(result), _forward(sections(result)))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width,initial-scale=1">'
-            f"<title>nncost: {escape(report.model or 'model')}</title><style>{STYLE}"
+            f"<title>nncost: {escape(title)}</title><style>{STYLE}"
             "body{margin:0;background:#fff}</style></head>"
             f"<body>{body}</body></html>\n")
 
 
-def write_html(path: str | Path, report: Report, memory: MemoryReport | None = None, command: str | None = None,
-               open_depth: int | None = None, generation: GenerationReport | None = None,
-               parallel: ParallelStep | None = None) -> None:
+def report_page(report: Report, memory: MemoryReport | None = None, command: str | None = None) -> str:
+    """:func:`html_page` of a report and the memory of its step (``Report.to_html``)."""
+    return html_page(Sections((report,) if memory is None else (report, memory)), command=command)
+
+
+def write_html(path: str | Path, result: Result | Report, command: str | None = None,
+               open_depth: int | None = None) -> None:
     """Write :func:`html_page` to ``path``; a clear error when its folder does not exist."""
     target = writable(path, "the HTML report")
     try:
-        target.write_text(html_page(report, memory=memory, command=command, open_depth=open_depth,
-                                    generation=generation, parallel=parallel), encoding="utf-8")
+        target.write_text(html_page(result, command=command, open_depth=open_depth), encoding="utf-8")
     except OSError as exc:
         raise write_failed(path, "the HTML report", exc) from exc

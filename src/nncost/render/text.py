@@ -1,44 +1,61 @@
-"""The terminal view of a whole result: the report, the memory of a step, generation."""
+"""The terminal view of a whole result: each section in turn, through one table from a section's
+name to its view (:mod:`nncost.render.sections`); a section with no view is named by one line."""
 
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.text import Text
 
-from nncost.render import units
+from nncost.render import compare, units
 from nncost.render.generation import DROP_ORDER, generation_lines, rows
 from nncost.render.memory import render_memory
 from nncost.render.parallel import render_parallel, render_plan
+from nncost.render.sections import name, not_shown, sections
 from nncost.render.table import render_text, tree_table
 from nncost.render.training_run import training_run_lines
 from nncost.render.units import terminal_width
 
 if TYPE_CHECKING:
     from nncost.records.generation import GenerationReport
+    from nncost.records.parallel import Plan
+    from nncost.records.report import Report
     from nncost.records.result import Result
     from nncost.records.training_run import TrainingRun
 
 
-def to_text(result: Result) -> str:
-    """The layer table and totals, then the memory section (or a plan's table and the layout's
-    stages) and a training run's summary; for generation, prefill and decode side by side and the
-    generation's figures."""
-    report, memory, generation = result.report, result.memory, result.generation
-    training_run, parallel, plan = result.training_run, result.parallel, result.plan
-    if generation is not None:
-        return render_generation(generation)
-    parts = [render_text(report)] if report is not None else []
-    if memory is not None:
-        parts.append(render_memory(memory))
-    if plan is not None:
-        parts.append(render_plan(plan))
-    if parallel is not None:
-        parts.append(render_parallel(parallel))
-    if training_run is not None:
-        parts.append(render_training_run(training_run))
+def _plan(plan: Plan, width: int | None) -> str:
+    """The plan's table of layouts, then the best one's stages."""
+    parts = [render_plan(plan, width=width)]
+    if plan.best:
+        parts.append(render_parallel(plan.best[0], width=width))
+    return "\n".join(parts)
+
+
+# Section name -> its view in ``width`` columns (None: the terminal's).
+_TEXT: dict[str, Callable[[Any, int | None], str]] = {
+    "report": lambda report, width: render_text(report, width=width),
+    "memory": lambda memory, width: render_memory(memory),
+    "generation": lambda generation, width: render_generation(generation, width=width),
+    "plan": _plan,
+    "parallel": lambda step, width: render_parallel(step, width=width),
+    "training_run": lambda run, width: render_training_run(run),
+    "comparison": lambda comparison, width: compare.render_text(comparison, width=width),
+}
+
+
+def to_text(result: Result | Report, width: int | None = None) -> str:
+    """Each section's view, in the result's order: the layer table and totals, the memory of a
+    step, a plan's table of layouts and a layout's stages, a training run's summary, a
+    comparison's tables; for generation, prefill and decode side by side and the generation's
+    figures.  A section with no view here is one line that names it."""
+    parts = []
+    for section in sections(result):
+        known = _TEXT.get(name(section))
+        parts.append(known(section, width) if known else not_shown(section, "as text") + "\n")
     return "\n".join(parts)
 
 

@@ -62,6 +62,9 @@ UNITS = {
 }
 
 UnitFn = Callable[..., str]
+# The rule's formula with one call's shapes plugged in, from the cost rule's arguments (None: the
+# call's arguments say nothing the bare formula does not).
+PlugFn = Callable[..., str | None]
 # For an operator that routes each row of one operand through one slice of another (a grouped matrix
 # product running a mixture of experts): from the rule's arguments, (the position of the sliced
 # operand, the rows routed, the slices), or None for a call that routes nothing.
@@ -90,6 +93,20 @@ class Rule:
     formula: str
     module: str = ""  # the module that registered it: the docs' section
     routed: RoutedFn | None = None  # which operand is read one slice per row (see RoutedFn)
+    plug: PlugFn | None = None  # the formula with a call's shapes in it, for ``explain`` (see PlugFn)
+
+    def plugged(self, *args: Any, out: tuple[Shape, ...]) -> str:
+        """The formula of one call, its shapes plugged in where the rule knows how, from the same
+        arguments as the cost rule; the bare formula otherwise, or when the call's arguments do
+        not fit the rule's plug (an overload with fewer of them)."""
+        if self.plug is not None:
+            try:
+                text = self.plug(*args, out=out)
+            except (TypeError, IndexError):
+                text = None
+            if text is not None:
+                return text
+        return self.formula
 
     def unit_of(self, *args: Any, out: tuple[Shape, ...]) -> str:
         """The unit of one call, from the same arguments as the cost rule."""
@@ -122,14 +139,15 @@ class Registry:
     allocating: set[str] = field(default_factory=set)  # free, but the storage they create is memory
 
     def rule(self, *ops: str, unit: Unit, formula: str, module: str | None = None,
-             routed: RoutedFn | None = None) -> Callable[[RuleFn], RuleFn]:
+             routed: RoutedFn | None = None, plug: PlugFn | None = None) -> Callable[[RuleFn], RuleFn]:
         """Register ``fn`` as the rule of every operator in ``ops``, executing as ``unit``; ``routed``
-        says which operand a call reads one slice per row of (a mixture of experts)."""
+        says which operand a call reads one slice per row of (a mixture of experts), ``plug``
+        writes the formula with a call's shapes in it."""
         check_unit(unit)
         module = module or sys._getframe(1).f_globals.get("__name__", "")
 
         def register(fn: RuleFn) -> RuleFn:
-            entry = Rule(ops=ops, fn=fn, unit=unit, formula=formula, module=module, routed=routed)
+            entry = Rule(ops=ops, fn=fn, unit=unit, formula=formula, module=module, routed=routed, plug=plug)
             for op in ops:
                 if op in self.rules or op in self.free:
                     raise ValueError(f"operator {op!r} registered twice")

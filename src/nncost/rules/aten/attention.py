@@ -27,6 +27,11 @@ def attention_cost(q: Shape, k: Shape, v: Shape) -> Cost:
     return Cost(macs, 2 * macs + (SOFTMAX_FLOPS_PER_SCORE + SCALE_FLOPS_PER_SCORE) * scores)
 
 
+def _plug_sdpa(q: Shape, k: Shape, v: Shape, *rest: Any, out: tuple[Shape, ...]) -> str:
+    return (f"MACs = B·H·L·S·(E+Ev) = {'·'.join(map(str, q[:-2]))}·{q[-2]}·{k[-2]}·({q[-1]}+{v[-1]}), dense;"
+            " FLOPs = 2·MACs + 6·B·H·L·S")
+
+
 @ATEN.rule(
     "_scaled_dot_product_flash_attention",
     "_scaled_dot_product_flash_attention_for_cpu",
@@ -34,6 +39,7 @@ def attention_cost(q: Shape, k: Shape, v: Shape) -> Cost:
     "_scaled_dot_product_cudnn_attention",
     "_scaled_dot_product_fused_attention_overrideable",
     unit="attention",
+    plug=_plug_sdpa,
     formula="q (B,H,L,E), k (B,H,S,E), v (B,H,S,Ev): MACs = B·H·L·S·(E+Ev), dense even when causal; "
     "FLOPs = 2·MACs + 6·B·H·L·S (scale and softmax)",
 )

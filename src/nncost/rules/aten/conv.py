@@ -36,10 +36,22 @@ def _groups_at(position: int) -> ByShape:
     return ByShape(("conv", "depthwise"), pick)
 
 
+def _plug_convolution(x: Shape, w: Shape, bias: Any, stride: Any, padding: Any, dilation: Any, transposed: bool,
+                      output_padding: Any, groups: Any, *rest: Any, out: tuple[Shape, ...]) -> str:
+    """The formula with the call's sizes, for ``explain``."""
+    if transposed:
+        return (f"MACs = N·Cin·∏in·(Co/g)·∏K = {x[0]}·{x[1]}·{'·'.join(map(str, x[2:]))}"
+                f"·{w[1]}·{'·'.join(map(str, w[2:]))}")
+    o = out[0]
+    return (f"MACs = N·H·W·M·(C/g)·K·K = {o[0]}·{'·'.join(map(str, o[2:]))}·{o[1]}·({x[1]}/{groups})·"
+            f"{'·'.join(map(str, w[2:]))}; FLOPs = 2·MACs" + (" + N·M·H·W (bias)" if bias is not None else ""))
+
+
 @ATEN.rule(
     "convolution",
     "_convolution",
     unit=_groups_at(8),
+    plug=_plug_convolution,
     formula="MACs = N·Co·∏out·(Ci/g)·∏k (transposed: N·Ci·∏in·(Co/g)·∏k); FLOPs = 2·MACs + N·Co·∏out if bias",
 )
 def convolution(x: Shape, w: Shape, bias: Any, stride: Any, padding: Any, dilation: Any,

@@ -40,9 +40,18 @@ def routed(a: Shape, b: Shape, offs: Any = None, *rest: Any) -> tuple[int, int, 
     return None
 
 
+def _plug(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> str | None:
+    """The experts' case, 2D rows @ 3D groups, with the call's sizes (None for the others)."""
+    if len(a) != 2 or len(b) != 3:
+        return None
+    return (f"MACs = Σ_g m_g·k·n = M·K·N = {a[0]}·{a[1]}·{b[2]} (each of the M rows in one of {b[0]} groups);"
+            " FLOPs = 2·MACs")
+
+
 @ATEN.rule(
     "_grouped_mm",
     routed=routed,
+    plug=_plug,
     unit="matmul",
     formula="one (m_g,k)@(k,n) per group g: MACs = Σ_g m_g·k·n (a 2D (M,K) @ 3D (G,K,N): M·K·N; "
     "3D @ 3D: G·M·K·N; groups along k or n alike); FLOPs = 2·MACs (+ one add per output with bias)",

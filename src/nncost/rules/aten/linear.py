@@ -13,7 +13,19 @@ def _product(batch: int, m: int, k: int, n: int, bias_adds: int = 0) -> Cost:
     return Cost(macs, 2 * macs + bias_adds)
 
 
-@ATEN.rule("mm", "_int_mm", unit="matmul", formula="(m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs")
+def _plug_mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> str:
+    return f"MACs = m·k·n = {a[0]}·{a[1]}·{b[1]}; FLOPs = 2·MACs"
+
+
+def _plug_addmm(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> str:
+    return f"MACs = m·k·n = {a[0]}·{a[1]}·{b[1]}; FLOPs = 2·MACs + m·n (bias)"
+
+
+def _plug_bmm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> str:
+    return f"MACs = b·m·k·n = {a[0]}·{a[1]}·{a[2]}·{b[2]}; FLOPs = 2·MACs"
+
+
+@ATEN.rule("mm", "_int_mm", unit="matmul", formula="(m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs", plug=_plug_mm)
 def mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1])
 
@@ -32,12 +44,13 @@ def weight_packed_mm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> 
     return _product(1, numel(a) // k if k else 0, k, out[0][-1] if out and out[0] else 0)
 
 
-@ATEN.rule("addmm", unit="matmul", formula="bias + (m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs + m·n")
+@ATEN.rule("addmm", unit="matmul", formula="bias + (m,k)@(k,n): MACs = m·k·n; FLOPs = 2·MACs + m·n",
+           plug=_plug_addmm)
 def addmm(bias: Shape, a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(1, a[0], a[1], b[1], bias_adds=a[0] * b[1])
 
 
-@ATEN.rule("bmm", unit="matmul", formula="(b,m,k)@(b,k,n): MACs = b·m·k·n; FLOPs = 2·MACs")
+@ATEN.rule("bmm", unit="matmul", formula="(b,m,k)@(b,k,n): MACs = b·m·k·n; FLOPs = 2·MACs", plug=_plug_bmm)
 def bmm(a: Shape, b: Shape, *rest: Any, out: tuple[Shape, ...]) -> Cost:
     return _product(a[0], a[1], a[2], b[2])
 
