@@ -70,8 +70,8 @@ CASES: dict[str, tuple[list[str], dict[str, Any]]] = {
                 "micro_batches": 2}),
     "plan": (["{llama}", "--train", "--seq", "16", "--hardware", "h100-sxm", "--gpus", "4", "--plan"],
              {"train": True, "seq": 16, "hardware": "h100-sxm", "gpus": 4, "plan": True}),
-    "compare": (["compare", "resnet18", "mobilenet_v2", "--input", "3x32x32", "--train"],
-                {"models": ["resnet18", "mobilenet_v2"], "input": (3, 32, 32), "train": True}),
+    "compare": (["compare", "resnet18", "mobilenet_v2", "--input", "3x32x32", "--batch", "2", "--train"],
+                {"models": ["resnet18", "mobilenet_v2"], "input": (3, 32, 32), "batch": 2, "train": True}),
     "onnx": (["{onnx}", "--hardware", "h100-sxm", "--precision", "fp32"],
              {"hardware": "h100-sxm", "precision": "fp32"}),
 }

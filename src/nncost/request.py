@@ -23,6 +23,7 @@ from nncost.errors import BadRequest
 from nncost.precision import PRECISIONS
 from nncost.quantization import NF4, NF4_BLOCKS, check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
+from nncost.render.output import PLOT_NEEDS_A_STEP
 
 if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
     import torch
@@ -420,10 +421,6 @@ OPTIONS: dict[str, Any] = {
     "tokens": None, "price_per_gpu_hour": None, "mfu": None,
     "models": None, "labels": None, "stage_depth": 1, "memory": None, "report": True,
 }
-
-
-PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
-                     "generation or a layout over GPUs")
 
 
 def build_request(model: Any = None, **options: Any) -> Request:
