@@ -116,13 +116,13 @@ def nncost_figures(name: str) -> dict[str, Any]:
     """One GPU's memory (the worst pipeline stage's under a layout), the FLOPs a token, the step and
     the run, from nncost's result for the case's command line."""
     import nncost
-    from nncost.cli import build_parser, build_request
+    from nncost.cli import build_parser, request_of
     from nncost.records.memory import CATEGORIES
 
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "config.json").write_text(json.dumps(CASES[name]["config"]))
         start = time.perf_counter()
-        result = nncost.run(build_request(build_parser().parse_args([folder, *COMMON, *CASES[name]["nncost"]])))
+        result = nncost.run(request_of(build_parser().parse_args([folder, *COMMON, *CASES[name]["nncost"]])))
         seconds = time.perf_counter() - start
     run = result.training_run
     assert run is not None and result.report is not None

@@ -14,9 +14,8 @@ import pytest
 import nncost
 from cli_runs import cli
 from nncost.analyses.training_run import A100_BF16_PEAK, ACHIEVABLE_MFU, MFU_SOURCE, PUBLISHED_FLOP_RATES
-from nncost.cli import token_count
 from nncost.errors import BadRequest
-from nncost.request import Inputs, Request, Run, Step
+from nncost.request import Inputs, Request, Run, Step, token_count
 
 pytest.importorskip("transformers")
 

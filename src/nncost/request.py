@@ -13,17 +13,21 @@ three things here:
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest
+from nncost.hardware.catalogue import names as hardware_names
 from nncost.precision import PRECISIONS
-from nncost.quantization import NF4, NF4_BLOCKS, check_kv_cache_dtype, weight_format
+from nncost.quantization import KV_CACHE_DTYPES, NF4, NF4_BLOCKS, WEIGHT_FORMATS, check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
 from nncost.render.output import PLOT_NEEDS_A_STEP
+from nncost.simulation.optimizers import OPTIMIZERS
 
 if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
     import torch
@@ -402,24 +406,291 @@ class Request:
             raise BadRequest("a training run counts tokens: give the sequence length (--seq, Inputs(seq=...))")
 
 
-# -- the one builder: from the command line's flags or the API's keywords ------------------
-# Every option :func:`build_request` takes, with its default: the command line's flags, dashes
-# as underscores, and the API's own (example ``inputs`` and ``kwargs``, a ``name``, a
-# comparison's ``models``).
+# -- options: what a request can ask for, as the command line's flags and the API's keywords --
+TRUST_PICKLE_HELP = ("unpickle a module saved whole with torch.save(model); unpickling runs code stored in the "
+                     "file, so only for files you trust (a state dict or a TorchScript archive needs no trust)")
+
+
+def parse_size(text: str) -> tuple[int, ...]:
+    """``3x224x224`` (also ``3,224,224`` or ``3×224×224``) → ``(3, 224, 224)``."""
+    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r} is not like 3x224x224") from None
+    if not size or any(d < 1 for d in size):
+        raise argparse.ArgumentTypeError(f"input size {text!r} must be positive integers")
+    return size
+
+
+def parse_input(text: str) -> tuple[int, ...] | NamedSize:
+    """``3x224x224``, or ``NAME=1x3x224x224`` for a named input of an ONNX model."""
+    name, equals, size = text.rpartition("=")
+    if not equals:
+        return parse_size(text)
+    if not name:
+        raise argparse.ArgumentTypeError(f"input {text!r} has no name before '='")
+    return NamedSize(name, parse_size(size))
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def positive(text: str) -> int:
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative(text: str) -> int:
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def efficiency(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+_TOKEN_SUFFIXES = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}
+
+
+def token_count(text: str) -> int:
+    """A number of tokens: ``2T``, ``300B``, ``1.5e12``, ``4096``."""
+    body = text.strip().replace("_", "").replace(",", "")
+    scale = _TOKEN_SUFFIXES.get(body[-1:].upper(), 1.0) if body else 1.0
+    if scale != 1.0:
+        body = body[:-1]
+    try:
+        value = round(float(body) * scale)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a token count (e.g. 2T, 300B, 1.5e12)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a training run needs at least 1 token, got {text!r}")
+    return value
+
+
+def price(text: str) -> float:
+    value = _number(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One option as the command line takes it: its ``names`` (``--batch``, ``-b``) and the
+    ``settings`` argparse reads (type, default, choices, help); its keyword is the first name's,
+    dashes as underscores."""
+
+    names: tuple[str, ...]
+    settings: Mapping[str, Any]
+
+    @property
+    def option(self) -> str:
+        return self.names[0].lstrip("-").replace("-", "_")
+
+    @property
+    def default(self) -> Any:
+        if "default" in self.settings:
+            return self.settings["default"]
+        return False if self.settings.get("action") == "store_true" else None
+
+
+def flag(*names: str, **settings: Any) -> Flag:
+    return Flag(names, settings)
+
+
+@dataclass(frozen=True)
+class FlagGroup:
+    """Options shown together in the help (``title`` None: the command's own options)."""
+
+    title: str | None
+    description: str | None
+    flags: tuple[Flag, ...]
+
+
+INPUT_FLAGS = FlagGroup(None, None, (
+    flag("--input", "-i", action="append", type=parse_input, metavar="CxHxW",
+         help="input size without the batch dimension (default: the model's own); repeat for "
+              "several inputs; for a .onnx model also NAME=1x3x224x224"),
+    flag("--batch", "-b", type=positive, default=1,
+         help="batch size (default 1)"),
+    flag("--seq", type=positive, default=None,
+         help=f"sequence length of token inputs for hf: models (default {DEFAULT_SEQ})"),
+    flag("--dtype", default=None,
+         help="parameter and input dtype, e.g. float16, bfloat16 (default: a transformers config's "
+              "own, else float32)"),
+    flag("--device", choices=DEVICES, default=None,
+         help="meta (default: no weights, no memory) or a real run on cpu/cuda"),
+    flag("--trust-pickle", action="store_true",
+         help=TRUST_PICKLE_HELP),
+    flag("--ignore-context-limit", action="store_true",
+         help="cost a sequence (--seq, or --prompt plus --new-tokens) longer than the context a "
+              "transformers config allows (max_position_embeddings, n_positions, or its rope "
+              "scaling's), e.g. a rope-scaling what-if; refused by default"),
+))
+MODEL_FLAGS = FlagGroup(None, None, (
+    flag("--depth", "-d", type=non_negative, default=None,
+         help="fold the layer tree below this depth"),
+    flag("--config", action="append", metavar="KEY=VALUE",
+         help="override a value of a transformers config (a JSON literal, else a string), e.g. "
+              "num_hidden_layers=2; dots reach nested configs: text_config.num_hidden_layers=2; "
+              "repeatable"),
+    flag("--trust-remote-code", action="store_true",
+         help="build a custom architecture (auto_map) from its repository's Python code, which runs "
+              "that code on this machine"),
+    flag("--precision", choices=PRECISIONS, default=None,
+         help="fp32 (default: a transformers config's own dtype, else float32; given, float32 "
+              "whatever the config says); bf16/fp16 run the model in that dtype; *-mixed: autocast "
+              "with fp32 master weights (matrix work at the 16-bit peak)"),
+))
+QUANTIZATION_FLAGS = FlagGroup("quantization", "what-ifs: the model's weights and cache stored narrower", (
+    flag("--weights", choices=WEIGHT_FORMATS, default=None,
+         help="store the weights of the matrix products (every Linear, lm_head included) in this "
+              "format, scales and zero points counted: int4/int8/nf4 compute in the activations' "
+              "dtype, int8-dynamic in int8, fp8 in fp8 where the device has it (docs/llm.md). nf4 "
+              "with --lora is QLoRA: bitsandbytes' Linear4bit base (lm_head kept), computing in "
+              "bf16, and a training step over it (docs/training.md)"),
+    flag("--group-size", type=positive, default=None, metavar="G",
+         help="elements per scale along the input dimension (int4: default 128; int8: default one "
+              "per output channel; nf4: the block, default 64; QLoRA: 32 to 4096, a power of 2)"),
+    flag("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None,
+         help="with --prompt: store the KV cache in fp8, or int8 with a scale and zero point per "
+              "token and head"),
+))
+TIME_FLAGS = FlagGroup("time", "roofline estimates on a device, and measured latency", (
+    flag("--hardware", metavar="NAME", default=None,
+         help=f"a device: {', '.join(hardware_names())} (calibrated here); adds per-layer time "
+              "estimates, and its memory is the budget a simulated step is set against"),
+    flag("--efficiency", type=efficiency, default=1.0,
+         help="fraction of the device's roofs reached (default 1.0: the datasheet figures)"),
+    flag("--measure-time", action="store_true",
+         help="run the model for real (random weights) and measure each layer's median latency"),
+    flag("--repeats", type=positive, default=DEFAULT_REPEATS,
+         help=f"timed passes for --measure-time (default {DEFAULT_REPEATS}, after {WARMUP} warm-up)"),
+))
+GENERATION_FLAGS = FlagGroup("generation", "prefill and decode as model.generate runs them (hf: models)", (
+    flag("--prompt", type=positive, metavar="P", default=None,
+         help="prompt tokens per sequence; with --new-tokens, cost generation instead of one "
+              "forward (--batch sequences at once)"),
+    flag("--new-tokens", type=positive, metavar="M", default=None,
+         help="tokens generated per sequence: the prefill yields the first, M-1 decode steps the "
+              "rest"),
+))
+ADAPTER_FLAGS = FlagGroup("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')", (
+    flag("--lora", type=positive, metavar="R", default=None,
+         help="LoRA adapters of rank R on a frozen base, as peft's get_peft_model puts them; with "
+              "--weights nf4, over a 4-bit base (QLoRA)"),
+    flag("--lora-alpha", type=positive, metavar="A", default=None,
+         help="LoRA scale numerator, lora_alpha (default 2R)"),
+    flag("--lora-targets", metavar="NAMES", default="all-linear",
+         help="all-linear (default: every linear layer but the output one) or module names, "
+              "e.g. q_proj,v_proj"),
+    flag("--lora-dropout", type=float, metavar="P", default=0.0,
+         help="dropout on the adapters' input (default 0)"),
+))
+MEMORY_FLAGS = FlagGroup("memory", "simulate the memory of one training step or inference pass", (
+    flag("--train", action="store_true",
+         help="a training step: forward, loss, backward, optimizer"),
+    flag("--optimizer", choices=list(OPTIMIZERS), default="adam",
+         help="with --train (default adam)"),
+    flag("--checkpointing", action="store_true",
+         help="with --train: activation checkpointing of the model's repeated blocks"),
+    flag("--fit", metavar="BUDGET", nargs="?", const=FIT_DEVICE,
+         help="the largest batch whose peak fits, e.g. 24GiB or 80GB (a plain number is bytes); "
+              "alone: the --hardware device's memory. With --prompt: the most sequences generated at "
+              "once that fit"),
+    flag("--allocator", choices=ALLOCATORS, default=None,
+         help="allocator semantics of the simulation: cpu (exact bytes) or cuda (512-byte blocks, "
+              "the caching allocator replayed); default: that of --hardware's device, else cuda"),
+    flag("--gpus", type=positive, default=1,
+         help="GPUs in all, with --sharding: data-parallel, or GPUS ÷ (T·P) copies under "
+              "--tensor-parallel T and --pipeline-parallel P"),
+    flag("--sharding", choices=STRATEGIES, default="none",
+         help="per-GPU memory under DDP, ZeRO-1/2/3 or FSDP full shard, over --gpus N (2 or more)"),
+    flag("--plot", metavar="PNG",
+         help="draw the memory timeline of the step into a PNG file"),
+    flag("--measure", action="store_true",
+         help="also run one real step (on the CPU with cpu allocator semantics, else on the GPU) and "
+              "print the measured peak beside the estimate"),
+))
+PARALLEL_FLAGS = FlagGroup("parallelism", "split the model over GPUs in the Megatron layout (hf: language models); "
+                           "every figure one GPU's", (
+    flag("--tensor-parallel", type=positive, metavar="T", default=1,
+         help="split each transformer block over T GPUs of a node (heads and MLP columns split, "
+              "two all-reduces per block on the --hardware device's NVLink): with --prompt, "
+              "generation; with --train, a training step (--gpus GPUS in all)"),
+    flag("--pipeline-parallel", type=positive, metavar="P", default=1,
+         help="with --train: P pipeline stages of consecutive blocks under the 1F1B schedule "
+              "(GPUS ÷ (T·P) data-parallel copies)"),
+    flag("--micro-batches", type=positive, metavar="M", default=1,
+         help="with --train: M micro-batches of --batch samples a step on each data-parallel copy "
+              "(the pipeline's bubble is (P−1)/M; global batch = batch × M × GPUS ÷ (T·P))"),
+    flag("--sequence-parallel", action="store_true",
+         help="with --tensor-parallel T --train: also split the norms' and residuals' activations "
+              "along the sequence (reduce-scatter and all-gather instead of all-reduce)"),
+    flag("--plan", action="store_true",
+         help="with --train, --hardware and --gpus: search tensor × pipeline × data parallelism, "
+              "micro-batches, checkpointing and the ZeRO stage; print the five fastest layouts "
+              "that fit, and why the others do not"),
+    flag("--global-batch", type=positive, metavar="B", default=None,
+         help="with --plan: only layouts whose batch × micro-batches × data-parallel GPUs is B "
+              "samples"),
+))
+RUN_FLAGS = FlagGroup("training run", "a whole run: the training step repeated over a run's tokens", (
+    flag("--tokens", type=token_count, metavar="N", default=None,
+         help="with --train, --seq and --hardware: train on N tokens (2T, 300B, 1.5e12): steps, "
+              "FLOPs, time, GPU-hours (global batch = --batch × --gpus; under --tensor-parallel or "
+              "--pipeline-parallel, --batch × --micro-batches × the data-parallel GPUs)"),
+    flag("--price-per-gpu-hour", type=price, metavar="X", default=None,
+         help="with --tokens: the price of one GPU-hour, for the run's cost"),
+    flag("--mfu", type=efficiency, metavar="F", default=None,
+         help="with --tokens: the fraction of the dense matrix peak a step achieves "
+              "(default: the median of published runs, docs/training.md)"),
+))
+COMPARE_FLAGS = FlagGroup(None, None, (
+    flag("--train", action="store_true",
+         help="also compare the peak memory of one training step"),
+    flag("--optimizer", choices=list(OPTIMIZERS), default="adam",
+         help="with --train (default adam)"),
+    flag("--allocator", choices=ALLOCATORS, default=None,
+         help="with --train: allocator semantics of the training peak (default cuda)"),
+    flag("--stage-depth", type=positive, default=1,
+         help="depth of the layers matched by name across models (default 1)"),
+
+))
+
+# The options of each command, in the order its help shows them.
+COMMANDS: dict[str, tuple[FlagGroup, ...]] = {
+    "nncost": (INPUT_FLAGS, MODEL_FLAGS, QUANTIZATION_FLAGS, TIME_FLAGS, GENERATION_FLAGS, ADAPTER_FLAGS, MEMORY_FLAGS,
+               PARALLEL_FLAGS, RUN_FLAGS),
+    "compare": (INPUT_FLAGS, COMPARE_FLAGS),
+}
+# Options the API takes beyond the flags: example inputs, labels, a comparison's models, and
+# whether to simulate a memory step (None: as the other options say) or build the report.
+API_OPTIONS: dict[str, Any] = {"inputs": None, "kwargs": None, "name": None, "models": None, "labels": None,
+                               "memory": None, "report": True}
+# Every option :func:`build_request` takes, with its default.
 OPTIONS: dict[str, Any] = {
-    "input": None, "inputs": None, "kwargs": None, "batch": 1, "seq": None, "name": None, "depth": None,
-    "dtype": None, "precision": None, "device": None, "trust_pickle": False, "trust_remote_code": False,
-    "config": None, "ignore_context_limit": False,
-    "weights": None, "group_size": None, "kv_cache_dtype": None,
-    "hardware": None, "efficiency": 1.0, "measure_time": False, "repeats": DEFAULT_REPEATS,
-    "prompt": None, "new_tokens": None,
-    "lora": None, "lora_alpha": None, "lora_targets": "all-linear", "lora_dropout": 0.0,
-    "train": False, "optimizer": "adam", "checkpointing": False, "fit": None, "allocator": None, "gpus": 1,
-    "sharding": "none", "measure": False, "plot": None,
-    "tensor_parallel": 1, "pipeline_parallel": 1, "micro_batches": 1, "sequence_parallel": False, "plan": False,
-    "global_batch": None,
-    "tokens": None, "price_per_gpu_hour": None, "mfu": None,
-    "models": None, "labels": None, "stage_depth": 1, "memory": None, "report": True,
+    **{f.option: f.default for groups in COMMANDS.values() for group in groups for f in group.flags},
+    **API_OPTIONS,
 }
 
 
