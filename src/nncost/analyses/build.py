@@ -11,6 +11,26 @@ from nncost.records.trace import OpCall, Trace, same_storages, token_rows
 def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Report:
     """The report of one captured forward; ``file_params`` says which stored tensors of a model
     file counted as parameters."""
+    totals = _totals(trace)
+    return Report(
+        model=trace.model,
+        execution=trace.execution,
+        device=trace.device,
+        batch_size=trace.batch_size,
+        layers=_layers(trace, totals.macs, totals.flops),
+        totals=totals,
+        uncounted=uncounted(trace),
+        fallback_reason=trace.fallback_reason,
+        file_params=file_params,
+        weight_format=trace.weight_format,
+    )
+
+
+def _layers(trace: Trace, total_macs: int, total_flops: int) -> list[Layer]:
+    """One Layer per module call, its figures inclusive: its own operators' plus its submodules'.
+
+    ``self_ops`` lists only the operators the call ran itself.  An operator that ran before the
+    model's own pre-hook is in no layer; the totals count it."""
     n = len(trace.layers)
     macs = [0] * n
     flops = [0] * n
@@ -18,7 +38,7 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Repo
     write = [0] * n
     self_ops: list[list[OpCall]] = [[] for _ in range(n)]
     for op in trace.ops:
-        if op.layer < 0:  # ran before the model's own pre-hook; still in the totals below
+        if op.layer < 0:  # ran before the model's own pre-hook
             continue
         macs[op.layer] += op.macs
         flops[op.layer] += op.flops
@@ -35,9 +55,7 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Repo
             read[call.parent] += read[call.index]
             write[call.parent] += write[call.index]
 
-    total_macs = sum(op.macs for op in trace.ops)
-    total_flops = sum(op.flops for op in trace.ops)
-    layers = [
+    return [
         Layer(
             index=c.index,
             name=c.name,
@@ -63,9 +81,12 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Repo
         for c in trace.layers
     ]
 
+
+def _totals(trace: Trace) -> Totals:
+    """The whole forward's figures: every operator counts, those outside any layer included."""
     peak, peak_op = peak_live_bytes(trace.memory_events)
     stats = trace.params
-    totals = Totals(
+    return Totals(
         params=stats.params,
         active_params=active_params(trace),
         trainable_params=stats.trainable_params,
@@ -74,26 +95,14 @@ def build_report(trace: Trace, *, file_params: FileParams | None = None) -> Repo
         buffer_bytes=stats.buffer_bytes,
         param_bytes=sum(stats.param_bytes_by_dtype.values()),
         param_bytes_by_dtype=stats.param_bytes_by_dtype,
-        macs=total_macs,
-        flops=total_flops,
+        macs=sum(op.macs for op in trace.ops),
+        flops=sum(op.flops for op in trace.ops),
         read_bytes=sum(op.read_bytes for op in trace.ops),
         write_bytes=sum(op.write_bytes for op in trace.ops),
         input_bytes=trace.input_bytes,
         feature_map_bytes=feature_map_bytes(trace),
         peak_activation_bytes=peak,
         peak_at=_layer_at(trace, peak_op),
-    )
-    return Report(
-        model=trace.model,
-        execution=trace.execution,
-        device=trace.device,
-        batch_size=trace.batch_size,
-        layers=layers,
-        totals=totals,
-        uncounted=uncounted(trace),
-        fallback_reason=trace.fallback_reason,
-        file_params=file_params,
-        weight_format=trace.weight_format,
     )
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from nncost.analyses.cuda_allocator import replay, round_request
 from nncost.analyses.sharding import per_gpu
@@ -32,81 +33,21 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     ``sharding``, also the per-GPU breakdown of data-parallel training, at the highest moment of
     one GPU's share of the step."""
     size = allocation_size(allocator)
-    baseline = {
-        "parameters": sum(size(n) for n in trace.param_tensor_bytes),
-        "optimizer_state": sum(size(n) for n in trace.state_tensor_bytes),
-        "inputs": sum(size(n) for n in trace.input_tensor_bytes),
-    }
-
-    def category(allocation: int) -> str:
-        if trace.mode == "infer":
-            return "activations"
-        if allocation in trace.gradients:
-            return "gradients"
-        return "activations" if allocation in trace.saved else "temporaries"
-
-    live = dict.fromkeys(CATEGORIES, 0)
-    live.update(baseline)
-    peak_total, peak_live, peak_op, in_kernel = sum(live.values()), dict(live), -1, False
-    timeline = [(0, tuple(live.values()))]
+    start = _live_at_start(trace, size)
     sharded = sharding != "none" or gpus > 1
-    made_by_optimizer: set[int] = set()  # temporaries the optimizer's step made, still live
-    optimizer_live = 0
-    casts_live = 0  # temporaries that are casts of parameters (StepTrace.parameter_casts), live
-    gpu_peak: dict[str, int] = {}
-
-    def on_one_gpu(moment: dict[str, int], optimizer_temporaries: int) -> None:
-        """Keep the highest moment of one GPU's share of the step."""
-        nonlocal gpu_peak
-        share = per_gpu(moment, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes,
-                        optimizer_temporaries=optimizer_temporaries, parameter_casts=casts_live,
-                        largest_layer_cast_bytes=trace.largest_layer_cast_bytes)
-        if not gpu_peak or sum(share.values()) > sum(gpu_peak.values()):
-            gpu_peak = share
-
-    if sharded:
-        on_one_gpu(live, 0)
-    # Kernel high points: a call whose kernel holds more than its outputs (workspaces, blocked
-    # copies) peaks at the bytes live before the call plus its kernel_bytes.
-    kernels = [(i, op.kernel_bytes) for i, op in enumerate(trace.ops) if op.kernel_bytes]
-    next_kernel = 0
-
-    def kernels_before(op_index: int, delta: int) -> None:
-        """Consider every kernel high point that comes before this event."""
-        nonlocal next_kernel, peak_total, peak_live, peak_op, in_kernel
-        while next_kernel < len(kernels) and (kernels[next_kernel][0] < op_index
-                                               or (kernels[next_kernel][0] == op_index and delta > 0)):
-            index, held = kernels[next_kernel]
-            next_kernel += 1
-            total = sum(live.values()) + size(held)
-            if total > peak_total:
-                peak_total, peak_live, peak_op, in_kernel = total, dict(live), index, True
-                peak_live["temporaries"] += size(held)
-            if sharded:
-                moment = dict(live)
-                moment["temporaries"] += size(held)
-                on_one_gpu(moment, optimizer_live + (size(held) if index >= trace.backward_end else 0))
-
-    for op_index, delta, allocation in trace.memory_events:
-        kernels_before(op_index, delta)
-        sign = 1 if delta > 0 else -1
-        kind = category(allocation)
-        live[kind] += sign * size(abs(delta))
-        if kind == "temporaries" and allocation in trace.parameter_casts:
-            casts_live += sign * size(abs(delta))
-        if delta > 0 and kind == "temporaries" and trace.mode == "train" and op_index >= trace.backward_end:
-            made_by_optimizer.add(allocation)
-            optimizer_live += size(delta)
-        elif delta < 0 and allocation in made_by_optimizer:
-            made_by_optimizer.discard(allocation)
-            optimizer_live -= size(-delta)
-        timeline.append((op_index, tuple(live.values())))
-        total = sum(live.values())
+    peak_total, peak = sum(start.values()), _Moment(-1, start, False, 0, 0)
+    timeline = [(0, tuple(start.values()))]
+    gpu_peak = _one_gpu(trace, peak, gpus, sharding) if sharded else {}
+    for moment in _moments(trace, size, start):
+        if not moment.in_kernel:
+            timeline.append((moment.op_index, tuple(moment.live.values())))
+        total = sum(moment.live.values())
         if total > peak_total:
-            peak_total, peak_live, peak_op, in_kernel = total, dict(live), op_index, False
+            peak_total, peak = total, moment._replace(live=dict(moment.live))
         if sharded:
-            on_one_gpu(live, optimizer_live)
-    kernels_before(len(trace.ops) + 1, 0)
+            share = _one_gpu(trace, moment, gpus, sharding)
+            if sum(share.values()) > sum(gpu_peak.values()):
+                gpu_peak = share
 
     forward = trace.ops[: trace.forward_end]
     backward = trace.ops[trace.loss_end : trace.backward_end]
@@ -132,9 +73,9 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         optimizer=optimizer if trace.mode == "train" else "none",
         batch_size=batch_size,
         peak_bytes=peak_total,
-        peak_phase=_phase(trace, peak_op),
-        peak_at=_where(trace, peak_op) + (" (inside its kernel)" if in_kernel else ""),
-        breakdown=peak_live,
+        peak_phase=_phase(trace, peak.op_index),
+        peak_at=_where(trace, peak.op_index) + (" (inside its kernel)" if peak.in_kernel else ""),
+        breakdown=peak.live,
         forward_macs=sum(op.macs for op in forward),
         forward_flops=sum(op.flops for op in forward),
         backward_macs=sum(op.macs for op in backward),
@@ -145,9 +86,87 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
         recompute_flops=sum(op.flops for op in recompute),
         uncounted=uncounted,
         timeline=timeline,
-        peak_op=peak_op,
+        peak_op=peak.op_index,
         phase_ends=(trace.forward_end, trace.loss_end, trace.backward_end, len(trace.ops)),
     )
+
+
+def _live_at_start(trace: StepTrace, size: Callable[[int], int]) -> dict[str, int]:
+    """The bytes live before the step, by category (every one, in ``CATEGORIES`` order): the
+    parameters, the optimizer's state and the inputs."""
+    live = dict.fromkeys(CATEGORIES, 0)
+    live["parameters"] = sum(size(n) for n in trace.param_tensor_bytes)
+    live["optimizer_state"] = sum(size(n) for n in trace.state_tensor_bytes)
+    live["inputs"] = sum(size(n) for n in trace.input_tensor_bytes)
+    return live
+
+
+def _category(trace: StepTrace, allocation: int) -> str:
+    """What an allocation of the step holds: in inference everything is an activation; in training a
+    gradient, an activation saved for backward, or a temporary."""
+    if trace.mode == "infer":
+        return "activations"
+    if allocation in trace.gradients:
+        return "gradients"
+    return "activations" if allocation in trace.saved else "temporaries"
+
+
+class _Moment(NamedTuple):
+    """The bytes live by category at one moment of the step, and what one GPU's share of it needs."""
+
+    op_index: int  # the operator it happened at; -1 before the step
+    live: dict[str, int]
+    in_kernel: bool  # inside the operator's kernel (a kernel high point), not after a memory event
+    optimizer_temporaries: int  # of the temporaries, those the optimizer's step made
+    parameter_casts: int  # of the temporaries, casts of parameters (StepTrace.parameter_casts)
+
+
+def _moments(trace: StepTrace, size: Callable[[int], int], start: dict[str, int]) -> Iterator[_Moment]:
+    """The moments of the step after ``start`` (the bytes live before it), in order: after each
+    memory event, and at each kernel high point, where a call whose kernel holds more than its
+    outputs (workspaces, blocked copies) holds the bytes live before the call plus its
+    ``kernel_bytes``, as temporaries.  After an event ``live`` is one dict updated in place: a
+    caller copies what it keeps."""
+    live = dict(start)
+    made_by_optimizer: set[int] = set()  # temporaries the optimizer's step made, still live
+    optimizer_live = casts_live = 0
+    kernels = [(i, op.kernel_bytes) for i, op in enumerate(trace.ops) if op.kernel_bytes]
+    next_kernel = 0
+
+    def kernels_before(op_index: int, delta: int) -> Iterator[_Moment]:
+        """Every kernel high point that comes before this event."""
+        nonlocal next_kernel
+        while next_kernel < len(kernels) and (kernels[next_kernel][0] < op_index
+                                               or (kernels[next_kernel][0] == op_index and delta > 0)):
+            index, held = kernels[next_kernel]
+            next_kernel += 1
+            moment = dict(live)
+            moment["temporaries"] += size(held)
+            optimizer_temporaries = optimizer_live + (size(held) if index >= trace.backward_end else 0)
+            yield _Moment(index, moment, True, optimizer_temporaries, casts_live)
+
+    for op_index, delta, allocation in trace.memory_events:
+        yield from kernels_before(op_index, delta)
+        sign = 1 if delta > 0 else -1
+        kind = _category(trace, allocation)
+        live[kind] += sign * size(abs(delta))
+        if kind == "temporaries" and allocation in trace.parameter_casts:
+            casts_live += sign * size(abs(delta))
+        if delta > 0 and kind == "temporaries" and trace.mode == "train" and op_index >= trace.backward_end:
+            made_by_optimizer.add(allocation)
+            optimizer_live += size(delta)
+        elif delta < 0 and allocation in made_by_optimizer:
+            made_by_optimizer.discard(allocation)
+            optimizer_live -= size(-delta)
+        yield _Moment(op_index, live, False, optimizer_live, casts_live)
+    yield from kernels_before(len(trace.ops) + 1, 0)
+
+
+def _one_gpu(trace: StepTrace, moment: _Moment, gpus: int, sharding: str) -> dict[str, int]:
+    """One GPU's share of the bytes live at ``moment`` (``analyses.sharding.per_gpu``)."""
+    return per_gpu(moment.live, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes,
+                   optimizer_temporaries=moment.optimizer_temporaries, parameter_casts=moment.parameter_casts,
+                   largest_layer_cast_bytes=trace.largest_layer_cast_bytes)
 
 
 def saved_for_backward(trace: StepTrace) -> dict[str, int]:

@@ -195,6 +195,27 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _bias_added(product: torch.Tensor) -> torch.Tensor:
+    """F.linear's product with its bias added: at::linear adds the bias in place after the matmul
+    (``output.add_(bias)``), but meta tensors count as tensor subclasses there and take an
+    out-of-place add, so the tracer answers that add with an alias of the product."""
+    return product.as_strided(product.shape, product.stride(), product.storage_offset())
+
+
+def _resized(kernels: KernelMemory, name: str, kernel_args: tuple[Any, ...], out: Any) -> Any:
+    """``out`` at the size the simulated hardware's kernel gives it, where the meta kernel's
+    differs (``KernelMemory.resizers``)."""
+    resize = kernels.resizers.get(name)
+    return resize(kernel_args, out) if resize is not None else out
+
+
+def _kernel_bytes(kernels: KernelMemory, name: str, kernel_args: tuple[Any, ...],
+                  outputs: list[torch.Tensor]) -> int:
+    """The bytes the simulated hardware's kernel holds inside the call (``KernelMemory.rules``)."""
+    kernel_rule = kernels.rules.get(name)
+    return kernel_rule(kernel_args, outputs) if kernel_rule is not None else 0
+
+
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 
 
@@ -272,40 +293,29 @@ class Tracer(TorchDispatchMode):
             info = self._info[func] = classify(func, self.registry)
         if info.kind == FREE:
             return self._run(func, info, args, kwargs)
-        if info.kind == ALLOC:  # no cost and no record, but the storage is live memory
-            out = self._run(func, info, args, kwargs)
-            self._track([out], len(self.ops))
-            return out
+        if info.kind == ALLOC:
+            return self._allocation(func, info, args, kwargs)
         inputs: list[torch.Tensor] = []
         _tensors(args, inputs)
         _tensors(kwargs, inputs)
         if any(t.is_nested for t in inputs):
             return self._nested_call(func, info, args, kwargs, inputs)
         if info.kind == DECOMPOSE:
-            # A composite operator without a rule reaches a dispatch mode whole where autograd's keys are
-            # off (inside a wrapper subclass's dispatch, in inference mode): it is counted as the operators
-            # it is made of, as it is everywhere else.
-            with self:
-                decomposed = func.decompose(*args, **kwargs)
+            decomposed = self._decomposed(func, args, kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
             info = self._info[func] = OpInfo(info.name, UNCOUNTED, None, info.fresh_outputs)
 
         fresh = info.fresh_outputs
         if self.inside_linear and self._linear_bias(func, args, kwargs):
-            # at::linear adds the bias in place after a matmul (``output.add_(bias)``), but meta tensors
-            # count as tensor subclasses there and take an out-of-place add: alias the product instead
-            x = args[0]
-            out, fresh = x.as_strided(x.shape, x.stride(), x.storage_offset()), False
+            out, fresh = _bias_added(args[0]), False
         else:
             out = self._run(func, info, args, kwargs)
         kernels = self.kernels
         kernel_args: tuple[Any, ...] = ()
         if kernels is not None and (info.name in kernels.rules or info.name in kernels.resizers):
             kernel_args = _positional(func, args, kwargs)
-            resize = kernels.resizers.get(info.name)
-            if resize is not None:
-                out = resize(kernel_args, out)
+            out = _resized(kernels, info.name, kernel_args, out)
         outputs: list[torch.Tensor] = []
         _tensors(out, outputs)
         index = len(self.ops)
@@ -315,9 +325,8 @@ class Tracer(TorchDispatchMode):
             return out
         out_shapes = tuple(shape_of(t) for t in outputs)
         kernel_bytes = 0
-        if kernel_args:
-            kernel_rule = kernels.rules.get(info.name) if kernels is not None else None
-            kernel_bytes = kernel_rule(kernel_args, outputs) if kernel_rule is not None else 0
+        if kernel_args and kernels is not None:
+            kernel_bytes = _kernel_bytes(kernels, info.name, kernel_args, outputs)
 
         rule_args: tuple[Any, ...] = ()
         unit = "uncounted"
@@ -333,25 +342,28 @@ class Tracer(TorchDispatchMode):
         reads = self._storages(inputs)
         writes = self._storages(outputs)
         self.ops.append(
-            OpCall(
-                op=info.name,
-                layer=self.current_layer(),
-                macs=macs,
-                flops=flops,
-                read_bytes=sum(n for _, n in reads),
-                write_bytes=sum(n for _, n in writes),
-                counted=info.kind == RULE,
-                unit=unit,
-                args=rule_args,
-                out_shapes=out_shapes,
-                kernel_bytes=kernel_bytes,
-                dtype=_dtype_name(inputs[0].dtype) if inputs else "",
-                reads=reads,
-                writes=writes,
-                routed=routed,
-            )
+            OpCall(op=info.name, layer=self.current_layer(), macs=macs, flops=flops,
+                   read_bytes=sum(n for _, n in reads), write_bytes=sum(n for _, n in writes),
+                   counted=info.kind == RULE, unit=unit, args=rule_args, out_shapes=out_shapes,
+                   kernel_bytes=kernel_bytes, dtype=_dtype_name(inputs[0].dtype) if inputs else "",
+                   reads=reads, writes=writes, routed=routed)
         )
         return out
+
+    def _allocation(self, func: Any, info: OpInfo, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """An allocating operator (``empty``, ``zeros``): no cost and no record, but its storage is
+        live memory."""
+        out = self._run(func, info, args, kwargs)
+        self._track([out], len(self.ops))
+        return out
+
+    def _decomposed(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A composite operator without a rule, counted as the operators it is made of, as it is
+        everywhere else; NotImplemented when it does not decompose.  One reaches a dispatch mode
+        whole only where autograd's keys are off (inside a wrapper subclass's dispatch, in
+        inference mode)."""
+        with self:
+            return func.decompose(*args, **kwargs)
 
     def _routed(self, routing: tuple[int, int, int] | None, args: tuple[Any, ...]) -> Routed | None:
         """The parameter a routing call reads one slice per row of, if its sliced operand is one."""
