@@ -1,5 +1,8 @@
 """``nncost MODEL [--input 3x224x224 ...]`` and ``nncost compare A B [C ...]``: the command line.
 
+It only parses: the commands and their options are declared in :mod:`nncost.request`, which
+builds the request; :mod:`nncost.render.output` shows its result.
+
 Every user error is one sentence on stderr and exit status 2; ``--debug`` adds the traceback.
 """
 
@@ -23,8 +26,7 @@ from nncost.request import COMMANDS
 if TYPE_CHECKING:
     from nncost.request import Request
 
-FORMATS = ("table", "json", "csv", "markdown")
-COMPARE_FORMATS = ("text", "table", "json", "csv", "markdown")  # text and table are the same view
+FORMATS = ("table", "text", "json", "csv", "markdown")  # table and text are the same view
 MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME | path/to/config_dir | config.json"
                " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.pt (TorchScript) | x.onnx")
 
@@ -42,17 +44,22 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} ({self.prog} --help)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="nncost",
-        description="What a neural network costs, layer by layer: shapes, parameters, MACs, FLOPs, memory.",
-        epilog=f"MODEL: {MODEL_FORMS}. Several models side by side: nncost compare A B [C ...] (--help there)",
-    )
-    parser.add_argument("model", metavar="MODEL", help="the model to profile (forms below)")
-    _add_flags(parser, "nncost")
+def build_parser(name: str = "") -> argparse.ArgumentParser:
+    """The parser of ``nncost MODEL`` (``name`` ``""``) or of ``nncost NAME``: the command's
+    options as :data:`nncost.request.COMMANDS` declares them, then what is printed and written."""
+    command = COMMANDS[name]
+    others = " | ".join(f"nncost {other} ... (--help there)" for other in COMMANDS if other)
+    parser = Parser(prog=f"nncost {name}".strip(), description=command.description,
+                    epilog=f"MODEL: {MODEL_FORMS}." + (f" Other commands: {others}" if not name else ""))
+    parser.add_argument(*command.positional.names, **command.positional.settings)
+    for group in command.groups:
+        into: Any = parser.add_argument_group(group.title, group.description) if group.title else parser
+        for option in group.flags:
+            into.add_argument(*option.names, **option.settings)
     output = parser.add_argument_group("output", "what is printed, and the files written beside it")
     output.add_argument("--format", "-f", choices=FORMATS, default="table",
-                        help="table (default, for the terminal), json (the whole document), csv or markdown")
+                        help="table (default, for the terminal; also 'text'), json (the whole document), csv or "
+                             "markdown")
     output.add_argument("--explain", metavar="LAYER", help="show the formulas behind one layer's figures")
     output.add_argument("--html", metavar="PATH",
                         help="also write a self-contained HTML report of every section (tree, charts, memory "
@@ -66,25 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_compare_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="nncost compare",
-        description="Several models side by side: totals, ratios to the first model, and the layers they share.",
-        epilog=f"MODEL: {MODEL_FORMS}",
-    )
-    parser.add_argument("models", metavar="MODEL", nargs="*", help="two or more models; the first is the reference")
-    _add_flags(parser, "compare")
-    parser.add_argument("--format", "-f", choices=COMPARE_FORMATS, default="text",
-                        help="text (default; also 'table'), json, csv or markdown")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser
-
-
-def _add_flags(parser: argparse.ArgumentParser, command: str) -> None:
-    """The options of ``command``, as :mod:`nncost.request` declares them, group by group."""
-    for group in COMMANDS[command]:
-        into: Any = parser.add_argument_group(group.title, group.description) if group.title else parser
-        for option in group.flags:
-            into.add_argument(*option.names, **option.settings)
+    return build_parser("compare")
 
 
 class Progress:
@@ -146,9 +135,9 @@ class Progress:
 
 def run(argv: Sequence[str] | None = None, out: Callable[[str], None] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
-    compare = words[:1] == ["compare"]
+    name = words[0] if words and words[0] in COMMANDS else ""
     try:
-        args = (build_compare_parser() if compare else build_parser()).parse_args(words[1:] if compare else words)
+        args = build_parser(name).parse_args(words[1:] if name else words)
     except UsageError as exc:
         print(f"nncost: error: {exc}", file=sys.stderr)
         return 2

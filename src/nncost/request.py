@@ -677,11 +677,25 @@ COMPARE_FLAGS = FlagGroup(None, None, (
 
 ))
 
-# The options of each command, in the order its help shows them.
-COMMANDS: dict[str, tuple[FlagGroup, ...]] = {
-    "nncost": (INPUT_FLAGS, MODEL_FLAGS, QUANTIZATION_FLAGS, TIME_FLAGS, GENERATION_FLAGS, ADAPTER_FLAGS, MEMORY_FLAGS,
-               PARALLEL_FLAGS, RUN_FLAGS),
-    "compare": (INPUT_FLAGS, COMPARE_FLAGS),
+@dataclass(frozen=True)
+class Command:
+    """A command of the command line: ``nncost MODEL`` (named ``""``) or ``nncost NAME ...``; what
+    it is for, its positional argument, and its options in the order its help shows them."""
+
+    description: str
+    positional: Flag
+    groups: tuple[FlagGroup, ...]
+
+
+COMMANDS: dict[str, Command] = {
+    "": Command("What a neural network costs, layer by layer: shapes, parameters, MACs, FLOPs, memory.",
+                flag("model", metavar="MODEL", help="the model to profile (forms below)"),
+                (INPUT_FLAGS, MODEL_FLAGS, QUANTIZATION_FLAGS, TIME_FLAGS, GENERATION_FLAGS, ADAPTER_FLAGS,
+                 MEMORY_FLAGS, PARALLEL_FLAGS, RUN_FLAGS)),
+    "compare": Command("Several models side by side: totals, ratios to the first model, and the layers they share.",
+                       flag("models", metavar="MODEL", nargs="*",
+                            help="two or more models; the first is the reference"),
+                       (INPUT_FLAGS, COMPARE_FLAGS)),
 }
 # Options the API takes beyond the flags: example inputs, labels, a comparison's models, and
 # whether to simulate a memory step (None: as the other options say) or build the report.
@@ -689,7 +703,7 @@ API_OPTIONS: dict[str, Any] = {"inputs": None, "kwargs": None, "name": None, "mo
                                "memory": None, "report": True}
 # Every option :func:`build_request` takes, with its default.
 OPTIONS: dict[str, Any] = {
-    **{f.option: f.default for groups in COMMANDS.values() for group in groups for f in group.flags},
+    **{f.option: f.default for command in COMMANDS.values() for group in command.groups for f in group.flags},
     **API_OPTIONS,
 }
 
