@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from nncost.analyses.cuda_allocator import replay, round_request
 from nncost.analyses.sharding import per_gpu
+from nncost.hardware.catalogue import Allocator
 from nncost.records.memory import CATEGORIES, MemoryReport
 from nncost.rules.registry import op_label
 from nncost.simulation.step import StepTrace
@@ -23,7 +24,7 @@ def uncounted_calls(trace: StepTrace) -> dict[str, int]:
 
 def allocation_size(allocator: str) -> Callable[[int], int]:
     """Bytes an allocation of ``n`` bytes takes: exact on CPU, in the caching allocator's blocks on CUDA."""
-    return round_request if allocator == "cuda" else lambda n: n
+    return round_request if allocator == Allocator.CUDA else lambda n: n
 
 
 def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str, batch_size: int,
@@ -58,7 +59,7 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     def on_one_gpu(moment: dict[str, int], optimizer_temporaries: int) -> None:
         """Keep the highest moment of one GPU's share of the step."""
         nonlocal gpu_peak
-        share = per_gpu(moment, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes,
+        share = per_gpu(moment, gpus=gpus, sharding=sharding, largest_layer_bytes=trace.largest_layer_bytes,
                         optimizer_temporaries=optimizer_temporaries, parameter_casts=casts_live,
                         largest_layer_cast_bytes=trace.largest_layer_cast_bytes)
         if not gpu_peak or sum(share.values()) > sum(gpu_peak.values()):
@@ -115,7 +116,7 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     step = trace.ops[trace.backward_end :]
     uncounted = uncounted_calls(trace)
     replayed = None
-    if allocator == "cuda":
+    if allocator == Allocator.CUDA:
         replayed = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],
                           trace.memory_events)
     return MemoryReport(
