@@ -19,8 +19,8 @@ THIN_RENDERERS = {"to_dict", "to_json", "to_csv", "to_markdown", "to_html", "to_
 # Packages below the pipeline, and what none of them may import.
 LOWER = ("nncost.capture", "nncost.rules", "nncost.records", "nncost.analyses", "nncost.hardware",
          "nncost.simulation", "nncost.sources")
-UPPER = ("nncost.api", "nncost.pipeline", "nncost.stages", "nncost.cli", "nncost.request", "nncost.hardware.calibration",
-         "nncost.render")
+UPPER = ("nncost.api", "nncost.pipeline", "nncost.stages", "nncost.cli", "nncost.request",
+         "nncost.hardware.calibration", "nncost.render")
 
 
 def _modules() -> dict[str, Path]:
