@@ -13,7 +13,7 @@ from calibration_figures import plausible_figures
 from nncost.analyses.roofline import FAMILIES
 from nncost.errors import BadRequest
 from nncost.hardware import calibration, catalogue_device, names
-from nncost.hardware.calibration import device
+from nncost.hardware.calibration import resolve_device
 from nncost.hardware.catalogue import DTYPES, match_cuda_name
 
 ISSUE_DEVICES = ("h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l4", "l40s", "t4", "v100",
@@ -55,12 +55,12 @@ def test_dense_figures_are_half_the_datasheet_sparsity_figures() -> None:
 
 def test_unknown_names_suggest_close_ones() -> None:
     with pytest.raises(BadRequest, match=r"did you mean.*h100-sxm"):
-        device("h100")
+        resolve_device("h100")
     with pytest.raises(BadRequest, match="unknown hardware"):
-        device("tpu-v5")
+        resolve_device("tpu-v5")
     with pytest.raises(BadRequest, match="no bf16 peak"):
         catalogue_device("t4").peak("bf16")
-    assert device("  H100-SXM ").name == "h100-sxm"
+    assert resolve_device("  H100-SXM ").name == "h100-sxm"
     assert set(ISSUE_DEVICES) | {"cpu"} == set(names())
 
 
@@ -78,7 +78,7 @@ def test_cpu_is_calibrated_quickly_and_cached(cache: Path, monkeypatch: pytest.M
     # on torch's own threads: on a busy machine the calibration falls back to one thread by itself
     threads = torch.get_num_threads()
     said: list[str] = []
-    cpu = device("cpu", say=said.append)
+    cpu = resolve_device("cpu", say=said.append)
     assert said and said[0].startswith("measuring this cpu's roofs, once")
     assert cpu.kind == "cpu" and cpu.name == "cpu"
     assert cpu.peak("fp32") > 1e8 and cpu.bandwidth > 1e8 and 0 < cpu.op_overhead_seconds < 1e-3
@@ -102,7 +102,7 @@ def test_cpu_is_calibrated_quickly_and_cached(cache: Path, monkeypatch: pytest.M
     monkeypatch.setattr(calibration, "_load", lambda: 1e3)  # still busy: a record of a busy machine is kept too
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", calibration.CalibrationWarning)
-        assert device("cpu").peak_flops == cpu.peak_flops
+        assert resolve_device("cpu").peak_flops == cpu.peak_flops
 
 
 def test_the_cache_is_keyed_by_thread_count(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,10 +110,10 @@ def test_the_cache_is_keyed_by_thread_count(cache: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(calibration, "calibrate", lambda threads=None: calls.append(1) or plausible_figures())
     threads = torch.get_num_threads()
     try:
-        device("cpu")
-        device("cpu")
+        resolve_device("cpu")
+        resolve_device("cpu")
         torch.set_num_threads(max(1, threads - 1) if threads > 1 else 2)
-        device("cpu")
+        resolve_device("cpu")
     finally:
         torch.set_num_threads(threads)
     assert len(calls) == 2

@@ -495,7 +495,7 @@ def test_a_checkpointed_step_frees_the_blocks_inputs_when_the_backward_ends(prec
                                               "vocab_size"))
     params = 2 * vocab * d + layers * (4 * d * d + 3 * d * f + 2 * d) + d
     ids = torch.randint(0, vocab, (LLAMA_BATCH, LLAMA_SEQ))
-    trace = capture_step(small_llama(), (), {"input_ids": ids}, optimizer="adamw", device="cpu",
+    trace = capture_step(small_llama(), (), {"input_ids": ids}, optimizer="adamw", allocator="cpu",
                          checkpointing=True, precision=precision)
     live: dict[int, int] = {}
     for op_index, delta, allocation in trace.memory_events:

@@ -58,7 +58,7 @@ def traced(model: Path, *, precision: str = "fp32", allocator: str = "cpu", batc
            optimizer: str = "adam", checkpointing: bool = False) -> tuple[Any, StepProfile | None]:
     built = resolve(str(model)).build("meta")
     ids = torch.zeros((batch, seq), dtype=torch.long)
-    trace = capture_step(built, (), {"input_ids": ids}, mode="train", optimizer=optimizer, device=allocator,
+    trace = capture_step(built, (), {"input_ids": ids}, mode="train", optimizer=optimizer, allocator=allocator,
                          precision=precision, checkpointing=checkpointing)
     if checkpointing:
         return trace, None

@@ -63,7 +63,7 @@ def real_autocast_step(model: nn.Module, args: tuple[Any, ...], dtype: torch.dty
 
 
 def simulated_rows(model: nn.Module, args: tuple[Any, ...], precision: str = "bf16-mixed") -> list[Row]:
-    trace = capture_step(model, args, {}, optimizer="sgd", device="cpu", precision=precision)
+    trace = capture_step(model, args, {}, optimizer="sgd", allocator="cpu", precision=precision)
     return [(op.op, op.out_shapes, op.write_bytes) for op in trace.ops[: trace.backward_end]]
 
 
@@ -166,7 +166,7 @@ def test_weight_cast_cache_casts_each_weight_once_per_forward() -> None:
             return self.linear(self.linear(x))
 
     model = Twice()
-    trace = capture_step(model, (torch.randn(4, 16),), {}, optimizer="sgd", device="cpu", precision="bf16-mixed")
+    trace = capture_step(model, (torch.randn(4, 16),), {}, optimizer="sgd", allocator="cpu", precision="bf16-mixed")
     weight_casts = [op for op in trace.ops[: trace.forward_end]
                     if op.op == "_to_copy" and op.out_shapes == ((16, 16),)]
     assert len(weight_casts) == 1
@@ -207,7 +207,7 @@ def test_pure_bf16_puts_everything_in_bf16() -> None:
 
 def test_fp16_mixed_scales_the_loss_and_unscales_gradients_in_place() -> None:
     model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2))
-    trace = capture_step(model, (torch.randn(2, 8),), {}, optimizer="sgd", device="cuda", precision="fp16-mixed")
+    trace = capture_step(model, (torch.randn(2, 8),), {}, optimizer="sgd", allocator="cuda", precision="fp16-mixed")
     loss_ops = [op.op for op in trace.ops[trace.forward_end: trace.loss_end]]
     step_ops = [op.op for op in trace.ops[trace.backward_end:]]
     assert "mul" in loss_ops  # GradScaler.scale

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from nncost.analyses.cuda_allocator import replay, round_request
 from nncost.analyses.sharding import per_gpu
+from nncost.hardware.catalogue import Allocator
 from nncost.records.memory import CATEGORIES, MemoryReport
 from nncost.rules.registry import op_label
 from nncost.simulation.step import StepTrace
@@ -24,7 +25,7 @@ def uncounted_calls(trace: StepTrace) -> dict[str, int]:
 
 def allocation_size(allocator: str) -> Callable[[int], int]:
     """Bytes an allocation of ``n`` bytes takes: exact on CPU, in the caching allocator's blocks on CUDA."""
-    return round_request if allocator == "cuda" else lambda n: n
+    return round_request if allocator == Allocator.CUDA else lambda n: n
 
 
 def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str, batch_size: int,
@@ -56,7 +57,7 @@ def analyse_step(trace: StepTrace, *, model: str, allocator: str, optimizer: str
     step = trace.ops[trace.backward_end :]
     uncounted = uncounted_calls(trace)
     replayed = None
-    if allocator == "cuda":
+    if allocator == Allocator.CUDA:
         replayed = replay([*trace.param_tensor_bytes, *trace.state_tensor_bytes, *trace.input_tensor_bytes],
                           trace.memory_events)
     return MemoryReport(
@@ -164,7 +165,7 @@ def _moments(trace: StepTrace, size: Callable[[int], int], start: dict[str, int]
 
 def _one_gpu(trace: StepTrace, moment: _Moment, gpus: int, sharding: str) -> dict[str, int]:
     """One GPU's share of the bytes live at ``moment`` (``analyses.sharding.per_gpu``)."""
-    return per_gpu(moment.live, gpus=gpus, strategy=sharding, largest_layer_bytes=trace.largest_layer_bytes,
+    return per_gpu(moment.live, gpus=gpus, sharding=sharding, largest_layer_bytes=trace.largest_layer_bytes,
                    optimizer_temporaries=moment.optimizer_temporaries, parameter_casts=moment.parameter_casts,
                    largest_layer_cast_bytes=trace.largest_layer_cast_bytes)
 

@@ -49,8 +49,15 @@ from dataclasses import dataclass, field, replace
 
 from nncost.analyses.build import build_report
 from nncost.analyses.memory import allocation_size, uncounted_calls
-from nncost.analyses.sharding import SHARDS_OPTIMIZER, per_gpu
-from nncost.analyses.split import check_tensor_parallel, link_seconds, pipeline_blocks, split_layers
+from nncost.analyses.sharding import Sharding, per_gpu, sharding_named
+from nncost.analyses.split import (
+    LayoutRejected,
+    Rejection,
+    check_tensor_parallel,
+    link_seconds,
+    pipeline_blocks,
+    split_layers,
+)
 from nncost.errors import BadRequest
 from nncost.records.parallel import Layout, ParallelStep, Piece, Plan, Rejected, Share, Stage, StepProfile
 from nncost.records.report import Report
@@ -58,7 +65,7 @@ from nncost.records.trace import ParamStats, Trace
 from nncost.simulation.step import StepTrace
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)  # what a plan tries, without a global batch
-ZERO_STAGES = ("ddp", "zero1", "zero2", "zero3")  # the data-parallel shardings a plan tries
+ZERO_STAGES = (Sharding.DDP, Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3)  # the data-parallel shardings a plan tries
 
 
 # -- the profile ---------------------------------------------------------------------------
@@ -353,11 +360,12 @@ class Cluster:
         device with no node size in the catalogue is one node of any size."""
         if self.gpus_per_node is None or gpus_spanned <= self.gpus_per_node:
             if self.interconnect_bandwidth is None:
-                raise BadRequest(f"the catalogue gives no GPU-to-GPU bandwidth for {self.hardware}")
+                raise LayoutRejected(Rejection.NO_INTERCONNECT,
+                                     f"the catalogue gives no GPU-to-GPU bandwidth for {self.hardware}")
             return self.interconnect, self.interconnect_bandwidth
         if self.network_bandwidth is None:
-            raise BadRequest(f"{gpus_spanned} GPUs span nodes of {self.gpus_per_node} {self.hardware}, and the "
-                             "catalogue gives no network bandwidth between its nodes")
+            raise LayoutRejected(Rejection.NO_NETWORK, f"{gpus_spanned} GPUs span nodes of {self.gpus_per_node} "
+                                 f"{self.hardware}, and the catalogue gives no network bandwidth between its nodes")
         return self.network, self.network_bandwidth
 
 
@@ -367,7 +375,8 @@ def stage_pieces(profile: StepProfile, stages: int) -> list[list[int]]:
     output piece."""
     blocks = profile.blocks
     if not 1 <= stages <= blocks:
-        raise BadRequest(f"{stages} pipeline stages cannot share {blocks} transformer blocks: at most {blocks}")
+        raise LayoutRejected(Rejection.STAGES, f"{stages} pipeline stages cannot share {blocks} transformer blocks: "
+                             f"at most {blocks}")
     base, extra = divmod(blocks, stages)
     placed, first = [], 1
     for i in range(stages):
@@ -457,13 +466,14 @@ class Layouts:
         """A clear error for a layout this model or cluster cannot take."""
         profile, t = self.profile, layout.tensor_parallel
         if layout.gpus != t * layout.pipeline_parallel * layout.data_parallel:
-            raise BadRequest(f"{layout.gpus} GPUs are not {t} × {layout.pipeline_parallel} × {layout.data_parallel}")
+            raise LayoutRejected(Rejection.GPUS, f"{layout.gpus} GPUs are not {t} × {layout.pipeline_parallel} × "
+                                 f"{layout.data_parallel}")
         if t > 1:
             check_tensor_parallel(profile.heads, t, gpus_per_node=cluster.gpus_per_node if cluster else None,
                                   hardware=cluster.hardware if cluster else "", kv_heads=profile.kv_heads)
         if layout.pipeline_parallel > profile.blocks:
-            raise BadRequest(f"{layout.pipeline_parallel} pipeline stages cannot share {profile.blocks} transformer "
-                             f"blocks: at most {profile.blocks}")
+            raise LayoutRejected(Rejection.STAGES, f"{layout.pipeline_parallel} pipeline stages cannot share "
+                                 f"{profile.blocks} transformer blocks: at most {profile.blocks}")
 
     def step(self, layout: Layout, cluster: Cluster | None = None, budget: int | None = None) -> ParallelStep:
         """One training step under ``layout``: each stage's memory on one GPU and, on ``cluster``,
@@ -499,8 +509,8 @@ class Layouts:
         inputs = profile.input_bytes if sums.embedding else 0
         held = per_gpu({"parameters": weights, "gradients": grads, "optimizer_state": states,
                         "activations": activations * in_flight + rebuilt, "temporaries": working, "inputs": inputs},
-                       gpus=d, strategy=layout.sharding, largest_layer_bytes=largest)
-        sharded = layout.sharding in SHARDS_OPTIMIZER and d > 1
+                       gpus=d, sharding=layout.sharding, largest_layer_bytes=largest)
+        sharded = sharding_named(layout.sharding).shards_optimizer and d > 1
         updated = grads / d if sharded else grads  # the trainable parameter bytes this GPU updates
         share_updated = updated / profile.trainable_param_bytes if profile.trainable_param_bytes else 0.0
         optimizer_temporaries = round(profile.optimizer_temporary_bytes * share_updated)
@@ -547,10 +557,11 @@ def _stage_seconds(sums: _StageSums, layout: Layout, cluster: Cluster, flops: in
         weights = sums.parameter_bytes.on_gpu(t)
         grads = sums.gradient_bytes.on_gpu(t)
         part = (d - 1) / d
-        moved = {"none": 2 * part * grads, "ddp": 2 * part * grads, "zero1": part * (grads + weights),
-                 "zero2": part * (m * grads + weights)}.get(layout.sharding, part * m * (2 * weights + grads))
+        moved = {Sharding.NONE: 2 * part * grads, Sharding.DDP: 2 * part * grads,
+                 Sharding.ZERO1: part * (grads + weights), Sharding.ZERO2: part * (m * grads + weights),
+                 }.get(sharding_named(layout.sharding), part * m * (2 * weights + grads))
         data = link_seconds(moved, cluster.link(t * d)[1])
-    sharded = layout.sharding in SHARDS_OPTIMIZER and d > 1
+    sharded = sharding_named(layout.sharding).shards_optimizer and d > 1
     touched = (2 * held["parameters"] if not sharded else 2 * sums.parameter_bytes.on_gpu(t) / d) + updated + \
         2 * held["optimizer_state"]  # parameters read and written, gradients read, state read and written
     optimizer = max(optimizer_flops / rate, touched / cluster.bandwidth)
@@ -602,10 +613,10 @@ def plan(profile: StepProfile, cluster: Cluster, *, gpus: int, budget: int, glob
     layouts = Layouts(profile)
     b = profile.batch_size
     fitting: list[ParallelStep] = []
-    reasons: dict[str, list[int]] = {}
+    reasons: dict[Rejection, list[int]] = {}
     considered = 0
 
-    def reject(reason: str, over: int | None = None, count: int = 1) -> None:
+    def reject(reason: Rejection, over: int | None = None, count: int = 1) -> None:
         entry = reasons.setdefault(reason, [0, -1, -1])
         entry[0] += count
         if over is not None:
@@ -615,13 +626,12 @@ def plan(profile: StepProfile, cluster: Cluster, *, gpus: int, budget: int, glob
     for t in divisors(gpus):
         for p in divisors(gpus // t):
             d = gpus // (t * p)
-            shardings = ["none"] if d == 1 else list(ZERO_STAGES)
+            shardings = [Sharding.NONE] if d == 1 else list(ZERO_STAGES)
             if global_batch is not None:
                 counts = [global_batch // (b * d)] if global_batch % (b * d) == 0 else []
                 if not counts:
                     considered += 2 * len(shardings)
-                    reject(f"global batch {global_batch} is not a multiple of micro-batch × data-parallel GPUs",
-                           count=2 * len(shardings))
+                    reject(Rejection.GLOBAL_BATCH, count=2 * len(shardings))
                     continue
             else:
                 counts = list(MICRO_BATCHES)
@@ -634,30 +644,23 @@ def plan(profile: StepProfile, cluster: Cluster, *, gpus: int, budget: int, glob
                         layout = Layout(gpus, t, p, d, m, b, sequence_parallel and t > 1, checkpointing, sharding)
                         try:
                             figures = layouts.step(layout, cluster, budget)
-                        except BadRequest as exc:
-                            reject(_reason(str(exc)))
+                        except LayoutRejected as exc:
+                            reject(exc.reason)
                             continue
                         if figures.peak_bytes > budget:
-                            reject("over the device memory", figures.peak_bytes - budget)
+                            reject(Rejection.OVER_MEMORY, figures.peak_bytes - budget)
                         else:
                             fitting.append(figures)
     fitting.sort(key=lambda f: ((f.step_seconds or 0) / (f.tokens_per_step or f.layout.global_batch), f.peak_bytes))
-    rejected = tuple(Rejected(reason, n, least if least >= 0 else None, most if most >= 0 else None)
+    rejected = tuple(Rejected(_shown(reason, global_batch), n, least if least >= 0 else None,
+                              most if most >= 0 else None)
                      for reason, (n, least, most) in sorted(reasons.items(), key=lambda item: -item[1][0]))
     return Plan(gpus=gpus, hardware=cluster.hardware, budget_bytes=budget, considered=considered,
                 fitting=len(fitting), best=tuple(fitting[:keep]), rejected=rejected, global_batch=global_batch)
 
 
-def _reason(message: str) -> str:
-    """A layout error as a reason shared by every layout it rejects (numbers of its own left out)."""
-    if "key-value heads cannot be split" in message:
-        return "tensor parallelism does not divide the key-value heads"
-    if "heads cannot be split" in message:
-        return "tensor parallelism does not divide the attention heads"
-    if "within a node" in message:
-        return "tensor parallelism beyond one node"
-    if "pipeline stages cannot share" in message:
-        return "more pipeline stages than transformer blocks"
-    if "span nodes" in message:
-        return "spans nodes, and the catalogue gives no network bandwidth"
-    return message
+def _shown(reason: Rejection, global_batch: int | None) -> str:
+    """The text a plan shows for ``reason``: the global batch's own names its size."""
+    if reason is Rejection.GLOBAL_BATCH:
+        return f"global batch {global_batch} is not a multiple of micro-batch × data-parallel GPUs"
+    return str(reason)

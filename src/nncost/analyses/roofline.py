@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from nncost.errors import BadRequest
-from nncost.hardware.catalogue import Device
+from nncost.hardware.catalogue import Allocator, Device
+from nncost.precision import precision_named
 from nncost.records.roofline import Roofline
 from nncost.records.trace import TorchFlags
 from nncost.simulation.optimizers import tensors_touched
@@ -61,9 +62,10 @@ def family_dtypes(device: Device, dtype: str, precision: str, flags: TorchFlags)
     key = TORCH_KEYS.get(dtype)
     if key is None:
         raise BadRequest(f"no roofline for dtype {dtype}; use float32, bfloat16 or float16")
-    matrix = precision.removesuffix("-mixed") if precision.endswith("-mixed") else key
+    named = precision_named(precision)
+    matrix = str(named.compute) if named.mixed else key
     columns = {f: matrix if f in MATRIX_FAMILIES else "fp32" for f in FAMILIES}
-    if matrix == "fp32" and device.kind == "cuda" and "tf32" in device.peak_flops:
+    if matrix == "fp32" and device.kind == Allocator.CUDA and "tf32" in device.peak_flops:
         if flags.cudnn_allow_tf32:
             columns["conv"] = columns["depthwise"] = "tf32"
         if flags.matmul_precision != "highest":
@@ -302,7 +304,7 @@ def with_training_step(report: Report, memory: MemoryReport) -> Report:
     backward = forward * memory.backward_flops / memory.forward_flops if memory.forward_flops else 0.0
     totals = report.totals
     element_bytes = totals.param_bytes / totals.params if totals.params else 4.0
-    if roofline.precision.endswith("-mixed"):
+    if precision_named(roofline.precision).mixed:
         element_bytes = 4.0  # fp32 master weights, gradients and states
     state_bytes = tensors_touched(memory.optimizer) * totals.trainable_params * element_bytes
     e = roofline.efficiency * roofline.family_efficiency.get("elementwise", 1.0)

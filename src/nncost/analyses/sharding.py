@@ -24,35 +24,70 @@ the highest point of the step after sharding, which need not be the one-GPU peak
 
 from __future__ import annotations
 
+from nncost.compat import StrEnum
 from nncost.errors import BadRequest
 
-STRATEGIES = ("none", "ddp", "zero1", "zero2", "zero3", "fsdp")
-SHARDS_OPTIMIZER = ("zero1", "zero2", "zero3", "fsdp")  # the strategies that divide the optimizer state
+
+class Sharding(StrEnum):
+    """A data-parallel strategy, by the name it is given (the module docstring says what each divides)."""
+
+    NONE = "none"
+    DDP = "ddp"
+    ZERO1 = "zero1"
+    ZERO2 = "zero2"
+    ZERO3 = "zero3"
+    FSDP = "fsdp"
+
+    @property
+    def shards_optimizer(self) -> bool:
+        """Whether each GPU holds 1/N of the optimizer state (ZeRO-1 and up, FSDP)."""
+        return self in (Sharding.ZERO1, Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP)
+
+    @property
+    def shards_gradients(self) -> bool:
+        """Whether each GPU holds 1/N of the gradients (ZeRO-2 and up, FSDP)."""
+        return self in (Sharding.ZERO2, Sharding.ZERO3, Sharding.FSDP)
+
+    @property
+    def shards_parameters(self) -> bool:
+        """Whether each GPU holds 1/N of the parameters, gathering a layer's as it runs (ZeRO-3, FSDP)."""
+        return self in (Sharding.ZERO3, Sharding.FSDP)
 
 
-def per_gpu(breakdown: dict[str, int], *, gpus: int, strategy: str, largest_layer_bytes: int,
+STRATEGIES = tuple(s.value for s in Sharding)  # plain names: the CLI reads them without torch
+SHARDS_OPTIMIZER = tuple(s.value for s in Sharding if s.shards_optimizer)
+
+
+def sharding_named(name: str) -> Sharding:
+    """The :class:`Sharding` of ``name``; a clear error naming the strategies there are."""
+    try:
+        return Sharding(name)
+    except ValueError:
+        raise BadRequest(f"unknown sharding {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+
+
+def per_gpu(breakdown: dict[str, int], *, gpus: int, sharding: str, largest_layer_bytes: int,
             optimizer_temporaries: int = 0, parameter_casts: int = 0,
             largest_layer_cast_bytes: int = 0) -> dict[str, int]:
     """One GPU's share of ``breakdown`` (live bytes by category at one moment of the step), of which
     ``optimizer_temporaries`` are temporaries the optimizer's step made and ``parameter_casts``
     temporaries that are casts of parameters (``largest_layer_cast_bytes``: the largest layer's)."""
-    if strategy not in STRATEGIES:
-        raise BadRequest(f"unknown sharding {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    named = sharding_named(sharding)
     if gpus < 1:
         raise BadRequest(f"--gpus must be at least 1, got {gpus}")
-    if strategy != "none" and gpus == 1 and strategy != "ddp":
+    if named is not Sharding.NONE and gpus == 1 and named is not Sharding.DDP:
         return dict(breakdown)
     out = dict(breakdown)
     out["communication"] = 0
-    if strategy == "ddp":
+    if named is Sharding.DDP:
         out["communication"] = breakdown["gradients"]
-    if strategy in SHARDS_OPTIMIZER:
+    if named.shards_optimizer:
         out["optimizer_state"] = -(-breakdown["optimizer_state"] // gpus)
         out["temporaries"] = breakdown["temporaries"] - optimizer_temporaries + -(-optimizer_temporaries // gpus)
-    if strategy in ("zero2", "zero3", "fsdp"):
+    if named.shards_gradients:
         out["gradients"] = -(-breakdown["gradients"] // gpus)
         out["communication"] = largest_layer_bytes
-    if strategy in ("zero3", "fsdp"):
+    if named.shards_parameters:
         out["parameters"] = -(-breakdown["parameters"] // gpus)
         out["communication"] = 2 * largest_layer_bytes
         out["temporaries"] -= parameter_casts - min(parameter_casts, largest_layer_cast_bytes)

@@ -27,8 +27,35 @@ from __future__ import annotations
 
 from collections import Counter
 
+from nncost.compat import StrEnum
 from nncost.errors import BadRequest
 from nncost.records.report import Layer, Report
+
+
+class Rejection(StrEnum):
+    """Why a layout cannot run, as one reason shared by every layout it rules out: a plan
+    (:func:`nncost.analyses.parallel.plan`) counts its rejected layouts by it, and shows its text."""
+
+    NO_HEADS = "tensor parallelism splits attention heads, and this model's config names none"
+    HEADS = "tensor parallelism does not divide the attention heads"
+    KV_HEADS = "tensor parallelism does not divide the key-value heads"
+    BEYOND_NODE = "tensor parallelism beyond one node"
+    STAGES = "more pipeline stages than transformer blocks"
+    GPUS = "the GPUs are not tensor × pipeline × data-parallel"
+    NO_INTERCONNECT = "the catalogue gives no GPU-to-GPU bandwidth"
+    NO_NETWORK = "spans nodes, and the catalogue gives no network bandwidth"
+    GLOBAL_BATCH = "global batch is not a multiple of micro-batch × data-parallel GPUs"
+    OVER_MEMORY = "over the device memory"
+
+
+class LayoutRejected(BadRequest):
+    """A layout this model or cluster cannot take: the message says why in its own numbers,
+    ``reason`` as the :class:`Rejection` it shares with other layouts."""
+
+    def __init__(self, reason: Rejection, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
 
 SPLIT_UNITS = ("matmul", "attention", "gather")
 
@@ -95,16 +122,17 @@ def check_tensor_parallel(heads: int | None, size: int, gpus_per_node: int | Non
     holding kv_heads / size of them, or, when there are fewer of them than GPUs, each repeated on
     size / kv_heads GPUs (Megatron-LM, vLLM): the size must divide them or be a multiple of them."""
     if heads is None:
-        raise BadRequest("tensor parallelism splits attention heads, and this model's config names none")
+        raise LayoutRejected(Rejection.NO_HEADS, str(Rejection.NO_HEADS))
     if heads % size:
-        raise BadRequest(f"{heads} attention heads cannot be split over {size} GPUs: tensor parallelism needs a "
-                         "divisor of the head count")
+        raise LayoutRejected(Rejection.HEADS, f"{heads} attention heads cannot be split over {size} GPUs: tensor "
+                             "parallelism needs a divisor of the head count")
     if kv_heads is not None and kv_heads % size and size % kv_heads:
-        raise BadRequest(f"{kv_heads} key-value heads cannot be split over {size} GPUs: tensor parallelism needs a "
-                         "divisor of the key-value head count, or a multiple of it (each head then repeated)")
+        raise LayoutRejected(Rejection.KV_HEADS, f"{kv_heads} key-value heads cannot be split over {size} GPUs: "
+                             "tensor parallelism needs a divisor of the key-value head count, or a multiple of it "
+                             "(each head then repeated)")
     if gpus_per_node is not None and size > gpus_per_node:
-        raise BadRequest(f"tensor parallelism runs within a node: at most {gpus_per_node} GPUs of {hardware}, "
-                         f"not {size}")
+        raise LayoutRejected(Rejection.BEYOND_NODE, f"tensor parallelism runs within a node: at most {gpus_per_node} "
+                             f"GPUs of {hardware}, not {size}")
 
 
 def link_seconds(nbytes: float, interconnect_bandwidth: float) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from nncost.analyses.sharding import SHARDS_OPTIMIZER
+from nncost.analyses.sharding import sharding_named
 from nncost.errors import BadRequest
 from nncost.records.memory import MemoryReport
 from nncost.records.parallel import ParallelStep
@@ -49,7 +49,7 @@ def step_flops_per_gpu(memory: MemoryReport) -> float:
     included), and its share of the optimizer (all of it under DDP, 1/N when ZeRO or FSDP
     shards the optimizer state)."""
     optimizer = float(memory.optimizer_flops)
-    if memory.sharding in SHARDS_OPTIMIZER:
+    if sharding_named(memory.sharding).shards_optimizer:
         optimizer = optimizer / memory.gpus
     return memory.forward_flops + memory.backward_flops + optimizer
 

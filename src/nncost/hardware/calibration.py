@@ -43,7 +43,7 @@ from nncost.capture.inputs import sizes_to_inputs
 from nncost.capture.run import capture
 from nncost.capture.timing import measure_times
 from nncost.errors import CalibrationError, NncostWarning
-from nncost.hardware.catalogue import Device, catalogue_device
+from nncost.hardware.catalogue import Allocator, Device, catalogue_device
 from nncost.records.trace import OpCall
 
 Say = Callable[[str], None]
@@ -115,11 +115,24 @@ def memory_bytes() -> int | None:
         return None
 
 
-def device(name: str, *, refresh: bool = False, say: Say | None = None) -> Device:
-    """``cpu`` (calibrated on this machine, cached) or a catalogue device."""
-    if name.strip().lower() == "cpu":
-        return cpu_device(refresh=refresh, say=say)
+def resolve_device(name: str, *, calibrate: bool = True, refresh: bool = False, say: Say | None = None) -> Device:
+    """The device ``name`` names, in any case: a catalogue device, or ``cpu``, this machine.  The
+    ``cpu`` is calibrated (its cached calibration, measured again when unusable or on ``refresh``;
+    ``say`` hears it) when ``calibrate``; else it comes without roofs (:func:`uncalibrated_cpu`),
+    for what needs only its kind and memory, and nothing is measured."""
+    if name.strip().lower() == Allocator.CPU:
+        return cpu_device(refresh=refresh, say=say) if calibrate else uncalibrated_cpu()
     return catalogue_device(name)
+
+
+device = resolve_device  # the name its callers in the pipeline's stages still use
+
+
+def uncalibrated_cpu() -> Device:
+    """This machine's ``cpu`` as a device before any calibration: its kind, its name and its
+    physical memory, and no roofs (no peak, no bandwidth)."""
+    return Device(name="cpu", title=cpu_model(), kind=Allocator.CPU, peak_flops={}, bandwidth=0.0,
+                  memory_bytes=memory_bytes(), notes="not calibrated: no roofs")
 
 
 def is_cached() -> bool:
@@ -394,7 +407,7 @@ def _device(record: Mapping[str, Any]) -> Device:
     return Device(
         name="cpu",
         title=cpu_model(),
-        kind="cpu",
+        kind=Allocator.CPU,
         peak_flops=dict(record["peak_flops"]),
         bandwidth=float(record["bandwidth"]),
         memory_bytes=record.get("memory_bytes"),
@@ -496,7 +509,7 @@ def _round(tiny: list[Network], full: list[Network]) -> dict[str, Any]:
             x, y = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
             peaks[name] = 2 * n**3 / _best(functools.partial(torch.mm, x, y))
         curve = _bandwidth_curve()
-    roofs = make_roofline(Device(name="cpu", title="", kind="cpu", peak_flops=peaks, bandwidth=curve[-1][1],
+    roofs = make_roofline(Device(name="cpu", title="", kind=Allocator.CPU, peak_flops=peaks, bandwidth=curve[-1][1],
                                  memory_bytes=None, bandwidth_curve=tuple(curve)))  # efficiencies 1, no fixed costs
     tiny_times = _timed(tiny)
     module_call = statistics.median(seconds for seconds, kind, _ in tiny_times if kind == "Identity")

@@ -13,10 +13,24 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from nncost.compat import StrEnum
 from nncost.errors import BadRequest, did_you_mean
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8")
-GENERIC = ("cpu", "cuda")  # allocator semantics without a named device ("cpu" is also calibrated)
+
+
+class Allocator(StrEnum):
+    """The allocator semantics a memory simulation follows, and the kind of a device, whose
+    allocator it is: ``cpu``, exact bytes (torch's CPU allocator asks the system for each
+    tensor); ``cuda``, the caching allocator's 512-byte blocks and its replay
+    (:mod:`nncost.analyses.cuda_allocator`).  The kernels a simulation runs (attention, kernel
+    memory) are the same kind's."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+ALLOCATORS = tuple(a.value for a in Allocator)  # plain names: the CLI reads them without torch
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,7 @@ class Device:
 
     name: str
     title: str
-    kind: str  # "cuda" or "cpu"
+    kind: Allocator  # a GPU's (cuda) or this machine's (cpu)
     peak_flops: dict[str, float]
     bandwidth: float
     memory_bytes: int | None
@@ -92,7 +106,7 @@ def catalogue_device(name: str) -> Device:
     return Device(
         name=key,
         title=entry["title"],
-        kind=entry["kind"],
+        kind=Allocator(entry["kind"]),
         peak_flops={d: float(v) for d, v in entry["peak_flops"].items()},
         bandwidth=float(entry["bandwidth"]),
         memory_bytes=int(entry["memory_bytes"]),

@@ -19,7 +19,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
 from nncost.capture.tracer import Tracer
-from nncost.precision import Precision
+from nncost.hardware.catalogue import Allocator
+from nncost.precision import PrecisionSetting
 from nncost.simulation.graph import backward_nodes
 
 
@@ -101,24 +102,24 @@ class DeviceKernels(TorchDispatchMode):
 
 
 class MixedRun:
-    """The fake-tensor world of one mixed-precision step on ``device`` (``cpu`` or ``cuda``).
+    """The fake-tensor world of one mixed-precision step of ``allocator`` semantics (``cpu`` or ``cuda``).
 
     ``active()`` wraps the whole capture; ``convert`` and ``place`` give parameters and inputs
     their fake counterparts (same shape, strides, dtype; no data); ``autocast()`` wraps the
     forward and the loss; ``scale`` and ``step`` are the GradScaler's part.
     """
 
-    def __init__(self, precision: Precision, device: str) -> None:
+    def __init__(self, precision: PrecisionSetting, allocator: str) -> None:
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         assert precision.autocast_dtype is not None
         self.precision = precision
         self.dtype: torch.dtype = precision.autocast_dtype
-        self.hardware = device
+        self.allocator = allocator
         # Autograd's engine cannot run a backward over fake CUDA tensors on a machine without a GPU
         # (it asks the CUDA driver about device 0): CPU fake tensors and CPU autocast stand in.
-        self.stand_in = cpu_stands_in(device)
-        self.device = torch.device("cpu" if self.stand_in else device)
+        self.stand_in = cpu_stands_in(allocator)
+        self.device = torch.device("cpu" if self.stand_in else allocator)
         self.mode = FakeTensorMode(allow_non_fake_inputs=True)  # plain tensor attributes of the model
         self.scaler = torch.amp.GradScaler("cpu") if precision.grad_scaler else None
         self.scaler_tensors: list[torch.Tensor] = []
@@ -163,7 +164,7 @@ class MixedRun:
 
     def holds(self, key: str, value: torch.Tensor) -> bool:
         """Whether an optimizer state tensor is in device memory (:meth:`state_bytes`)."""
-        return self.hardware == "cpu" or value.device.type == "cuda" or (self.stand_in and key != "step")
+        return self.allocator == Allocator.CPU or value.device.type == "cuda" or (self.stand_in and key != "step")
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss to call backward on (GradScaler.scale for fp16-mixed), its graph hooked."""
@@ -189,15 +190,15 @@ def needs_values(exc: BaseException) -> bool:
     return isinstance(exc, (DataDependentOutputException, DynamicOutputShapeException))
 
 
-def cpu_stands_in(device: str) -> bool:
-    """Whether a mixed step of ``device`` semantics runs on CPU fake tensors under CPU autocast
+def cpu_stands_in(allocator: str) -> bool:
+    """Whether a mixed step of ``allocator`` semantics runs on CPU fake tensors under CPU autocast
     (``cuda`` on a machine without a GPU), whose op lists keep softmax, layer/group norm, exp,
     pow, sum and cumsum in 16 bits where CUDA autocast runs them in fp32."""
-    return device == "cuda" and not torch.cuda.is_available()
+    return allocator == Allocator.CUDA and not torch.cuda.is_available()
 
 
-def mixed_run(precision: Precision, device: str) -> MixedRun | None:
-    return MixedRun(precision, device) if precision.mixed else None
+def mixed_run(precision: PrecisionSetting, allocator: str) -> MixedRun | None:
+    return MixedRun(precision, allocator) if precision.mixed else None
 
 
 def autocast_or_nothing(run: MixedRun | None) -> Any:

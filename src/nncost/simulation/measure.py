@@ -35,7 +35,7 @@ from nncost.capture import inputs as inputs_mod
 from nncost.capture.placement import model_device
 from nncost.capture.scopes import tensors_in
 from nncost.errors import BadRequest, NeedsWeights
-from nncost.precision import Precision, resolve_precision
+from nncost.precision import PrecisionSetting, resolve_precision
 from nncost.simulation.optimizers import OPTIMIZERS
 from nncost.simulation.step import checkpoint_blocks, checkpointed
 
@@ -45,7 +45,7 @@ def _storage_bytes(tensors: list[torch.Tensor]) -> int:
 
 
 def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: torch.optim.Optimizer | None,
-          train: bool, mixed: Precision | None = None, scaler: torch.amp.GradScaler | None = None,
+          train: bool, mixed: PrecisionSetting | None = None, scaler: torch.amp.GradScaler | None = None,
           device_type: str = "cpu") -> None:
     # forward and loss under autocast when mixed; fp16-mixed scales the loss with a GradScaler
     autocast = (torch.autocast(device_type, dtype=mixed.autocast_dtype) if mixed and mixed.autocast_dtype
@@ -69,7 +69,7 @@ def _step(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], opt: 
 
 
 def _prepared(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device, train: bool,
-              optimizer: str, setting: Precision, checkpointing: bool | Sequence[str] = False,
+              optimizer: str, setting: PrecisionSetting, checkpointing: bool | Sequence[str] = False,
               ) -> tuple[nn.Module, Any, Any, torch.optim.Optimizer | None, torch.amp.GradScaler | None]:
     """A replica of the model on ``device`` in the step's precision, its blocks checkpointed, its
     inputs, optimizer and scaler."""

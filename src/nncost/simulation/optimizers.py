@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from nncost.hardware.catalogue import Allocator
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -50,12 +52,12 @@ def tensors_touched(optimizer: str) -> int:
     return 3 + 2 * STATE_TENSORS[optimizer]
 
 
-def state_bytes(optimizer: torch.optim.Optimizer | None, *, device: str) -> list[int]:
+def state_bytes(optimizer: torch.optim.Optimizer | None, *, allocator: str) -> list[int]:
     """Bytes of each tensor of the optimizer's state on the parameters' device, each storage once.
 
     The simulation keeps parameters on meta; PyTorch keeps Adam's scalar ``step`` on the host
-    (unless capturable or fused), so on ``device="cuda"`` it is not GPU memory, while on
-    ``device="cpu"`` it is.
+    (unless capturable or fused), so under ``allocator="cuda"`` it is not GPU memory, while under
+    ``allocator="cpu"`` it is.
     """
     if optimizer is None:
         return []
@@ -64,14 +66,15 @@ def state_bytes(optimizer: torch.optim.Optimizer | None, *, device: str) -> list
     seen: dict[int, int] = {}
     for state in optimizer.state.values():
         for value in state.values():
-            if isinstance(value, torch.Tensor) and on_device(device, "", value):
+            if isinstance(value, torch.Tensor) and on_device(allocator, "", value):
                 seen[id(value.untyped_storage())] = value.untyped_storage().nbytes()
     return list(seen.values())
 
 
-def on_device(device: str, key: str, value: torch.Tensor) -> bool:
-    """Whether a state tensor of a simulated step is in device memory (:func:`state_bytes`)."""
-    return value.device.type == "meta" or device == "cpu"
+def on_device(allocator: str, key: str, value: torch.Tensor) -> bool:
+    """Whether a state tensor of a simulated step of ``allocator`` semantics is in device memory
+    (:func:`state_bytes`)."""
+    return value.device.type == "meta" or allocator == Allocator.CPU
 
 
 def state_bytes_by_param(optimizer: torch.optim.Optimizer | None,

@@ -33,6 +33,7 @@ from nncost.capture.shadows import Shadows, entered
 from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
+from nncost.hardware.catalogue import Allocator
 from nncost.precision import resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
@@ -167,14 +168,17 @@ def capture_step(
     *,
     mode: str = "train",
     optimizer: str = "adam",
-    device: str = "cuda",
+    allocator: str = "cuda",
     dtype: torch.dtype | None = None,
     checkpointing: bool | Sequence[str] = False,
     precision: str = "fp32",
+    device: str | None = None,
 ) -> StepTrace:
     """Capture one steady-state step of ``model`` (see the module docstring) on meta tensors, or
-    on fake tensors under autocast for a mixed ``precision``, with ``device``'s kernels and
-    optimizer implementation."""
+    on fake tensors under autocast for a mixed ``precision``, with the kernels and the optimizer
+    implementation of the devices of ``allocator`` semantics (``cpu`` or ``cuda``).  ``device`` is
+    the earlier name of ``allocator``, still taken."""
+    allocator = device if device is not None else allocator
     if mode not in ("train", "infer"):
         raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
     if optimizer not in OPTIMIZERS:
@@ -182,8 +186,8 @@ def capture_step(
     train = mode == "train"
     scopes = Scopes(model)
     setting = resolve_precision(precision, dtype)
-    mixed = mixed_run(setting, device)
-    kernels = kernel_memory(device)
+    mixed = mixed_run(setting, allocator)
+    kernels = kernel_memory(allocator)
     tracer = (FakeTracer(ATEN, scopes.current, memoise=False, kernels=kernels) if mixed
               else Tracer(ATEN, scopes.current, memoise=True, kernels=kernels))
     world = mixed.active() if mixed else nullcontext()
@@ -201,7 +205,7 @@ def capture_step(
             for _, block in blocks:
                 checkpointed(block)
             params = [p for p in model.parameters() if p.requires_grad]
-            opt = _optimizer(optimizer, params, device) if train else None
+            opt = _optimizer(optimizer, params, allocator) if train else None
             if mixed:
                 mixed.warm_up()
                 placed = (mixed.place(args), mixed.place(kwargs))
@@ -211,8 +215,8 @@ def capture_step(
                 if shadows is not None:
                     shadows.seed_tree(placed, (args, kwargs))
             lineage = _Lineage(tracer)
-            phases, saved, saved_in_forward = _run(model, placed, tracer, scopes, params, opt, mixed, train, device,
-                                                   lineage, shadows)
+            phases, saved, saved_in_forward = _run(model, placed, tracer, scopes, params, opt, mixed, train,
+                                                   allocator, lineage, shadows)
         except NncostError:
             raise
         except Exception as exc:
@@ -224,10 +228,10 @@ def capture_step(
         finally:
             tracer.close()
         scopes.finish()
-        state = mixed.state_bytes(opt) if mixed else state_bytes(opt, device=device)
+        state = mixed.state_bytes(opt) if mixed else state_bytes(opt, allocator=allocator)
         weights = [t.untyped_storage().nbytes() for t in held_tensors(model)]
         input_sizes = [t.untyped_storage().nbytes() for t in tensors_in(placed)]
-        held = mixed.holds if mixed else functools.partial(on_device, device)
+        held = mixed.holds if mixed else functools.partial(on_device, allocator)
         parameters = _param_records(model, state_bytes_by_param(opt, held))
         largest_layer = max((sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
                              for m in model.modules()), default=0)
@@ -290,19 +294,19 @@ def _parameter_casts(model: nn.Module, tracer: Tracer, end: int) -> tuple[set[in
     return casts, max((sum(by_param.values()) for by_param in cast_bytes.values()), default=0)
 
 
-def _optimizer(name: str, params: list[nn.Parameter], device: str) -> torch.optim.Optimizer | None:
+def _optimizer(name: str, params: list[nn.Parameter], allocator: str) -> torch.optim.Optimizer | None:
     """The optimizer, its state already created by one warm-up step (the loop's steady state)."""
     factory = OPTIMIZERS[name]
     if factory is None or not params:
         return None
-    opt = factory(params, device == "cuda")
+    opt = factory(params, allocator == Allocator.CUDA)
     _warm_up(opt, params)
     return opt
 
 
 def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], tracer: Tracer, scopes: Scopes,
          params: list[nn.Parameter], opt: torch.optim.Optimizer | None, mixed: MixedRun | None, train: bool,
-         device: str, lineage: _Lineage,
+         allocator: str, lineage: _Lineage,
          shadows: Shadows | None) -> tuple[_Phases, set[int], dict[int, tuple[int, int]]]:
     """Forward, loss, backward and the optimizer's step, traced; the phases' ends, the gradients,
     the allocations autograd saved for backward, what the forward saved (``StepTrace.saved_in_forward``),
@@ -326,7 +330,7 @@ def _run(model: nn.Module, placed: tuple[tuple[Any, ...], dict[str, Any]], trace
     hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if train else nullcontext()
     # What CUDA's fused attention keeps for backward is still to be measured (docs/memory_cuda.md),
     # so under CUDA semantics a step keeps meta's attention.
-    paths = KernelPaths(tracer, device, fused_attention=device == "cpu")
+    paths = KernelPaths(tracer, allocator, fused_attention=allocator == Allocator.CPU)
     with scopes.hooked(model), grad_mode, hooks, tracer, paths:
         # forward and loss under autocast when mixed
         with autocast_or_nothing(mixed), lineage.hooked(model) if train else nullcontext(), entered(shadows):

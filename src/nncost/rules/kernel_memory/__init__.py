@@ -3,7 +3,8 @@
 A cost rule says what an operator computes; a kernel memory rule says how much memory its kernel
 holds at its high point: workspaces, operands copied into blocked layouts, scratchpads.  On meta
 tensors no kernel runs, so the tracer sees only an operator's outputs; these rules add what a
-real kernel on that hardware allocates and frees within the call.
+real kernel of that kind of device (its :class:`~nncost.hardware.catalogue.Allocator`) allocates
+and frees within the call.
 
 A rule receives the call's arguments in schema order (tensors are the meta tensors themselves:
 shape, strides and dtype, no data) and its output tensors, and returns the bytes held at the
@@ -22,6 +23,8 @@ from typing import Any
 
 import torch
 
+from nncost.hardware.catalogue import Allocator
+
 KernelRule = Callable[[tuple[Any, ...], Sequence[torch.Tensor]], int]
 Resizer = Callable[[tuple[Any, ...], Any], Any]
 
@@ -37,9 +40,9 @@ def produced(outputs: Sequence[torch.Tensor]) -> int:
 
 @dataclass
 class KernelMemory:
-    """The kernel memory rules of one kind of hardware."""
+    """The kernel memory rules of one kind of device, named by its allocator semantics."""
 
-    hardware: str
+    allocator: Allocator
     rules: dict[str, KernelRule] = field(default_factory=dict)
     resizers: dict[str, Resizer] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # op -> what the kernel allocates, for the docs
@@ -64,13 +67,14 @@ class KernelMemory:
         return register
 
 
-def kernel_memory(hardware: str) -> KernelMemory | None:
-    """The kernel memory rules for ``hardware`` ("cpu", "cuda"), or None where nncost has none."""
-    if hardware == "cpu":
+def kernel_memory(allocator: str) -> KernelMemory | None:
+    """The kernel memory rules of the devices of ``allocator`` semantics ("cpu", "cuda"), or None
+    where nncost has none."""
+    if allocator == Allocator.CPU:
         from nncost.rules.kernel_memory.cpu import CPU
 
         return CPU
-    if hardware == "cuda":
+    if allocator == Allocator.CUDA:
         from nncost.rules.kernel_memory.cuda import CUDA
 
         return CUDA

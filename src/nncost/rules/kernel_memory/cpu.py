@@ -20,11 +20,12 @@ from typing import Any
 import torch
 from torch._prims_common import suggest_memory_format
 
+from nncost.hardware.catalogue import Allocator
 from nncost.rules.kernel_memory import KernelMemory, nbytes, produced
 from nncost.rules.kernel_memory.bitsandbytes import NOTE as BNB_NOTE
 from nncost.rules.kernel_memory.bitsandbytes import gemm_4bit
 
-CPU = KernelMemory("cpu")
+CPU = KernelMemory(Allocator.CPU)
 PAGE = 4096
 
 
