@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest
+from nncost.hardware.catalogue import ALLOCATORS, Allocator
 from nncost.hardware.catalogue import names as hardware_names
 from nncost.precision import PRECISIONS
 from nncost.quantization import KV_CACHE_DTYPES, NF4, NF4_BLOCKS, WEIGHT_FORMATS, check_kv_cache_dtype, weight_format
@@ -34,7 +35,6 @@ if TYPE_CHECKING:  # the names here are read by the command line's parser, which
     from torch import nn
 
 DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
-ALLOCATORS = ("cpu", "cuda")  # the allocator semantics a memory simulation can follow
 MODES = ("train", "infer")
 FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
 DEFAULT_SEQ = 128  # token models' sequence length when none is given
@@ -83,6 +83,15 @@ class Inputs:
                                  f"{elements:.3g} elements, more than a tensor can hold ({MAX_ELEMENTS:.3g})")
         if self.seq is not None and self.batch_size * self.seq > MAX_ELEMENTS:
             raise BadRequest(f"batch {self.batch_size} of {self.seq} tokens is more than a tensor can hold")
+
+
+def _a_gpu(hardware: str | None) -> bool:
+    """Whether ``hardware`` names a GPU (a plan sets layouts against its memory and links)."""
+    if hardware is None:
+        return False
+    from nncost.hardware.calibration import resolve_device
+
+    return resolve_device(hardware, calibrate=False).kind is Allocator.CUDA
 
 
 def _check_budget(fit: int | str | None) -> None:
@@ -349,12 +358,12 @@ class Request:
             raise BadRequest(f"repeats must be at least 1, got {self.repeats}")
         if self.depth is not None and self.depth < 0:
             raise BadRequest(f"depth must be 0 or more, got {self.depth}")
-        if self.step is not None and self.step.plan and (self.hardware is None or self.hardware == "cpu"):
-            raise BadRequest("a plan sets layouts against a device's memory and links: give --hardware (e.g. "
-                             "h100-sxm)")
-        if self.hardware is not None and self.hardware.strip().lower() == "cuda":
+        if self.hardware is not None and self.hardware.strip().lower() == Allocator.CUDA:
             raise BadRequest("'cuda' names allocator semantics, not a device: give a device such as h100-sxm "
                              "for time estimates, and allocator='cuda' for the memory simulation")
+        if self.step is not None and self.step.plan and not _a_gpu(self.hardware):
+            raise BadRequest("a plan sets layouts against a device's memory and links: give --hardware (e.g. "
+                             "h100-sxm)")
         if any(not isinstance(key, str) or not key for key in self.config_overrides):
             raise BadRequest("config overrides are keyed by config attribute names, e.g. {'num_hidden_layers': 2}")
         if not self.report and self.step is None:
@@ -841,12 +850,10 @@ def _lora(o: Any) -> Lora | None:
 def _allocator_of(hardware: str | None) -> str:
     """The allocator semantics of a device: its kind (cpu or cuda); cuda without a device."""
     if hardware is None:
-        return "cuda"
-    if hardware.strip().lower() == "cpu":
-        return "cpu"
-    from nncost.hardware.catalogue import catalogue_device
+        return Allocator.CUDA
+    from nncost.hardware.calibration import resolve_device
 
-    return catalogue_device(hardware.strip().lower()).kind
+    return resolve_device(hardware.strip().lower(), calibrate=False).kind
 
 
 def _training_layout(o: Any) -> bool:

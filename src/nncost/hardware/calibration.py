@@ -125,7 +125,6 @@ def resolve_device(name: str, *, calibrate: bool = True, refresh: bool = False, 
     return catalogue_device(name)
 
 
-device = resolve_device  # the name its callers in the pipeline's stages still use
 
 
 def uncalibrated_cpu() -> Device:

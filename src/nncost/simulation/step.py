@@ -34,7 +34,7 @@ from nncost.capture.state import run_state
 from nncost.capture.tracer import Tracer
 from nncost.errors import BadRequest, NeedsWeights, NncostError
 from nncost.hardware.catalogue import Allocator
-from nncost.precision import resolve_precision
+from nncost.precision import PrecisionSetting, resolve_precision
 from nncost.records.trace import LayerCall, OpCall
 from nncost.rules import ATEN
 from nncost.rules.kernel_memory import kernel_memory
@@ -172,13 +172,10 @@ def capture_step(
     dtype: torch.dtype | None = None,
     checkpointing: bool | Sequence[str] = False,
     precision: str = "fp32",
-    device: str | None = None,
 ) -> StepTrace:
     """Capture one steady-state step of ``model`` (see the module docstring) on meta tensors, or
     on fake tensors under autocast for a mixed ``precision``, with the kernels and the optimizer
-    implementation of the devices of ``allocator`` semantics (``cpu`` or ``cuda``).  ``device`` is
-    the earlier name of ``allocator``, still taken."""
-    allocator = device if device is not None else allocator
+    implementation of the devices of ``allocator`` semantics (``cpu`` or ``cuda``)."""
     if mode not in ("train", "infer"):
         raise BadRequest(f"mode must be 'train' or 'infer', got {mode!r}")
     if optimizer not in OPTIMIZERS:
@@ -187,17 +184,9 @@ def capture_step(
     scopes = Scopes(model)
     setting = resolve_precision(precision, dtype)
     mixed = mixed_run(setting, allocator)
-    kernels = kernel_memory(allocator)
-    tracer = (FakeTracer(ATEN, scopes.current, memoise=False, kernels=kernels) if mixed
-              else Tracer(ATEN, scopes.current, memoise=True, kernels=kernels))
+    tracer = _tracer(scopes, mixed, allocator)
     world = mixed.active() if mixed else nullcontext()
-    shadows: Shadows | None = None  # fake tensors under autocast answer no value questions
-    convert: Callable[[torch.Tensor], torch.Tensor]
-    if mixed:
-        convert = mixed.convert
-    else:
-        shadows = Shadows()
-        convert = shadows.seeding(to_meta(setting.param_dtype))
+    convert, shadows = _conversion(mixed, setting)
     meta = torch.device("meta")
     with run_state(meta), training_flags(model, train), attributes_restored(model), world, swapped(model, convert):
         try:
@@ -206,14 +195,7 @@ def capture_step(
                 checkpointed(block)
             params = [p for p in model.parameters() if p.requires_grad]
             opt = _optimizer(optimizer, params, allocator) if train else None
-            if mixed:
-                mixed.warm_up()
-                placed = (mixed.place(args), mixed.place(kwargs))
-            else:
-                placed = (inputs_mod.place(args, meta, setting.param_dtype),
-                          inputs_mod.place(kwargs, meta, setting.param_dtype))
-                if shadows is not None:
-                    shadows.seed_tree(placed, (args, kwargs))
+            placed = _placed(args, kwargs, mixed, setting.param_dtype, shadows)
             lineage = _Lineage(tracer)
             phases, saved, saved_in_forward = _run(model, placed, tracer, scopes, params, opt, mixed, train,
                                                    allocator, lineage, shadows)
@@ -257,6 +239,37 @@ def capture_step(
         parameters=parameters,
         backward_sources=lineage.sources if train else [],
     )
+
+
+def _tracer(scopes: Scopes, mixed: MixedRun | None, allocator: str) -> Tracer:
+    """The step's tracer: of fake tensors under autocast, else of meta tensors, memoised."""
+    kernels = kernel_memory(allocator)
+    if mixed:
+        return FakeTracer(ATEN, scopes.current, memoise=False, kernels=kernels)
+    return Tracer(ATEN, scopes.current, memoise=True, kernels=kernels)
+
+
+def _conversion(mixed: MixedRun | None, setting: PrecisionSetting
+                ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Shadows | None]:
+    """How the parameters become the step's tensors: fake tensors under autocast (they answer no
+    value questions), else meta tensors whose values shadows keep where a forward asks for them."""
+    if mixed:
+        return mixed.convert, None
+    shadows = Shadows()
+    return shadows.seeding(to_meta(setting.param_dtype)), shadows
+
+
+def _placed(args: tuple[Any, ...], kwargs: dict[str, Any], mixed: MixedRun | None, dtype: torch.dtype | None,
+            shadows: Shadows | None) -> tuple[Any, Any]:
+    """The inputs as the step's tensors, their values seeded into the shadows."""
+    if mixed:
+        mixed.warm_up()
+        return mixed.place(args), mixed.place(kwargs)
+    meta = torch.device("meta")
+    placed = (inputs_mod.place(args, meta, dtype), inputs_mod.place(kwargs, meta, dtype))
+    if shadows is not None:
+        shadows.seed_tree(placed, (args, kwargs))
+    return placed
 
 
 def _param_records(model: nn.Module, state: dict[int, int]) -> list[ParamRecord]:

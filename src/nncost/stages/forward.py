@@ -16,8 +16,8 @@ from nncost.analyses.timing import with_times
 from nncost.capture.placement import model_device, quantized_weights
 from nncost.capture.run import capture
 from nncost.errors import BadRequest, CalibrationError, NeedsWeights
-from nncost.hardware import calibration
-from nncost.hardware.catalogue import Device, catalogue_device, match_cuda_name
+from nncost.hardware.calibration import resolve_device
+from nncost.hardware.catalogue import Allocator, Device, match_cuda_name
 from nncost.precision import resolve_precision
 from nncost.records.report import Report
 from nncost.records.result import Result
@@ -81,7 +81,7 @@ def time_device(hardware: str, say: Progress) -> tuple[Device | None, str | None
     """The device of the time estimates, or None and why: a ``cpu`` that cannot be calibrated
     plausibly costs the estimates, said here, never the rest of the run."""
     try:
-        return calibration.device(hardware, say=say), None
+        return resolve_device(hardware, say=say), None
     except CalibrationError as exc:
         say(f"no time estimates: {exc}")
         return None, str(exc)
@@ -132,12 +132,10 @@ def _measure_device(request: Request) -> str:
     """Where measured time runs: CUDA for a CUDA device or run, else the CPU."""
     if request.device.startswith("cuda"):
         return "cuda"
-    if request.hardware is not None and request.hardware != "cpu":
-        if catalogue_device(request.hardware).kind == "cuda":
-            if not torch.cuda.is_available():
-                raise BadRequest(f"measuring time on {request.hardware} needs that CUDA device, and none is "
-                                 "available")
-            return "cuda"
+    if request.hardware is not None and resolve_device(request.hardware, calibrate=False).kind is Allocator.CUDA:
+        if not torch.cuda.is_available():
+            raise BadRequest(f"measuring time on {request.hardware} needs that CUDA device, and none is available")
+        return "cuda"
     return "cpu"
 
 

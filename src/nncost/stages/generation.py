@@ -18,7 +18,7 @@ from nncost.analyses.roofline import make_roofline
 from nncost.analyses.split import check_tensor_parallel
 from nncost.capture.generation import session
 from nncost.errors import BadRequest
-from nncost.hardware.catalogue import catalogue_device
+from nncost.hardware.calibration import resolve_device
 from nncost.quantization import WeightFormat
 from nncost.records.generation import GenerationReport
 from nncost.records.result import Result
@@ -145,7 +145,7 @@ def _parallel(model: nn.Module, size: int, hardware: str | None) -> TensorParall
     if size == 1:
         return None
     heads, kv_heads = attention_heads(model)
-    device = catalogue_device(hardware) if hardware is not None and hardware != "cpu" else None
+    device = resolve_device(hardware, calibrate=False) if hardware is not None else None
     check_tensor_parallel(heads, size, gpus_per_node=device.gpus_per_node if device is not None else None,
                           hardware=device.name if device is not None else "", kv_heads=kv_heads)
     assert kv_heads is not None  # named whenever the heads are (attention_heads)

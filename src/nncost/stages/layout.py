@@ -13,7 +13,8 @@ from nncost.analyses.roofline import make_roofline
 from nncost.analyses.training_run import ACHIEVABLE_MFU
 from nncost.capture.inputs import batch_of
 from nncost.capture.placement import model_device
-from nncost.hardware.catalogue import catalogue_device
+from nncost.hardware.calibration import resolve_device
+from nncost.hardware.catalogue import Allocator
 from nncost.records.parallel import Layout, ParallelStep, Plan
 from nncost.records.result import Result
 from nncost.request import DEFAULT_SEQ, Request
@@ -43,7 +44,7 @@ def lay_out(request: Request, source: Source, say: Progress) -> tuple[ParallelSt
     batch = batch_of((args, kwargs)) or request.inputs.batch_size
     warn_cpu_autocast(request)
     with say.step(f"tracing one training step of {source.label} at the micro-batch ({batch})", slow=False):
-        trace = capture_step(model, args, kwargs, mode="train", optimizer=step.optimizer, device=step.allocator,
+        trace = capture_step(model, args, kwargs, mode="train", optimizer=step.optimizer, allocator=step.allocator,
                              dtype=request.dtype, checkpointing=False, precision=request.precision)
     heads, kv_heads = attention_heads(model)
     seq = (request.inputs.seq or DEFAULT_SEQ) if source.spec is not None and source.spec.token_input else None
@@ -68,9 +69,9 @@ def lay_out(request: Request, source: Source, say: Progress) -> tuple[ParallelSt
 def _cluster(request: Request, model: nn.Module) -> Cluster | None:
     """The request's device as a layout's time sees it: its dense matrix peak at the run's
     precision, the training run's MFU, memory bandwidth, and its links; None without one."""
-    if request.hardware is None or request.hardware == "cpu":
+    device = resolve_device(request.hardware, calibrate=False) if request.hardware is not None else None
+    if device is None or device.kind is not Allocator.CUDA:
         return None
-    device = catalogue_device(request.hardware)
     roofline = make_roofline(device, request.flags, dtype=weights_dtype(model, param_dtype(request)),
                              precision=request.precision)
     mfu = request.run.mfu if request.run is not None and request.run.mfu is not None else ACHIEVABLE_MFU

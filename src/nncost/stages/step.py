@@ -14,8 +14,8 @@ from nncost.analyses.roofline import with_training_step
 from nncost.capture.inputs import batch_of
 from nncost.capture.placement import model_device
 from nncost.errors import BadRequest, NncostWarning
-from nncost.hardware import calibration
-from nncost.hardware.catalogue import catalogue_device
+from nncost.hardware.calibration import resolve_device
+from nncost.hardware.catalogue import Allocator
 from nncost.precision import resolve_precision
 from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
@@ -51,7 +51,7 @@ def simulate_step(request: Request, source: Source, say: Progress) -> MemoryRepo
 
     def simulate(batch: int | None) -> MemoryReport:
         args, kwargs = source.inputs(str(model_device(model)), batch)
-        trace = capture_step(model, args, kwargs, mode=step.mode, optimizer=step.optimizer, device=step.allocator,
+        trace = capture_step(model, args, kwargs, mode=step.mode, optimizer=step.optimizer, allocator=step.allocator,
                              dtype=request.dtype, checkpointing=step.checkpointing, precision=request.precision)
         return analyse_step(trace, model=label, allocator=step.allocator, optimizer=step.optimizer,
                             batch_size=batch_of((args, kwargs)) or batch or request.inputs.batch_size,
@@ -99,7 +99,7 @@ def memory_budget(fit: int | str | None, hardware: str | None) -> int | None:
             raise BadRequest("--fit without a budget takes the memory of --hardware NAME; give one, or a budget "
                              "such as --fit 24GiB")
         return None
-    size = calibration.memory_bytes() if hardware == "cpu" else catalogue_device(hardware).memory_bytes
+    size = resolve_device(hardware, calibrate=False).memory_bytes
     if size is None and fit == FIT_DEVICE:
         raise BadRequest(f"the memory size of {hardware} is not known; give a budget such as --fit 24GiB")
     return size
@@ -110,7 +110,7 @@ def _measure_step(request: Request, source: Source, report: MemoryReport, say: P
 
     step = request.step
     assert step is not None
-    on_cuda = step.allocator == "cuda"
+    on_cuda = step.allocator == Allocator.CUDA
     if on_cuda and not torch.cuda.is_available():
         raise BadRequest("measuring a step with CUDA allocator semantics runs a real step on a GPU, and none is "
                          "available here; the cpu allocator measures on the CPU")
