@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
@@ -92,10 +93,8 @@ def capture(
         # a torchao weight picks its kernel by its device (int4 asserts the CPU, int8 dynamic takes a float
         # path off CUDA): on meta it would not run what runs where it is
         trace = _run(model, args, kwargs, home, dtype, model_name, memoise=False)
-        trace.fallback_reason = (f"quantized weights ({', '.join(quantized)}) pick their kernels by device: "
-                                 f"run for real on {home}")
-        trace.weight_format = f"{', '.join(quantized)} (as stored)"
-        return trace
+        return replace(trace, fallback_reason=f"quantized weights ({', '.join(quantized)}) pick their kernels by "
+                       f"device: run for real on {home}", weight_format=f"{', '.join(quantized)} (as stored)")
     try:
         return _on_meta(lambda shadows: _run(model, args, kwargs, target, dtype, model_name, memoise=True,
                                             real_device=_real_device(home), shadows=shadows,
@@ -109,9 +108,7 @@ def capture(
         )
     if progress:
         progress(f"meta execution stopped ({reason.splitlines()[0][:120]}); running for real on {home}")
-    trace = _run(model, args, kwargs, home, dtype, model_name, memoise=False)
-    trace.fallback_reason = reason
-    return trace
+    return replace(_run(model, args, kwargs, home, dtype, model_name, memoise=False), fallback_reason=reason)
 
 
 def _on_meta(attempt: Callable[[Shadows | None], T]) -> T:

@@ -138,9 +138,9 @@ class ParamStats:
     param_bytes_by_dtype: dict[str, int]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Trace:
-    """Everything the capture hands to the analyses.
+    """Everything the capture hands to the analyses, as built (a what-if on it is a new trace).
 
     ``memory_events`` is the allocation timeline of the forward: ``(op_index, delta_bytes,
     allocation)``, positive when an operator creates a storage, negative when the last
