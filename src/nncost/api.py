@@ -22,6 +22,7 @@ from nncost.records.memory import MemoryReport
 from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.request import DEFAULT_REPEATS, NamedSize, build_request
+from nncost.stages.progress import Counts
 
 ModelLike = str | nn.Module | Report
 
@@ -265,6 +266,6 @@ class _Callbacks(pipeline.Quiet):
             self.say(message)
 
     @contextmanager
-    def bar(self, message: str, total: int | None, *, counts: str) -> Iterator[Callable[[], None]]:
-        advance = {"passes": self.on_pass, "simulations": self.on_simulate}[counts]
+    def bar(self, message: str, total: int | None, *, counts: Counts) -> Iterator[Callable[[], None]]:
+        advance = {Counts.PASSES: self.on_pass, Counts.SIMULATIONS: self.on_simulate}.get(counts)
         yield advance or (lambda: None)

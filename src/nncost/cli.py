@@ -25,6 +25,7 @@ from nncost.request import COMMANDS
 
 if TYPE_CHECKING:
     from nncost.request import Request
+    from nncost.stages.progress import Counts
 
 FORMATS = ("table", "text", "json", "csv", "markdown")  # table and text are the same view
 MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME | path/to/config_dir | config.json"
@@ -95,7 +96,7 @@ class Progress:
         return bool(self.console.is_terminal or self.forced)
 
     @contextmanager
-    def bar(self, message: str, total: int | None, *, counts: str) -> Iterator[Callable[[], None]]:
+    def bar(self, message: str, total: int | None, *, counts: Counts) -> Iterator[Callable[[], None]]:
         """A bar that the yielded callable advances by one (``total`` None: a count with no end);
         where bars are not wanted, one line for the slow work instead."""
         if not self.shows_bars:

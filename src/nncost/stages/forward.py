@@ -23,7 +23,7 @@ from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.records.trace import TorchFlags
 from nncost.request import WARMUP, Request
-from nncost.stages.progress import Progress
+from nncost.stages.progress import Counts, Progress
 from nncost.stages.real_run import real_run
 from nncost.stages.source import Source, asked_weights, param_dtype, weights_dtype
 
@@ -159,7 +159,7 @@ def _measured(request: Request, source: Source, report: Report, device: str, say
     args, kwargs = source.inputs(str(model_device(model)))
     precision = resolve_precision(request.precision, request.dtype)
     passes = WARMUP + request.repeats
-    with say.bar(f"timing {source.label} ({passes} passes)", passes, counts="passes") as advance, \
+    with say.bar(f"timing {source.label} ({passes} passes)", passes, counts=Counts.PASSES) as advance, \
             real_run(f"timing {source.label}"):
         times = measure_times(model, args, kwargs, device=device, dtype=precision.param_dtype,
                               repeats=request.repeats, warmup=WARMUP, autocast=precision.autocast_dtype,

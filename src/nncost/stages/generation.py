@@ -27,7 +27,7 @@ from nncost.records.trace import Trace
 from nncost.request import Request
 from nncost.stages.forward import time_device
 from nncost.stages.layout import attention_heads
-from nncost.stages.progress import Progress
+from nncost.stages.progress import Counts, Progress
 from nncost.stages.source import Source, asked_weights, param_dtype, weights_dtype
 from nncost.stages.step import memory_budget
 
@@ -74,7 +74,7 @@ def generation(request: Request, source: Source, say: Progress) -> GenerationRep
         return report
     max_batch = None
     if wanted.fit is not None:
-        with say.bar(f"searching the most sequences {source.label} serves", None, counts="simulations") as advance:
+        with say.bar(f"searching the most sequences {source.label} serves", None, counts=Counts.SIMULATIONS) as advance:
             def peak_at(sequences: int) -> int:
                 advance()
                 if sequences == batch:

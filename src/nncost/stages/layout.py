@@ -19,7 +19,7 @@ from nncost.records.parallel import Layout, ParallelStep, Plan
 from nncost.records.result import Result
 from nncost.request import DEFAULT_SEQ, Request
 from nncost.simulation.step import capture_step
-from nncost.stages.progress import Progress
+from nncost.stages.progress import Counts, Progress
 from nncost.stages.source import Source, param_dtype, weights_dtype
 from nncost.stages.step import memory_budget, warn_cpu_autocast
 
@@ -54,7 +54,7 @@ def lay_out(request: Request, source: Source, say: Progress) -> tuple[ParallelSt
     budget = memory_budget(None, request.hardware)
     if step.plan:
         assert cluster is not None and budget is not None  # the request asks for a catalogue device
-        with say.bar(f"searching layouts of {step.gpus} × {cluster.hardware}", None, counts="layouts") as advance:
+        with say.bar(f"searching layouts of {step.gpus} × {cluster.hardware}", None, counts=Counts.LAYOUTS) as advance:
             found = search_layouts(profile, cluster, gpus=step.gpus, budget=budget, global_batch=step.global_batch,
                                    sequence_parallel=step.sequence_parallel, advance=advance)
         return (found.best[0] if found.best else None), found

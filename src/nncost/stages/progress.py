@@ -6,6 +6,16 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
+from nncost.compat import StrEnum
+
+
+class Counts(StrEnum):
+    """What a bar counts."""
+
+    PASSES = "passes"  # timed forwards
+    SIMULATIONS = "simulations"  # steps simulated by a search of the largest batch or the most sequences
+    LAYOUTS = "layouts"  # layouts a plan has considered
+
 
 class Progress(Protocol):
     """Where messages about slow stages go: the CLI shows spinners and bars, the API stays quiet."""
@@ -14,9 +24,9 @@ class Progress(Protocol):
 
     def step(self, message: str, slow: bool = True) -> AbstractContextManager[Any]: ...
 
-    def bar(self, message: str, total: int | None, *, counts: str) -> AbstractContextManager[Callable[[], None]]:
-        """A bar of ``total`` steps (None: no known end) counting ``passes`` (timed forwards) or
-        ``simulations`` (a batch search); the yielded callable advances it by one."""
+    def bar(self, message: str, total: int | None, *, counts: Counts) -> AbstractContextManager[Callable[[], None]]:
+        """A bar of ``total`` steps (None: no known end) counting ``counts``; the yielded callable
+        advances it by one."""
 
 
 class Quiet:
@@ -30,5 +40,5 @@ class Quiet:
         yield
 
     @contextmanager
-    def bar(self, message: str, total: int | None, *, counts: str) -> Iterator[Callable[[], None]]:
+    def bar(self, message: str, total: int | None, *, counts: Counts) -> Iterator[Callable[[], None]]:
         yield lambda: None

@@ -23,7 +23,7 @@ from nncost.records.result import Result
 from nncost.request import FIT_DEVICE, Request
 from nncost.simulation.autocast import cpu_stands_in
 from nncost.simulation.step import capture_step
-from nncost.stages.progress import Progress
+from nncost.stages.progress import Counts, Progress
 from nncost.stages.real_run import check_memory, real_run, weights_bytes
 from nncost.stages.source import Source
 
@@ -64,7 +64,7 @@ def simulate_step(request: Request, source: Source, say: Progress) -> MemoryRepo
     if budget is not None:
         max_batch = None
         if step.fit is not None:
-            with say.bar(f"searching the largest batch of {label}", None, counts="simulations") as advance:
+            with say.bar(f"searching the largest batch of {label}", None, counts=Counts.SIMULATIONS) as advance:
                 def peak_at(batch: int) -> int:
                     advance()
                     return simulate(batch).peak_per_gpu_bytes
