@@ -2,17 +2,21 @@
 
 The import graph is drawn from the source with ``ast``, imports inside functions included;
 only a record showing itself (the display protocols, and thin ``to_*`` methods that call the
-renderer of their name) may import a renderer lazily.  docs/architecture.md draws the layers.
+renderer of their name) may import a renderer lazily.  docs/architecture.md draws the layers;
+every path it names must exist.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 PROTOCOLS = {"__str__", "__repr__", "__rich_console__", "__rich__", "_repr_html_", "_repr_markdown_", "__format__"}
 # Methods of a record that call exactly the renderer of their name (docs/architecture.md).
 THIN_RENDERERS = {"to_dict", "to_json", "to_csv", "to_markdown", "to_html", "to_dataframe", "table", "explain"}
@@ -61,7 +65,7 @@ def _imports(module: str) -> list[tuple[str, str | None]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
             skipped |= {id(n) for n in ast.walk(node)}
-    found = []
+    found: list[tuple[str, str | None]] = []
 
     def visit(node: ast.AST, function: str | None) -> None:
         for child in ast.iter_child_nodes(node):
@@ -160,3 +164,27 @@ def test_capture_reads_no_source_but_the_onnx_file_it_costs() -> None:
 def test_only_the_front_ends_import_the_pipeline() -> None:
     importers = {m for m, edges in _graph().items() if "nncost.pipeline" in edges}
     assert importers <= {"nncost", "nncost.api", "nncost.cli"}
+
+
+def _named_paths() -> list[tuple[str, list[str]]]:
+    """The paths docs/architecture.md names in backticks outside its code blocks (but those it
+    marks ``(new)``), each with the names given in backticks in the parentheses after it."""
+    prose = re.sub(r"```.*?```", "", ARCHITECTURE.read_text(), flags=re.S)
+    found = []
+    for match in re.finditer(r"`([\w.-]*/[\w./-]*|[\w-]+\.(?:py|json|md))`(?! \(new\))( \(([^)]*)\))?", prose):
+        found.append((match[1], re.findall(r"`(\w+)`", match[3] or "")))
+    return found
+
+
+def test_every_path_the_architecture_names_exists() -> None:
+    """Paths are the repository's (``docs/``, ``tests/``) or, as the page says, under ``src/nncost/``;
+    a name in parentheses after a module is defined or used in it."""
+    named = _named_paths()
+    assert len(named) > 50
+    for path, names in named:
+        where = [base / path for base in (ROOT, SRC / "nncost") if (base / path).exists()]
+        assert where, f"docs/architecture.md names {path}, which does not exist"
+        if path.endswith(".py"):
+            text = where[0].read_text()
+            missing = [name for name in names if not re.search(rf"\b{name}\b", text)]
+            assert not missing, f"docs/architecture.md names {missing} in {path}, which has no such name"
