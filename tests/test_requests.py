@@ -136,10 +136,14 @@ def test_an_unknown_option_names_the_options() -> None:
         build_request("hf:gpt2", prompts=8)
 
 
-def test_every_flag_of_the_command_line_is_an_option() -> None:
-    from nncost.cli import build_compare_parser, build_parser
+def test_every_flag_of_every_command_is_an_option_with_one_default() -> None:
+    from nncost.cli import build_parser
+    from nncost.request import COMMANDS
 
     output = {"format", "explain", "html", "plot", "progress", "debug", "model", "help", "version"}
-    for parser in (build_parser(), build_compare_parser()):
-        for action in parser._actions:
-            assert action.dest in OPTIONS or action.dest in output, action.dest
+    for name, command in COMMANDS.items():
+        for action in build_parser(name)._actions:
+            assert action.dest in OPTIONS or action.dest in output, (name, action.dest)
+        for group in command.groups:
+            for option in group.flags:  # a name two commands share is one option: one default
+                assert OPTIONS[option.option] == option.default, (name, option.option)

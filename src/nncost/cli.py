@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from nncost import __version__
 from nncost.errors import NncostError, NncostWarning
+from nncost.render.output import FORMATS
 from nncost.request import COMMANDS
 
 if TYPE_CHECKING:
     from nncost.request import Request
     from nncost.stages.progress import Counts
 
-FORMATS = ("table", "text", "json", "csv", "markdown")  # table and text are the same view
 MODEL_FORMS = ("resnet50 | torchvision:NAME | timm:NAME | hf:gpt2 | hf:ORG/NAME | path/to/config_dir | config.json"
                " | path/to/file.py:callable | pkg.mod:callable | x.pt2 | x.pt (TorchScript) | x.onnx")
 

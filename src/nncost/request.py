@@ -1,8 +1,9 @@
-"""A request: everything one run of nncost needs, typed and frozen.
+"""A request: everything one run of nncost needs, typed and frozen, and the options that ask for it.
 
-The Python API and the command line build a :class:`Request` and hand it to
-:func:`nncost.pipeline.run`; nothing else decides what runs.  Three words that look alike mean
-three things here:
+Every option is declared once here (:data:`COMMANDS`: each command's flags, names, defaults and
+help), and :func:`build_request` is the one place options become a :class:`Request`, for the
+command line (which only parses) and the Python API alike; :func:`nncost.pipeline.run` runs it.
+Three words that look alike mean three things here:
 
 - ``device``: where the capture runs (``meta``: no weights; ``cpu``/``cuda``: a real run);
 - ``hardware``: the device of the roofline's time estimates (a catalogue name, or ``cpu``:
@@ -27,7 +28,6 @@ from nncost.hardware.catalogue import names as hardware_names
 from nncost.precision import PRECISIONS
 from nncost.quantization import KV_CACHE_DTYPES, NF4, NF4_BLOCKS, WEIGHT_FORMATS, check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
-from nncost.render.output import PLOT_NEEDS_A_STEP
 from nncost.simulation.optimizers import OPTIMIZERS
 
 if TYPE_CHECKING:  # the names here are read by the command line's parser, which starts without torch
@@ -416,6 +416,8 @@ class Request:
 
 
 # -- options: what a request can ask for, as the command line's flags and the API's keywords --
+PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
+                     "generation or a layout over GPUs")
 TRUST_PICKLE_HELP = ("unpickle a module saved whole with torch.save(model); unpickling runs code stored in the "
                      "file, so only for files you trust (a state dict or a TorchScript archive needs no trust)")
 

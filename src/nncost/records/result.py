@@ -31,15 +31,10 @@ if TYPE_CHECKING:
 
 S = TypeVar("S")
 
-# Every section type, in the order a result holds them.
-SECTIONS: tuple[type, ...] = (Report, MemoryReport, GenerationReport, Plan, ParallelStep, TrainingRun, Comparison)
-
 # What ``nncost.compare`` returned before it returned a result: the comparison's attributes, read
 # through the result for one release, each with a DeprecationWarning.
 _COMPARISON_ATTRIBUTES = frozenset({"models", "ratios", "stages", "stage_depth", "train", "optimizer", "allocator",
                                     "reports", "memory_reports", "figures"})
-
-
 
 @dataclass(frozen=True)
 class Result:

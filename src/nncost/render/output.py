@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from nncost.errors import BadRequest
 from nncost.render.files import writable
+from nncost.request import PLOT_NEEDS_A_STEP
 
 if TYPE_CHECKING:
     from nncost.records.report import Report
@@ -22,9 +23,6 @@ if TYPE_CHECKING:
 
 FORMATS = ("table", "text", "json", "csv", "markdown")  # table and text are the same view
 EXPLAIN_FORMATS = ("table", "text", "json")
-
-PLOT_NEEDS_A_STEP = ("--plot draws the step one GPU simulates: add --train (or another memory option), without "
-                     "generation or a layout over GPUs")
 
 
 @dataclass(frozen=True)
