@@ -313,3 +313,28 @@ def test_pointwise_in_place_operators_keep_their_checks_and_their_counts() -> No
         with pytest.raises(RuntimeError):
             b.add_(a)  # the result's shape is not the first argument's
     assert [(op.op, op.flops) for op in tracer.ops] == [("add_", 12), ("add_", 12)]
+
+
+def test_copy_into_a_tensor_moves_its_bytes_and_in_place_views_move_none() -> None:
+    """``copy_`` moves data: it reads its source and writes its destination (its out-of-place name
+    has view overloads, ``copy.t`` of a list, which once made it look like ``t_``); ``t_`` and
+    ``squeeze_`` change metadata only."""
+
+    class Copies(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("held", torch.zeros(4, 256))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.held.copy_(x)
+            y = x.clone()
+            y.t_()
+            y.unsqueeze_(0).squeeze_(0)
+            return y
+
+    report = nncost.profile(Copies(), (256,), batch_size=4)
+    assert not report.uncounted
+    nbytes = 4 * 256 * 4
+    # copy_: the destination and the source read, the destination written; clone: one read, one write
+    assert report.totals.read_bytes == 2 * nbytes + nbytes
+    assert report.totals.write_bytes == nbytes + nbytes

@@ -76,9 +76,11 @@ def _op_name(func: torch._ops.OpOverload) -> str:
 
 
 def _inplace_view(func: torch._ops.OpOverload) -> bool:
-    """``squeeze_``, ``transpose_``, ``t_``: in-place forms of view ops change metadata only."""
+    """``squeeze_``, ``transpose_``, ``t_``: in-place forms of view ops change metadata only.
+    PyTorch tags them ``inplace_view``; ``copy_``, whose out-of-place name has view overloads
+    (``copy.t`` of a list), moves data and is not one."""
     name: str = func._opname
-    if func.namespace != "aten" or not name.endswith("_"):
+    if func.namespace != "aten" or not name.endswith("_") or torch.Tag.inplace_view not in func.tags:
         return False
     base = getattr(torch.ops.aten, name[:-1], None)
     return base is not None and any(getattr(base, overload).is_view for overload in base.overloads())
