@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the names here are read by the command line's parser, which
 
 DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
 MODES = ("train", "infer")
+ENGINES = ("hf-generate", "vllm")  # whose generation --prompt costs (Generation.engine)
 FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
 DEFAULT_SEQ = 128  # token models' sequence length when none is given
 DEFAULT_REPEATS = 10  # timed passes of measure_time
@@ -228,14 +229,19 @@ class Generation:
     then ``new_tokens − 1`` decode steps of one token (the request's batch is the number of
     sequences).  ``fit`` (bytes, ``"80GB"``, or :data:`FIT_DEVICE`) asks for the most sequences
     whose peak fits; ``tensor_parallel`` splits the model over that many GPUs in the Megatron
-    layout (the figures are then one GPU's)."""
+    layout (the figures are then one GPU's).  ``engine`` is whose generation is costed:
+    ``"hf-generate"`` (``model.generate`` and the model's own cache) or ``"vllm"`` (the same model
+    code with a paged KV cache, docs/engines.md)."""
 
     prompt_tokens: int
     new_tokens: int
     fit: int | str | None = None
     tensor_parallel: int = 1
+    engine: str = "hf-generate"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise BadRequest(f"the engine is one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.prompt_tokens < 1:
             raise BadRequest(f"the prompt must have at least 1 token, got {self.prompt_tokens}")
         if self.new_tokens < 1:
@@ -597,13 +603,18 @@ TIME_FLAGS = FlagGroup("time", "roofline estimates on a device, and measured lat
     flag("--repeats", type=positive, default=DEFAULT_REPEATS,
          help=f"timed passes for --measure-time (default {DEFAULT_REPEATS}, after {WARMUP} warm-up)"),
 ))
-GENERATION_FLAGS = FlagGroup("generation", "prefill and decode as model.generate runs them (hf: models)", (
+GENERATION_FLAGS = FlagGroup("generation", "prefill and decode as model.generate or a serving engine runs them "
+                             "(hf: models)", (
     flag("--prompt", type=positive, metavar="P", default=None,
          help="prompt tokens per sequence; with --new-tokens, cost generation instead of one "
               "forward (--batch sequences at once)"),
     flag("--new-tokens", type=positive, metavar="M", default=None,
          help="tokens generated per sequence: the prefill yields the first, M-1 decode steps the "
               "rest"),
+    flag("--engine", choices=list(ENGINES), default="hf-generate",
+         help="with --prompt: whose generation is costed: hf-generate (default: transformers' "
+              "generate and the model's own cache) or vllm (a paged KV cache of 16-token blocks, "
+              "written once per token and read once per step; docs/engines.md)"),
 ))
 ADAPTER_FLAGS = FlagGroup("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')", (
     flag("--lora", type=positive, metavar="R", default=None,
@@ -759,6 +770,8 @@ def _check_combinations(o: Any) -> None:
         raise BadRequest(f"{real[0]} runs the model for real, which --device meta rules out: drop one of them")
     if (o.prompt is None) != (o.new_tokens is None):
         raise BadRequest("generation needs both --prompt P and --new-tokens M")
+    if o.prompt is None and o.engine != "hf-generate":
+        raise BadRequest(f"--engine {o.engine} sets whose generation is costed: add --prompt P --new-tokens M")
     if o.prompt is not None:
         if o.train or o.measure_time or o.seq is not None:
             raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
@@ -782,7 +795,7 @@ def _check_combinations(o: Any) -> None:
 def _generation(o: Any) -> Generation | None:
     if o.prompt is None:
         return None
-    return Generation(o.prompt, o.new_tokens, fit=o.fit, tensor_parallel=o.tensor_parallel)
+    return Generation(o.prompt, o.new_tokens, fit=o.fit, tensor_parallel=o.tensor_parallel, engine=o.engine)
 
 
 def _step(o: Any, *, device_memory: bool) -> Step | None:

@@ -33,6 +33,7 @@ class Traced:
     per_token: int
     cache: str
     caches: dict[int, int]  # the bytes the cache holds after the step at each traced context
+    prefill_cache: int = 0  # the cache held beside the prefill's own memory (a paged cache's blocks)
 
 
 def one_gpu(traced: Traced, model: nn.Module, prompt: int, new: int, batch: int, roofline: Roofline | None,
@@ -65,7 +66,7 @@ def generation_report(traced: Traced, prompt: int, new: int, batch: int, weights
     def share(nbytes: int) -> int:
         return -(-nbytes // kv_share)
 
-    peaks = [("prefill", 0, peak_live_bytes(traced.prefill.memory_events)[0])]
+    peaks = [("prefill", share(traced.prefill_cache), peak_live_bytes(traced.prefill.memory_events)[0])]
     if traced.last_step is not None:
         peaks.append(("decode", share(traced.cache_before_last), peak_live_bytes(traced.last_step.memory_events)[0]))
     phase, peak_cache, working = max(peaks, key=lambda p: p[1] + p[2])

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nncost.capture.meta_kernels import Answering
+from nncost.capture.paged import PagedLayer, cache_writes_read_source_only, paged
 from nncost.capture.paths import KernelPaths
 from nncost.capture.placement import (
     attributes_restored,
@@ -59,12 +60,13 @@ class GenerationSession:
     (:func:`nncost.quantization.cache_nbytes`); the traces name the cache's storages, so that
     :mod:`nncost.analyses.quantize` can size what the steps read and write of it.  ``kernels``
     (``cuda``, ``cpu`` or ``meta``) is the device whose attention kernels the traced calls run
-    (:mod:`nncost.capture.paths`).
+    (:mod:`nncost.capture.paths`).  ``engine="vllm"`` replaces the layers of that cache by a paged
+    one (:mod:`nncost.capture.paged`): the same calls, with vLLM's cache traffic.
     """
 
     def __init__(self, model: nn.Module, batch_size: int, *, dtype: torch.dtype | None = None,
                  model_name: str = "", max_cache_length: int = 0, kv_cache_dtype: str | None = None,
-                 kernels: str = "meta") -> None:
+                 kernels: str = "meta", engine: str = "hf-generate") -> None:
         missing = [name for name in NEEDED if not hasattr(model, name)]
         if missing:
             raise BadRequest(f"{model_name or type(model).__name__} cannot generate: it is not a transformers "
@@ -75,6 +77,7 @@ class GenerationSession:
         self.max_cache_length = max_cache_length
         self.kv_cache_dtype = kv_cache_dtype
         self.kernels = kernels
+        self.engine = engine
         quantized = quantized_weights(model)
         if quantized:
             raise BadRequest(f"{self.name} holds quantized weights ({', '.join(quantized)}), whose kernels do not run "
@@ -112,6 +115,8 @@ class GenerationSession:
         config.max_new_tokens = max(1, self.max_cache_length + 1 - prompt_tokens)
         model._prepare_cache_for_generation(config, kwargs, None, self.batch,
                                             max(self.max_cache_length, prompt_tokens))
+        if self.engine == "vllm":
+            paged(_cache(kwargs), max(self.max_cache_length, prompt_tokens) + 1, self.name)
         return ids, kwargs
 
     def _call(self, ids: torch.Tensor, kwargs: dict[str, Any], *, first: bool) -> Any:
@@ -146,6 +151,8 @@ class GenerationSession:
                       ops=tracer.ops, memory_events=tracer.memory_events, params=param_stats(self.model, self.dtype),
                       input_bytes=ids.numel() * ids.element_size(), named=named,
                       weight_format=four_bit_format(self.model))
+        if self.engine == "vllm":
+            trace = cache_writes_read_source_only(trace)
         return trace, output
 
     def prefill(self, prompt_tokens: int) -> tuple[Trace, int]:
@@ -198,9 +205,14 @@ def is_kv(tensor: torch.Tensor) -> bool:
 
 def cache_bytes(kwargs: dict[str, Any], kv_cache_dtype: str | None = None) -> int:
     """Bytes of every tensor the generation cache in ``kwargs`` holds, each storage once; with
-    ``kv_cache_dtype``, its keys and values as stored in that dtype."""
+    ``kv_cache_dtype``, its keys and values as stored in that dtype.  A paged cache holds its
+    layers' blocks in use, not its whole pool."""
+    cache = _cache(kwargs)
+    layers = getattr(cache, "layers", None) or ()
+    if layers and all(isinstance(layer, PagedLayer) for layer in layers):
+        return sum(layer.held_bytes(kv_cache_dtype) for layer in layers)
     seen: dict[int, int] = {}
-    for tensor in _tensors(_cache(kwargs), depth=0):
+    for tensor in _tensors(cache, depth=0):
         storage = tensor.untyped_storage()
         if kv_cache_dtype is not None and is_kv(tensor):
             seen[id(storage)] = cache_nbytes(kv_cache_dtype, tuple(storage_shape(tensor)), tensor.element_size())
@@ -248,8 +260,8 @@ def _tensors(value: Any, depth: int) -> Iterator[torch.Tensor]:
 @contextmanager
 def session(model: nn.Module, batch_size: int, *, dtype: torch.dtype | None = None, model_name: str = "",
             max_cache_length: int = 0, kv_cache_dtype: str | None = None,
-            kernels: str = "meta") -> Iterator[GenerationSession]:
+            kernels: str = "meta", engine: str = "hf-generate") -> Iterator[GenerationSession]:
     """A :class:`GenerationSession` as a ``with`` block."""
     with GenerationSession(model, batch_size, dtype=dtype, model_name=model_name, max_cache_length=max_cache_length,
-                           kv_cache_dtype=kv_cache_dtype, kernels=kernels) as opened:
+                           kv_cache_dtype=kv_cache_dtype, kernels=kernels, engine=engine) as opened:
         yield opened

@@ -51,6 +51,7 @@ class GenerationReport:
     communication_seconds: tuple[float, float] | None = None  # on the device's link, in TTFT and tokens/s
     weight_format: str | None = None  # quantized weights: the format (nncost.quantization), weights_bytes in it
     kv_cache_dtype: str | None = None  # fp8 or int8: the cache's bytes as stored in it; None: the model's dtype
+    engine: str = "hf-generate"  # whose generation: hf-generate (model.generate) or vllm (a paged cache)
 
     @property
     def decode_seconds(self) -> float | None:

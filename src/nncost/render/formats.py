@@ -114,6 +114,7 @@ def generation_dict(generation: GenerationReport) -> dict[str, Any]:
         "prompt_tokens": g.prompt_tokens,
         "new_tokens": g.new_tokens,
         "batch": g.batch_size,
+        "engine": g.engine,
         "cache": g.cache,
         "prefill": _phase_dict(g.prefill, layers=False),
         "decode": _phase_dict(g.decode, layers=True),

@@ -51,13 +51,18 @@ def rows(generation: GenerationReport, depth: int | None = None) -> tuple[tuple[
     return header, shown, cells
 
 
+# How each engine's generation is said (Generation.engine).
+ENGINE_WORDS = {"hf-generate": "as model.generate runs them (--engine hf-generate)",
+                "vllm": "as vLLM runs them (--engine vllm: a paged KV cache of 16-token blocks)"}
+
+
 def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
     """The generation's figures as (label, value) pairs, shared by the terminal and Markdown."""
     g, prefill, decode = generation, generation.prefill, generation.decode
     lines = [
         ("Generation", f"{g.prompt_tokens:,} prompt tokens, {g.new_tokens:,} new, {g.batch_size} "
                        f"sequence{'s' if g.batch_size > 1 else ''}: a prefill and {g.decode_steps:,} decode "
-                       f"step{'s' if g.decode_steps != 1 else ''}, as model.generate runs them"),
+                       f"step{'s' if g.decode_steps != 1 else ''}, {ENGINE_WORDS[g.engine]}"),
         ("Cache", g.cache),
         *([("Tensor parallel", f"{g.tensor_parallel} GPUs in the Megatron layout: every figure below is one GPU's; "
                                f"each sends {units.nbytes(g.communication_bytes[0])} in the prefill and "

@@ -17,6 +17,7 @@ from nncost.analyses.reads import bytes_read
 from nncost.analyses.roofline import make_roofline
 from nncost.analyses.split import check_tensor_parallel
 from nncost.capture.generation import session
+from nncost.capture.paged import BLOCK_TOKENS
 from nncost.errors import BadRequest
 from nncost.hardware.calibration import resolve_device
 from nncost.quantization import WeightFormat
@@ -61,9 +62,11 @@ def generation(request: Request, source: Source, say: Progress) -> GenerationRep
             roofline = make_roofline(device, request.flags, dtype=weights_dtype(model, dtype),
                                      precision=request.precision, efficiency=request.efficiency)
         kernels = device.kind if device is not None else "cpu"  # only the calibrated cpu can be missing
+    if wanted.engine == "vllm":
+        kernels = "cuda"  # a GPU engine: its attention is a fused kernel whatever the roofline device
     batch = request.inputs.batch_size
     parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
-    quantize = _Quantize(asked_weights(request, model), request.kv_cache_dtype)
+    quantize = _Quantize(asked_weights(request, model), request.kv_cache_dtype, wanted.engine)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
                            name=source.label, parallel=parallel, quantize=quantize, kernels=kernels)
@@ -89,10 +92,11 @@ def generation(request: Request, source: Source, say: Progress) -> GenerationRep
 
 @dataclass(frozen=True)
 class _Quantize:
-    """The what-ifs applied to every traced call of a generation."""
+    """The what-ifs applied to every traced call of a generation, and the engine that makes them."""
 
     weights: WeightFormat | None = None
     kv_cache_dtype: str | None = None
+    engine: str = "hf-generate"  # whose generation loop and cache each call runs (Generation.engine)
 
     def __call__(self, trace: Trace) -> Trace:
         return quantized(trace, self.weights, self.kv_cache_dtype)
@@ -108,7 +112,8 @@ def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: tor
     traced = _trace_generation(model, prompt, new, batch, dtype=dtype, name=name, peak_only=peak_only,
                                quantize=quantize, kernels=kernels)
     return replace(one_gpu(traced, model, prompt, new, batch, roofline, parallel),
-                   weight_format=traced.prefill.weight_format, kv_cache_dtype=quantize.kv_cache_dtype)
+                   weight_format=traced.prefill.weight_format, kv_cache_dtype=quantize.kv_cache_dtype,
+                   engine=quantize.engine)
 
 
 def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None, name: str,
@@ -116,7 +121,7 @@ def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dt
     """Trace the prefill, and enough decode steps to sum all of them."""
     last = prompt + new - 2  # the context of the last decode step
     with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
-                 kv_cache_dtype=quantize.kv_cache_dtype, kernels=kernels) as run:
+                 kv_cache_dtype=quantize.kv_cache_dtype, kernels=kernels, engine=quantize.engine) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
         prefill_trace = bytes_read(quantize(prefill_trace))
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}
@@ -133,11 +138,12 @@ def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dt
             step_at(last)
             if last - 1 not in caches:
                 step_at(last - 1)
-        per_token = (run.cache_bytes_at(2) - run.cache_bytes_at(1)) // batch
+        span = BLOCK_TOKENS if quantize.engine == "vllm" else 1  # a paged cache grows a block at a time
+        per_token = (run.cache_bytes_at(1 + span) - run.cache_bytes_at(1)) // (batch * span)
         cache = run.cache_description()
     return Traced(prefill_trace, segments, traced.get(last) if new > 1 else None, cache_after_prefill,
                    caches.get(last - 1, cache_after_prefill), caches.get(last, cache_after_prefill), per_token, cache,
-                   caches)
+                   caches, prefill_cache=cache_after_prefill if quantize.engine == "vllm" else 0)
 
 
 def _parallel(model: nn.Module, size: int, hardware: str | None) -> TensorParallel | None:
