@@ -1,7 +1,8 @@
-"""The public entry points: each builds a :class:`~nncost.request.Request` and runs it.
+"""The public entry points: each builds a :class:`~nncost.request.Request` with
+:func:`~nncost.request.build_request`, the command line's builder, and runs it.
 
 Nothing here computes a figure; :func:`nncost.pipeline.run` does, for these functions and for
-the command line alike.
+the command line alike.  :func:`cost` takes the command line's options as they are.
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def compare(
     hardware: str | None = None,
     ignore_context_limit: bool = False,
 ) -> Result:
-    """Several models side by side: totals, ratios to the first model, and the stages they share.
+    """Several models side by side: totals, ratios to the first model, and the stages they share,
+    as the ``comparison`` section of the result (``print(result)`` shows its tables).
 
     Each model is a MODEL string as the CLI takes it (``"resnet18"``, ``"timm:..."``, ``"hf:gpt2"``,
     ``"net.py:Net"``, ``"model.pt2"``), an ``nn.Module``, or an already built :class:`Report`
