@@ -25,6 +25,7 @@ from nncost.analyses.sharding import STRATEGIES
 from nncost.errors import BadRequest
 from nncost.hardware.catalogue import ALLOCATORS, Allocator
 from nncost.hardware.catalogue import names as hardware_names
+from nncost.hardware.engines import CUDA_GRAPHS, MAX_CAPTURE_BATCH
 from nncost.precision import PRECISIONS
 from nncost.quantization import KV_CACHE_DTYPES, NF4, NF4_BLOCKS, WEIGHT_FORMATS, check_kv_cache_dtype, weight_format
 from nncost.records.trace import TorchFlags
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # the names here are read by the command line's parser, which
 DEVICES = ("meta", "cpu", "cuda")  # where a capture can run
 MODES = ("train", "infer")
 ENGINES = ("hf-generate", "vllm")  # whose generation --prompt costs (Generation.engine)
+CUDA_GRAPHS_NEED_VLLM = "--cuda-graphs sets how vLLM launches a step's kernels: add --engine vllm"
 FIT_DEVICE = "device"  # Step.fit: the memory of the request's hardware
 DEFAULT_SEQ = 128  # token models' sequence length when none is given
 DEFAULT_REPEATS = 10  # timed passes of measure_time
@@ -231,17 +233,23 @@ class Generation:
     whose peak fits; ``tensor_parallel`` splits the model over that many GPUs in the Megatron
     layout (the figures are then one GPU's).  ``engine`` is whose generation is costed:
     ``"hf-generate"`` (``model.generate`` and the model's own cache) or ``"vllm"`` (the same model
-    code with a paged KV cache, docs/engines.md)."""
+    code with a paged KV cache, docs/engines.md).  ``cuda_graphs`` says whether the engine's decode
+    steps replay CUDA graphs: ``"auto"`` (vLLM's default rule), ``"on"`` or ``"off"``."""
 
     prompt_tokens: int
     new_tokens: int
     fit: int | str | None = None
     tensor_parallel: int = 1
     engine: str = "hf-generate"
+    cuda_graphs: str = "auto"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise BadRequest(f"the engine is one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.cuda_graphs not in CUDA_GRAPHS:
+            raise BadRequest(f"--cuda-graphs is one of {', '.join(CUDA_GRAPHS)}, got {self.cuda_graphs!r}")
+        if self.cuda_graphs != "auto" and self.engine != "vllm":
+            raise BadRequest(CUDA_GRAPHS_NEED_VLLM)
         if self.prompt_tokens < 1:
             raise BadRequest(f"the prompt must have at least 1 token, got {self.prompt_tokens}")
         if self.new_tokens < 1:
@@ -615,6 +623,11 @@ GENERATION_FLAGS = FlagGroup("generation", "prefill and decode as model.generate
          help="with --prompt: whose generation is costed: hf-generate (default: transformers' "
               "generate and the model's own cache) or vllm (a paged KV cache of 16-token blocks, "
               "written once per token and read once per step; docs/engines.md)"),
+    flag("--cuda-graphs", choices=list(CUDA_GRAPHS), default="auto",
+         help="with --engine vllm: whether each decode step replays one CUDA graph (on) or launches its "
+              f"kernels one by one (off); auto (default) as vLLM does, graphs up to {MAX_CAPTURE_BATCH.value:g} "
+              "sequences. The "
+              "prefill launches them one by one; each step also pays the engine's scheduling"),
 ))
 ADAPTER_FLAGS = FlagGroup("fine-tuning", "LoRA adapters put on by peft (pip install 'nncost[peft]')", (
     flag("--lora", type=positive, metavar="R", default=None,
@@ -772,6 +785,8 @@ def _check_combinations(o: Any) -> None:
         raise BadRequest("generation needs both --prompt P and --new-tokens M")
     if o.prompt is None and o.engine != "hf-generate":
         raise BadRequest(f"--engine {o.engine} sets whose generation is costed: add --prompt P --new-tokens M")
+    if o.cuda_graphs != "auto" and o.engine != "vllm":
+        raise BadRequest(CUDA_GRAPHS_NEED_VLLM)
     if o.prompt is not None:
         if o.train or o.measure_time or o.seq is not None:
             raise BadRequest("--prompt costs generation; it cannot be combined with --train, --measure-time or --seq")
@@ -795,7 +810,8 @@ def _check_combinations(o: Any) -> None:
 def _generation(o: Any) -> Generation | None:
     if o.prompt is None:
         return None
-    return Generation(o.prompt, o.new_tokens, fit=o.fit, tensor_parallel=o.tensor_parallel, engine=o.engine)
+    return Generation(o.prompt, o.new_tokens, fit=o.fit, tensor_parallel=o.tensor_parallel, engine=o.engine,
+                      cuda_graphs=o.cuda_graphs)
 
 
 def _step(o: Any, *, device_memory: bool) -> Step | None:

@@ -10,10 +10,11 @@ from torch import nn
 
 from nncost.analyses.build import build_report, peak_live_bytes
 from nncost.analyses.generation import Segment, decode_report, no_decode, step_samples
+from nncost.analyses.overhead import engine_overhead
 from nncost.analyses.roofline import estimate
 from nncost.analyses.split import link_seconds, split_layers
 from nncost.analyses.tensor_parallel import communication_bytes, shard_segments, shard_trace
-from nncost.records.generation import GenerationReport
+from nncost.records.generation import EngineOverhead, GenerationReport
 from nncost.records.report import Report
 from nncost.records.roofline import Roofline
 from nncost.records.trace import Trace
@@ -37,9 +38,10 @@ class Traced:
 
 
 def one_gpu(traced: Traced, model: nn.Module, prompt: int, new: int, batch: int, roofline: Roofline | None,
-            parallel: TensorParallel | None) -> GenerationReport:
+            parallel: TensorParallel | None, cuda_graphs: str | None = None) -> GenerationReport:
     """The generation's report on one GPU: the whole of ``traced``, or, with ``parallel``, one
-    GPU's share of its layers, weights and cache, and the bytes its all-reduces send."""
+    GPU's share of its layers, weights and cache, and the bytes its all-reduces send; with
+    ``cuda_graphs`` (a serving engine's --cuda-graphs), its steps' overhead in the times."""
     weights = sum(traced.prefill.params.param_bytes_by_dtype.values()) + traced.prefill.params.buffer_bytes
     kv_share = 1
     communication = (0, 0)
@@ -55,14 +57,18 @@ def one_gpu(traced: Traced, model: nn.Module, prompt: int, new: int, batch: int,
         traced = replace(traced, prefill=shard_trace(traced.prefill, split, n),
                          segments=shard_segments(traced.segments, split, n),
                          last_step=shard_trace(traced.last_step, split, n) if traced.last_step else None)
-    return generation_report(traced, prompt, new, batch, weights, roofline, kv_share, communication, parallel)
+    overhead = engine_overhead(traced.prefill, traced.last_step, new - 1, batch, cuda_graphs) \
+        if cuda_graphs is not None else None
+    return replace(generation_report(traced, prompt, new, batch, weights, roofline, kv_share, communication, parallel,
+                                     overhead), overhead=overhead)
 
 
 def generation_report(traced: Traced, prompt: int, new: int, batch: int, weights: int, roofline: Roofline | None,
-                       kv_share: int, communication: tuple[int, int], parallel: TensorParallel | None
-                       ) -> GenerationReport:
+                       kv_share: int, communication: tuple[int, int], parallel: TensorParallel | None,
+                       overhead: EngineOverhead | None = None) -> GenerationReport:
     """The figures of one GPU: the cache divided among ``kv_share`` GPUs, and the time to send
-    ``communication`` bytes (prefill, all decode steps) added to each phase's."""
+    ``communication`` bytes (prefill, all decode steps) and the engine's ``overhead`` added to
+    each phase's."""
     def share(nbytes: int) -> int:
         return -(-nbytes // kv_share)
 
@@ -73,14 +79,18 @@ def generation_report(traced: Traced, prompt: int, new: int, batch: int, weights
     prefill = build_report(traced.prefill)
     decode = decode_report(traced.segments, roofline) if traced.segments else no_decode(traced.prefill, roofline)
     send = (0.0, 0.0)
+    extra = (overhead.prefill_seconds, overhead.decode_seconds) if overhead is not None else (0.0, 0.0)
+    per_step = extra[1] / (new - 1) if new > 1 else 0.0
     if roofline is not None:
         prefill = estimate(prefill, roofline)
         if parallel is not None and parallel.link is not None:
             send = (link_seconds(communication[0], parallel.link), link_seconds(communication[1], parallel.link))
-    ttft = prefill.totals.estimated_seconds + send[0] if prefill.totals.estimated_seconds is not None else None
-    decode_seconds = decode.totals.estimated_seconds + send[1] if decode.totals.estimated_seconds is not None \
+    ttft = prefill.totals.estimated_seconds + send[0] + extra[0] if prefill.totals.estimated_seconds is not None \
         else None
-    samples = tuple((context, macs, seconds, share(traced.caches.get(context, 0))) for context, macs, seconds in
+    decode_seconds = decode.totals.estimated_seconds + send[1] + extra[1] \
+        if decode.totals.estimated_seconds is not None else None
+    samples = tuple((context, macs, seconds + per_step if seconds is not None else None,
+                     share(traced.caches.get(context, 0))) for context, macs, seconds in
                     step_samples(traced.segments, roofline)) if traced.segments else ()
     return GenerationReport(
         prompt_tokens=prompt, new_tokens=new, batch_size=batch, cache=traced.cache, prefill=prefill, decode=decode,

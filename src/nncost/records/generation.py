@@ -9,6 +9,20 @@ from nncost.records.report import Report
 
 
 @dataclass(frozen=True)
+class EngineOverhead:
+    """What a serving engine's steps cost beyond their kernels (:mod:`nncost.analyses.overhead`):
+    the prefill's seconds and the decode steps' summed, the kernels the prefill and one decode step
+    launch, and whether each decode step replays one CUDA graph (``cuda_graphs``) or launches its
+    kernels one by one.  The prefill always launches them one by one."""
+
+    prefill_seconds: float
+    decode_seconds: float
+    prefill_kernels: int
+    decode_kernels: int  # one decode step's
+    cuda_graphs: bool
+
+
+@dataclass(frozen=True)
 class GenerationReport:
     """``prompt_tokens`` per sequence prefilled, then ``new_tokens − 1`` decode steps of one token
     each (the prefill yields the first new token), for ``batch_size`` sequences at once.
@@ -23,6 +37,8 @@ class GenerationReport:
     sequence's decode rate.  ``steps`` has (context length, MACs, seconds, cache bytes) of the
     decode step at a few context lengths, between which the step's cost is a line.  With
     ``tensor_parallel`` > 1 every figure is one GPU's (:mod:`nncost.analyses.tensor_parallel`).
+    With a serving engine, ``overhead`` is what its steps cost beyond their kernels, and the times
+    include it.
     """
 
     SECTION: ClassVar[str] = "generation"  # its key in the document
@@ -52,6 +68,7 @@ class GenerationReport:
     weight_format: str | None = None  # quantized weights: the format (nncost.quantization), weights_bytes in it
     kv_cache_dtype: str | None = None  # fp8 or int8: the cache's bytes as stored in it; None: the model's dtype
     engine: str = "hf-generate"  # whose generation: hf-generate (model.generate) or vllm (a paged cache)
+    overhead: EngineOverhead | None = None  # an engine's step overhead, in the times; None for hf-generate
 
     @property
     def decode_seconds(self) -> float | None:

@@ -137,6 +137,7 @@ def generation_dict(generation: GenerationReport) -> dict[str, Any]:
         "communication_seconds": {"prefill": g.communication_seconds[0], "decode": g.communication_seconds[1]}
         if g.communication_seconds is not None else None,
         "steps": [{"context": c, "macs": m, "seconds": t, "kv_cache_bytes": b} for c, m, t, b in g.steps],
+        "overhead": asdict(g.overhead) if g.overhead is not None else None,
     }
 
 

@@ -90,6 +90,8 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
                                   f"{roofline.family_dtype.get('matmul', roofline.dtype)}, efficiency "
                                   f"{roofline.efficiency:g} (roofline)"))
         lines.append(("Time to first token", units.seconds(g.time_to_first_token_seconds)))
+    if g.overhead is not None:
+        lines.append(("Engine overhead", _overhead(g, timed=prefill.roofline is not None)))
     if g.tokens_per_second is not None:
         lines.append(("Decode rate", f"{units.per_second(g.tokens_per_second)} tokens/s per sequence, "
                                 f"{units.per_second(g.tokens_per_second * g.batch_size)} for the batch"))
@@ -106,6 +108,19 @@ def generation_lines(generation: GenerationReport) -> list[tuple[str, str]]:
     lines.append(("UNCOUNTED ops", ", ".join(f"{op}×{n}" for op, n in uncounted.items())) if uncounted
                  else ("Uncounted ops", "none"))
     return lines
+
+
+def _overhead(generation: GenerationReport, timed: bool) -> str:
+    """The engine's step overhead on one line: each phase's seconds and how its kernels launch."""
+    o = generation.overhead
+    assert o is not None
+    decode = (f"decode {units.seconds(o.decode_seconds)} over all steps, each "
+              + (f"one CUDA graph of {o.decode_kernels:,} kernels" if o.cuda_graphs
+                 else f"{o.decode_kernels:,} kernels launched one by one") if generation.decode_steps
+              else "no decode step")
+    return (f"prefill {units.seconds(o.prefill_seconds)}, {o.prefill_kernels:,} kernels launched one by one; "
+            f"{decode}; scheduling every step (--cuda-graphs; docs/engines.md)"
+            + ("; in the times" if timed else ""))
 
 
 def _experts_lines(generation: GenerationReport) -> list[tuple[str, str]]:

@@ -66,7 +66,7 @@ def generation(request: Request, source: Source, say: Progress) -> GenerationRep
         kernels = "cuda"  # a GPU engine: its attention is a fused kernel whatever the roofline device
     batch = request.inputs.batch_size
     parallel = _parallel(model, wanted.tensor_parallel, request.hardware)
-    quantize = _Quantize(asked_weights(request, model), request.kv_cache_dtype, wanted.engine)
+    quantize = _Quantize(asked_weights(request, model), request.kv_cache_dtype, wanted.engine, wanted.cuda_graphs)
     with say.step(f"tracing the generation of {source.label}", slow=False):
         report = _generate(model, wanted.prompt_tokens, wanted.new_tokens, batch, dtype=dtype, roofline=roofline,
                            name=source.label, parallel=parallel, quantize=quantize, kernels=kernels)
@@ -97,6 +97,7 @@ class _Quantize:
     weights: WeightFormat | None = None
     kv_cache_dtype: str | None = None
     engine: str = "hf-generate"  # whose generation loop and cache each call runs (Generation.engine)
+    cuda_graphs: str = "auto"  # whether the engine's decode steps replay CUDA graphs (Generation.cuda_graphs)
 
     def __call__(self, trace: Trace) -> Trace:
         return quantized(trace, self.weights, self.kv_cache_dtype)
@@ -111,7 +112,8 @@ def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: tor
     quantize = quantize or _Quantize()
     traced = _trace_generation(model, prompt, new, batch, dtype=dtype, name=name, peak_only=peak_only,
                                quantize=quantize, kernels=kernels)
-    return replace(one_gpu(traced, model, prompt, new, batch, roofline, parallel),
+    graphs = quantize.cuda_graphs if quantize.engine == "vllm" else None
+    return replace(one_gpu(traced, model, prompt, new, batch, roofline, parallel, graphs),
                    weight_format=traced.prefill.weight_format, kv_cache_dtype=quantize.kv_cache_dtype,
                    engine=quantize.engine)
 
