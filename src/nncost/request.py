@@ -750,8 +750,8 @@ def build_request(model: Any = None, **options: Any) -> Request:
     (:data:`OPTIONS`), so the same words give the same request, and the same document.  The rules
     that combine options live here: generation when a prompt is given; a memory step when a
     training or memory option is, or a device (``hardware``) whose memory the step is set against,
-    except for an ONNX file, which nothing runs; a layout when a step is spread over GPUs; a
-    comparison of ``models``.
+    except for a model read as stored (an ONNX file, a built report), which nothing runs; a layout
+    when a step is spread over GPUs; a comparison of ``models``.
     """
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
