@@ -3,6 +3,7 @@ lent GPU is not spent finding their bugs: what runs on the CPU is run, the rest 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import subprocess
@@ -26,15 +27,27 @@ def session_scripts() -> list[str]:
 def test_the_session_script_parses_and_runs_every_cuda_bench() -> None:
     subprocess.run(["bash", "-n", str(SESSION)], check=True)
     scripts = session_scripts()
-    expected = ["cuda_learn", "memory_cuda", "roofline_cuda", "generation_cuda", "cuda_check"]
+    expected = ["cuda_learn", "memory_cuda", "roofline_cuda", "generation_cuda", "cuda_check", "engine_cuda"]
     assert [Path(s).stem for s in scripts] == expected
     assert all((ROOT / s).is_file() for s in scripts)
     limits = [int(n) for n in re.findall(r"^run (\d+) ", SESSION.read_text(), flags=re.M)]
     assert len(limits) == len(expected) and sum(limits) <= 420  # leaves a rerun inside 15 device minutes
 
 
+def test_the_session_writes_at_most_the_eight_files_the_device_tool_brings_back() -> None:
+    """summary.txt, one text file per ``run`` line's FILE (two steps may share one), and the JSON files
+    the steps are told to write; the header comment names each of them."""
+    text = SESSION.read_text()
+    files = {"summary.txt"} | {f"{name}.txt" for name in re.findall(r"^run \d+ (\w+) ", text, flags=re.M)}
+    files |= set(re.findall(r'"\$out/(\w+\.json)"', text))
+    assert len(files) <= 8, sorted(files)
+    header = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert all(re.search(rf"\b{re.escape(name)}\b", header) for name in files), sorted(files)
+    assert all(f"bench/{Path(s).name}" in header for s in session_scripts())
+
+
 @pytest.mark.parametrize("script", ["bench/cuda_learn.py", "bench/memory_cuda.py", "bench/cuda_check.py",
-                                    "bench/roofline_cuda.py", "bench/generation_cuda.py"])
+                                    "bench/roofline_cuda.py", "bench/generation_cuda.py", "bench/engine_cuda.py"])
 def test_each_cuda_bench_imports(script: str) -> None:
     load_script(script, "nncost_gpu_" + Path(script).stem)
 
@@ -98,3 +111,45 @@ def test_roofline_table_judges_rows_at_the_shared_and_held_out_factors() -> None
     assert cells[9] == f"{100 * (0.5 / 0.8 - 1):+.1f}%"
     linear = next(line for line in text.splitlines() if line.startswith("| Linear |"))
     assert [c.strip() for c in linear.split("|")][3:5] == ["0.50", "0.80"]  # roof reached at batch 1 and 64
+
+
+def test_engine_bench_runs_on_the_cpu(tmp_path: Path) -> None:
+    """The paged decode step of the tiny config, measured on the CPU beside nncost's --engine vllm estimate: one
+    row per batch and context, the CUDA-graph parts skipped with a line that says so, and the JSON's constants
+    named as src/nncost/hardware/engines.py names them, each beside its published value."""
+    from nncost.hardware.engines import CONSTANTS
+
+    out = tmp_path / "engine.json"
+    run = subprocess.run([sys.executable, "bench/engine_cuda.py", "--device", "cpu", "--tiny", "--hardware", "h100-sxm",
+                          "--batches", "1", "2", "--contexts", "20", "--repeats", "2", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split("|") for line in run.stdout.splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]
+    assert [(row[1].strip(), row[2].strip()) for row in rows] == [("1", "20"), ("2", "20")]
+    assert "CUDA graphs: skipped (needs CUDA)" in run.stdout
+    assert run.stdout.rstrip().endswith("ALL OK")
+    document = json.loads(out.read_text())
+    assert set(document["constants"]) == set(CONSTANTS) - {"max_capture_batch"}
+    for name, entry in document["constants"].items():
+        assert entry["published"] == CONSTANTS[name].value and entry["value"] is None  # nothing CUDA on the CPU
+    assert document["launch_lines"]["eager_op"]["per_kernel_seconds"] > 0
+    steps = document["decode_steps"]
+    assert [(s["batch"], s["context"]) for s in steps] == [(1, 20), (2, 20)]
+    assert all(s["estimated"]["kernels"] > 0 and s["measured"]["graph_seconds"] is None for s in steps)
+
+
+def test_the_engine_bench_writes_slots_and_gathers_the_context_in_order() -> None:
+    """Tokens written one position at a time through the shuffled block table come back from the gather in
+    their positions' order; the step's own slots are the new token's."""
+    bench = load_script("bench/engine_cuda.py", "nncost_gpu_engine")
+    config = {**bench.TINY, "num_hidden_layers": 1}
+    batch, context = 3, 40
+    cache = bench.paged_cache(config, batch, context, torch.device("cpu"))
+    pool = cache.keys[0]
+    assert sorted(cache.table.flatten().tolist()) == list(range(pool.shape[0]))  # each block once
+    assert torch.equal(cache.slots, bench.slots(cache.table, context))
+    written = torch.randn(batch, config["num_key_value_heads"], context + 1, config["head_dim"]).to(bench.DTYPE)
+    for position in range(context + 1):
+        bench.write(pool, bench.slots(cache.table, position), written[:, :, position:position + 1])
+    assert torch.equal(bench.gather(pool, cache.table, cache.tokens), written)
