@@ -95,9 +95,8 @@ def estimate(config_dir: Path, row: Row, engine: str) -> Estimate:
     wall = time.perf_counter() - start
     assert generation is not None and generation.time_to_first_token_seconds is not None
     ttft = generation.time_to_first_token_seconds
-    # tokens_per_second is one sequence's decode rate with the engine's overhead and the GPUs'
-    # communication in it (GenerationReport.decode_seconds is the decode's kernels alone).
-    decode = (row.new_tokens - 1) / generation.tokens_per_second if generation.tokens_per_second else 0.0
+    # the decode phase's time with the engine's overhead and the GPUs' communication in it
+    decode = generation.decode_seconds or 0.0
     request_seconds = ttft + decode
     return Estimate(row.batch * row.new_tokens / request_seconds, ttft * 1e3, wall)
 

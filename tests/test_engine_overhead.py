@@ -149,3 +149,13 @@ def test_the_flag_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         cli_run(["--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--cuda-graphs {auto,on,off}" in out and "one CUDA graph" in out
+
+
+def test_the_decode_time_is_what_the_decode_rate_divides(llama_dir: Path) -> None:
+    """``decode_seconds`` holds the kernels, the sends and the engine's overhead, as
+    ``tokens_per_second`` does."""
+    generation = nncost.cost(str(llama_dir), prompt=PROMPT, new_tokens=NEW, batch=BATCH, dtype="bfloat16",
+                             hardware="h100-sxm", engine="vllm").generation
+    assert generation is not None and generation.overhead is not None and generation.overhead.decode_seconds > 0
+    assert generation.decode_seconds is not None and generation.tokens_per_second is not None
+    assert generation.decode_seconds == pytest.approx((generation.new_tokens - 1) / generation.tokens_per_second)

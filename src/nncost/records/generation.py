@@ -72,7 +72,13 @@ class GenerationReport:
 
     @property
     def decode_seconds(self) -> float | None:
-        return self.decode.totals.estimated_seconds
+        """The whole decode phase's time: its kernels, the link's sends under tensor parallelism
+        and the engine's step overhead (what ``tokens_per_second`` divides)."""
+        kernels = self.decode.totals.estimated_seconds
+        if kernels is None:
+            return None
+        sends = self.communication_seconds[1] if self.communication_seconds is not None else 0.0
+        return kernels + sends + (self.overhead.decode_seconds if self.overhead is not None else 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``generation`` section of the document (:func:`nncost.render.formats.generation_dict`)."""
