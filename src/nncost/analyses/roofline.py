@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 FAMILIES = ("matmul", "conv", "depthwise", "pooling", "norm", "row-norm", "reduction", "transcendental", "elementwise")
 MATRIX_FAMILIES = ("matmul", "conv", "depthwise")
 RUNS_AS = {"attention": "matmul", "spectral": "elementwise", "gather": "elementwise", "copy": "elementwise",
-           "uncounted": "elementwise", "free": "elementwise"}
+           "uncounted": "elementwise", "free": "elementwise", "fused": "elementwise"}
 # Families whose efficiency is that of their compute roof alone: a transcendental function's one
 # counted FLOP per element hides a series of instructions, so its time follows its elements, not
 # its bytes; its memory roof stays at the bandwidth (times the user's factor).

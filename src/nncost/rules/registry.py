@@ -57,6 +57,8 @@ UNITS = {
     "spectral": "fast Fourier transforms: 5·N·log2 N FLOPs per complex transform, on the vector units",
     "gather": "lookups that move only the rows they gather (embedding, index_select), not the whole table",
     "copy": "data movement without arithmetic: copies, concatenation, padding, selection, sorting, fills",
+    "fused": "a compiled engine's run of elementwise, norm, reduction and copy operators as one kernel "
+             "(nncost.analyses.fusion): its inputs read once, its intermediates never written",
     "free": "views and metadata: no bytes, no FLOPs, no time",
     "uncounted": "an operator without a rule: no FLOPs, its bytes counted (a memory-bound lower bound)",
 }

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from nncost.analyses.fit import largest_batch
+from nncost.analyses.fusion import fused
 from nncost.analyses.generation import linear_segments
 from nncost.analyses.generation_report import TensorParallel, Traced, one_gpu
 from nncost.analyses.quantize import quantized
@@ -100,7 +101,10 @@ class _Quantize:
     cuda_graphs: str = "auto"  # whether the engine's decode steps replay CUDA graphs (Generation.cuda_graphs)
 
     def __call__(self, trace: Trace) -> Trace:
-        return quantized(trace, self.weights, self.kv_cache_dtype)
+        """``trace`` in the weight format and cache dtype asked, each lookup and routed expert read
+        as it is, and, in an engine that compiles the model, its pointwise runs fused."""
+        trace = bytes_read(quantized(trace, self.weights, self.kv_cache_dtype))
+        return fused(trace) if self.engine == "vllm" else trace
 
 
 def _generate(model: nn.Module, prompt: int, new: int, batch: int, *, dtype: torch.dtype | None,
@@ -125,14 +129,14 @@ def _trace_generation(model: nn.Module, prompt: int, new: int, batch: int, *, dt
     with session(model, batch, dtype=dtype, model_name=name, max_cache_length=prompt + new - 1,
                  kv_cache_dtype=quantize.kv_cache_dtype, kernels=kernels, engine=quantize.engine) as run:
         prefill_trace, cache_after_prefill = run.prefill(prompt)
-        prefill_trace = bytes_read(quantize(prefill_trace))
+        prefill_trace = quantize(prefill_trace)
         caches: dict[int, int] = {prompt - 1: cache_after_prefill}
         traced: dict[int, Trace] = {}
 
         def step_at(context: int) -> Trace:
             if context not in traced:
                 step, _, caches[context] = run.decode_at(context)
-                traced[context] = bytes_read(quantize(step))
+                traced[context] = quantize(step)
             return traced[context]
 
         segments = [] if new == 1 or peak_only else linear_segments(step_at, prompt, last)
