@@ -225,10 +225,72 @@ def test_tensor_parallel_is_one_gpu_of_the_megatron_layout() -> None:
     assert half.prefill.totals.macs == whole.prefill.totals.macs // 2  # every MAC is in a split layer
     prefill_bytes = 2 * layers * 16 * hidden * 4 + 16 * hidden * 4 + vocab * 4 // 2  # ring factor 2·(2−1)/2 = 1
     assert half.communication_bytes == (prefill_bytes, 4 * (2 * layers * hidden * 4 + hidden * 4 + vocab * 4 // 2))
-    one_way = nncost.hardware.catalogue_device("h100-sxm").interconnect_bandwidth / 2
-    assert half.communication_seconds == pytest.approx((prefill_bytes / one_way, half.communication_bytes[1] / one_way))
+    assert half.communication_seconds == pytest.approx(ring_seconds("h100-sxm", 2, 16, 4))
     assert half.time_to_first_token_seconds == pytest.approx(half.prefill.totals.estimated_seconds
                                                              + half.communication_seconds[0])
+
+
+def ring_seconds(hardware: str, n: int, prompt: int, steps: int, hidden: int = 64, layers: int = 2,
+                 vocab: int = 128, width: int = 4) -> tuple[float, float]:
+    """The closed form of one GPU's collectives in a tiny Llama's generation (fp32, batch 1), as
+    NCCL's ring times them: per call of the model, two all-reduces a layer and the embedding's (each
+    2(n−1) ring steps, 2(n−1)/n of the tokens' hidden states sent) and the logits' all-gather (n−1
+    steps, (n−1)/n of the last position's logits); each call latency + bytes ÷ busbw."""
+    ring = nncost.hardware.catalogue_device(hardware).collectives
+    assert ring is not None
+
+    def model_call(tokens: int) -> float:
+        reduce = ring.base_latency + 2 * (n - 1) * ring.step_latency + 2 * (n - 1) / n * tokens * hidden * width \
+            / ring.bus_bandwidth
+        gather = ring.base_latency + (n - 1) * ring.step_latency + (n - 1) / n * vocab * width / ring.bus_bandwidth
+        return (2 * layers + 1) * reduce + gather
+
+    return model_call(prompt), steps * model_call(1)
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_tensor_parallel_collectives_are_nccl_rings(n: int) -> None:
+    """At 2 and 4 GPUs of an H100 SXM, the communication time is the closed form of NCCL's ring
+    (latency per call + bus bytes ÷ busbw, :func:`ring_seconds`), in the times and in the JSON, under
+    hf-generate and vllm alike."""
+    model = tiny("llama")
+    for engine in ("hf-generate", "vllm"):
+        result = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=1), hardware="h100-sxm",
+                                           generation=Generation(16, 5, tensor_parallel=n, engine=engine)))
+        g = result.generation
+        assert g is not None and g.communication_seconds is not None
+        assert g.communication_seconds == pytest.approx(ring_seconds("h100-sxm", n, 16, 4)), engine
+        document = json.loads(result.to_json())
+        assert document["generation"]["communication_seconds"] == pytest.approx(
+            dict(zip(("prefill", "decode"), ring_seconds("h100-sxm", n, 16, 4), strict=True)))
+
+
+def test_collective_time_grows_with_the_ring() -> None:
+    """More GPUs: each call takes 2(n−1) ring steps of latency and sends 2(n−1)/n of its bytes, so the
+    same all-reduces take longer on 4 GPUs than on 2, by the ring's factors; one GPU sends nothing."""
+    model = tiny("llama")
+    seconds = {}
+    for n in (1, 2, 4):
+        g = nncost.run(nncost.Request(model, nncost.Inputs(batch_size=1), hardware="a100-80gb",
+                                      generation=Generation(16, 5, tensor_parallel=n))).generation
+        assert g is not None
+        seconds[n] = g.communication_seconds
+    assert seconds[1] is None
+    assert seconds[2] == pytest.approx(ring_seconds("a100-80gb", 2, 16, 4))
+    assert seconds[4] == pytest.approx(ring_seconds("a100-80gb", 4, 16, 4))
+    assert seconds[4][0] > seconds[2][0] and seconds[4][1] > seconds[2][1]
+
+
+def test_collectives_without_nccl_figures_keep_the_link_bound() -> None:
+    """A device with no published busbw (the V100's NVLink 2) times its bytes at half its link's two-way
+    bandwidth, with no latency."""
+    g = nncost.run(nncost.Request(tiny("llama"), nncost.Inputs(batch_size=1), hardware="v100",
+                                  generation=Generation(16, 5, tensor_parallel=2))).generation
+    assert g is not None and g.communication_seconds is not None
+    one_way = nncost.hardware.catalogue_device("v100").interconnect_bandwidth / 2
+    assert nncost.hardware.catalogue_device("v100").collectives is None
+    assert g.communication_seconds == pytest.approx((g.communication_bytes[0] / one_way,
+                                                     g.communication_bytes[1] / one_way))
 
 
 def test_tensor_parallel_needs_a_divisor_of_the_heads() -> None:

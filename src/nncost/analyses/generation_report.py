@@ -13,7 +13,8 @@ from nncost.analyses.generation import Segment, decode_report, no_decode, step_s
 from nncost.analyses.overhead import engine_overhead
 from nncost.analyses.roofline import estimate
 from nncost.analyses.split import link_seconds, split_layers
-from nncost.analyses.tensor_parallel import communication_bytes, shard_segments, shard_trace
+from nncost.analyses.tensor_parallel import collectives, shard_segments, shard_trace
+from nncost.hardware.catalogue import RingCollectives
 from nncost.records.generation import EngineOverhead, GenerationReport
 from nncost.records.report import Report
 from nncost.records.roofline import Roofline
@@ -40,17 +41,17 @@ class Traced:
 def one_gpu(traced: Traced, model: nn.Module, prompt: int, new: int, batch: int, roofline: Roofline | None,
             parallel: TensorParallel | None, cuda_graphs: str | None = None) -> GenerationReport:
     """The generation's report on one GPU: the whole of ``traced``, or, with ``parallel``, one
-    GPU's share of its layers, weights and cache, and the bytes its all-reduces send; with
+    GPU's share of its layers, weights and cache, and the collectives it joins; with
     ``cuda_graphs`` (a serving engine's --cuda-graphs), its steps' overhead in the times."""
     weights = sum(traced.prefill.params.param_bytes_by_dtype.values()) + traced.prefill.params.buffer_bytes
     kv_share = 1
-    communication = (0, 0)
+    sends = Sends((), (), new - 1)
     if parallel is not None:
         report = build_report(traced.prefill)
         split = split_layers(report)
         n = parallel.size
-        step_bytes = communication_bytes(build_report(traced.last_step), split, n) if traced.last_step else 0
-        communication = (communication_bytes(report, split, n), step_bytes * (new - 1))
+        sends = Sends(tuple(collectives(report, split, n)),
+                      tuple(collectives(build_report(traced.last_step), split, n)) if traced.last_step else (), new - 1)
         weights = parallel.weights_bytes(model, report, split, traced.prefill.params.buffer_bytes,
                                          sum(traced.prefill.params.param_bytes_by_dtype.values()))
         kv_share = min(n, parallel.kv_heads)
@@ -59,16 +60,16 @@ def one_gpu(traced: Traced, model: nn.Module, prompt: int, new: int, batch: int,
                          last_step=shard_trace(traced.last_step, split, n) if traced.last_step else None)
     overhead = engine_overhead(traced.prefill, traced.last_step, new - 1, batch, cuda_graphs) \
         if cuda_graphs is not None else None
-    return replace(generation_report(traced, prompt, new, batch, weights, roofline, kv_share, communication, parallel,
+    return replace(generation_report(traced, prompt, new, batch, weights, roofline, kv_share, sends, parallel,
                                      overhead), overhead=overhead)
 
 
 def generation_report(traced: Traced, prompt: int, new: int, batch: int, weights: int, roofline: Roofline | None,
-                       kv_share: int, communication: tuple[int, int], parallel: TensorParallel | None,
+                       kv_share: int, sends: Sends, parallel: TensorParallel | None,
                        overhead: EngineOverhead | None = None) -> GenerationReport:
-    """The figures of one GPU: the cache divided among ``kv_share`` GPUs, and the time to send
-    ``communication`` bytes (prefill, all decode steps) and the engine's ``overhead`` added to
-    each phase's."""
+    """The figures of one GPU: the cache divided among ``kv_share`` GPUs, and the time of its
+    collectives (``sends``: the prefill's, every decode step's) and the engine's ``overhead``
+    added to each phase's."""
     def share(nbytes: int) -> int:
         return -(-nbytes // kv_share)
 
@@ -84,7 +85,7 @@ def generation_report(traced: Traced, prompt: int, new: int, batch: int, weights
     if roofline is not None:
         prefill = estimate(prefill, roofline)
         if parallel is not None and parallel.link is not None:
-            send = (link_seconds(communication[0], parallel.link), link_seconds(communication[1], parallel.link))
+            send = (parallel.seconds(sends.prefill), parallel.seconds(sends.step) * sends.steps)
     ttft = prefill.totals.estimated_seconds + send[0] + extra[0] if prefill.totals.estimated_seconds is not None \
         else None
     decode_seconds = decode.totals.estimated_seconds + send[1] + extra[1] \
@@ -100,17 +101,44 @@ def generation_report(traced: Traced, prompt: int, new: int, batch: int, weights
         peak_working_bytes=working, time_to_first_token_seconds=ttft,
         tokens_per_second=(new - 1) / decode_seconds if decode_seconds else None, steps=samples,
         tensor_parallel=parallel.size if parallel is not None else 1,
-        communication_bytes=communication,
+        communication_bytes=sends.bytes,
         communication_seconds=send if parallel is not None and parallel.link is not None else None)
 
 
 @dataclass(frozen=True)
+class Sends:
+    """The collectives one GPU joins in a generation, each as (ring steps, bytes it sends)
+    (:func:`~nncost.analyses.tensor_parallel.collectives`): the prefill's, and those of each of the
+    ``steps`` decode steps (the last step's: every step runs the same layers)."""
+
+    prefill: tuple[tuple[int, float], ...]
+    step: tuple[tuple[int, float], ...]
+    steps: int
+
+    @property
+    def bytes(self) -> tuple[int, int]:
+        """Bytes sent in the prefill and over all decode steps."""
+        return round(sum(b for _, b in self.prefill)), round(sum(b for _, b in self.step)) * self.steps
+
+
+@dataclass(frozen=True)
 class TensorParallel:
-    """Tensor parallelism over ``size`` GPUs joined by a link of ``link`` bytes/s (both ways)."""
+    """Tensor parallelism over ``size`` GPUs joined by a link of ``link`` bytes/s (both ways), on
+    which NCCL's ring reaches ``collectives`` (None: no published figure for the device)."""
 
     size: int
     kv_heads: int
     link: float | None  # None: no device named, no time for the link
+    collectives: RingCollectives | None = None
+
+    def seconds(self, calls: tuple[tuple[int, float], ...]) -> float:
+        """The time of ``calls`` (ring steps, bytes sent) one after another: each NCCL's ring
+        (latency and bus bandwidth), or, without its figures, their bytes at half the link's
+        two-way bandwidth and no latency."""
+        if self.collectives is not None:
+            return sum(self.collectives.seconds(steps, sent) for steps, sent in calls)
+        assert self.link is not None
+        return link_seconds(sum(sent for _, sent in calls), self.link)
 
     def weights_bytes(self, model: nn.Module, report: Report, split: set[int], buffers: int, params: int) -> int:
         """One GPU's weights: the ``params`` bytes of split layers divided by ``size``, the rest

@@ -16,7 +16,9 @@ projection) is split by vocabulary, the rest repeated.  A split operator's
 MACs, FLOPs, bytes and allocations are divided by N (rounded up).
 
 A link is quoted at its two-way bandwidth and sends one direction at a time: half of it
-(:func:`link_seconds`).  No message latency is added: a lower bound.
+(:func:`link_seconds`), with no message latency: a lower bound.  Training layouts are timed so;
+generation under tensor parallelism times its all-reduces as NCCL's ring where the catalogue
+gives its figures (:mod:`nncost.analyses.tensor_parallel`).
 
 Training over many GPUs (:mod:`nncost.analyses.parallel`) places these blocks on pipeline stages
 and splits them for tensor parallelism; generation under tensor parallelism takes one GPU's

@@ -5,9 +5,11 @@ for 1/N of their work: a split operator's MACs, FLOPs, bytes and allocations are
 (rounded up), in the prefill and in every decode step.
 
 An all-reduce of ``b`` bytes over a ring of N GPUs sends and receives ``2·(N−1)/N·b`` bytes on
-each GPU's link, one direction at a time: half the datasheet's two-way bandwidth.  Each layer
-all-reduces its output twice; the embedding's output is all-reduced and the logits gathered
-(``(N−1)/N`` of their bytes).  No message latency is added: a lower bound.
+each GPU's link (nccl-tests' bus bytes).  Each layer all-reduces its output twice; the
+embedding's output is all-reduced and the logits gathered (``(N−1)/N`` of their bytes): the
+:func:`collectives`, each timed as NCCL's ring where the catalogue gives its figures
+(:class:`nncost.hardware.catalogue.RingCollectives`), else at half the link's two-way datasheet
+bandwidth with no latency.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import replace
 
 from nncost.analyses.generation import Segment
 from nncost.analyses.split import transformer_layers
-from nncost.records.report import Report
+from nncost.records.report import Layer, Report
 from nncost.records.trace import OpCall, Trace
 
 
@@ -63,20 +65,42 @@ def shard_segments(segments: list[Segment], split: set[int], n: int) -> list[Seg
     return sharded
 
 
-def communication_bytes(report: Report, split: set[int], n: int) -> int:
-    """Bytes each GPU sends on its link in one call of the model: two all-reduces of every
-    transformer layer's output, the embedding's all-reduce and the logits' gather."""
+def collectives(report: Report, split: set[int], n: int) -> list[tuple[int, float]]:
+    """The collectives each GPU joins in one call of the model, in call order, each as (its ring
+    steps, the bytes each GPU sends): an all-reduce (2·(N−1) steps, ``2·(N−1)/N`` of its bytes)
+    after the attention and one after the MLP of every transformer layer (the outermost repeated
+    blocks: an MoE's experts inside a layer join none of their own), the embedding's all-reduce
+    and the logits' all-gather (N−1 steps, ``(N−1)/N`` of their bytes)."""
     if n == 1:
-        return 0
+        return []
     ring = 2 * (n - 1) / n
     blocks = transformer_layers(report)
+    by_index = {layer.index: layer for layer in report.layers}
+    outermost = {index for index in blocks if not _under_blocks_above(by_index, index, blocks)}
     inside = _under_blocks(report, blocks)
-    total = sum(2 * ring * layer.output_bytes for layer in report.layers if layer.index in blocks)
+    calls: list[tuple[int, float]] = []
     for layer in report.layers:
-        if layer.index in split and layer.index not in inside and layer.is_leaf:
+        if layer.index in outermost:
+            calls += [(2 * (n - 1), ring * layer.output_bytes)] * 2
+        elif layer.index in split and layer.index not in inside and layer.is_leaf:
             units = {op.unit for op in layer.self_ops}
             if "gather" in units:
-                total += ring * layer.output_bytes  # the embedding's partial rows, all-reduced
+                calls.append((2 * (n - 1), ring * layer.output_bytes))  # the embedding's partial rows
             elif "matmul" in units:
-                total += (n - 1) / n * layer.output_bytes  # the logits, gathered
-    return round(total)
+                calls.append((n - 1, (n - 1) / n * layer.output_bytes))  # the logits, gathered
+    return calls
+
+
+def _under_blocks_above(by_index: dict[int, Layer], index: int, blocks: set[int]) -> bool:
+    """Whether a parent of layer ``index`` is one of ``blocks``."""
+    parent = by_index[index].parent
+    while parent is not None:
+        if parent in blocks:
+            return True
+        parent = by_index[parent].parent
+    return False
+
+
+def communication_bytes(report: Report, split: set[int], n: int) -> int:
+    """Bytes each GPU sends on its link in one call of the model: its :func:`collectives`'."""
+    return round(sum(sent for _, sent in collectives(report, split, n)))

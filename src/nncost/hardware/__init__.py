@@ -9,6 +9,6 @@
   device name, ``cpu`` included.
 """
 
-from nncost.hardware.catalogue import ALLOCATORS, DTYPES, Allocator, Device, catalogue_device, names
+from nncost.hardware.catalogue import ALLOCATORS, DTYPES, Allocator, Device, RingCollectives, catalogue_device, names
 
-__all__ = ["ALLOCATORS", "DTYPES", "Allocator", "Device", "catalogue_device", "names"]
+__all__ = ["ALLOCATORS", "DTYPES", "Allocator", "Device", "RingCollectives", "catalogue_device", "names"]

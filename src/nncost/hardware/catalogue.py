@@ -34,6 +34,24 @@ ALLOCATORS = tuple(a.value for a in Allocator)  # plain names: the CLI reads the
 
 
 @dataclass(frozen=True)
+class RingCollectives:
+    """A ring collective within one node, as NCCL times it: ``base_latency + steps × step_latency``
+    seconds (NCCL's tuner, ``src/graph/tuning.cc``: a ring all-reduce over n GPUs takes 2(n−1) steps,
+    an all-gather n−1) plus the bytes each GPU sends over ``bus_bandwidth``, the busbw nccl-tests
+    reports (doc/PERFORMANCE.md: an all-reduce of S bytes sends S × 2(n−1)/n, so the same busbw
+    holds at any n).  The latency is the low-latency protocol's and the bandwidth the large-size
+    ring's, each the best NCCL reaches: a lower bound on a collective's time."""
+
+    bus_bandwidth: float  # bytes/s
+    base_latency: float  # seconds per call
+    step_latency: float  # seconds per ring step
+
+    def seconds(self, steps: int, bus_bytes: float) -> float:
+        """One call of ``steps`` ring steps in which each GPU sends ``bus_bytes``."""
+        return self.base_latency + steps * self.step_latency + bus_bytes / self.bus_bandwidth
+
+
+@dataclass(frozen=True)
 class Device:
     """The roofs of one device.
 
@@ -46,6 +64,7 @@ class Device:
     also measured on the ``cpu`` only (0 on datasheet devices).  ``interconnect_bandwidth`` is
     the GPU-to-GPU link's, both directions together (a ring all-reduce sends at half of it each way);
     ``network_bandwidth`` each GPU's port to other nodes of ``gpus_per_node`` GPUs, quoted the same way.
+    ``collectives`` is what NCCL reaches on that link (None where no nccl-tests figure is published).
     """
 
     name: str
@@ -67,6 +86,7 @@ class Device:
     gpus_per_node: int | None = None  # the GPUs of the vendor's system joined by ``interconnect``
     network: str = ""  # the link between such nodes, one port per GPU: "InfiniBand NDR 400 Gb/s per GPU"
     network_bandwidth: float | None = None  # bytes/s per GPU, both directions together
+    collectives: RingCollectives | None = None  # NCCL's ring within a node
 
     def peak(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype`` (fp32, tf32, bf16, fp16, fp8, int8)."""
@@ -117,6 +137,8 @@ def catalogue_device(name: str) -> Device:
         gpus_per_node=entry.get("gpus_per_node"),
         network=entry.get("network", ""),
         network_bandwidth=entry.get("network_bandwidth"),
+        collectives=RingCollectives(float(entry["allreduce_bus_bandwidth"]), float(entry["ring_base_latency"]),
+                                    float(entry["ring_step_latency"])) if "allreduce_bus_bandwidth" in entry else None,
     )
 
 

@@ -161,4 +161,5 @@ def _parallel(model: nn.Module, size: int, hardware: str | None) -> TensorParall
     check_tensor_parallel(heads, size, gpus_per_node=device.gpus_per_node if device is not None else None,
                           hardware=device.name if device is not None else "", kv_heads=kv_heads)
     assert kv_heads is not None  # named whenever the heads are (attention_heads)
-    return TensorParallel(size, kv_heads, device.interconnect_bandwidth if device is not None else None)
+    return TensorParallel(size, kv_heads, device.interconnect_bandwidth if device is not None else None,
+                          device.collectives if device is not None else None)
