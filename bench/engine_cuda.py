@@ -71,7 +71,7 @@ from torch.profiler import record_function
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nncost
 from _profiler import PREFIX, kernel_seconds, profiled, range_seconds
-from generation_cuda import LLAMA_32_1B, LLAMA_32_1B_PARAMS, TINY
+from generation_cuda import LLAMA_32_1B, LLAMA_32_1B_PARAMS, TINY, device_and_hardware
 from nncost.hardware.engines import CONSTANTS, GRAPH_LAUNCH_SECONDS, GRAPH_NODE_SECONDS, KERNEL_LAUNCH_SECONDS
 
 BLOCK_TOKENS = 16  # vLLM's default block size, as src/nncost/capture/paged.py
@@ -418,17 +418,10 @@ def main() -> int:
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same architecture")
     parser.add_argument("--json", type=Path, help="write the measured constants and every row here")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench/engine_cuda.py needs a CUDA GPU (or --device cpu)", file=sys.stderr)
+    target = device_and_hardware(parser, args, "bench/engine_cuda.py")
+    if target is None:
         return 2
-    hardware = args.hardware
-    if hardware is None:
-        from nncost.hardware.catalogue import match_cuda_name
-
-        hardware = match_cuda_name(torch.cuda.get_device_name()) if device.type == "cuda" else None
-        if hardware is None:
-            parser.error("pass --hardware NAME (a catalogue name)")
+    device, hardware = target
     config = TINY if args.tiny else LLAMA_32_1B
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     versions = f"torch {torch.__version__}, CUDA {torch.version.cuda}"

@@ -128,6 +128,24 @@ def ratio(estimated: float | None, measured: float | None) -> str:
     return f"{estimated / measured:.2f}" if estimated and measured else "–"
 
 
+def device_and_hardware(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                        script: str) -> tuple[torch.device, str] | None:
+    """The device a CUDA bench runs on and the catalogue name of its estimates (``--hardware``, else
+    the GPU's own); None, said on stderr, where CUDA is asked for and there is none."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"{script} needs a CUDA GPU (or --device cpu)", file=sys.stderr)
+        return None
+    hardware = args.hardware
+    if hardware is None:
+        from nncost.hardware.catalogue import match_cuda_name
+
+        hardware = match_cuda_name(torch.cuda.get_device_name()) if device.type == "cuda" else None
+        if hardware is None:
+            parser.error("pass --hardware NAME (a catalogue name)")
+    return device, hardware
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu for the script's own check")
@@ -140,17 +158,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.new < 2:
         parser.error("--new must be at least 2: the decode rate needs a decode step")
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench/generation_cuda.py needs a CUDA GPU (or --device cpu)", file=sys.stderr)
+    target = device_and_hardware(parser, args, "bench/generation_cuda.py")
+    if target is None:
         return 2
-    hardware = args.hardware
-    if hardware is None:
-        from nncost.hardware.catalogue import match_cuda_name
-
-        hardware = match_cuda_name(torch.cuda.get_device_name()) if device.type == "cuda" else None
-        if hardware is None:
-            parser.error("pass --hardware NAME (a catalogue name)")
+    device, hardware = target
     import transformers
 
     config = TINY if args.tiny else LLAMA_32_1B
