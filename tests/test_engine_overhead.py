@@ -162,3 +162,12 @@ def test_the_decode_time_is_what_the_decode_rate_divides(llama_dir: Path) -> Non
     assert generation is not None and generation.overhead is not None and generation.overhead.decode_seconds > 0
     assert generation.decode_seconds is not None and generation.tokens_per_second is not None
     assert generation.decode_seconds == pytest.approx((generation.new_tokens - 1) / generation.tokens_per_second)
+
+
+def test_each_phase_says_the_efficiency_its_kernels_are_timed_at(llama_dir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert [document(llama_dir, capsys)[phase]["efficiency"] for phase in ("prefill", "decode")] == [1.0, 1.0]
+    halved = document(llama_dir, capsys, "--engine", "vllm", "--efficiency", "0.5")
+    assert [halved[phase]["efficiency"] for phase in ("prefill", "decode")] == [0.5, 0.5]
+    no_device = nncost.cost(str(llama_dir), prompt=PROMPT, new_tokens=NEW).to_dict()["generation"]
+    assert [no_device[phase]["efficiency"] for phase in ("prefill", "decode")] == [None, None]

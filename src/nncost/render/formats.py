@@ -100,7 +100,8 @@ def memory_dict(memory: MemoryReport) -> dict[str, Any]:
 def _phase_dict(report: Report, layers: bool) -> dict[str, Any]:
     t = report.totals
     data: dict[str, Any] = {"macs": t.macs, "flops": t.flops, "read_bytes": t.read_bytes,
-                            "write_bytes": t.write_bytes, "seconds": t.estimated_seconds}
+                            "write_bytes": t.write_bytes, "seconds": t.estimated_seconds,
+                            "efficiency": report.roofline.efficiency if report.roofline is not None else None}
     if layers:
         data["layers"] = [layer_dict(layer) for layer in report.shown()]
     return data
