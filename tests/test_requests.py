@@ -147,3 +147,18 @@ def test_every_flag_of_every_command_is_an_option_with_one_default() -> None:
         for group in command.groups:
             for option in group.flags:  # a name two commands share is one option: one default
                 assert OPTIONS[option.option] == option.default, (name, option.option)
+
+
+def test_an_onnx_model_in_memory_is_read_as_stored_as_its_file_is(files: dict[str, str]) -> None:
+    """A loaded ``onnx.ModelProto`` on a device is timed, as its file is: no memory step is
+    asked of a model nothing runs."""
+    if "onnx" not in files:
+        pytest.skip("onnx is not installed")
+    import onnx
+
+    loaded = onnx.load(files["onnx"])
+    assert build_request(loaded, hardware="h100-sxm", precision="fp32").step is None
+    from_memory = nncost.cost(loaded, hardware="h100-sxm", precision="fp32").report
+    from_file = nncost.cost(files["onnx"], hardware="h100-sxm", precision="fp32").report
+    assert from_memory is not None and from_file is not None
+    assert from_memory.totals.estimated_seconds == from_file.totals.estimated_seconds

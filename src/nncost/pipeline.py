@@ -28,6 +28,7 @@ from types import ModuleType
 from nncost.records.report import Report
 from nncost.records.result import Result
 from nncost.request import Request
+from nncost.sources.models import is_onnx_model
 from nncost.stages import compare, forward, generation, layout, onnx, step, training_run
 from nncost.stages.forward import with_roofline
 from nncost.stages.progress import Progress, Quiet
@@ -45,7 +46,7 @@ def run(request: Request, progress: Progress | None = None) -> Result:
     say = progress or Quiet()
     if request.compare is not None:
         return Result.of(compare.comparison(request, say, run))
-    if onnx.is_onnx_model(request.model):
+    if is_onnx_model(request.model):
         return Result.of(onnx.onnx_report(request, say))
     if isinstance(request.model, Report):
         return Result.of(forward.timed(request.model, request, say))

@@ -758,9 +758,10 @@ def build_request(model: Any = None, **options: Any) -> Request:
         raise BadRequest(f"unknown option {unknown[0]!r}; the options are those of the command line: "
                          f"{', '.join(sorted(OPTIONS))}")
     from nncost.records.report import Report
+    from nncost.sources.models import is_onnx_model
 
     o = SimpleNamespace(**{**OPTIONS, **options})
-    as_stored = isinstance(model, Report) or (isinstance(model, str) and model.lower().endswith(".onnx"))
+    as_stored = isinstance(model, Report) or is_onnx_model(model)
     _check_combinations(o)
     generation = _generation(o)
     step = None if generation is not None or o.memory is False else _step(o, device_memory=not as_stored)

@@ -91,6 +91,13 @@ def is_onnx(name: str) -> bool:
     return name.lower().endswith(".onnx")
 
 
+def is_onnx_model(model: object) -> bool:
+    """An ONNX file's path, or an ``onnx.ModelProto`` (it has a graph and an opset)."""
+    if isinstance(model, str):
+        return is_onnx(model)
+    return hasattr(model, "graph") and hasattr(model, "opset_import")
+
+
 def _described(exc: BaseException) -> str:
     """``ValueError: its first line``, for an exception raised by the user's code."""
     return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__

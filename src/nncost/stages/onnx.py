@@ -9,16 +9,8 @@ from nncost.analyses.build import build_report
 from nncost.errors import BadRequest
 from nncost.records.report import Report
 from nncost.request import NamedSize, Request
-from nncost.sources.models import is_onnx
 from nncost.stages.forward import estimated
 from nncost.stages.progress import Progress
-
-
-def is_onnx_model(model: object) -> bool:
-    """An ONNX file's path, or an ``onnx.ModelProto`` (it has a graph and an opset)."""
-    if isinstance(model, str):
-        return is_onnx(model)
-    return hasattr(model, "graph") and hasattr(model, "opset_import")
 
 
 @dataclass(frozen=True)
