@@ -58,7 +58,7 @@ def forward(request: Request, source: Source, say: Progress) -> Report:
         hardware = _local_hardware(measure_on)
     if hardware is not None:
         dtype = param_dtype(request)
-        model = source.given if source.given is not None else source.on(source.built_on())
+        model = source.on(source.built_on())
         if dtype is None and quantized_weights(model):  # the dtype a quantized weight computes in, not its codes'
             dtype = getattr(torch, weights_dtype(model, None))
         report = estimated(report, request, hardware, dtype, say)
@@ -155,7 +155,7 @@ def _local_hardware(measure_on: str) -> str:
 def _measured(request: Request, source: Source, report: Report, device: str, say: Progress) -> Report:
     from nncost.capture.timing import measure_times
 
-    model = source.on("cpu") if source.given is None else source.given
+    model = source.on("cpu")
     args, kwargs = source.inputs(str(model_device(model)))
     precision = resolve_precision(request.precision, request.dtype)
     passes = WARMUP + request.repeats

@@ -52,7 +52,7 @@ def generation(request: Request, source: Source, say: Progress) -> GenerationRep
     assert wanted is not None
     if source.spec is not None and not source.spec.token_input:
         raise BadRequest(f"{source.label} takes no token ids: generation is for language models (hf:NAME)")
-    model = source.given if source.given is not None else source.on("meta")
+    model = source.on("meta")
     dtype = param_dtype(request)
     roofline = None
     kernels = "cuda"  # whose attention kernels run: the roofline device's, else a GPU's, where LLMs are served

@@ -39,7 +39,7 @@ def lay_out(request: Request, source: Source, say: Progress) -> tuple[ParallelSt
     layout asked for, or a plan's search and its best layout (:mod:`nncost.analyses.parallel`)."""
     step = request.step
     assert step is not None
-    model = source.given if source.given is not None else source.on(source.built_on())
+    model = source.on(source.built_on())
     args, kwargs = source.inputs(str(model_device(model)))
     batch = batch_of((args, kwargs)) or request.inputs.batch_size
     warn_cpu_autocast(request)

@@ -46,7 +46,7 @@ def simulate_step(request: Request, source: Source, say: Progress) -> MemoryRepo
     """The memory of one step: simulated, the largest batch that fits, one real step."""
     step = request.step
     assert step is not None
-    model = source.given if source.given is not None else source.on(source.built_on())
+    model = source.on(source.built_on())
     label = source.label
 
     def simulate(batch: int | None) -> MemoryReport:
@@ -115,11 +115,11 @@ def _measure_step(request: Request, source: Source, report: MemoryReport, say: P
         raise BadRequest("measuring a step with CUDA allocator semantics runs a real step on a GPU, and none is "
                          "available here; the cpu allocator measures on the CPU")
     if not on_cuda:  # weights already on the CPU hold memory that is no longer available
-        built = source.given if source.given is not None else source.on(source.built_on())
+        built = source.on(source.built_on())
         held = weights_bytes(built) if model_device(built).type == "cpu" else 0
         check_memory(f"one real step of {source.label}", "cpu", report.peak_bytes - held,
                       "the simulated step's peak, less the weights built already")
-    model = source.given if source.given is not None else source.on("cpu")
+    model = source.on("cpu")
     if model_device(model).type == "meta":
         raise BadRequest(f"{source.label} has meta weights: a real step needs a model with weights")
     args, kwargs = source.inputs("cpu")
